@@ -1,0 +1,203 @@
+"""The NumPy reference: the plainest possible backpropagation, the oracle for tests and benchmarks.
+
+Each function here is the twin of one function in :mod:`bp.kernels` (same name, same signature,
+same results to rounding); the tests run the same assertions on both. Nothing here is clever:
+every line is the formula it implements.
+
+Notation (the layer i maps z_out[i-1] to z_out[i]; the output layer's activation is tau):
+    z_in[i]  = z_out[i-1] @ W[i] + b[i]        z_out[i] = sigma(z_in[i])
+    delta[O] = dL/df_out * tau'(f_in)           (= f_out - y, scaled, for the fused pairs)
+    delta[i] = (delta[i+1] @ W[i+1].T) * sigma'(z_in[i])
+    grad_W[i] = z_out[i-1].T @ delta[i]         grad_b[i] = delta[i].sum(axis=0)
+"""
+
+import numpy as np
+from scipy.special import erf
+
+# ---- activations: sigma beside sigma' ------------------------------------------------------------
+
+
+def sigma(activation, z, alpha=0.01):
+    """z_out = sigma(z_in)."""
+    if activation == "identity":
+        return z.copy()
+    if activation == "sigmoid":
+        # 1 / (1 + e^-z) written so that e^-z cannot overflow
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    if activation == "tanh":
+        return np.tanh(z)
+    if activation == "relu":
+        return np.maximum(z, 0)
+    if activation == "leaky_relu":
+        return np.where(z > 0, z, alpha * z)
+    if activation == "gelu":
+        return 0.5 * z * (1 + erf(z / np.sqrt(2)))
+    if activation == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def sigma_backward(activation, z_in, z_out, g, alpha=0.01):
+    """J_sigma^T g: g * sigma'(z_in) elementwise, or the softmax Jacobian-vector product."""
+    if activation == "identity":
+        return g.copy()
+    if activation == "sigmoid":
+        return g * z_out * (1 - z_out)
+    if activation == "tanh":
+        return g * (1 - z_out**2)
+    if activation == "relu":
+        return g * (z_in > 0)
+    if activation == "leaky_relu":
+        return g * np.where(z_in > 0, 1, alpha)
+    if activation == "gelu":
+        phi = np.exp(-0.5 * z_in**2) / np.sqrt(2 * np.pi)
+        return g * (0.5 * (1 + erf(z_in / np.sqrt(2))) + z_in * phi)
+    if activation == "softmax":
+        return z_out * (g - (g * z_out).sum(axis=1, keepdims=True))
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+# ---- losses ----------------------------------------------------------------------------------------
+
+
+def default_scale(loss, n_samples, n_outputs):
+    """PyTorch's default reductions: mean over samples for cross-entropy, over all elements else."""
+    if loss == "cross_entropy":
+        return 1.0 / n_samples
+    return 1.0 / (n_samples * n_outputs)
+
+
+def per_sample_loss(loss, f_in, f_out, y):
+    """l_i, summed over outputs for cross-entropy and averaged over outputs otherwise."""
+    if loss == "mse":
+        return ((f_out - y) ** 2).mean(axis=1)
+    if loss == "binary_cross_entropy":  # from the logits f_in of a sigmoid output
+        x = f_in
+        return (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).mean(axis=1)
+    if loss == "cross_entropy":  # from the logits f_in of a softmax output
+        m = f_in.max(axis=1, keepdims=True)
+        lse = m + np.log(np.exp(f_in - m).sum(axis=1, keepdims=True))
+        return (y * (lse - f_in)).sum(axis=1)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, n_threads=None):
+    """L = scale * sum_i w_i l_i (scale defaults to the mean reduction)."""
+    n, m = f_out.shape
+    scale = default_scale(loss, n, m) if scale is None else scale
+    per = per_sample_loss(loss, f_in, f_out, y)
+    w = np.ones(n) if sample_weight is None else sample_weight
+    return float(scale * np.sum(w * per))
+
+
+# ---- the three passes, one layer at a time ---------------------------------------------------------
+
+
+def dense_forward(z_out_prev, W, b, activation, alpha=0.01, n_threads=None):
+    """(z_in, z_out) with z_in = z_out_prev @ W + b, z_out = sigma(z_in)."""
+    z_in = z_out_prev @ W
+    if b is not None:
+        z_in = z_in + b
+    return z_in, sigma(activation, z_in, alpha)
+
+
+def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scale=None,
+                 n_threads=None):
+    """delta[O] = dL/df_in."""
+    n, m = f_out.shape
+    scale = default_scale(loss, n, m) if scale is None else scale
+    w = (np.ones(n) if sample_weight is None else sample_weight)[:, None] * scale
+    if (loss, tau) in (("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")):
+        return w * (f_out - y)
+    if loss == "mse":
+        return sigma_backward(tau, f_in, f_out, 2 * w * (f_out - y), alpha)
+    raise ValueError(f"unsupported pair loss={loss!r}, tau={tau!r}")
+
+
+def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, n_threads=None):
+    """delta[i] = (delta[i+1] @ W[i+1].T) * sigma'(z_in[i])."""
+    return sigma_backward(activation, z_in, z_out, delta_next @ W_next.T, alpha)
+
+
+def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=True,
+              n_threads=None):
+    """(grad_W, grad_b) = beta * (grad_W, grad_b) + (z_out_prev.T @ delta, delta.sum(axis=0))."""
+    gW = z_out_prev.T @ delta
+    gb = delta.sum(axis=0) if use_bias else None
+    if beta != 0 and grad_W is not None:
+        gW = beta * grad_W + gW
+        if use_bias:
+            gb = beta * grad_b + gb
+    return gW, gb
+
+
+# ---- parameter updates (torch.optim's rules) -------------------------------------------------------
+
+
+def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
+               weight_decay=0.0, grad_scale=1.0, n_threads=None):
+    """One SGD step in place; returns param."""
+    g = grad_scale * grad + weight_decay * param
+    if momentum != 0:
+        velocity[...] = momentum * velocity + g
+        g = g + momentum * velocity if nesterov else velocity
+    param -= learning_rate * g
+    return param
+
+
+def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, decoupled=False, grad_scale=1.0, n_threads=None):
+    """One Adam (or, decoupled, AdamW) step in place; `step` counts from 1; returns param."""
+    if decoupled:
+        param *= 1 - learning_rate * weight_decay
+        g = grad_scale * grad
+    else:
+        g = grad_scale * grad + weight_decay * param
+    m[...] = beta1 * m + (1 - beta1) * g
+    v[...] = beta2 * v + (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    param -= learning_rate * m_hat / (np.sqrt(v_hat) + eps)
+    return param
+
+
+# ---- a whole network -------------------------------------------------------------------------------
+
+
+def forward(X, Ws, bs, activations, alpha=0.01):
+    """Lists (z_in, z_out), one entry per layer; z_out[-1] is f_out."""
+    z_ins, z_outs = [], []
+    z = X
+    for W, b, act in zip(Ws, bs, activations):
+        z_in, z = dense_forward(z, W, b, act, alpha)
+        z_ins.append(z_in)
+        z_outs.append(z)
+    return z_ins, z_outs
+
+
+def backward(X, y, Ws, bs, activations, loss, alpha=0.01, sample_weight=None, scale=None):
+    """(loss, deltas, grads_W, grads_b) for the whole network by backpropagation."""
+    z_ins, z_outs = forward(X, Ws, bs, activations, alpha)
+    L = loss_value(z_ins[-1], z_outs[-1], y, loss, sample_weight, scale)
+    n_layers = len(Ws)
+    deltas = [None] * n_layers
+    deltas[-1] = output_delta(z_ins[-1], z_outs[-1], y, loss, activations[-1], alpha,
+                              sample_weight, scale)
+    for i in range(n_layers - 2, -1, -1):
+        deltas[i] = hidden_delta(deltas[i + 1], Ws[i + 1], z_ins[i], z_outs[i], activations[i],
+                                 alpha)
+    grads_W, grads_b = [], []
+    for i in range(n_layers):
+        z_prev = X if i == 0 else z_outs[i - 1]
+        gW, gb = gradients(z_prev, deltas[i], use_bias=bs[i] is not None)
+        grads_W.append(gW)
+        grads_b.append(gb)
+    return L, deltas, grads_W, grads_b
+
+
+def network_loss(X, y, Ws, bs, activations, loss, alpha=0.01, sample_weight=None, scale=None):
+    """L for the whole network (for finite differences)."""
+    z_ins, z_outs = forward(X, Ws, bs, activations, alpha)
+    return loss_value(z_ins[-1], z_outs[-1], y, loss, sample_weight, scale)

@@ -1,0 +1,148 @@
+"""The one place where bp settles how many threads to use.
+
+Kernels never decide their thread count; they receive it. This module decides it, with
+scikit-learn's semantics (``sklearn.utils._openmp_helpers._openmp_effective_n_threads``):
+
+* ``None``: the number of physical cores, unless ``OMP_NUM_THREADS`` is set, which wins;
+* ``-1``: all of them; ``-2``: all but one, and so on;
+* a positive integer: that many;
+* ``0``: an error.
+
+``bp.set_num_threads(n)`` is the one obvious way for a user to choose. It sets the count for
+bp's OpenMP kernels *and* limits the BLAS thread pools (through threadpoolctl) to the same number,
+so that the two pools, which run one after the other, never ask for more threads than there are
+cores between them.
+"""
+
+import os
+import threading
+from contextlib import contextmanager
+
+from bpcore._openmp import omp_max_threads, openmp_enabled
+
+_lock = threading.Lock()
+_n_threads = None  # what the user asked for through set_num_threads (None: the default)
+_blas_limited_to = None  # what we last told the BLAS pools
+
+
+def _physical_cores():
+    """Physical cores available to this process (logical CPUs where topology is unknown)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "physical_package_id") as f:
+                package = f.read().strip()
+            with open(base + "core_id") as f:
+                core = f.read().strip()
+        except OSError:
+            return len(cpus)
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
+def effective_n_threads(n_threads=None, only_physical_cores=True):
+    """The number of threads bp's kernels will use for ``n_threads``.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        None: physical cores, unless ``OMP_NUM_THREADS`` is set; -1: all available; -k: all but
+        k - 1; a positive int: exactly that many.
+    only_physical_cores : bool
+        With ``n_threads=None`` and no ``OMP_NUM_THREADS``, count physical cores, not logical CPUs.
+
+    Returns 1 if bpcore was built without OpenMP.
+    """
+    if isinstance(n_threads, bool) or not (n_threads is None or isinstance(n_threads, int)):
+        raise TypeError(
+            f"n_threads must be None or an int, got {type(n_threads).__name__}: {n_threads!r}"
+        )
+    if n_threads == 0:
+        raise ValueError("n_threads == 0 is invalid: expected None, -1 (all cores) or a "
+                         "nonzero int. Received: n_threads=0")
+    if not openmp_enabled():
+        return 1
+    if os.environ.get("OMP_NUM_THREADS"):
+        max_n = omp_max_threads()
+    elif only_physical_cores:
+        max_n = _physical_cores()
+    else:
+        max_n = omp_max_threads()
+    if n_threads is None:
+        return max_n
+    if n_threads < 0:
+        return max(1, max_n + n_threads + 1)
+    return n_threads
+
+
+def get_num_threads():
+    """The thread count bp uses now (for its kernels and, while it runs, the BLAS pools)."""
+    return effective_n_threads(_n_threads)
+
+
+def set_num_threads(n_threads):
+    """Set the number of threads bp uses, for its OpenMP kernels and the BLAS that does its gemms.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        As in :func:`effective_n_threads`; None restores the default (physical cores, or
+        ``OMP_NUM_THREADS``).
+
+    Examples
+    --------
+    >>> import bp
+    >>> bp.set_num_threads(1)
+    >>> bp.get_num_threads()
+    1
+    """
+    global _n_threads
+    effective_n_threads(n_threads)  # validate before changing anything
+    with _lock:
+        _n_threads = n_threads
+    _limit_blas(get_num_threads())
+
+
+@contextmanager
+def num_threads(n_threads):
+    """Context manager form of :func:`set_num_threads`: ``with bp.num_threads(1): ...``."""
+    global _n_threads
+    previous = _n_threads
+    set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        with _lock:
+            _n_threads = previous
+        _limit_blas(get_num_threads())
+
+
+def _limit_blas(n):
+    """Hold the BLAS pools to n threads (cheap when nothing changes)."""
+    global _blas_limited_to
+    if _blas_limited_to == n:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")
+    _blas_limited_to = n
+
+
+def ensure_blas_limit():
+    """Called by bp before heavy work: the BLAS pools use the same count as the kernels."""
+    n = get_num_threads()
+    if _blas_limited_to != n:
+        _limit_blas(n)
+    return n
+
+
+def blas_info():
+    """threadpoolctl's view of the BLAS libraries loaded in this process."""
+    from threadpoolctl import threadpool_info
+
+    return [d for d in threadpool_info() if d.get("user_api") == "blas"]

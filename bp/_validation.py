@@ -1,0 +1,145 @@
+"""Input checks shared by bp's public functions.
+
+Every check runs before any kernel or any state change, so a rejected call leaves outputs, weights
+and optimizer state exactly as they were. Messages name what was expected and what was received.
+"""
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_dtype(dtype):
+    """np.dtype for 'float32'/'float64' (or the numpy types); anything else is an error."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64. Received: dtype={dtype!r}")
+    return dt
+
+
+def _kind_error(name, arr):
+    return TypeError(
+        f"{name} must be an array of real numbers (float32 or float64; integers are cast). "
+        f"Received: {name} with dtype {arr.dtype}"
+    )
+
+
+def as_float_array(name, x, dtype, ndim=None, cast_ints=True):
+    """np.asarray(x) as a C-contiguous array of `dtype`.
+
+    Integers (and, with cast_ints, floats of the other precision) are cast; booleans, complex,
+    strings and objects are rejected. Fortran-ordered, strided and read-only inputs are accepted
+    (copied to C order where needed). `ndim` may be an int or a tuple of allowed ints.
+    """
+    if hasattr(x, "to_numpy") and not isinstance(x, np.ndarray):  # pandas-like
+        x = x.to_numpy()
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be read as an array: {exc}") from None
+    if arr.dtype.kind in "biu":
+        if arr.dtype.kind == "b":
+            raise _kind_error(name, arr)
+        if not cast_ints:
+            raise _kind_error(name, arr)
+    elif arr.dtype.kind != "f":
+        raise _kind_error(name, arr)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}. Received: {name} with shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_kernel_input(name, x, dtype=None, ndim=2, shape=None):
+    """For bp.kernels: a floating array of `dtype` (no casting between precisions), C-ordered copy
+    if needed, with the given shape (None entries match anything), all finite."""
+    arr = np.asarray(x)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64. Received: {name} with dtype {arr.dtype}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(
+            f"{name} must have the same dtype as the other inputs ({np.dtype(dtype)}). "
+            f"Received: {name} with dtype {arr.dtype}"
+        )
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D. Received: {name} with shape {arr.shape}")
+    check_shape(name, arr, shape)
+    check_finite(name, arr)
+    return np.ascontiguousarray(arr)
+
+
+def check_shape(name, arr, shape):
+    if shape is None:
+        return
+    if len(shape) != arr.ndim or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise ValueError(f"{name} must have shape {want}. Received: {name} with shape {arr.shape}")
+
+
+def check_output(name, out, dtype, shape):
+    """A preallocated output: an ndarray of exactly `dtype` and `shape`, C-contiguous, writeable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray. Received: {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}. Received: {name} with dtype {out.dtype}")
+    check_shape(name, out, shape)
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (it is written in place). Received: a "
+                         f"non-contiguous array with strides {out.strides}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable (it is written in place). Received: a read-only array")
+    return out
+
+
+def check_finite(name, arr):
+    """ValueError naming the first non-finite entry (row and column for 2-D arrays)."""
+    if arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = ", ".join(str(int(i)) for i in bad)
+        label = {1: "index", 2: "row, column"}.get(arr.ndim, "index")
+        raise ValueError(
+            f"{name} must contain only finite values. Received: {arr[tuple(bad)]} at "
+            f"{label} ({where})"
+        )
+
+
+def check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    return int(value)
+
+
+def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
+    """A finite real scalar within [low, high] (open ends where asked)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number. Received: {name}={value!r}")
+    v = float(value)
+    ok = np.isfinite(v)
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    if not ok:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}. Received: {name}={value!r}")
+    return v
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Unknown {name} {value!r}. Valid values: {valid}")
+    return value

@@ -1,0 +1,288 @@
+"""The bpcore kernels with their inputs checked: the public, validated face of the three passes.
+
+Each function has a twin of the same name and signature in :mod:`bp._reference` (plain NumPy),
+and the tests hold the two to the same results. Every argument is checked before any kernel runs
+(dtype, shape, finiteness, the output buffers), so a rejected call writes nothing.
+
+Inputs may be Fortran-ordered, strided or read-only: they are read as they are where the kernel
+can, and copied to C order where it cannot. Outputs (``out=``, ``grad_W=`` ...) are optional; when
+given they must be C-contiguous, writeable and of the inputs' dtype, and they are written in place.
+``n_threads`` follows :func:`bp.effective_n_threads` (None: bp's current setting).
+"""
+
+import numpy as np
+
+import bpcore
+from bpcore import _dense_forward, _error_signal, _gradients, _loss, _param_update
+
+from . import _threads
+from ._validation import (
+    check_choice,
+    check_kernel_input,
+    check_number,
+    check_output,
+    check_shape,
+)
+
+ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
+LOSSES = tuple(bpcore.LOSSES)
+# The output activation tau that each loss accepts. The cross-entropies are fused with their
+# natural output (delta = f_out - y); mean squared error goes through any tau's Jacobian.
+LOSS_OUTPUTS = {
+    "mse": ACTIVATIONS,
+    "binary_cross_entropy": ("sigmoid",),
+    "cross_entropy": ("softmax",),
+}
+
+
+def _n_threads(n_threads):
+    if n_threads is None:
+        return _threads.get_num_threads()
+    return _threads.effective_n_threads(n_threads)
+
+
+def _activation_code(name, alpha):
+    check_choice("activation", name, ACTIVATIONS)
+    alpha = check_number("alpha", alpha, low=0.0)
+    return bpcore.ACTIVATIONS[name], alpha
+
+
+def check_loss_pair(loss, tau):
+    """ValueError unless the loss and the output activation tau make a valid pair."""
+    check_choice("loss", loss, LOSSES)
+    check_choice("output activation", tau, ACTIVATIONS)
+    if tau not in LOSS_OUTPUTS[loss]:
+        allowed = ", ".join(repr(a) for a in LOSS_OUTPUTS[loss])
+        raise ValueError(
+            f"loss {loss!r} needs an output activation in ({allowed}). Received: output "
+            f"activation {tau!r}"
+        )
+
+
+def _sample_weight(sample_weight, n, dtype):
+    if sample_weight is None:
+        return None
+    w = check_kernel_input("sample_weight", sample_weight, dtype=dtype, ndim=1, shape=(n,))
+    return w
+
+
+def _scale(scale, loss, n, m):
+    if scale is None:
+        return 1.0 / n if loss == "cross_entropy" else 1.0 / (n * m)
+    return check_number("scale", scale)
+
+
+def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=None,
+                  n_threads=None):
+    """One layer's forward pass: ``z_in = z_out_prev @ W + b``, ``z_out = sigma(z_in)``.
+
+    Parameters
+    ----------
+    z_out_prev : array (n_samples, n_in)   the layer's input (x for the first layer)
+    W : array (n_in, n_out)
+    b : array (n_out,) or None
+    activation : str                       one of ``bp.kernels.ACTIVATIONS``
+    alpha : float                          leaky_relu's negative slope (>= 0)
+    z_in, z_out : arrays (n_samples, n_out), optional, written in place (may be the same array)
+
+    Returns
+    -------
+    (z_in, z_out)
+    """
+    code, alpha = _activation_code(activation, alpha)
+    W = check_kernel_input("W", W)
+    dtype = W.dtype
+    n_in, n_out = W.shape
+    x = check_kernel_input("z_out_prev", z_out_prev, dtype=dtype, shape=(None, n_in))
+    if b is not None:
+        b = check_kernel_input("b", b, dtype=dtype, ndim=1, shape=(n_out,))
+    n = x.shape[0]
+    z_in = np.empty((n, n_out), dtype) if z_in is None else check_output("z_in", z_in, dtype, (n, n_out))
+    z_out = np.empty((n, n_out), dtype) if z_out is None else check_output("z_out", z_out, dtype, (n, n_out))
+    _dense_forward.dense_forward(x, W, b, z_in, z_out, code, alpha, _n_threads(n_threads))
+    return z_in, z_out
+
+
+def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scale=None, *,
+                 out=None, n_threads=None):
+    """The output layer's error signal ``delta[O] = dL/df_in``.
+
+    Fused to ``w_i * scale * (f_out - y)`` for softmax + cross_entropy and sigmoid +
+    binary_cross_entropy; ``(2 w_i scale (f_out - y)) * tau'(f_in)`` for mse.
+
+    Parameters
+    ----------
+    f_in, f_out, y : arrays (n_samples, n_outputs)   (y one-hot or soft targets for cross_entropy)
+    loss : str, tau : str                            a valid pair (see ``check_loss_pair``)
+    sample_weight : array (n_samples,), optional
+    scale : float, optional                          the reduction; default PyTorch's mean
+    out : array (n_samples, n_outputs), optional
+    """
+    check_loss_pair(loss, tau)
+    code, alpha = _activation_code(tau, alpha)
+    f_out = check_kernel_input("f_out", f_out)
+    dtype, shape = f_out.dtype, f_out.shape
+    f_in = check_kernel_input("f_in", f_in, dtype=dtype, shape=shape)
+    y = check_kernel_input("y", y, dtype=dtype, shape=shape)
+    n, m = shape
+    w = _sample_weight(sample_weight, n, dtype)
+    scale = _scale(scale, loss, n, m)
+    out = np.empty(shape, dtype) if out is None else check_output("out", out, dtype, shape)
+    _error_signal.output_delta(f_in, f_out, y, w, bpcore.LOSSES[loss], code, alpha, scale, out,
+                               _n_threads(n_threads))
+    return out
+
+
+def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out=None,
+                 n_threads=None):
+    """A hidden layer's error signal ``delta = (delta_next @ W_next.T) * sigma'(z_in)``.
+
+    Parameters
+    ----------
+    delta_next : array (n_samples, n_next)     the next layer's cached delta
+    W_next : array (n_units, n_next)           the next layer's weights
+    z_in, z_out : arrays (n_samples, n_units)  this layer's cached forward values
+    """
+    code, alpha = _activation_code(activation, alpha)
+    W_next = check_kernel_input("W_next", W_next)
+    dtype = W_next.dtype
+    m, m_next = W_next.shape
+    delta_next = check_kernel_input("delta_next", delta_next, dtype=dtype, shape=(None, m_next))
+    n = delta_next.shape[0]
+    z_out = check_kernel_input("z_out", z_out, dtype=dtype, shape=(n, m))
+    z_in = check_kernel_input("z_in", z_in, dtype=dtype, shape=(n, m))
+    out = np.empty((n, m), dtype) if out is None else check_output("out", out, dtype, (n, m))
+    _error_signal.hidden_delta(delta_next, W_next, z_in, z_out, code, alpha, out,
+                               _n_threads(n_threads))
+    return out
+
+
+def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=True, *,
+              n_threads=None):
+    """``grad_W = beta grad_W + z_out_prev.T @ delta`` and ``grad_b = beta grad_b + sum_i delta_i``.
+
+    beta = 0 overwrites; beta = 1 accumulates micro-batches into the given buffers.
+    Returns (grad_W, grad_b) (grad_b is None when use_bias is False).
+    """
+    delta = check_kernel_input("delta", delta)
+    dtype = delta.dtype
+    n, n_out = delta.shape
+    x = check_kernel_input("z_out_prev", z_out_prev, dtype=dtype, shape=(n, None))
+    n_in = x.shape[1]
+    beta = check_number("beta", beta)
+    if beta != 0 and grad_W is None:
+        raise ValueError(f"beta={beta} accumulates into grad_W, so grad_W must be given. "
+                         "Received: grad_W=None")
+    if grad_W is None:
+        grad_W = np.empty((n_in, n_out), dtype)
+    else:
+        check_output("grad_W", grad_W, dtype, (n_in, n_out))
+    if use_bias:
+        if grad_b is None:
+            if beta != 0:
+                raise ValueError(f"beta={beta} accumulates into grad_b, so grad_b must be given. "
+                                 "Received: grad_b=None")
+            grad_b = np.empty(n_out, dtype)
+        else:
+            check_output("grad_b", grad_b, dtype, (n_out,))
+    else:
+        grad_b = None
+    if beta != 0:
+        # accumulating into a non-finite buffer would only spread it: refuse it now
+        for name, arr in [("grad_W", grad_W)] + ([("grad_b", grad_b)] if use_bias else []):
+            check_kernel_input(name, arr, dtype=dtype, ndim=arr.ndim)
+    _gradients.gradients(x, delta, beta, grad_W, grad_b, _n_threads(n_threads))
+    return grad_W, grad_b
+
+
+def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_sample=None,
+               n_threads=None):
+    """``L = scale * sum_i w_i l_i`` (see :mod:`bp.losses` for each l_i); returns a float.
+
+    f_in is read by the cross-entropies (computed from the logits), f_out by mse.
+    per_sample, if given, receives the l_i.
+    """
+    check_choice("loss", loss, LOSSES)
+    f_out = check_kernel_input("f_out", f_out)
+    dtype, shape = f_out.dtype, f_out.shape
+    f_in = check_kernel_input("f_in", f_in, dtype=dtype, shape=shape)
+    y = check_kernel_input("y", y, dtype=dtype, shape=shape)
+    n, m = shape
+    w = _sample_weight(sample_weight, n, dtype)
+    scale = _scale(scale, loss, n, m)
+    if per_sample is None:
+        per_sample = np.empty(n, dtype)
+    else:
+        check_output("per_sample", per_sample, dtype, (n,))
+    return _loss.loss_value(f_in, f_out, y, w, bpcore.LOSSES[loss], scale, per_sample,
+                            _n_threads(n_threads))
+
+
+def _param_buffer(param):
+    if not isinstance(param, np.ndarray) or param.dtype not in (np.float32, np.float64):
+        got = param.dtype if isinstance(param, np.ndarray) else type(param).__name__
+        raise TypeError(f"param must be a float32 or float64 numpy.ndarray (updated in place). "
+                        f"Received: {got}")
+    return _flat_state("param", param, param.dtype, param.size)
+
+
+def _flat_state(name, arr, dtype, n):
+    check_output(name, arr, dtype, arr.shape)
+    if arr.size != n:
+        raise ValueError(f"{name} must have {n} elements like param. Received: {name} with shape {arr.shape}")
+    return arr.reshape(-1)
+
+
+def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
+               weight_decay=0.0, grad_scale=1.0, *, n_threads=None):
+    """One SGD step in place (torch.optim.SGD's rule, see bpcore/_param_update.pyx); returns param.
+
+    param, grad and velocity have one shape; velocity is needed when momentum != 0.
+    """
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    mu = check_number("momentum", momentum, low=0.0)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    if nesterov and mu == 0:
+        raise ValueError("nesterov=True needs a momentum > 0. Received: momentum=0")
+    v = None
+    if mu != 0:
+        if velocity is None:
+            raise ValueError(f"momentum={mu} needs a velocity buffer. Received: velocity=None")
+        v = _flat_state("velocity", velocity, param.dtype, param.size)
+    _param_update.sgd_update(g, lr, mu, bool(nesterov), wd, gs, p, v, _n_threads(n_threads))
+    return param
+
+
+def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0, decoupled=False, grad_scale=1.0, *, n_threads=None):
+    """One Adam (decoupled=False) or AdamW (decoupled=True) step in place; step counts from 1."""
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    mm = _flat_state("m", m, param.dtype, param.size)
+    vv = _flat_state("v", v, param.dtype, param.size)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an integer >= 1. Received: step={step!r}")
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    b1 = check_number("beta1", beta1, low=0.0, high=1.0, high_open=True)
+    b2 = check_number("beta2", beta2, low=0.0, high=1.0, high_open=True)
+    eps = check_number("eps", eps, low=0.0, low_open=True)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    _param_update.adam_update(g, lr, b1, b2, eps, wd, bool(decoupled), int(step), gs, p, mm, vv,
+                              _n_threads(n_threads))
+    return param
+
+
+def sum_of_squares(x, *, n_threads=None):
+    """sum(x**2) in double precision, the same bits for any thread count."""
+    x = check_kernel_input("x", np.ravel(x), ndim=1)
+    return _param_update.sum_of_squares(x, _n_threads(n_threads))
+
+
+__all__ = [
+    "ACTIVATIONS", "LOSSES", "LOSS_OUTPUTS", "check_loss_pair", "dense_forward", "output_delta",
+    "hidden_delta", "gradients", "loss_value", "sgd_update", "adam_update", "sum_of_squares",
+]

@@ -1,0 +1,26 @@
+"""bpcore: the compiled kernels of bp (Cython, typed memoryviews, nogil, OpenMP prange).
+
+One module per step of training, in the order the mathematics runs:
+
+    _dense_forward   z_in = z_out_prev @ W + b, z_out = sigma(z_in)
+    _loss            L and per-sample losses
+    _error_signal    delta[O] = grad L * tau'(f_in); delta[i] = (delta[i+1] @ W[i+1].T) * sigma'
+    _gradients       grad_W = z_out_prev.T @ delta, grad_b = sum of delta over the batch
+    _param_update    fused SGD / Adam / AdamW steps on the flat parameter vector
+
+with _blas (gemm through scipy.linalg.cython_blas), _activations (sigma beside sigma') and
+_openmp (guarded OpenMP helpers). The entry points here trust their arguments; bp.kernels is the
+validated public face of the same functions.
+"""
+
+# Codes shared with the Cython enums in _activations.pxd and _loss.pxd (tests check they agree).
+ACTIVATIONS = {
+    "identity": 0,
+    "sigmoid": 1,
+    "tanh": 2,
+    "relu": 3,
+    "leaky_relu": 4,
+    "gelu": 5,
+    "softmax": 6,
+}
+LOSSES = {"mse": 0, "binary_cross_entropy": 1, "cross_entropy": 2}

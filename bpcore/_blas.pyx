@@ -1,0 +1,103 @@
+# Thin fused wrappers over scipy.linalg.cython_blas (sgemm / dgemm).
+#
+# bp stores every matrix row-major (C order) and its weights as W[n_in, n_out], so a layer's forward
+# product is z_out_prev @ W. BLAS is column-major. A row-major m x n matrix with row stride ld *is*
+# the column-major n x m matrix of its transpose with the same leading dimension, so by
+# C^T = op(B)^T @ op(A)^T we call the column-major gemm with the operands swapped and the sizes
+# (n, m, k): no copy, no transposition in memory (scikit-learn's sklearn/utils/_cython_blas.pyx does
+# the same in its _gemm).
+#
+# Why not always BLAS: a BLAS call costs a fixed ~0.1-0.3 us of dispatch and packing before the first
+# multiply-add, which dominates tiny products (the XOR network's 4x2 @ 2x2). Below SMALL_GEMM_WORK
+# multiply-adds our own loops (single-threaded, vectorisable inner loop) are faster. The crossover
+# was measured with bench/kernels.py --gemm-crossover on an AMD EPYC (AVX2/FMA), float32 and
+# float64 alike: own loops win up to m*n*k ~ 4096 to 8192 and lose beyond.
+#
+# Threads: this file never starts threads itself. BLAS threads its own gemm with its own pool,
+# which bp._threads holds to the same count as the OpenMP kernels. gemm is never called from
+# inside a prange.
+
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef Py_ssize_t SMALL_GEMM_WORK = 4096
+
+
+cdef inline void _small_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                             floating alpha, const floating* A, Py_ssize_t lda,
+                             const floating* B, Py_ssize_t ldb,
+                             floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+    cdef Py_ssize_t i, j, p
+    cdef floating a, s
+    for i in range(m):
+        for j in range(n):
+            # beta == 0 overwrites, as BLAS does: C may hold garbage (or NaN) on entry.
+            C[i * ldc + j] = 0 if beta == 0 else beta * C[i * ldc + j]
+    if not trans_b:
+        # i-p-j order: the inner loop runs along contiguous rows of B and C and vectorises.
+        for i in range(m):
+            for p in range(k):
+                a = alpha * (A[p * lda + i] if trans_a else A[i * lda + p])
+                for j in range(n):
+                    C[i * ldc + j] += a * B[p * ldb + j]
+    else:
+        # op(B) = B.T: entry (p, j) is B[j, p], so each C entry is a dot product of two rows.
+        for i in range(m):
+            for j in range(n):
+                s = 0
+                for p in range(k):
+                    s = s + (A[p * lda + i] if trans_a else A[i * lda + p]) * B[j * ldb + p]
+                C[i * ldc + j] += alpha * s
+
+
+cdef inline void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            floating alpha, const floating* A, Py_ssize_t lda,
+                            const floating* B, Py_ssize_t ldb,
+                            floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+    # Column-major call for C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m).
+    cdef char ta = b't' if trans_b else b'n'
+    cdef char tb = b't' if trans_a else b'n'
+    cdef int M = <int>n, N = <int>m, K = <int>k
+    cdef int LDA = <int>(ldb if ldb > 1 else 1)
+    cdef int LDB = <int>(lda if lda > 1 else 1)
+    cdef int LDC = <int>(ldc if ldc > 1 else 1)
+    if floating is float:
+        sgemm(&ta, &tb, &M, &N, &K, &alpha, <float*>B, &LDA, <float*>A, &LDB, &beta, C, &LDC)
+    else:
+        dgemm(&ta, &tb, &M, &N, &K, &alpha, <double*>B, &LDA, <double*>A, &LDB, &beta, C, &LDC)
+
+
+cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               floating alpha, const floating* A, Py_ssize_t lda,
+               const floating* B, Py_ssize_t ldb,
+               floating beta, floating* C, Py_ssize_t ldc) noexcept nogil:
+    if m == 0 or n == 0:
+        return
+    if k == 0 or m * n * k <= SMALL_GEMM_WORK:
+        _small_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+    else:
+        _blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
+
+
+def _gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] A,
+          const floating[:, ::1] B, floating beta, floating[:, ::1] C, str path="auto"):
+    """C = alpha * op(A) @ op(B) + beta * C on C-contiguous, non-empty arrays.
+
+    For the tests and the crossover benchmark: path "auto" is what the kernels use, "blas" and
+    "own" force one side of the threshold. Shapes are the caller's responsibility.
+    """
+    cdef Py_ssize_t m = C.shape[0], n = C.shape[1]
+    cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
+    cdef int which = {"auto": 0, "blas": 1, "own": 2}[path]
+    with nogil:
+        if which == 0:
+            gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
+                 beta, &C[0, 0], C.shape[1])
+        elif which == 1:
+            _blas_gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0],
+                       B.shape[1], beta, &C[0, 0], C.shape[1])
+        else:
+            _small_gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0],
+                        B.shape[1], beta, &C[0, 0], C.shape[1])
+
+
+SMALL_GEMM_THRESHOLD = SMALL_GEMM_WORK

@@ -1,0 +1,6 @@
+from cython cimport floating
+
+cdef void dense_forward_core(const floating* z_out_prev, Py_ssize_t n, Py_ssize_t n_in,
+                             Py_ssize_t ld_prev, const floating* W, const floating* b,
+                             Py_ssize_t n_out, int act, floating alpha,
+                             floating* z_in, floating* z_out, int n_threads) noexcept nogil

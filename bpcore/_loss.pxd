@@ -1,0 +1,12 @@
+from cython cimport floating
+
+# Loss codes (bp.losses maps the names): mean squared error, binary cross-entropy, cross-entropy.
+cdef enum:
+    MSE = 0
+    BINARY_CROSS_ENTROPY = 1
+    CROSS_ENTROPY = 2
+
+cdef double loss_core(const floating* f_in, const floating* f_out, const floating* y,
+                      const floating* sample_weight, Py_ssize_t n, Py_ssize_t m,
+                      int loss, double scale, floating* per_sample,
+                      int n_threads) noexcept nogil

@@ -1,0 +1,80 @@
+# Loss values L for a batch, per sample and reduced.
+#
+#   mse                   l_i = mean_j (f_out_ij - y_ij)^2
+#   binary_cross_entropy  l_i = mean_j [max(x, 0) - x y + log(1 + e^-|x|)],  x = f_in_ij (sigmoid)
+#   cross_entropy         l_i = sum_j y_ij (logsumexp(f_in_i) - f_in_ij)               (softmax)
+# The cross-entropies are computed from the logits f_in, not from log(f_out): that is exact where
+# f_out has rounded to 0 or 1 (PyTorch's BCELoss instead clamps log at -100).
+# Reduction: L = scale * sum_i w_i l_i, w_i the sample weights (1 if none), scale chosen by the
+# caller (1/N gives PyTorch's mean). The sum runs in row order in double, so it is the same for any
+# thread count. Parallelised over rows (prange) when the batch is large enough.
+
+from cython.parallel cimport prange
+from libc.math cimport fabs
+
+from bpcore._activations cimport f_exp, f_log, f_log1p
+from bpcore._openmp cimport work_threads
+
+
+cdef inline floating _row_loss(const floating* f_in, const floating* f_out, const floating* y,
+                               Py_ssize_t m, int loss) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating acc = 0, d, x, mx, lse, ysum
+    if loss == MSE:
+        for j in range(m):
+            d = f_out[j] - y[j]
+            acc = acc + d * d
+        return acc / m
+    if loss == BINARY_CROSS_ENTROPY:
+        for j in range(m):
+            x = f_in[j]
+            acc = acc + (x if x > 0 else 0) - x * y[j] + f_log1p(f_exp(-fabs(x)))
+        return acc / m
+    # cross-entropy: sum_j y_j (lse - x_j) = lse * sum(y) - <y, x>
+    mx = f_in[0]
+    for j in range(1, m):
+        if f_in[j] > mx:
+            mx = f_in[j]
+    lse = 0
+    ysum = 0
+    for j in range(m):
+        lse = lse + f_exp(f_in[j] - mx)
+        ysum = ysum + y[j]
+        acc = acc + y[j] * f_in[j]
+    lse = mx + f_log(lse)
+    return lse * ysum - acc
+
+
+cdef double loss_core(const floating* f_in, const floating* f_out, const floating* y,
+                      const floating* sample_weight, Py_ssize_t n, Py_ssize_t m,
+                      int loss, double scale, floating* per_sample,
+                      int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double total = 0
+    cdef int nt = work_threads(n * m, n, n_threads)
+    if nt == 1:
+        for i in range(n):
+            per_sample[i] = _row_loss(f_in + i * m, f_out + i * m, y + i * m, m, loss)
+    else:
+        for i in prange(n, num_threads=nt, schedule="static"):
+            per_sample[i] = _row_loss(f_in + i * m, f_out + i * m, y + i * m, m, loss)
+    for i in range(n):
+        total += per_sample[i] * (sample_weight[i] if sample_weight != NULL else 1)
+    return total * scale
+
+
+def loss_value(const floating[:, ::1] f_in, const floating[:, ::1] f_out,  # IN
+               const floating[:, ::1] y, const floating[::1] sample_weight,  # IN (weights: None)
+               int loss, double scale,
+               floating[::1] per_sample,  # OUT
+               int n_threads):
+    """Per-sample losses into `per_sample` and return scale * sum_i w_i l_i. Inputs pre-validated."""
+    cdef Py_ssize_t n = f_out.shape[0], m = f_out.shape[1]
+    cdef const floating* w = NULL if sample_weight is None else &sample_weight[0]
+    cdef double total
+    if n == 0:
+        return 0.0
+    with nogil:
+        total = loss_core(&f_in[0, 0], &f_out[0, 0], &y[0, 0], w, n, m, loss, scale,
+                          &per_sample[0], n_threads)
+    return total

@@ -1,0 +1,12 @@
+from cython cimport floating
+
+cdef void sgd_core(const floating* grad, Py_ssize_t n, floating lr, floating momentum,
+                   bint nesterov, floating weight_decay, floating grad_scale,
+                   floating* param, floating* velocity, int n_threads) noexcept nogil
+
+cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating beta1,
+                    floating beta2, floating eps, floating weight_decay, bint decoupled,
+                    long step, floating grad_scale, floating* param, floating* m, floating* v,
+                    int n_threads) noexcept nogil
+
+cdef double sum_of_squares_core(const floating* x, Py_ssize_t n, int n_threads) noexcept nogil

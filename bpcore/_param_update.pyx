@@ -1,0 +1,124 @@
+# Fused parameter updates: one elementwise sweep per optimizer step over the flat parameter vector,
+# reading the gradient once and writing the parameter and the optimizer state once.
+#
+# bp keeps all of a model's parameters in one flat buffer (each layer's W and b are views into it),
+# and its gradients and optimizer state in buffers of the same layout. So one call updates the
+# whole model, gradient clipping is one sum of squares, and a data-parallel step would sum one
+# buffer across ranks. grad_scale multiplies the gradient as it is read: that is how global-norm
+# clipping is applied without another pass.
+#
+# The rules are PyTorch's (torch.optim), so the numbers can be compared directly:
+#   SGD    g = s grad + wd p;  v = mu v + g;  p -= lr (g + mu v if nesterov else v)
+#          (momentum without dampening: the "PyTorch" form v = mu v + g, p -= lr v, not
+#          Sutskever's v = mu v - lr g; they agree for a constant learning rate)
+#   Adam   g = s grad + wd p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+#          p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+#   AdamW  the same with g = s grad and, first, p *= 1 - lr wd (decoupled weight decay)
+# Parallel over elements with prange (each element is independent, so the result does not depend
+# on the thread count). sum_of_squares sums fixed chunks in a fixed order: also thread-independent.
+
+from cython.parallel cimport prange
+
+from bpcore._activations cimport f_sqrt
+from bpcore._openmp cimport work_threads
+
+
+cdef void sgd_core(const floating* grad, Py_ssize_t n, floating lr, floating momentum,
+                   bint nesterov, floating weight_decay, floating grad_scale,
+                   floating* param, floating* velocity, int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, v
+    cdef int nt = work_threads(n, n, n_threads)
+    for i in prange(n, num_threads=nt, schedule="static"):
+        g = grad_scale * grad[i] + weight_decay * param[i]
+        if momentum != 0:
+            v = momentum * velocity[i] + g
+            velocity[i] = v
+            g = g + momentum * v if nesterov else v
+        param[i] = param[i] - lr * g
+
+
+cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating beta1,
+                    floating beta2, floating eps, floating weight_decay, bint decoupled,
+                    long step, floating grad_scale, floating* param, floating* m, floating* v,
+                    int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, p
+    cdef double bias1 = 1 - (<double>beta1) ** step
+    cdef double bias2 = 1 - (<double>beta2) ** step
+    cdef floating step_size = <floating>(lr / bias1)
+    cdef floating inv_sqrt_bias2 = <floating>(1 / (bias2 ** 0.5))
+    cdef floating decay = <floating>(1 - lr * weight_decay) if decoupled else 1
+    cdef floating l2 = 0 if decoupled else weight_decay
+    cdef int nt = work_threads(n, n, n_threads)
+    for i in prange(n, num_threads=nt, schedule="static"):
+        p = param[i] * decay
+        g = grad_scale * grad[i] + l2 * p
+        m[i] = beta1 * m[i] + (1 - beta1) * g
+        v[i] = beta2 * v[i] + (1 - beta2) * g * g
+        param[i] = p - step_size * m[i] / (f_sqrt(v[i]) * inv_sqrt_bias2 + eps)
+
+
+cdef extern from *:
+    """
+    #define BP_SUMSQ_CHUNKS 64
+    """
+    Py_ssize_t SUMSQ_CHUNKS "BP_SUMSQ_CHUNKS"
+
+
+cdef double sum_of_squares_core(const floating* x, Py_ssize_t n, int n_threads) noexcept nogil:
+    # A fixed number of chunks, each summed in order into its own slot, then the slots in order:
+    # no race, and the same bits for any thread count.
+    cdef double partial[64]
+    cdef double acc, total = 0
+    cdef Py_ssize_t c, i, lo, hi, size = (n + SUMSQ_CHUNKS - 1) // SUMSQ_CHUNKS
+    cdef int nt = work_threads(n, SUMSQ_CHUNKS, n_threads)
+    for c in prange(SUMSQ_CHUNKS, num_threads=nt, schedule="static"):
+        lo = c * size
+        hi = min(n, lo + size)
+        acc = 0
+        for i in range(lo, hi):
+            acc = acc + (<double>x[i]) * x[i]
+        partial[c] = acc
+    for c in range(SUMSQ_CHUNKS):
+        total += partial[c]
+    return total
+
+
+def sgd_update(const floating[::1] grad,  # IN
+               double learning_rate, double momentum, bint nesterov, double weight_decay,
+               double grad_scale,
+               floating[::1] param, floating[::1] velocity,  # OUT (velocity: None if momentum 0)
+               int n_threads):
+    """One SGD step on a flat parameter vector (PyTorch's rule, see the file header)."""
+    cdef floating* vel = NULL if velocity is None else &velocity[0]
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        sgd_core(&grad[0], param.shape[0], <floating>learning_rate, <floating>momentum,
+                 nesterov, <floating>weight_decay, <floating>grad_scale, &param[0], vel,
+                 n_threads)
+
+
+def adam_update(const floating[::1] grad,  # IN
+                double learning_rate, double beta1, double beta2, double eps,
+                double weight_decay, bint decoupled, long step, double grad_scale,
+                floating[::1] param, floating[::1] m, floating[::1] v,  # OUT
+                int n_threads):
+    """One Adam (decoupled=False) or AdamW (decoupled=True) step; `step` counts from 1."""
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        adam_core(&grad[0], param.shape[0], <floating>learning_rate, <floating>beta1,
+                  <floating>beta2, <floating>eps, <floating>weight_decay, decoupled, step,
+                  <floating>grad_scale, &param[0], &m[0], &v[0], n_threads)
+
+
+def sum_of_squares(const floating[::1] x, int n_threads):
+    """sum_i x_i^2 in double, deterministic for any thread count (for global-norm clipping)."""
+    cdef double total
+    if x.shape[0] == 0:
+        return 0.0
+    with nogil:
+        total = sum_of_squares_core(&x[0], x.shape[0], n_threads)
+    return total
