@@ -2,19 +2,28 @@
 
 Multilayer perceptrons trained by backpropagation on the CPU, with the three passes (dense forward,
 error signal, gradients) and the parameter updates in Cython kernels (package ``bpcore``).
+
+>>> import bp
+>>> model = bp.Sequential([bp.Dense(64, activation="relu"), bp.Dense(10, activation="softmax")])
+>>> history = model.fit(X, y, loss="cross_entropy", optimizer=bp.Adam(1e-3), epochs=10)
 """
 
-from . import kernels
+from . import kernels, losses, schedules
 from ._config import show_config
+from ._io import load
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
+from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN
+from .layers import Dense
+from .optimizers import SGD, Adam, AdamW, Optimizer
+from .schedules import CosineDecay, StepDecay
+from .sequential import Sequential, TrainingDivergedError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "kernels",
-    "show_config",
-    "effective_n_threads",
-    "get_num_threads",
-    "num_threads",
-    "set_num_threads",
+    "Sequential", "Dense", "load",
+    "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
+    "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
+    "kernels", "losses", "schedules",
+    "show_config", "effective_n_threads", "get_num_threads", "num_threads", "set_num_threads",
 ]

@@ -1,39 +1,185 @@
-"""python -m bp: bp's main job (see README.md)."""
+"""python -m bp: bp's main job.
 
+    python -m bp [digits] [options]   train an MLP on scikit-learn's handwritten digits
+    python -m bp xor                  train the XOR network (2-2-1, sigmoid) and show its deltas
+    python -m bp config               show how bp was built (OpenMP, BLAS, threads)
+"""
+
+import argparse
+import os
 import sys
+import textwrap
+import time
+
+import numpy as np
 
 
-def _xor(argv):
-    """Train the seed's XOR network (2-2-1, sigmoid, MSE) through the kernels; print the loss."""
-    import numpy as np
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
 
-    from bp import kernels as K
 
-    rng = np.random.default_rng(0)
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, received {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, received {text!r}")
+    return value
+
+
+def _widths(text):
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers like 128,64, received {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers like 128,64, received {text!r}")
+    return widths
+
+
+def _threads(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer (-1 for all cores), received {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a nonzero integer (-1 for all cores), received 0")
+    return value
+
+
+def _make_optimizer(name, lr):
+    import bp
+
+    if name == "sgd":
+        return bp.SGD(learning_rate=lr or 0.1, momentum=0.9)
+    if name == "adamw":
+        return bp.AdamW(learning_rate=lr or 1e-3)
+    return bp.Adam(learning_rate=lr or 1e-3)
+
+
+def digits(args):
+    """Train on the 8x8 digits that scikit-learn ships (1797 images, 10 classes, no download)."""
+    import bp
+
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        print("the digits job needs scikit-learn: pip install 'bp[sklearn]'", file=sys.stderr)
+        return 2
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0  # pixel intensities 0..16 -> 0..1
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, stratify=y, random_state=args.seed)
+    layers = [bp.Dense(w, activation="relu") for w in args.layers]
+    layers.append(bp.Dense(10, activation="softmax"))
+    model = bp.Sequential(layers, dtype=args.dtype, seed=args.seed)
+    print(f"digits: {len(X_train)} training and {len(X_test)} test images, 64 features, 10 classes")
+    print(f"network 64-{'-'.join(map(str, args.layers))}-10 ({args.dtype}), "
+          f"optimizer {args.optimizer}, batch {args.batch_size}, {bp.get_num_threads()} thread(s)")
+    history = model.fit(X_train, y_train, loss="cross_entropy",
+                        optimizer=_make_optimizer(args.optimizer, args.learning_rate),
+                        epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
+                        verbose=args.verbose)
+    result = model.evaluate(X_test, y_test)
+    per_epoch = np.median(history.epoch_times) if history.epoch_times else float("nan")
+    model.save(args.output)
+    print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
+    print(f"time per epoch {per_epoch * 1e3:.1f} ms (median over {len(history.epoch_times)} epochs)")
+    print(f"model saved to {os.path.abspath(args.output)}")
+    return 0
+
+
+def xor(args):
+    """The seed's XOR network: 2 inputs, 2 sigmoid hidden units, 1 sigmoid output."""
+    import bp
+
     X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
-    y = np.array([[0], [1], [1], [0]], dtype=np.float64)
-    W1, b1 = rng.normal(0, 1, (2, 2)), np.zeros(2)
-    W2, b2 = rng.normal(0, 1, (2, 1)), np.zeros(1)
-    lr = 2.0
-    for step in range(5001):
-        z_in1, z_out1 = K.dense_forward(X, W1, b1, "sigmoid")
-        f_in, f_out = K.dense_forward(z_out1, W2, b2, "sigmoid")
-        L = K.loss_value(f_in, f_out, y, "mse")
-        delta2 = K.output_delta(f_in, f_out, y, "mse", "sigmoid")
-        delta1 = K.hidden_delta(delta2, W2, z_in1, z_out1, "sigmoid")
-        gW2, gb2 = K.gradients(z_out1, delta2)
-        gW1, gb1 = K.gradients(X, delta1)
-        for p, g in ((W1, gW1), (b1, gb1), (W2, gW2), (b2, gb2)):
-            K.sgd_update(p, g, learning_rate=lr)
-        if step % 500 == 0:
-            print(f"step {step:5d}  loss {L:.6f}")
-    print("predictions:", np.round(f_out.ravel(), 3), " targets:", y.ravel())
+    y = np.array([0, 1, 1, 0], dtype=np.float64)
+    model = bp.Sequential([bp.Dense(2, activation="sigmoid"), bp.Dense(1, activation="sigmoid")],
+                          dtype="float64", seed=args.seed)
+    history = model.fit(X, y, loss="mse", optimizer=bp.SGD(learning_rate=2.0, momentum=0.9),
+                        epochs=args.epochs, batch_size=4, shuffle=False, verbose=0)
+    if getattr(args, "explain", False):
+        from .insight import explain_xor
+
+        explain_xor(model, X, y)
+        return 0
+    f_out = model.predict(X).ravel()
+    print(f"XOR 2-2-1 sigmoid, mse, SGD: loss {history.history['loss'][0]:.4f} -> "
+          f"{history.history['loss'][-1]:.6f} in {len(history.epoch)} steps")
+    for x, p, t in zip(X, f_out, y):
+        print(f"  x = {x.astype(int)}  f_out = {p:.4f}  -> {int(p >= 0.5)}  (target {int(t)})")
+    print("error signals delta = dL/dz_in of the final step:")
+    for i, d in enumerate(model.error_signals):
+        name = "delta[O]" if i == len(model) - 1 else f"delta[{i + 1}]"
+        print(f"  {name} =\n{textwrap.indent(np.array2string(d, precision=6), '    ')}")
+    acc = float(np.mean((f_out >= 0.5) == (y >= 0.5)))
+    print(f"accuracy {acc:.0%}")
+    return 0
+
+
+def config(args):
+    import bp
+
+    bp.show_config()
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m bp", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=_threads, default=None,
+                        help="threads for bp's kernels and BLAS (default: physical cores or "
+                             "OMP_NUM_THREADS; -1 all)")
+    sub = parser.add_subparsers(dest="command")
+    p = sub.add_parser("digits", help="train on scikit-learn's digits (the default)")
+    _digits_options(p)
+    p = sub.add_parser("xor", help="train the XOR network and print its error signals")
+    p.add_argument("--epochs", type=_positive_int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--explain", action="store_true",
+                   help="show the final step in the seed's notation: z_in, z_out, delta, gradients")
+    sub.add_parser("config", help="show how bp was built")
+    _digits_options(parser)  # `python -m bp --epochs 10` means the digits job
+    return parser
+
+
+def _digits_options(p):
+    p.add_argument("--layers", type=_widths, default=[128, 64],
+                   help="hidden layer widths, comma-separated (default 128,64)")
+    p.add_argument("--epochs", type=_positive_int, default=50)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
+    p.add_argument("--learning-rate", type=_positive_float, default=None)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="bp_digits_model.npz", help="where to save the model")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    _xor(argv)
-    return 0
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    import bp
+
+    if args.threads is not None:
+        bp.set_num_threads(args.threads)
+    command = {"xor": xor, "config": config}.get(args.command, digits)
+    started = time.perf_counter()
+    code = command(args)
+    if args.command in (None, "digits"):
+        print(f"total {time.perf_counter() - started:.1f} s")
+    return code
 
 
 if __name__ == "__main__":

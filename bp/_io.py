@@ -1,0 +1,128 @@
+"""Saving and loading models: one .npz file, written atomically, read without pickle.
+
+File layout (all plain arrays; np.load(..., allow_pickle=False) reads it):
+    bp_format    int64[1]   the format version (FORMAT_VERSION)
+    config       uint8[]    UTF-8 JSON: dtype, seed, layers, loss, optimizer class and config
+    params       float[]    the flat parameter vector (see Sequential.get_flat_params)
+    opt_<name>   float[]    optimizer state buffers (momenta), if any
+    checksum     uint8[32]  SHA-256 of the config bytes, then every other array's bytes by name
+
+save writes to a temporary file in the same directory, flushes and fsyncs it, then renames it
+over the target, so a crash leaves either the old file or the new one, never half of one.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+def _checksum(arrays):
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == "checksum":
+            continue
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return np.frombuffer(h.digest(), dtype=np.uint8)
+
+
+def _optimizer_config(opt):
+    if opt is None:
+        return None
+    cfg = opt.get_config()
+    if callable(cfg.get("learning_rate")):
+        # a schedule is code, not data: store the rate in force and say so
+        cfg["learning_rate"] = opt.current_learning_rate(0) if opt._lr is None else opt._lr
+        cfg["schedule_dropped"] = True
+    return {"class": type(opt).__name__, "config": cfg, "iterations": opt.iterations}
+
+
+def save(model, path):
+    model._require_built()
+    path = os.fspath(path)
+    config = model.get_config()
+    config["optimizer"] = _optimizer_config(model.optimizer)
+    arrays = {
+        "bp_format": np.array([FORMAT_VERSION], dtype=np.int64),
+        "config": np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8),
+        "params": model._params,
+    }
+    if model.optimizer is not None:
+        for name, buf in model.optimizer._state.items():
+            arrays["opt_" + name] = buf
+    arrays["checksum"] = _checksum(arrays)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bp-save-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load(path):
+    """Read a model written by ``Sequential.save``.
+
+    Raises ValueError for a file that is not a bp model, is truncated or corrupted (checksum), or
+    has another format version; never unpickles anything.
+    """
+    from . import optimizers
+    from .layers import Dense
+    from .sequential import Sequential
+
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ValueError(f"{path!r} is not a readable bp model file (.npz): {exc}") from None
+    if not isinstance(arrays, dict) or "bp_format" not in arrays:
+        raise ValueError(f"{path!r} is not a bp model file: no 'bp_format' entry")
+    version = int(np.asarray(arrays["bp_format"]).ravel()[0])
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path!r} has bp file format version {version}; this bp reads version "
+                         f"{FORMAT_VERSION}")
+    for key in ("config", "params", "checksum"):
+        if key not in arrays:
+            raise ValueError(f"{path!r} is not a complete bp model file: no {key!r} entry")
+    if not np.array_equal(arrays["checksum"], _checksum(arrays)):
+        raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents")
+    try:
+        config = json.loads(arrays["config"].tobytes().decode("utf-8"))
+        model = Sequential([Dense(**cfg) for cfg in config["layers"]], dtype=config["dtype"],
+                           seed=config["seed"], input_dim=config["input_dim"])
+        model.build()
+        params = arrays["params"]
+        if params.shape != model._params.shape or params.dtype != model.dtype:
+            raise ValueError(f"params have shape {params.shape} and dtype {params.dtype}; the "
+                             f"architecture needs {model._params.shape} {model.dtype}")
+        model._params[...] = params
+        model.loss = config.get("loss")
+        opt_cfg = config.get("optimizer")
+        if opt_cfg is not None:
+            cls = {"SGD": optimizers.SGD, "Adam": optimizers.Adam, "AdamW": optimizers.AdamW}[opt_cfg["class"]]
+            kwargs = {k: v for k, v in opt_cfg["config"].items() if k != "schedule_dropped"}
+            opt = cls(**kwargs)
+            opt.iterations = int(opt_cfg["iterations"])
+            for name in opt._state_names:
+                if "opt_" + name in arrays:
+                    opt._state[name] = np.array(arrays["opt_" + name])
+            model.optimizer = opt
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
+    return model

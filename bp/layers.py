@@ -1,0 +1,211 @@
+"""Dense: the one layer of a multilayer perceptron.
+
+    z_in = z_out_prev @ W + b        z_out = sigma(z_in)
+
+Weights are stored (n_in, n_out), as in Keras and scikit-learn, so the product is row-major
+``z_out_prev @ W`` with no transpose.
+"""
+
+import numbers
+
+import numpy as np
+
+import bpcore
+
+from ._validation import as_dtype, check_choice, check_finite, check_number, check_positive_int
+
+ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
+# He initialisation for the relu family, Glorot for the rest (Keras and PyTorch practice).
+_RELU_LIKE = ("relu", "leaky_relu", "gelu")
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "zeros")
+
+
+def initialize(name, shape, rng, dtype):
+    """Draw a weight matrix of `shape` = (fan_in, fan_out) with initializer `name`.
+
+    glorot_uniform  U(-a, a), a = sqrt(6 / (fan_in + fan_out))
+    glorot_normal   N(0, 2 / (fan_in + fan_out))
+    he_uniform      U(-a, a), a = sqrt(6 / fan_in)
+    he_normal       N(0, 2 / fan_in)
+    """
+    fan_in, fan_out = shape
+    if name == "glorot_uniform":
+        a = np.sqrt(6.0 / (fan_in + fan_out))
+        w = rng.uniform(-a, a, shape)
+    elif name == "glorot_normal":
+        w = rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), shape)
+    elif name == "he_uniform":
+        a = np.sqrt(6.0 / fan_in)
+        w = rng.uniform(-a, a, shape)
+    elif name == "he_normal":
+        w = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    elif name == "zeros":
+        w = np.zeros(shape)
+    else:
+        raise ValueError(f"Unknown kernel_initializer {name!r}. Valid values: "
+                         f"{', '.join(repr(i) for i in INITIALIZERS)} or a callable")
+    return w.astype(dtype)
+
+
+class Dense:
+    """A fully connected layer: ``z_out = sigma(z_out_prev @ W + b)``.
+
+    Parameters
+    ----------
+    units : int
+        Output width n_out (> 0).
+    activation : str, default "identity"
+        sigma: one of identity, sigmoid, tanh, relu, leaky_relu, gelu (exact), softmax.
+    use_bias : bool, default True
+    kernel_initializer : str or callable, optional
+        "glorot_uniform" (default for sigmoid, tanh, softmax, identity), "he_normal" (default
+        for relu, leaky_relu, gelu), "glorot_normal", "he_uniform", "zeros", or a callable
+        ``f((n_in, n_out), rng) -> array``. Biases start at zero.
+    alpha : float, default 0.01
+        leaky_relu's negative slope (>= 0).
+    input_dim : int, optional
+        n_in. If omitted, it is taken from the data at first use (lazy build).
+    name : str, optional
+
+    Shape
+    -----
+    input (n_samples, n_in) -> output (n_samples, units); W (n_in, units), b (units,).
+
+    Examples
+    --------
+    >>> layer = bp.Dense(64, activation="relu")
+    >>> layer
+    Dense(64, activation='relu')
+    """
+
+    def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
+                 alpha=0.01, input_dim=None, name=None):
+        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
+            raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
+        if not isinstance(activation, str):
+            raise TypeError(f"activation must be a string. Received: {activation!r}")
+        check_choice("activation", activation, ACTIVATIONS)
+        if kernel_initializer is not None and not callable(kernel_initializer):
+            check_choice("kernel_initializer", kernel_initializer, INITIALIZERS)
+        self.units = int(units)
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer or (
+            "he_normal" if activation in _RELU_LIKE else "glorot_uniform")
+        self.alpha = check_number("alpha", alpha, low=0.0)
+        self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
+        self.name = name
+        self._W = None
+        self._b = None
+        self._owner = None  # the Sequential whose flat buffer holds W and b
+
+    # -- building --------------------------------------------------------------------------------
+    @property
+    def built(self):
+        return self._W is not None
+
+    @property
+    def n_params(self):
+        if self.input_dim is None:
+            return None
+        return self.input_dim * self.units + (self.units if self.use_bias else 0)
+
+    def _initial_weights(self, n_in, rng, dtype):
+        if callable(self.kernel_initializer):
+            W = np.asarray(self.kernel_initializer((n_in, self.units), rng))
+            if W.shape != (n_in, self.units):
+                raise ValueError(f"kernel_initializer must return shape {(n_in, self.units)}. "
+                                 f"Received: shape {W.shape}")
+            W = W.astype(dtype)
+        else:
+            W = initialize(self.kernel_initializer, (n_in, self.units), rng, dtype)
+        check_finite("initial W", W)
+        return W
+
+    def _bind(self, W_view, b_view):
+        """Point W and b at views into a model's flat parameter buffer."""
+        self._W = W_view
+        self._b = b_view
+
+    def build(self, input_dim, dtype="float32", seed=None):
+        """Allocate and initialise W and b for a layer used on its own (a model does this itself)."""
+        if self._owner is not None:
+            raise ValueError("this layer belongs to a Sequential; build the model instead")
+        dtype = as_dtype(dtype)
+        self.input_dim = check_positive_int("input_dim", input_dim)
+        rng = np.random.default_rng(seed)
+        self._bind(self._initial_weights(self.input_dim, rng, dtype),
+                   np.zeros(self.units, dtype) if self.use_bias else None)
+        return self
+
+    # -- parameters ------------------------------------------------------------------------------
+    def _require_built(self):
+        if not self.built:
+            raise ValueError(f"{self!r} is not built yet: its input width is taken from the data "
+                             "at first use (or give input_dim=...).")
+
+    @property
+    def W(self):
+        """The weights, shape (n_in, units): a view into the model's parameters (writes go in)."""
+        self._require_built()
+        return self._W
+
+    @W.setter
+    def W(self, value):
+        self._require_built()
+        self._W[...] = self._checked(value, "W", self._W)
+
+    @property
+    def b(self):
+        """The bias, shape (units,), or None when use_bias=False."""
+        self._require_built()
+        return self._b
+
+    @b.setter
+    def b(self, value):
+        self._require_built()
+        if self._b is None:
+            raise ValueError("this layer has no bias (use_bias=False)")
+        self._b[...] = self._checked(value, "b", self._b)
+
+    @staticmethod
+    def _checked(value, name, target):
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+            raise TypeError(f"{name} must be real numbers. Received: dtype {arr.dtype}")
+        if arr.shape != target.shape:
+            raise ValueError(f"{name} must have shape {target.shape}. Received: shape {arr.shape}")
+        arr = arr.astype(target.dtype)
+        check_finite(name, arr)
+        return arr
+
+    # -- forward on its own ----------------------------------------------------------------------
+    def __call__(self, X):
+        """z_out for input X (builds the layer on first use when it is not part of a model)."""
+        from . import kernels
+
+        if not self.built:
+            X_arr = np.asarray(X)
+            dtype = X_arr.dtype if X_arr.dtype in (np.float32, np.float64) else np.float32
+            self.build(X_arr.shape[-1], dtype=dtype)
+        return kernels.dense_forward(np.asarray(X, self._W.dtype), self._W, self._b,
+                                     self.activation, self.alpha)[1]
+
+    # -- description -----------------------------------------------------------------------------
+    def get_config(self):
+        init = self.kernel_initializer
+        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
+                "kernel_initializer": init if isinstance(init, str) else None,
+                "alpha": self.alpha, "input_dim": self.input_dim, "name": self.name}
+
+    def __repr__(self):
+        args = [str(self.units), f"activation={self.activation!r}"]
+        if not self.use_bias:
+            args.append("use_bias=False")
+        if self.activation == "leaky_relu":
+            args.append(f"alpha={self.alpha}")
+        if self.input_dim is not None:
+            args.append(f"input_dim={self.input_dim}")
+        if self.name:
+            args.append(f"name={self.name!r}")
+        return f"Dense({', '.join(args)})"

@@ -1,0 +1,105 @@
+"""Losses, with PyTorch's default reductions so that the numbers compare directly.
+
+=========================  ======================================  ==========================
+name                       L (sample weights w_i, default 1)       output activation tau
+=========================  ======================================  ==========================
+``mse``                    sum_i w_i sum_j (f_out - y)^2 / (N m)    any
+``binary_cross_entropy``   sum_i w_i sum_j bce(f_in, y) / (N m)     sigmoid (fused: f_out - y)
+``cross_entropy``          sum_i w_i sum_j -y log f_out / N         softmax (fused: f_out - y)
+=========================  ======================================  ==========================
+
+Without weights these are torch.nn.MSELoss(), BCELoss() (BCEWithLogitsLoss() on f_in) and
+CrossEntropyLoss() on f_in, all with reduction="mean". With weights, the weighted sum is divided
+by N (Keras' "sum_over_batch_size"), not by the sum of the weights.
+The cross-entropies are computed from the logits f_in, so they stay finite where f_out rounds to
+0 or 1. Cross-entropy takes integer class labels (n,) or one-hot / probability rows (n, m).
+"""
+
+import numpy as np
+
+import bpcore
+
+from ._validation import as_float_array, check_choice, check_finite
+from .kernels import LOSS_OUTPUTS, check_loss_pair
+
+LOSSES = tuple(bpcore.LOSSES)
+ALIASES = {"mean_squared_error": "mse", "bce": "binary_cross_entropy",
+           "categorical_cross_entropy": "cross_entropy", "ce": "cross_entropy"}
+
+
+def get(loss):
+    """The canonical loss name for `loss` (a name or alias); ValueError listing the valid ones."""
+    if not isinstance(loss, str):
+        raise TypeError(f"loss must be a string, one of {', '.join(LOSSES)}. Received: {loss!r}")
+    name = ALIASES.get(loss, loss)
+    check_choice("loss", name, LOSSES)
+    return name
+
+
+def default_scale(loss, n_samples, n_outputs):
+    """The reduction factor: 1/N for cross-entropy, 1/(N m) for the others."""
+    return 1.0 / n_samples if loss == "cross_entropy" else 1.0 / (n_samples * n_outputs)
+
+
+def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):
+    """y as a C-contiguous (n_samples, n_outputs) array of `dtype`, checked for this loss.
+
+    Cross-entropy: integer labels in [0, n_outputs) (1-D) become one-hot rows; 2-D rows must be
+    non-negative. Binary cross-entropy: targets in [0, 1]. mse: any finite values. A 1-D y is one
+    column when n_outputs is 1.
+    """
+    if hasattr(y, "to_numpy") and not isinstance(y, np.ndarray):
+        y = y.to_numpy()
+    y_arr = np.asarray(y)
+    if y_arr.ndim == 0 or y_arr.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D. Received: {name} with shape {y_arr.shape}")
+    if y_arr.shape[0] != n_samples:
+        raise ValueError(f"X and {name} must have the same number of samples. Received: "
+                         f"{n_samples} samples in X and {y_arr.shape[0]} in {name}")
+    if loss == "cross_entropy" and (y_arr.ndim == 1 or (y_arr.ndim == 2 and y_arr.shape[1] == 1 and n_outputs > 1)):
+        return _one_hot(y_arr.reshape(-1), n_outputs, dtype, name)
+    Y = as_float_array(name, y_arr, dtype, ndim=(1, 2))
+    if Y.ndim == 1:
+        Y = Y.reshape(-1, 1)
+    if Y.shape[1] != n_outputs:
+        raise ValueError(f"{name} must have {n_outputs} column(s), one per output of the model. "
+                         f"Received: {name} with shape {y_arr.shape}")
+    check_finite(name, Y)
+    if loss == "binary_cross_entropy" and ((Y < 0).any() or (Y > 1).any()):
+        bad = np.argwhere((Y < 0) | (Y > 1))[0]
+        raise ValueError(f"binary_cross_entropy targets must lie in [0, 1]. Received: "
+                         f"{Y[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+    if loss == "cross_entropy" and (Y < 0).any():
+        bad = np.argwhere(Y < 0)[0]
+        raise ValueError(f"cross_entropy target rows must be non-negative (one-hot or "
+                         f"probabilities). Received: {Y[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+    return Y
+
+
+def _one_hot(labels, n_classes, dtype, name):
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            i = int(np.argwhere(~np.isfinite(labels))[0, 0])
+            raise ValueError(f"{name} must contain only finite values. Received: {labels[i]} at index {i}")
+        if (labels != np.round(labels)).any():
+            i = int(np.argwhere(labels != np.round(labels))[0, 0])
+            raise ValueError(f"cross_entropy labels must be integers in [0, {n_classes}). "
+                             f"Received: {labels[i]} at index {i}")
+    elif labels.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy labels must be integers in [0, {n_classes}). "
+                        f"Received: {name} with dtype {labels.dtype}")
+    lab = labels.astype(np.int64)
+    out_of_range = (lab < 0) | (lab >= n_classes)
+    if out_of_range.any():
+        i = int(np.argwhere(out_of_range)[0, 0])
+        raise ValueError(f"cross_entropy labels must be integers in [0, {n_classes}) for a model "
+                         f"with {n_classes} outputs. Received: {labels[i]} at index {i}")
+    Y = np.zeros((lab.shape[0], n_classes), dtype=dtype)
+    Y[np.arange(lab.shape[0]), lab] = 1
+    return Y
+
+
+def check_pair(loss, tau):
+    """ValueError unless the loss and the output activation make sense together
+    (``LOSS_OUTPUTS[loss]`` lists the output activations each loss accepts)."""
+    check_loss_pair(loss, tau)

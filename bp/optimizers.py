@@ -1,0 +1,211 @@
+"""Optimizers: small classes around the fused update kernels in bpcore/_param_update.pyx.
+
+An optimizer owns only its hyperparameters and its state (flat buffers laid out like the model's
+flat parameter vector). It does not know about layers, batches or the loss: ``apply(params,
+grads)`` takes two flat buffers. That separation is what a data-parallel step needs: compute the
+gradients on a shard, sum them across ranks, then ``apply`` the same update everywhere.
+
+The update rules are torch.optim's (see bpcore/_param_update.pyx for the formulas). SGD's momentum
+is PyTorch's form: v = mu v + g; p -= lr v (Nesterov: p -= lr (g + mu v)).
+"""
+
+import math
+
+import numpy as np
+
+from bpcore import _param_update
+
+from . import _threads
+from ._validation import check_number
+
+
+def _check_learning_rate(learning_rate):
+    if callable(learning_rate):
+        return learning_rate
+    return check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+
+
+class Optimizer:
+    """Base class. Subclasses define ``_update(params, grads, lr, grad_scale, n_threads)``.
+
+    Parameters
+    ----------
+    learning_rate : float or callable
+        A positive number, or a schedule ``f(epoch) -> float`` (see :mod:`bp.schedules`),
+        evaluated at the start of each epoch.
+    clip_norm : float or None
+        If set, gradients are scaled so that their global L2 norm (over all parameters) is at
+        most clip_norm (torch.nn.utils.clip_grad_norm_), fused into the update.
+    """
+
+    _state_names = ()
+
+    def __init__(self, learning_rate, clip_norm=None):
+        self.learning_rate = _check_learning_rate(learning_rate)
+        self.clip_norm = None if clip_norm is None else check_number(
+            "clip_norm", clip_norm, low=0.0, low_open=True)
+        self.iterations = 0
+        self._state = {}
+        self._lr = None  # the learning rate in force (a schedule's value for this epoch)
+
+    # -- learning rate -------------------------------------------------------------------------
+    def current_learning_rate(self, epoch=0):
+        """The learning rate for `epoch` (the constant, or the schedule's value)."""
+        if callable(self.learning_rate):
+            lr = self.learning_rate(epoch)
+            return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
+        return self.learning_rate
+
+    def set_epoch(self, epoch):
+        self._lr = self.current_learning_rate(epoch)
+
+    # -- state ---------------------------------------------------------------------------------
+    def _ensure_state(self, params):
+        for name in self._state_names:
+            buf = self._state.get(name)
+            if buf is None or buf.shape != params.shape or buf.dtype != params.dtype:
+                self._state[name] = np.zeros_like(params)
+
+    def state_dict(self):
+        """Hyperparameters and state buffers (copies), for saving."""
+        return {"iterations": self.iterations,
+                **{name: buf.copy() for name, buf in self._state.items()}}
+
+    def load_state_dict(self, state):
+        self.iterations = int(state["iterations"])
+        self._state = {name: np.array(state[name]) for name in self._state_names if name in state}
+
+    def reset(self):
+        """Forget the state (momenta, step count)."""
+        self.iterations = 0
+        self._state = {}
+
+    # -- the step ------------------------------------------------------------------------------
+    def grad_scale(self, grads, n_threads):
+        """The clipping factor for global-norm clipping (1 when not clipping or under the bound)."""
+        if self.clip_norm is None:
+            return 1.0
+        norm = math.sqrt(_param_update.sum_of_squares(grads, n_threads))
+        if not math.isfinite(norm):
+            return 1.0  # let the non-finite gradient show; clipping cannot repair it
+        return min(1.0, self.clip_norm / (norm + 1e-6))
+
+    def apply(self, params, grads, n_threads=None):
+        """One update of the flat parameter vector `params` from the flat gradient `grads`."""
+        nt = _threads.get_num_threads() if n_threads is None else n_threads
+        if self._lr is None:
+            self.set_epoch(0)
+        self._ensure_state(params)
+        self.iterations += 1
+        self._update(params, grads, self._lr, self.grad_scale(grads, nt), nt)
+
+    def _update(self, params, grads, lr, grad_scale, n_threads):
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent: ``p -= lr * g`` (with momentum: ``v = mu v + g; p -= lr v``).
+
+    Parameters
+    ----------
+    learning_rate : float or schedule, default 0.01
+    momentum : float in [0, 1), default 0
+    nesterov : bool, default False
+    weight_decay : float >= 0, default 0 (L2 penalty added to the gradient, as torch.optim.SGD)
+    clip_norm : float or None
+
+    Examples
+    --------
+    >>> opt = bp.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 clip_norm=None):
+        super().__init__(learning_rate, clip_norm)
+        self.momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs a momentum > 0. Received: momentum=0")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
+        self._state_names = ("velocity",) if self.momentum else ()
+
+    def _update(self, params, grads, lr, grad_scale, n_threads):
+        _param_update.sgd_update(grads, lr, self.momentum, self.nesterov, self.weight_decay,
+                                 grad_scale, params, self._state.get("velocity"), n_threads)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "momentum": self.momentum,
+                "nesterov": self.nesterov, "weight_decay": self.weight_decay,
+                "clip_norm": self.clip_norm}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), torch.optim.Adam's rule; weight_decay is an L2 term in the gradient.
+
+    Parameters
+    ----------
+    learning_rate : float or schedule, default 1e-3
+    beta1, beta2 : floats in [0, 1), default 0.9, 0.999
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0
+    clip_norm : float or None
+    """
+
+    _decoupled = False
+    _state_names = ("m", "v")
+
+    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 clip_norm=None):
+        super().__init__(learning_rate, clip_norm)
+        self.beta1 = check_number("beta1", beta1, low=0.0, high=1.0, high_open=True)
+        self.beta2 = check_number("beta2", beta2, low=0.0, high=1.0, high_open=True)
+        self.eps = check_number("eps", eps, low=0.0, low_open=True)
+        self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
+
+    def _update(self, params, grads, lr, grad_scale, n_threads):
+        _param_update.adam_update(grads, lr, self.beta1, self.beta2, self.eps, self.weight_decay,
+                                  self._decoupled, self.iterations, grad_scale, params,
+                                  self._state["m"], self._state["v"], n_threads)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter): Adam with decoupled weight decay, ``p *= 1 - lr wd`` first
+    (torch.optim.AdamW's rule; default weight_decay 0.01 as there)."""
+
+    _decoupled = True
+
+    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                 clip_norm=None):
+        super().__init__(learning_rate, beta1, beta2, eps, weight_decay, clip_norm)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def get(optimizer):
+    """An Optimizer from an instance, a name ('sgd', 'adam', 'adamw') or None (Adam())."""
+    if optimizer is None:
+        return Adam()
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        key = optimizer.lower()
+        if key not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {optimizer!r}. Valid values: "
+                             f"{', '.join(repr(k) for k in OPTIMIZERS)} or a bp.Optimizer")
+        return OPTIMIZERS[key]()
+    raise TypeError(f"optimizer must be a bp.Optimizer or one of {', '.join(OPTIMIZERS)}. "
+                    f"Received: {type(optimizer).__name__}")
+
+

@@ -1,0 +1,47 @@
+"""Learning-rate schedules: plain callables ``schedule(epoch) -> learning_rate`` (epoch from 0).
+
+Pass one as an optimizer's ``learning_rate``; bp evaluates it at the start of every epoch.
+Any function of the epoch works the same way.
+"""
+
+import math
+
+from ._validation import check_number, check_positive_int
+
+
+class StepDecay:
+    """lr(epoch) = initial * gamma ** (epoch // step_size)   (torch.optim.lr_scheduler.StepLR).
+
+    Examples
+    --------
+    >>> StepDecay(0.1, step_size=10, gamma=0.5)(25)
+    0.025
+    """
+
+    def __init__(self, initial, step_size, gamma=0.1):
+        self.initial = check_number("initial", initial, low=0.0, low_open=True)
+        self.step_size = check_positive_int("step_size", step_size)
+        self.gamma = check_number("gamma", gamma, low=0.0, low_open=True)
+
+    def __call__(self, epoch):
+        return self.initial * self.gamma ** (epoch // self.step_size)
+
+    def __repr__(self):
+        return f"StepDecay({self.initial}, step_size={self.step_size}, gamma={self.gamma})"
+
+
+class CosineDecay:
+    """lr(epoch) = final + (initial - final) (1 + cos(pi min(epoch, T) / T)) / 2
+    (torch.optim.lr_scheduler.CosineAnnealingLR without restarts, T = total_epochs)."""
+
+    def __init__(self, initial, total_epochs, final=0.0):
+        self.initial = check_number("initial", initial, low=0.0, low_open=True)
+        self.total_epochs = check_positive_int("total_epochs", total_epochs)
+        self.final = check_number("final", final, low=0.0)
+
+    def __call__(self, epoch):
+        t = min(epoch, self.total_epochs) / self.total_epochs
+        return self.final + (self.initial - self.final) * (1 + math.cos(math.pi * t)) / 2
+
+    def __repr__(self):
+        return f"CosineDecay({self.initial}, total_epochs={self.total_epochs}, final={self.final})"
