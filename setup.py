@@ -66,6 +66,16 @@ def _openmp_flags(compiler):
 
 
 class BuildExt(build_ext):
+    def run(self):
+        super().run()
+        # Also leave the compiled modules next to their sources. `python -m bp` and pytest run
+        # from the checkout put the checkout first on sys.path, so its bp/ and bpcore/ shadow the
+        # installed ones; with the extensions copied in, the checkout is importable too (the
+        # same code and the same binaries as the installed package). Build outputs are ignored
+        # by git.
+        if not self.inplace:
+            self.copy_extensions_to_source()
+
     def build_extensions(self):
         flags = _openmp_flags(self.compiler)
         if flags is None:
