@@ -56,7 +56,8 @@ def effective_n_threads(n_threads=None, only_physical_cores=True):
     only_physical_cores : bool
         With ``n_threads=None`` and no ``OMP_NUM_THREADS``, count physical cores, not logical CPUs.
 
-    Returns 1 if bpcore was built without OpenMP.
+    A serial build (no OpenMP) runs its own kernels on one thread whatever this says; the count
+    still holds the BLAS pool.
     """
     if isinstance(n_threads, bool) or not (n_threads is None or isinstance(n_threads, int)):
         raise TypeError(
@@ -65,19 +66,28 @@ def effective_n_threads(n_threads=None, only_physical_cores=True):
     if n_threads == 0:
         raise ValueError("n_threads == 0 is invalid: expected None, -1 (all cores) or a "
                          "nonzero int. Received: n_threads=0")
-    if not openmp_enabled():
-        return 1
-    if os.environ.get("OMP_NUM_THREADS"):
-        max_n = omp_max_threads()
+    env = _omp_num_threads_env()
+    if env is not None:
+        max_n = env
     elif only_physical_cores:
         max_n = _physical_cores()
     else:
-        max_n = omp_max_threads()
+        max_n = omp_max_threads() if openmp_enabled() else (os.cpu_count() or 1)
     if n_threads is None:
         return max_n
     if n_threads < 0:
         return max(1, max_n + n_threads + 1)
     return n_threads
+
+
+def _omp_num_threads_env():
+    """OMP_NUM_THREADS as an int (its first entry, as OpenMP reads a nested list), or None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    try:
+        n = int(value)
+    except ValueError:
+        return None
+    return n if n > 0 else None
 
 
 def get_num_threads():
