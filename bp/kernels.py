@@ -199,8 +199,9 @@ def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_samp
                n_threads=None):
     """``L = scale * sum_i w_i l_i`` (see :mod:`bp.losses` for each l_i); returns a float.
 
-    f_in is read by the cross-entropies (computed from the logits), f_out by mse.
-    per_sample, if given, receives the l_i.
+    l_i is summed over the outputs; the default scale (1/N for cross_entropy, 1/(N m) else)
+    makes L PyTorch's mean. f_in is read by the cross-entropies (computed from the logits),
+    f_out by mse. per_sample, if given, receives the l_i.
     """
     check_choice("loss", loss, LOSSES)
     f_out = check_kernel_input("f_out", f_out)
