@@ -144,7 +144,7 @@ def markdown(rows, args):
     return "\n".join(lines)
 
 
-def plot(rows, path):
+def plot(rows, path, grid):
     try:
         import matplotlib
 
@@ -189,8 +189,8 @@ def plot(rows, path):
     for ax in axes:
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=6, loc="upper left")
-    fig.suptitle("Why backpropagation is cheap: solid = width sweep (depth 2), "
-                 "dashed = depth sweep (width 16)", fontsize=10)
+    fig.suptitle(f"Why backpropagation is cheap: solid = width sweep (depth {grid['depth_at']}), "
+                 f"dashed = depth sweep (width {grid['width_at']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -217,11 +217,11 @@ def main(argv=None):
                         help="timing runs per measurement; the best is kept (the machine may be "
                              "shared: the minimum is the least disturbed run)")
     parser.add_argument("--threads", type=int, default=1, help="threads for bp and BLAS")
-    parser.add_argument("--naive-limit", type=float, default=6e9,
-                        help="skip the naive way above this many multiply-adds (default 6e9, "
-                             "about 20 s in NumPy)")
-    parser.add_argument("--forward-limit", type=float, default=1e10,
-                        help="skip forward caching above this many multiply-adds (default 1e10)")
+    parser.add_argument("--naive-limit", type=float, default=1e10,
+                        help="skip the naive way above this many multiply-adds (default 1e10, "
+                             "a few seconds in NumPy)")
+    parser.add_argument("--forward-limit", type=float, default=2e10,
+                        help="skip forward caching above this many multiply-adds (default 2e10)")
     args = parser.parse_args(argv)
     grid = QUICK if args.quick else FULL
     args.batch = args.batch or grid["batch"]
@@ -252,7 +252,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "caching.md"), "w") as f:
         f.write(table + "\n")
     png = os.path.join(args.out, "caching.png")
-    if plot(rows, png):
+    if plot(rows, png, grid):
         print(f"plot: {png} ({os.path.getsize(png) / 1024:.0f} KB)")
     print(table)
     print(f"total {time.perf_counter() - started:.1f} s")
