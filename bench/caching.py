@@ -18,7 +18,7 @@ Networks: "width n, depth d" is n inputs, d tanh hidden layers of n units and a 
 of n classes (cross-entropy), so P = (d + 1)(n + 1) n. Two sweeps: the width at depth 2, the
 depth at width 16.
 
-    python bench/caching.py             the full study (about two minutes on one core)
+    python bench/caching.py             the full study (under a minute on one core)
     python bench/caching.py --quick     a tiny grid, for the tests (seconds)
 
 Writes caching.csv, caching.md (the table) and caching.png (log-log plot) to --out

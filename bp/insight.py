@@ -68,7 +68,7 @@ _WAY_NAMES = {
 }
 
 
-# ---- the cost model ---------------------------------------------------------------------------------
+# ---- the cost model ------------------------------------------------------------------------------
 
 
 def operation_counts(widths, batch_size, use_bias=True):
@@ -138,7 +138,7 @@ class _Counter:
         return prod.sum(axis=axes)
 
 
-# ---- the network as plain float64 arrays --------------------------------------------------------------
+# ---- the network as plain float64 arrays ---------------------------------------------------------
 
 
 class _Net:
@@ -172,7 +172,8 @@ class _Net:
         return np.concatenate([z, np.ones(z.shape[:-1] + (1,))], axis=-1)
 
     def forward(self, X, counter):
-        """(a, z_in, z_out, sigma'(z_in), delta[O]) for the rows of X (any leading axes)."""
+        """Lists (a, z_in, z_out) per layer for the rows of X (any leading axes); a is the
+        layer's input with the bias column of ones."""
         a_list, z_ins, z_outs = [], [], []
         z = X
         for k in range(self.n_layers):
@@ -204,7 +205,7 @@ class _Net:
         return p, q
 
 
-# ---- the three ways ---------------------------------------------------------------------------------
+# ---- the three ways ------------------------------------------------------------------------------
 
 
 def _tangent(net, k, a, sp, delta_O, p, q, counter):
@@ -297,7 +298,7 @@ def _forward_pass(net, X, counter=None):
     return net.forward(X, counter or _Counter())[2][-1]
 
 
-# ---- bp's compiled kernels, called directly (no validation in the timed loop) --------------------------
+# ---- bp's compiled kernels, called directly (no validation in the timed loop) --------------------
 
 
 class _Compiled:
@@ -371,7 +372,7 @@ def measure(fn, budget=0.1, repeat=3, first=None):
     return best
 
 
-# ---- bp.explain ---------------------------------------------------------------------------------------
+# ---- bp.explain ----------------------------------------------------------------------------------
 
 
 def _resolve_loss(model, loss):
@@ -585,7 +586,7 @@ def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
                        times=times, gradients=grads, max_abs_diff=diffs, agree=agree)
 
 
-# ---- per-sample gradient norms ------------------------------------------------------------------------
+# ---- per-sample gradient norms -------------------------------------------------------------------
 
 
 def _batch_pass(model, X, y, loss):
@@ -642,7 +643,7 @@ def per_sample_gradient_norms(model, X, y, loss=None, *, reduction="none", bias=
     return norms
 
 
-# ---- diagnostics --------------------------------------------------------------------------------------
+# ---- diagnostics ---------------------------------------------------------------------------------
 
 # Saturated: sigma'(z_in) has fallen below ~4% of its maximum.
 SATURATION = {"sigmoid": 0.01, "tanh": 0.99}  # sigmoid outside [0.01, 0.99], tanh |z_out| > 0.99
@@ -775,7 +776,7 @@ class DiagnosticsLogger(Callback):
                 h.setdefault(f"{key}_{i}", []).append(float("nan") if value is None else value)
 
 
-# ---- python -m bp xor --explain ---------------------------------------------------------------------
+# ---- python -m bp xor --explain ------------------------------------------------------------------
 
 
 def _g(v):
@@ -905,7 +906,7 @@ def explain_xor(model, X, y, file=None):
             "grad_W": [grad_W1, grad_WO], "grad_b": [grad_b1, grad_bO], "loss": L}
 
 
-# ---- python -m bp explain ----------------------------------------------------------------------------
+# ---- python -m bp explain ------------------------------------------------------------------------
 
 _OUTPUT_FOR_LOSS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "identity"}
 

@@ -52,7 +52,7 @@ def _setup(widths, acts, loss, bias, n=5):
     return model, X, y, net, Xm.astype(np.float64), Y, _losses.default_scale(loss, n, widths[-1])
 
 
-# ---- counts ---------------------------------------------------------------------------------------
+# ---- counts --------------------------------------------------------------------------------------
 
 
 def test_counts_of_the_xor_network_by_hand():
