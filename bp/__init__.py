@@ -17,6 +17,7 @@ from .layers import Dense
 from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
 from .sequential import Sequential, TrainingDivergedError
+from .insight import DiagnosticsLogger, explain
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "Sequential", "Dense", "load",
     "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
+    "explain", "DiagnosticsLogger",
     "kernels", "losses", "schedules",
     "show_config", "effective_n_threads", "get_num_threads", "num_threads", "set_num_threads",
 ]

@@ -3,6 +3,7 @@
     python -m bp [digits] [options]   train an MLP on scikit-learn's handwritten digits
     python -m bp xor                  train the XOR network (2-2-1, sigmoid) and show its deltas
     python -m bp config               show how bp was built (OpenMP, BLAS, threads)
+    python -m bp explain              count and time naive, forward and backprop gradients
 """
 
 import argparse
@@ -128,6 +129,12 @@ def xor(args):
     return 0
 
 
+def explain(args):
+    from .insight import explain_command
+
+    return explain_command(args)
+
+
 def config(args):
     import bp
 
@@ -150,6 +157,11 @@ def build_parser():
     p.add_argument("--explain", action="store_true",
                    help="show the final step in the seed's notation: z_in, z_out, delta, gradients")
     sub.add_parser("config", help="show how bp was built")
+    from .insight import add_explain_arguments
+
+    add_explain_arguments(sub.add_parser(
+        "explain", help="every gradient three ways (naive, forward caching, backpropagation): "
+                        "multiply-adds, times, and the check that they agree"))
     _digits_options(parser)  # `python -m bp --epochs 10` means the digits job
     return parser
 
@@ -174,7 +186,7 @@ def main(argv=None):
 
     if args.threads is not None:
         bp.set_num_threads(args.threads)
-    command = {"xor": xor, "config": config}.get(args.command, digits)
+    command = {"xor": xor, "config": config, "explain": explain}.get(args.command, digits)
     started = time.perf_counter()
     code = command(args)
     if args.command in (None, "digits"):

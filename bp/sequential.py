@@ -739,6 +739,22 @@ class Sequential:
             views.append((gW, gb))
         self._grad_views = views
 
+    # ---- insight: what the cached deltas tell (bp/insight.py) ----------------------------------
+    def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
+        """||dl_s/d(W[i], b[i])|| per sample s and layer i, shape (n_samples, n_layers), from one
+        batched pass: ||delta_s[i]|| * ||z_out_s[i-1]|| (see bp.insight.per_sample_gradient_norms;
+        reduction "none" is each sample's own loss, "mean" its share of the batch mean)."""
+        from .insight import per_sample_gradient_norms
+
+        return per_sample_gradient_norms(self, X, y, loss, reduction=reduction, bias=bias)
+
+    def diagnose(self, X, y, loss=None):
+        """Per-layer mean |delta|, dead relu and saturated sigmoid/tanh fractions on (X, y);
+        returns a bp.insight.Diagnosis (print it for a table). No update is made."""
+        from .insight import diagnose
+
+        return diagnose(self, X, y, loss)
+
 
 # ---- helpers ---------------------------------------------------------------------------------------
 
