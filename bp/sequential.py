@@ -338,10 +338,10 @@ class Sequential:
         Safe to call from several threads at once (each call uses its own buffers).
         """
         X = self._check_X(X)
-        self._build_from(X)
-        nt = _threads.ensure_blas_limit()
         n = X.shape[0]
         bs = n if batch_size is None else check_positive_int("batch_size", batch_size)
+        self._build_from(X)
+        nt = _threads.ensure_blas_limit()
         out = np.empty((n, self.layers[-1].units), self.dtype)
         for start in range(0, n, bs):
             Xb = X[start:start + bs]
