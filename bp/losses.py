@@ -68,11 +68,12 @@ def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):
     if loss == "binary_cross_entropy" and ((Y < 0).any() or (Y > 1).any()):
         bad = np.argwhere((Y < 0) | (Y > 1))[0]
         raise ValueError(f"binary_cross_entropy targets must lie in [0, 1]. Received: "
-                         f"{Y[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+                         f"{Y[tuple(bad)]} at row {bad[0]}, column {bad[1]} of {name}")
     if loss == "cross_entropy" and (Y < 0).any():
         bad = np.argwhere(Y < 0)[0]
         raise ValueError(f"cross_entropy target rows must be non-negative (one-hot or "
-                         f"probabilities). Received: {Y[tuple(bad)]} at row {bad[0]}, column {bad[1]}")
+                         f"probabilities). Received: {Y[tuple(bad)]} at row {bad[0]}, "
+                         f"column {bad[1]} of {name}")
     return Y
 
 
@@ -84,7 +85,7 @@ def _one_hot(labels, n_classes, dtype, name):
         if (labels != np.round(labels)).any():
             i = int(np.argwhere(labels != np.round(labels))[0, 0])
             raise ValueError(f"cross_entropy labels must be integers in [0, {n_classes}). "
-                             f"Received: {labels[i]} at index {i}")
+                             f"Received: {labels[i]} at index {i} of {name}")
     elif labels.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy labels must be integers in [0, {n_classes}). "
                         f"Received: {name} with dtype {labels.dtype}")
@@ -93,7 +94,7 @@ def _one_hot(labels, n_classes, dtype, name):
     if out_of_range.any():
         i = int(np.argwhere(out_of_range)[0, 0])
         raise ValueError(f"cross_entropy labels must be integers in [0, {n_classes}) for a model "
-                         f"with {n_classes} outputs. Received: {labels[i]} at index {i}")
+                         f"with {n_classes} outputs. Received: {labels[i]} at index {i} of {name}")
     Y = np.zeros((lab.shape[0], n_classes), dtype=dtype)
     Y[np.arange(lab.shape[0]), lab] = 1
     return Y
