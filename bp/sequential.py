@@ -134,12 +134,15 @@ class Sequential:
             picked = self.layers[index]
             if not picked:
                 raise IndexError("a slice of a Sequential must keep at least one layer")
-            new = Sequential(dtype=self.dtype, seed=self.seed)
+            # a slice that starts at the input keeps the model's input width
+            new = Sequential(dtype=self.dtype, seed=self.seed,
+                             input_dim=self.input_dim if picked[0] is self.layers[0] else None)
             for layer in picked:
                 cfg = layer.get_config()
                 if layer.built:
                     cfg["input_dim"] = layer.W.shape[0]
-                cfg["kernel_initializer"] = cfg["kernel_initializer"] or None
+                # get_config drops a callable initializer (it is not data); a copy keeps it
+                cfg["kernel_initializer"] = layer.kernel_initializer
                 new.add(Dense(**cfg))
             if self.built:
                 new.build(picked[0].W.shape[0])
