@@ -45,6 +45,7 @@ class Optimizer:
         self.clip_norm = None if clip_norm is None else check_number(
             "clip_norm", clip_norm, low=0.0, low_open=True)
         self.iterations = 0
+        self._epoch = None  # the epoch of the rate in force (partial_fit goes on from it)
         self._state = {}
         self._lr = None  # the learning rate in force (a schedule's value for this epoch)
 
@@ -58,6 +59,7 @@ class Optimizer:
 
     def set_epoch(self, epoch):
         self._lr = self.current_learning_rate(epoch)
+        self._epoch = epoch
 
     # -- state ---------------------------------------------------------------------------------
     def _ensure_state(self, params):
@@ -76,8 +78,9 @@ class Optimizer:
         self._state = {name: np.array(state[name]) for name in self._state_names if name in state}
 
     def reset(self):
-        """Forget the state (momenta, step count)."""
+        """Forget the state (momenta, step count, schedule epoch)."""
         self.iterations = 0
+        self._epoch = None
         self._state = {}
 
     # -- the step ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ separable: a data-parallel step is ``backward`` on a shard, a sum of the flat gr
 ranks, then ``step``.
 """
 
+import contextlib
 import math
 import threading
 import time
@@ -496,25 +497,35 @@ class Sequential:
         History. On Ctrl-C, fit stops after the current step and returns the History with
         ``stopped == "interrupted"``; the model is usable and savable.
         """
+        with self._exclusive():
+            return self._fit(X, y, loss, optimizer, epochs, batch_size, validation_split,
+                             validation_data, shuffle, sample_weight, callbacks, accumulate,
+                             verbose, on_nan)
+
+    def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
+                    shuffle=True, accumulate=1, verbose=0):
+        """One pass over (X, y), keeping the optimizer's state across calls: its moments, its
+        step count and a learning-rate schedule's epoch (each pass is the epoch after the last
+        one the optimizer ran), so k calls train as fit(epochs=k) does."""
+        # fit starts a schedule at epoch 0; a pass goes on after the optimizer's last epoch
+        last = getattr(self.optimizer if optimizer is None else optimizer, "_epoch", None)
+        with self._exclusive():
+            return self._fit(X, y, loss, optimizer, 1, batch_size, 0.0, None, shuffle,
+                             sample_weight, None, accumulate, verbose, "raise",
+                             first_epoch=0 if last is None else last + 1)
+
+    @contextlib.contextmanager
+    def _exclusive(self):
         if not self._fit_lock.acquire(blocking=False):
             raise RuntimeError("this model is already being fitted in another thread; "
                                "wait for that fit to finish (or fit a copy)")
         try:
-            return self._fit(X, y, loss, optimizer, epochs, batch_size, validation_split,
-                             validation_data, shuffle, sample_weight, callbacks, accumulate,
-                             verbose, on_nan)
+            yield
         finally:
             self._fit_lock.release()
 
-    def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
-                    shuffle=True, accumulate=1, verbose=0):
-        """One pass over (X, y), keeping the optimizer's state across calls."""
-        return self.fit(X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
-                        sample_weight=sample_weight, shuffle=shuffle, accumulate=accumulate,
-                        verbose=verbose)
-
     def _fit(self, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
-             shuffle, sample_weight, callbacks, accumulate, verbose, on_nan):
+             shuffle, sample_weight, callbacks, accumulate, verbose, on_nan, first_epoch=0):
         # -- everything is checked before anything changes --
         loss, X, Y, w = self._prepare(X, y, loss, sample_weight)
         epochs = check_positive_int("epochs", epochs)
@@ -583,7 +594,7 @@ class Sequential:
             for epoch in range(epochs):
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch)
-                opt.set_epoch(epoch)
+                opt.set_epoch(first_epoch + epoch)
                 t0 = time.perf_counter()
                 order = rng.permutation(n) if shuffle else None
                 total, correct, seen = 0.0, 0.0, 0
