@@ -2,7 +2,8 @@
 
 File layout (all plain arrays; np.load(..., allow_pickle=False) reads it):
     bp_format    int64[1]   the format version (FORMAT_VERSION)
-    config       uint8[]    UTF-8 JSON: dtype, seed, layers, loss, optimizer class and config
+    config       uint8[]    UTF-8 JSON: dtype, seed, layers, loss, optimizer class and config,
+                            the state of the shuffling generator
     params       float[]    the flat parameter vector (see Sequential.get_flat_params)
     opt_<name>   float[]    optimizer state buffers (momenta), if any
     checksum     uint8[32]  SHA-256 of the config bytes, then every other array's bytes by name
@@ -48,6 +49,9 @@ def save(model, path):
     path = os.fspath(path)
     config = model.get_config()
     config["optimizer"] = _optimizer_config(model.optimizer)
+    # the generator that shuffles each epoch: without it a loaded model restarts it from the
+    # seed, and its shuffles differ from those the interrupted run would have drawn next
+    config["rng_state"] = model._rng.bit_generator.state
     arrays = {
         "bp_format": np.array([FORMAT_VERSION], dtype=np.int64),
         "config": np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8),
@@ -113,6 +117,8 @@ def load(path):
                              f"architecture needs {model._params.shape} {model.dtype}")
         model._params[...] = params
         model.loss = config.get("loss")
+        if config.get("rng_state") is not None:
+            model._rng.bit_generator.state = config["rng_state"]
         opt_cfg = config.get("optimizer")
         if opt_cfg is not None:
             cls = {"SGD": optimizers.SGD, "Adam": optimizers.Adam, "AdamW": optimizers.AdamW}[opt_cfg["class"]]
