@@ -88,9 +88,9 @@ def digits_split():
 
 
 def test_the_digits_test_uses_the_cli_defaults():
-    from bp.__main__ import build_parser
+    from bp.__main__ import parse_args
 
-    args = build_parser().parse_args([])
+    args = parse_args([])
     assert (args.layers, args.epochs, args.batch_size, args.optimizer, args.learning_rate, args.seed) \
         == ([128, 64], 50, 32, "adam", None, 0)
 
