@@ -1,0 +1,140 @@
+"""`python -m bp`, run as a user runs it: in a subprocess from the repository root, with small
+--epochs and every output file in tmp_path."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bp
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120  # seconds; each run takes about one on an idle machine
+
+
+def run(*args):
+    env = dict(os.environ)
+    # the bp under test is the one in the repository root, whatever is installed elsewhere
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "bp", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_digits_job(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "digits.npz"
+    result = run("--epochs", "2", "--layers", "16", "--verbose", "0", "--seed", "1",
+                 "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    text = result.stdout
+    assert "digits: 1347 training and 450 test images, 64 features, 10 classes" in text
+    assert "network 64-16-10 (float32), optimizer adam, batch 32" in text
+    acc = float(re.search(r"test accuracy (\d\.\d{4})  \(test loss \d+\.\d{4}\)", text).group(1))
+    assert re.search(r"time per epoch \d+\.\d ms \(median over 2 epochs\)", text)
+    assert f"model saved to {out}" in text
+    assert re.search(r"total \d+\.\d s", text)
+    # the saved model is the one that was tested: it scores the printed accuracy on the same split
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    _, X_test, _, y_test = train_test_split(X / 16.0, y, test_size=0.25, stratify=y, random_state=1)
+    model = bp.load(out)
+    assert [L.units for L in model] == [16, 10] and model.dtype == np.float32
+    assert model.evaluate(X_test, y_test)["accuracy"] == pytest.approx(acc, abs=5e-5)
+
+
+def test_digits_subcommand_with_options_before_and_after_it(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "m64.npz"
+    # options before the command count for it, as do those after it
+    result = run("--output", str(out), "--dtype", "float64", "digits", "--epochs", "2",
+                 "--layers", "8,8", "--optimizer", "sgd", "--verbose", "2", "--batch-size", "64")
+    assert result.returncode == 0, result.stderr
+    assert "network 64-8-8-10 (float64), optimizer sgd, batch 64" in result.stdout
+    epochs = re.findall(r"^Epoch (\d)/2 - .* - loss: .* - val_loss: .*$", result.stdout, re.M)
+    assert epochs == ["1", "2"]
+    assert f"model saved to {out}" in result.stdout
+    assert bp.load(out).dtype == np.float64
+
+
+def test_xor_job_prints_predictions_and_error_signals():
+    result = run("xor")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    rows = re.findall(r"x = \[(\d) (\d)\]  f_out = (\d\.\d{4})  -> (\d)  \(target (\d)\)", text)
+    assert len(rows) == 4
+    for a, b, f_out, pred, target in rows:
+        assert int(target) == int(a) ^ int(b)
+        assert pred == target and (float(f_out) >= 0.5) == (pred == "1")
+    assert "error signals delta = dL/dz_in of the final step:" in text
+    # delta[1] is the hidden layer's (4 samples x 2 units), delta[O] the output's (4 x 1)
+    hidden = re.search(r"delta\[1\] =\n((?:    .*\n){4})", text)
+    output = re.search(r"delta\[O\] =\n((?:    .*\n){4})", text)
+    assert hidden and output
+    assert all(len(line.replace("[", " ").replace("]", " ").split()) == 2
+               for line in hidden.group(1).splitlines())
+    assert text.rstrip().endswith("accuracy 100%")
+
+
+def test_xor_job_takes_its_options():
+    result = run("--threads", "1", "xor", "--epochs", "5", "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"in 5 steps", result.stdout)
+
+
+def test_config_job():
+    result = run("config")
+    assert result.returncode == 0, result.stderr
+    assert "OpenMP kernels" in result.stdout and "threads (bp)" in result.stdout
+
+
+BAD_OPTIONS = {
+    "epochs 0": (["--epochs", "0"], r"argument --epochs: expected a positive integer, received '0'"),
+    "layers": (["--layers", "128,x"], r"argument --layers: expected comma-separated positive integers like 128,64"),
+    "optimizer": (["digits", "--optimizer", "rmsprop"], r"argument --optimizer: invalid choice: 'rmsprop'"),
+    "threads 0": (["--threads", "0", "xor"], r"argument --threads: expected a nonzero integer"),
+    "learning rate": (["--learning-rate", "-1"], r"argument --learning-rate: expected a finite positive number"),
+    "dtype": (["--dtype", "float16"], r"argument --dtype: invalid choice: 'float16'"),
+    "verbose": (["digits", "--verbose", "3"], r"argument --verbose: invalid choice: 3"),
+    "xor epochs": (["xor", "--epochs", "many"], r"argument --epochs: expected a positive integer, received 'many'"),
+    "digits option to xor": (["--layers", "16", "xor"],
+                             r"argument --layers: an option of the digits job, which 'xor' does not take"),
+    "digits option to config": (["--seed", "1", "config"], r"argument --seed: an option of the digits job"),
+    "command": (["train"], r"argument command: invalid choice: 'train'"),
+    "unknown": (["xor", "--bogus"], r"unrecognized arguments: --bogus"),
+}
+
+
+def _usage_error(stderr, message):
+    # the subcommands' parsers name themselves: "python -m bp digits: error: ..."
+    assert stderr.startswith("usage: python -m bp"), stderr
+    assert re.search(r"python -m bp( \w+)?: error: " + message, stderr), stderr
+
+
+@pytest.mark.parametrize("name", ["epochs 0", "optimizer", "digits option to xor", "unknown"])
+def test_bad_options_exit_with_a_usage_error(name):
+    args, message = BAD_OPTIONS[name]
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing was trained
+    _usage_error(result.stderr, message)
+
+
+@pytest.mark.parametrize("name", list(BAD_OPTIONS))
+def test_every_bad_option_is_a_usage_error(name, capsys):
+    # the same parser in-process (a subprocess each would cost half a second apiece)
+    from bp.__main__ import parse_args
+
+    args, message = BAD_OPTIONS[name]
+    with pytest.raises(SystemExit) as exc:
+        parse_args(args)
+    assert exc.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    _usage_error(err, message)
