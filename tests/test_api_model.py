@@ -442,6 +442,9 @@ def test_evaluate_reports_the_reference_loss_and_accuracy(dtype):
     assert set(result) == {"loss", "accuracy"}
     L, *_ = reference_backward(model, X, Y, "cross_entropy")
     np.testing.assert_allclose(result["loss"], L, **TOL[dtype])
+    # torch.nn.CrossEntropyLoss(): the mean over samples of -log softmax(f_in)[label]
+    p = model.predict(X).astype(np.float64)
+    np.testing.assert_allclose(result["loss"], -np.mean(np.log(p[np.arange(30), y])), **TOL[dtype])
     assert result["accuracy"] == np.mean(model.predict(X).argmax(axis=1) == y)
     # one-hot rows give the same as labels
     assert model.evaluate(X, Y) == result
