@@ -138,3 +138,21 @@ def test_every_bad_option_is_a_usage_error(name, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     _usage_error(err, message)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], dict(command=None, epochs=50, layers=[128, 64], seed=0, output="bp_digits_model.npz")),
+    (["--epochs", "3", "--output", "m.npz", "digits"], dict(command="digits", epochs=3, output="m.npz")),
+    (["--epochs", "3", "digits", "--epochs", "4"], dict(epochs=4, batch_size=32)),
+    (["xor"], dict(command="xor", epochs=300, seed=0, explain=False)),
+    (["--seed", "5", "xor"], dict(command="xor", seed=5, epochs=300)),
+    (["--seed", "4", "explain", "--layers", "8"], dict(command="explain", seed=4, layers=[8])),
+    (["--threads", "1", "config"], dict(command="config", threads=1)),
+])
+def test_options_before_the_command_count_for_it(argv, expected):
+    from bp.__main__ import parse_args
+
+    args = vars(parse_args(argv))
+    assert {k: args[k] for k in expected} == expected
+    if args["command"] == "config":
+        assert "epochs" not in args
