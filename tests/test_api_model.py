@@ -744,7 +744,6 @@ BUILT_ONLY_ERRORS = {
 
 UNBUILT_ONLY_ERRORS = {
     "get_flat_params": (lambda m: m.get_flat_params(), ValueError, r"not built yet: call fit, predict or build"),
-    "zero_grad": (lambda m: m.zero_grad(), ValueError, r"not built yet"),
     "step": (lambda m: m.step(bp.SGD()), ValueError, r"not built yet"),
     "save": (lambda m: m.save("never-written.npz"), ValueError, r"not built yet"),
     "W": (lambda m: m[0].W, ValueError, r"is not built yet: its input width is taken from the data"),
@@ -814,6 +813,19 @@ def test_binary_cross_entropy_targets_are_checked():
         model.evaluate(np.zeros((4, 3)), np.zeros(4, int), loss="cross_entropy")
     np.testing.assert_array_equal(model.get_flat_params(), params)
     assert model.loss is None and model.optimizer is None
+
+
+def test_zero_grad_on_an_unbuilt_model_does_nothing():
+    # the README's explicit loop starts with zero_grad() on a model that backward builds later
+    model = classifier()
+    model.zero_grad()
+    assert not model.built
+    model.backward(X0, y0)
+    once = model.get_flat_grads().copy()
+    model.zero_grad()
+    np.testing.assert_array_equal(model.get_flat_grads(), 0)
+    model.backward(X0, y0)
+    np.testing.assert_array_equal(model.get_flat_grads(), once)
 
 
 def test_an_empty_model_says_so():

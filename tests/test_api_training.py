@@ -431,7 +431,7 @@ def test_zero_grad_backward_step_equals_one_big_step(dtype, loss, out_act, targe
     opt_micro, opt_big = bp.SGD(0.1, momentum=0.9), bp.SGD(0.1, momentum=0.9)
     for step in range(3):
         expected = flat_grads(big.gradients(X, y, loss=loss, sample_weight=w))
-        micro.zero_grad() if micro.built else None
+        micro.zero_grad()  # a no-op the first time, before backward builds the model
         total = 0.0
         for lo, hi in [(0, 5), (5, 12), (12, 15)]:  # unequal micro-batches
             total += micro.backward(X[lo:hi], y[lo:hi], loss=loss, sample_weight=w[lo:hi],
