@@ -30,6 +30,8 @@ from ._validation import as_dtype, as_float_array, check_finite, check_number, c
 from .callbacks import Callback, History, TerminateOnNaN, _Progress
 from .layers import Dense
 
+_BUILD_LOCK = threading.Lock()
+
 
 class TrainingDivergedError(FloatingPointError):
     """The loss or a gradient became non-finite during fit; the model keeps the last finite
@@ -155,8 +157,14 @@ class Sequential:
 
     def build(self, input_dim=None):
         """Allocate the flat parameter buffer and initialise every layer (seeded)."""
-        if self.built:
-            return self
+        # One build at a time: two threads calling predict on an unbuilt model must not both
+        # draw weights and bind the layers to two different buffers.
+        with _BUILD_LOCK:
+            if not self.built:
+                self._build(input_dim)
+        return self
+
+    def _build(self, input_dim):
         if not self.layers:
             raise ValueError("a Sequential needs at least one layer. Received: no layers")
         n_in = input_dim or self.input_dim or self.layers[0].input_dim
@@ -168,11 +176,20 @@ class Sequential:
             if L.input_dim is not None and L.input_dim != widths[i]:
                 raise ValueError(f"layer {i} ({L!r}) expects input_dim={L.input_dim} but receives "
                                  f"{widths[i]} features")
+        # Draw every layer's weights before binding any: a kernel_initializer that fails on a later
+        # layer then leaves no layer half-built, and the seeded generator as it was.
+        rng = self._rng
+        rng_state = rng.bit_generator.state
+        try:
+            initial = [L._initial_weights(widths[i], rng, self.dtype)
+                       for i, L in enumerate(self.layers)]
+        except BaseException:
+            rng.bit_generator.state = rng_state
+            raise
         sizes = [widths[i] * L.units + (L.units if L.use_bias else 0)
                  for i, L in enumerate(self.layers)]
         params = np.empty(sum(sizes), self.dtype)
         grads = np.zeros_like(params)
-        rng = self._rng
         views, offset = [], 0
         for i, L in enumerate(self.layers):
             n_w = widths[i] * L.units
@@ -183,7 +200,7 @@ class Sequential:
             if L.use_bias:
                 b, gb = params[offset:offset + L.units], grads[offset:offset + L.units]
                 offset += L.units
-            W[...] = L._initial_weights(widths[i], rng, self.dtype)
+            W[...] = initial[i]
             if b is not None:
                 b[...] = 0
             L.input_dim = widths[i]
@@ -191,7 +208,6 @@ class Sequential:
             views.append((gW, gb))
         self.input_dim = n_in
         self._params, self._grads, self._grad_views = params, grads, views
-        return self
 
     def _build_from(self, X):
         if not self.built:
