@@ -529,6 +529,7 @@ class Sequential:
             on_nan = "stop"
         opt = _optimizers.get(optimizer) if optimizer is not None else (
             self.optimizer or _optimizers.get(None))
+        opt.current_learning_rate(0)  # a schedule that fails at once is rejected before any change
         val = None
         if validation_data is not None:
             if validation_split:
@@ -536,6 +537,9 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
             Xv = self._check_X(validation_data[0], "X_val")
+            if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
+                raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
+                                 f"Received: X_val with shape {Xv.shape}")
             Yv = _losses.prepare_targets(loss, validation_data[1], Xv.shape[0],
                                          self.layers[-1].units, self.dtype, name="y_val")
             wv = self._check_sample_weight(validation_data[2], Xv.shape[0]) if len(validation_data) == 3 else None
