@@ -47,6 +47,8 @@ class Optimizer:
         self.iterations = 0
         self._state = {}
         self._lr = None  # the learning rate in force (a schedule's value for this epoch)
+        self._saved = {}  # fit's copy of the state before the step in flight (see _checkpoint)
+        self._saved_iterations = 0
 
     # -- learning rate -------------------------------------------------------------------------
     def current_learning_rate(self, epoch=0):
@@ -80,6 +82,31 @@ class Optimizer:
         self.iterations = 0
         self._state = {}
 
+    # -- undoing a step (fit's divergence guard) ---------------------------------------------
+    def _checkpoint(self, params):
+        """Remember what one ``apply`` changes (the step count and the state buffers), in buffers
+        reused from step to step, so that a step whose update goes non-finite can be undone."""
+        self._ensure_state(params)
+        saved = self._saved
+        for name, buf in self._state.items():
+            if saved.get(name) is None or saved[name].shape != buf.shape or saved[name].dtype != buf.dtype:
+                saved[name] = np.empty_like(buf)
+            np.copyto(saved[name], buf)
+        self._saved_iterations = self.iterations
+
+    def _rollback(self):
+        """Put back the state saved by the last ``_checkpoint``."""
+        for name, buf in self._state.items():
+            np.copyto(buf, self._saved[name])
+        self.iterations = self._saved_iterations
+
+    def _state_is_finite(self, n_threads):
+        """True if every state buffer is finite. (Adam's v = b2 v + (1 - b2) g^2 overflows to inf
+        in float32 for |g| > 1.8e19 while the parameters stay finite: v = inf makes that
+        parameter's step 0 for ever, a silent freeze, so fit checks the state too.)"""
+        return all(math.isfinite(_param_update.sum_of_squares(buf, n_threads))
+                   for buf in self._state.values())
+
     # -- the step ------------------------------------------------------------------------------
     def grad_scale(self, grads, n_threads):
         """The clipping factor for global-norm clipping (1 when not clipping or under the bound)."""
@@ -101,6 +128,11 @@ class Optimizer:
 
     def _update(self, params, grads, lr, grad_scale, n_threads):
         raise NotImplementedError
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_saved"] = {}  # scratch space, not state
+        return state
 
     def get_config(self):
         raise NotImplementedError
