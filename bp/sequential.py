@@ -23,7 +23,7 @@ import numpy as np
 import bpcore
 from bpcore import _dense_forward, _error_signal, _gradients, _loss, _param_update
 
-from . import _threads
+from . import _interrupt, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validation import as_dtype, as_float_array, check_finite, check_number, check_positive_int
@@ -581,6 +581,7 @@ class Sequential:
         backup = np.empty_like(self._params)
         m = Y.shape[1]
         epoch = -1
+        sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
         try:
             for epoch in range(epochs):
                 for cb in callbacks:
@@ -629,6 +630,8 @@ class Sequential:
                     progress.batch(epoch, min(batch * accumulate, n_batches), total / seen)
                     for cb in per_batch_callbacks:
                         cb.on_batch_end(batch - 1, {"loss": step_loss})
+                    if sigint.requested:
+                        raise KeyboardInterrupt
                 seconds = time.perf_counter() - t0
                 logs = {"loss": total / seen}
                 if loss != "mse":  # accuracy of each batch before its update, as Keras reports
@@ -641,15 +644,18 @@ class Sequential:
                 progress.epoch_end(epoch, logs, seconds)
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
+                if sigint.requested:
+                    raise KeyboardInterrupt
                 if self.stop_training:
                     history.stopped = self._stop_reason or "callback"
                     break
         except KeyboardInterrupt:
-            # The step in flight either finished (its update was applied) or never started: the
-            # parameters are those of the last completed step.
+            # Raised between steps (see bp/_interrupt.py), so the step in flight finished: the
+            # parameters and optimizer state are those of the last completed step.
             history.stopped = "interrupted"
             progress.message(f"interrupted: stopped after {history.stopped_at}")
         finally:
+            sigint.restore()
             for cb in callbacks:
                 cb.on_train_end()
         return history
