@@ -357,7 +357,9 @@ class Sequential:
         return out
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
-        """A dict with the loss (and accuracy for classification) on (X, y); no update."""
+        """A dict with the loss (and accuracy for classification) on (X, y); no update.
+        (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
+        check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = self._prepare(X, y, loss, sample_weight)
         self._build_from(X)
         nt = _threads.ensure_blas_limit()
