@@ -13,11 +13,13 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def as_dtype(dtype):
     """np.dtype for 'float32'/'float64' (or the numpy types); anything else is an error."""
+    # `dt in FLOAT_DTYPES` alone is not enough: numpy compares None equal to float64, and
+    # np.dtype(None) is float64, so both an unknown name and None would pass as float64.
     try:
-        dt = np.dtype(dtype)
+        dt = None if dtype is None else np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in FLOAT_DTYPES:
+    if dt is None or dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64. Received: dtype={dtype!r}")
     return dt
 
