@@ -56,7 +56,17 @@ def as_float_array(name, x, dtype, ndim=None, cast_ints=True):
         if arr.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
             raise ValueError(f"{name} must be {want}. Received: {name} with shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    try:
+        with np.errstate(over="raise"):  # costs nothing unless a value overflows the cast
+            return np.ascontiguousarray(arr, dtype=dtype)
+    except FloatingPointError:
+        big = np.isfinite(arr) & (np.abs(arr) > np.finfo(dtype).max)
+        bad = np.argwhere(big)[0] if arr.ndim else ()
+        where = ", ".join(str(int(i)) for i in bad)
+        label = {1: "index", 2: "row, column"}.get(arr.ndim, "index")
+        raise ValueError(
+            f"{name} must fit in {np.dtype(dtype).name} (largest {np.finfo(dtype).max:.4g}). "
+            f"Received: {arr[tuple(bad)]} at {label} ({where})") from None
 
 
 def check_kernel_input(name, x, dtype=None, ndim=2, shape=None):
