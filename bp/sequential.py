@@ -36,7 +36,7 @@ _BUILD_LOCK = threading.Lock()
 class TrainingDivergedError(FloatingPointError):
     """The loss or a gradient became non-finite during fit; the model keeps the last finite
     weights and optimizer state. Attributes: epoch, batch, layer, sample (in the batch), row (of
-    X), where ("forward (z_out)", "error signal (delta)", "gradients" or "update")."""
+    X), where ("forward (z_out)", "loss", "error signal (delta)", "gradients" or "update")."""
 
     def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None,
                  row=None):
@@ -689,11 +689,14 @@ class Sequential:
 
     def _first_non_finite(self, X_batch, ws, rows):
         """(layer, sample, where) of the first non-finite value in the order the step computes
-        them: the forward pass, then the error signals from the output back, then the gradients."""
+        them: the forward pass, the loss, the error signals from the output back, the gradients."""
         for i, z in enumerate(ws.z_out):
             bad = ~np.isfinite(z[:rows])
             if bad.any():
                 return i, int(np.argwhere(bad)[0, 0]), "forward (z_out)"
+        bad = ~np.isfinite(ws.per_sample[:rows])
+        if bad.any():  # e.g. (f_out - y)^2 overflows while f_out - y does not
+            return None, int(np.argwhere(bad)[0, 0]), "loss"
         for i in range(len(ws.delta) - 1, -1, -1):
             bad = ~np.isfinite(ws.delta[i][:rows])
             if bad.any():
