@@ -429,9 +429,10 @@ class Sequential:
 
     # ---- explicit steps: zero_grad / backward / step -------------------------------------------
     def zero_grad(self):
-        """Set the gradient buffer to zero (start accumulating)."""
-        self._require_built()
-        self._grads[...] = 0
+        """Set the gradient buffer to zero (start accumulating). On an unbuilt model there is
+        nothing to zero: the buffer starts at zero when the first backward builds it."""
+        if self.built:
+            self._grads[...] = 0
 
     def backward(self, X, y, loss=None, sample_weight=None, total_samples=None):
         """Add this batch's gradient to the gradient buffer; returns the batch loss.
