@@ -12,7 +12,10 @@ import pytest
 
 import bp
 
-from _reliability import params_equal
+try:  # tests/ as a package (it has an __init__.py) or as a plain directory on sys.path
+    from ._reliability import params_equal
+except ImportError:
+    from _reliability import params_equal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -29,7 +29,10 @@ import pytest
 import bp
 from bp.sequential import TrainingDivergedError
 
-from _reliability import params_equal
+try:  # tests/ as a package (it has an __init__.py) or as a plain directory on sys.path
+    from ._reliability import params_equal
+except ImportError:
+    from _reliability import params_equal
 
 
 class StopAfter(bp.Callback):

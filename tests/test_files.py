@@ -16,7 +16,10 @@ import pytest
 import bp
 from bp import _io
 
-from _reliability import classifier, data, params_equal
+try:  # tests/ as a package (it has an __init__.py) or as a plain directory on sys.path
+    from ._reliability import classifier, data, params_equal
+except ImportError:
+    from _reliability import classifier, data, params_equal
 
 X0, y0 = data()
 BAD_FILE = r"is not a bp model file|is not a readable bp model file|is corrupted|holds an invalid bp model|has bp file format version"

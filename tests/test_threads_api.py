@@ -21,7 +21,10 @@ from threadpoolctl import threadpool_limits
 import bp
 from bp import kernels as K
 
-from _reliability import assert_unchanged, params_equal, snapshot
+try:  # tests/ as a package (it has an __init__.py) or as a plain directory on sys.path
+    from ._reliability import assert_unchanged, params_equal, snapshot
+except ImportError:
+    from _reliability import assert_unchanged, params_equal, snapshot
 
 
 
