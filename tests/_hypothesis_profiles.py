@@ -1,6 +1,6 @@
 """Hypothesis settings profiles for bp's property-based tests.
 
-    ci        (the default)  25 examples per property, derandomized: the same examples every run,
+    ci        (the default)  50 examples per property, derandomized: the same examples every run,
                              so CI is fast and never flaky; deadline off (first calls build kernels'
                              workspaces and BLAS buffers, and the machine is shared).
     thorough                 1000 examples per property, random: the long hunt.
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-settings.register_profile("ci", max_examples=25, derandomize=True, **_COMMON)
+settings.register_profile("ci", max_examples=50, derandomize=True, **_COMMON)
 settings.register_profile("thorough", max_examples=1000, **_COMMON)
 
 PROFILE = os.environ.get("BP_HYPOTHESIS_PROFILE", "ci")
