@@ -16,7 +16,25 @@ import numpy as np
 from bpcore import _param_update
 
 from . import _threads
-from ._validation import check_number
+from ._validation import FLOAT_DTYPES, check_number, check_output, check_shape
+
+
+def _check_buffers(params, grads):
+    """O(1) checks that keep the kernels in bounds: the update reads len(params) gradients."""
+    if not isinstance(params, np.ndarray) or params.dtype not in FLOAT_DTYPES:
+        got = type(params).__name__ + (f" with dtype {params.dtype}" if isinstance(params, np.ndarray) else "")
+        raise TypeError(f"params must be a float32 or float64 numpy.ndarray (it is updated in "
+                        f"place). Received: {got}")
+    if params.ndim != 1:
+        raise ValueError(f"params must be 1-D (the flat parameter vector). Received: params with "
+                         f"shape {params.shape}")
+    check_output("params", params, params.dtype, params.shape)
+    grads = np.asarray(grads)
+    if grads.dtype != params.dtype:
+        raise TypeError(f"grads must have the dtype of params ({params.dtype}). Received: grads "
+                        f"with dtype {grads.dtype}")
+    check_shape("grads", grads, params.shape)
+    return np.ascontiguousarray(grads)
 
 
 def _check_learning_rate(learning_rate):
@@ -118,7 +136,10 @@ class Optimizer:
         return min(1.0, self.clip_norm / (norm + 1e-6))
 
     def apply(self, params, grads, n_threads=None):
-        """One update of the flat parameter vector `params` from the flat gradient `grads`."""
+        """One update of the flat parameter vector `params` (in place) from the flat gradient
+        `grads`: params a writeable, C-contiguous 1-D float32 or float64 array, grads of the same
+        shape and dtype."""
+        grads = _check_buffers(params, grads)
         nt = _threads.get_num_threads() if n_threads is None else n_threads
         if self._lr is None:
             self.set_epoch(0)

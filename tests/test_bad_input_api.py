@@ -381,6 +381,38 @@ BAD_CONSTRUCTION = [
     ("load-missing", lambda: bp.load("/nonexistent-dir-bp/model.npz"), FileNotFoundError,
      r"No such file or directory"),
 ]
+BAD_APPLY = [
+    ("grads-shorter", np.zeros(10, np.float32), np.ones(5, np.float32), ValueError,
+     r"grads must have shape \(10,\)\. Received: grads with shape \(5,\)"),
+    ("grads-other-dtype", np.zeros(10, np.float32), np.ones(10), TypeError,
+     r"grads must have the dtype of params \(float32\)\. Received: grads with dtype float64"),
+    ("params-2d", np.zeros((2, 5)), np.ones((2, 5)), ValueError,
+     r"params must be 1-D \(the flat parameter vector\)\. Received: params with shape \(2, 5\)"),
+    ("params-list", [0.0, 0.0], [1.0, 1.0], TypeError,
+     r"params must be a float32 or float64 numpy\.ndarray \(it is updated in place\)\. Received: list"),
+    ("params-int", np.zeros(3, int), np.ones(3, int), TypeError,
+     r"params must be a float32 or float64 numpy\.ndarray .* Received: ndarray with dtype int64"),
+    ("params-strided", np.zeros(10)[::2], np.ones(5), ValueError,
+     r"params must be C-contiguous \(it is written in place\)"),
+    ("params-read-only", np.zeros(3).view(), np.ones(3), ValueError, r"params must be writeable"),
+]
+BAD_APPLY[-1][1].flags.writeable = False
+
+
+@pytest.mark.parametrize("cls", [bp.SGD, bp.Adam, bp.AdamW])
+@pytest.mark.parametrize("params, grads, exc, regex",
+                         [pytest.param(p, g, e, r, id=i) for i, p, g, e, r in BAD_APPLY])
+def test_optimizer_apply_checks_its_buffers(cls, params, grads, exc, regex):
+    """apply's kernels read len(params) gradients: a shorter gradient would be read out of
+    bounds. Each bad buffer is refused before the step count or any state changes."""
+    opt = cls(0.1)
+    snapshot_params = np.array(params, copy=True)
+    with pytest.raises(exc, match=regex):
+        opt.apply(params, grads)
+    assert opt.iterations == 0 and opt._state == {}
+    np.testing.assert_array_equal(np.asarray(params), snapshot_params)
+
+
 for _cls in (bp.SGD, bp.Adam, bp.AdamW):
     for _lr, _exc, _regex in [
         (0, ValueError, r"learning_rate must be a finite number in \(0\.0, inf\)\. Received: learning_rate=0"),
