@@ -599,3 +599,35 @@ def test_the_snapshot_sees_every_change(change):
         model.loss = "mse"
     with pytest.raises(AssertionError, match=change.split("_")[0]):
         assert_unchanged(before, snapshot(model))
+
+
+@pytest.mark.parametrize("built", [True, False], ids=["built", "unbuilt"])
+@pytest.mark.parametrize("case_id, X, exc, regex",
+                         [pytest.param(*row, id=row[0]) for row in BAD_X
+                          if row[0] not in ("no_rows", "wrong_features", "no_columns")])
+def test_dense_called_alone_rejects_bad_X(built, case_id, X, exc, regex):
+    """A Dense used on its own (layer(X)) checks X like the model does; a layer whose first call
+    is rejected stays unbuilt (its input width is taken from the first good X)."""
+    if case_id == "overflows_float32" and not built:
+        pytest.skip("an unbuilt layer takes float64 from this X, and -1e300 fits in float64")
+    layer = bp.Dense(3, activation="relu")
+    if built:
+        layer.build(N_FEATURES, seed=0)
+        W = layer.W.copy()
+    with pytest.raises(exc, match=regex.replace("the model's input width", "the layer's input width")):
+        layer(X)
+    assert layer.built == built
+    if built:
+        assert layer.W.tobytes() == W.tobytes()
+
+
+def test_dense_called_alone_checks_width_and_accepts_unusual_X():
+    layer = bp.Dense(3, activation="tanh")
+    layer.build(N_FEATURES, seed=0)
+    with pytest.raises(ValueError, match=r"X must have 4 features \(the layer's input width\)\. "
+                                         r"Received: X with shape \(10, 5\)"):
+        layer(np.zeros((N, N_FEATURES + 1)))
+    plain = layer(X0.astype(np.float32))
+    for unusual in (X0.tolist(), np.asfortranarray(X0), _readonly(X0), PandasLike(X0)):
+        assert layer(unusual).tobytes() == plain.tobytes()
+    assert layer(np.zeros((0, N_FEATURES))).shape == (0, 3)  # an empty batch: an empty answer
