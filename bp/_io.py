@@ -9,14 +9,15 @@ File layout (all plain arrays; np.load(..., allow_pickle=False) reads it):
     checksum     uint8[32]  SHA-256 of the config bytes, then every other array's bytes by name
 
 save writes to a temporary file in the same directory, flushes and fsyncs it, then renames it
-over the target, so a crash leaves either the old file or the new one, never half of one.
+over the target (and fsyncs the directory), so a crash leaves either the old file or the new one,
+never half of one. load reads only zip archives (np.load would read anything else as .npy, or
+try to unpickle it), and every failure is a ValueError naming the file: no half-built model.
 """
 
 import hashlib
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
@@ -62,12 +63,15 @@ def save(model, path):
             arrays["opt_" + name] = buf
     arrays["checksum"] = _checksum(arrays)
     directory = os.path.dirname(os.path.abspath(path))
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=".bp-save-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -75,6 +79,39 @@ def save(model, path):
         except OSError:
             pass
         raise
+    _fsync_directory(directory)
+
+
+def _file_mode(path):
+    """The mode the saved file should have: the old file's if it exists, else 0666 minus the
+    umask (read from /proc where possible: os.umask would change it process-wide, racing
+    other threads)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load(path):
@@ -89,15 +126,32 @@ def load(path):
 
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        with open(path, "rb") as f:
+            magic = f.read(4)
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except OSError as exc:
+        raise ValueError(f"{path!r} cannot be read as a bp model file: {exc}") from None
+    if magic != b"PK\x03\x04":  # np.load would take anything else as .npy or a pickle
+        raise ValueError(f"{path!r} is not a bp model file: expected an .npz (zip) archive "
+                         f"written by Sequential.save. Received: "
+                         + (f"a file starting with {magic!r}" if magic else "an empty file"))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as exc:  # noqa: BLE001
+        # A damaged archive surfaces as whatever the zip and .npy readers meet first: BadZipFile,
+        # EOFError, NotImplementedError (a flipped version or compression byte), zlib.error,
+        # RuntimeError (a flipped "encrypted" flag), MemoryError (a header claiming an absurd
+        # shape)... To the caller each means the same thing.
         raise ValueError(f"{path!r} is not a readable bp model file (.npz): {exc}") from None
-    if not isinstance(arrays, dict) or "bp_format" not in arrays:
+    if "bp_format" not in arrays:
         raise ValueError(f"{path!r} is not a bp model file: no 'bp_format' entry")
-    version = int(np.asarray(arrays["bp_format"]).ravel()[0])
+    fmt = arrays["bp_format"]
+    if fmt.shape != (1,) or fmt.dtype.kind not in "iu":
+        raise ValueError(f"{path!r} is not a bp model file: 'bp_format' must be one integer. "
+                         f"Received: dtype {fmt.dtype}, shape {fmt.shape}")
+    version = int(fmt[0])
     if version != FORMAT_VERSION:
         raise ValueError(f"{path!r} has bp file format version {version}; this bp reads version "
                          f"{FORMAT_VERSION}")
@@ -127,8 +181,13 @@ def load(path):
             opt.iterations = int(opt_cfg["iterations"])
             for name in opt._state_names:
                 if "opt_" + name in arrays:
-                    opt._state[name] = np.array(arrays["opt_" + name])
+                    buf = arrays["opt_" + name]
+                    if buf.shape != params.shape or buf.dtype != params.dtype:
+                        raise ValueError(f"optimizer state {name!r} has shape {buf.shape} and "
+                                         f"dtype {buf.dtype}; the parameters {params.shape} "
+                                         f"{params.dtype}")
+                    opt._state[name] = np.array(buf)
             model.optimizer = opt
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
     return model

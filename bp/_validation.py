@@ -13,11 +13,13 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def as_dtype(dtype):
     """np.dtype for 'float32'/'float64' (or the numpy types); anything else is an error."""
+    # `dt in FLOAT_DTYPES` alone is not enough: numpy compares None equal to float64, and
+    # np.dtype(None) is float64, so both an unknown name and None would pass as float64.
     try:
-        dt = np.dtype(dtype)
+        dt = None if dtype is None else np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in FLOAT_DTYPES:
+    if dt is None or dt not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be float32 or float64. Received: dtype={dtype!r}")
     return dt
 
@@ -54,7 +56,17 @@ def as_float_array(name, x, dtype, ndim=None, cast_ints=True):
         if arr.ndim not in allowed:
             want = " or ".join(f"{d}-D" for d in allowed)
             raise ValueError(f"{name} must be {want}. Received: {name} with shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    try:
+        with np.errstate(over="raise"):  # costs nothing unless a value overflows the cast
+            return np.ascontiguousarray(arr, dtype=dtype)
+    except FloatingPointError:
+        big = np.isfinite(arr) & (np.abs(arr) > np.finfo(dtype).max)
+        bad = np.argwhere(big)[0] if arr.ndim else ()
+        where = ", ".join(str(int(i)) for i in bad)
+        label = {1: "index", 2: "row, column"}.get(arr.ndim, "index")
+        raise ValueError(
+            f"{name} must fit in {np.dtype(dtype).name} (largest {np.finfo(dtype).max:.4g}). "
+            f"Received: {arr[tuple(bad)]} at {label} ({where})") from None
 
 
 def check_kernel_input(name, x, dtype=None, ndim=2, shape=None):

@@ -22,6 +22,9 @@ class History:
     stopped_at : dict or None
         Where training stopped: {"epoch": e, "batch": b} (the last completed batch), for
         interruptions.
+    diverged : dict or None
+        When the loss, a gradient or an update went non-finite: epoch, batch, layer, sample (in
+        the batch), row (of X) and where; the model kept the last finite step.
     epoch_times : list of float
         Seconds of training (without validation) per epoch.
     """
@@ -32,6 +35,7 @@ class History:
         self.epoch_times = []
         self.stopped = None
         self.stopped_at = None
+        self.diverged = None
 
     def _record(self, epoch, logs, seconds):
         self.epoch.append(epoch)

@@ -12,7 +12,8 @@ import numpy as np
 
 import bpcore
 
-from ._validation import as_dtype, check_choice, check_finite, check_number, check_positive_int
+from ._validation import (FLOAT_DTYPES, as_dtype, as_float_array, check_choice, check_finite,
+                          check_number, check_positive_int)
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
 # He initialisation for the relu family, Glorot for the rest (Keras and PyTorch practice).
@@ -184,12 +185,18 @@ class Dense:
         """z_out for input X (builds the layer on first use when it is not part of a model)."""
         from . import kernels
 
+        # every check before the first-use build, so a rejected X leaves the layer unbuilt
+        X = as_float_array("X", X, self._W.dtype if self.built else None, ndim=2)
+        if X.dtype not in FLOAT_DTYPES:
+            X = X.astype(np.float32)  # integers; a float32 or float64 X sets an unbuilt layer's dtype
+        n_in = self._W.shape[0] if self.built else self.input_dim
+        if n_in is not None and X.shape[1] != n_in:
+            raise ValueError(f"X must have {n_in} features (the layer's input width). "
+                             f"Received: X with shape {X.shape}")
+        check_finite("X", X)
         if not self.built:
-            X_arr = np.asarray(X)
-            dtype = X_arr.dtype if X_arr.dtype in (np.float32, np.float64) else np.float32
-            self.build(X_arr.shape[-1], dtype=dtype)
-        return kernels.dense_forward(np.asarray(X, self._W.dtype), self._W, self._b,
-                                     self.activation, self.alpha)[1]
+            self.build(X.shape[1], dtype=X.dtype)
+        return kernels.dense_forward(X, self._W, self._b, self.activation, self.alpha)[1]
 
     # -- description -----------------------------------------------------------------------------
     def get_config(self):

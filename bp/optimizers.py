@@ -16,7 +16,25 @@ import numpy as np
 from bpcore import _param_update
 
 from . import _threads
-from ._validation import check_number
+from ._validation import FLOAT_DTYPES, check_number, check_output, check_shape
+
+
+def _check_buffers(params, grads):
+    """O(1) checks that keep the kernels in bounds: the update reads len(params) gradients."""
+    if not isinstance(params, np.ndarray) or params.dtype not in FLOAT_DTYPES:
+        got = type(params).__name__ + (f" with dtype {params.dtype}" if isinstance(params, np.ndarray) else "")
+        raise TypeError(f"params must be a float32 or float64 numpy.ndarray (it is updated in "
+                        f"place). Received: {got}")
+    if params.ndim != 1:
+        raise ValueError(f"params must be 1-D (the flat parameter vector). Received: params with "
+                         f"shape {params.shape}")
+    check_output("params", params, params.dtype, params.shape)
+    grads = np.asarray(grads)
+    if grads.dtype != params.dtype:
+        raise TypeError(f"grads must have the dtype of params ({params.dtype}). Received: grads "
+                        f"with dtype {grads.dtype}")
+    check_shape("grads", grads, params.shape)
+    return np.ascontiguousarray(grads)
 
 
 def _check_learning_rate(learning_rate):
@@ -48,6 +66,8 @@ class Optimizer:
         self._epoch = None  # the epoch of the rate in force (partial_fit goes on from it)
         self._state = {}
         self._lr = None  # the learning rate in force (a schedule's value for this epoch)
+        self._saved = {}  # fit's copy of the state before the step in flight (see _checkpoint)
+        self._saved_iterations = 0
 
     # -- learning rate -------------------------------------------------------------------------
     def current_learning_rate(self, epoch=0):
@@ -83,6 +103,31 @@ class Optimizer:
         self._epoch = None
         self._state = {}
 
+    # -- undoing a step (fit's divergence guard) ---------------------------------------------
+    def _checkpoint(self, params):
+        """Remember what one ``apply`` changes (the step count and the state buffers), in buffers
+        reused from step to step, so that a step whose update goes non-finite can be undone."""
+        self._ensure_state(params)
+        saved = self._saved
+        for name, buf in self._state.items():
+            if saved.get(name) is None or saved[name].shape != buf.shape or saved[name].dtype != buf.dtype:
+                saved[name] = np.empty_like(buf)
+            np.copyto(saved[name], buf)
+        self._saved_iterations = self.iterations
+
+    def _rollback(self):
+        """Put back the state saved by the last ``_checkpoint``."""
+        for name, buf in self._state.items():
+            np.copyto(buf, self._saved[name])
+        self.iterations = self._saved_iterations
+
+    def _state_is_finite(self, n_threads):
+        """True if every state buffer is finite. (Adam's v = b2 v + (1 - b2) g^2 overflows to inf
+        in float32 for |g| > 1.8e19 while the parameters stay finite: v = inf makes that
+        parameter's step 0 for ever, a silent freeze, so fit checks the state too.)"""
+        return all(math.isfinite(_param_update.sum_of_squares(buf, n_threads))
+                   for buf in self._state.values())
+
     # -- the step ------------------------------------------------------------------------------
     def grad_scale(self, grads, n_threads):
         """The clipping factor for global-norm clipping (1 when not clipping or under the bound)."""
@@ -94,7 +139,10 @@ class Optimizer:
         return min(1.0, self.clip_norm / (norm + 1e-6))
 
     def apply(self, params, grads, n_threads=None):
-        """One update of the flat parameter vector `params` from the flat gradient `grads`."""
+        """One update of the flat parameter vector `params` (in place) from the flat gradient
+        `grads`: params a writeable, C-contiguous 1-D float32 or float64 array, grads of the same
+        shape and dtype."""
+        grads = _check_buffers(params, grads)
         nt = _threads.get_num_threads() if n_threads is None else n_threads
         if self._lr is None:
             self.set_epoch(0)
@@ -104,6 +152,11 @@ class Optimizer:
 
     def _update(self, params, grads, lr, grad_scale, n_threads):
         raise NotImplementedError
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_saved"] = {}  # scratch space, not state
+        return state
 
     def get_config(self):
         raise NotImplementedError

@@ -24,7 +24,7 @@ import numpy as np
 import bpcore
 from bpcore import _dense_forward, _error_signal, _gradients, _loss, _param_update
 
-from . import _threads
+from . import _interrupt, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validation import as_dtype, as_float_array, check_finite, check_number, check_positive_int
@@ -36,11 +36,14 @@ _BUILD_LOCK = threading.Lock()
 
 class TrainingDivergedError(FloatingPointError):
     """The loss or a gradient became non-finite during fit; the model keeps the last finite
-    weights. Attributes: epoch, batch, layer, sample, where ("forward" or "error signal")."""
+    weights and optimizer state. Attributes: epoch, batch, layer, sample (in the batch), row (of
+    X), where ("forward (z_out)", "loss", "error signal (delta)", "gradients" or "update")."""
 
-    def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None):
+    def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None,
+                 row=None):
         super().__init__(message)
         self.epoch, self.batch, self.layer, self.sample, self.where = epoch, batch, layer, sample, where
+        self.row = row  # the sample's row in the X given to fit
 
 
 class _Workspace:
@@ -358,7 +361,9 @@ class Sequential:
         return out
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
-        """A dict with the loss (and accuracy for classification) on (X, y); no update."""
+        """A dict with the loss (and accuracy for classification) on (X, y); no update.
+        (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
+        check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = self._prepare(X, y, loss, sample_weight)
         self._build_from(X)
         nt = _threads.ensure_blas_limit()
@@ -563,6 +568,7 @@ class Sequential:
             validation_split = check_number("validation_split", validation_split, low=0.0,
                                             high=1.0, high_open=True)
         rng = self._rng
+        train_rows = None  # row i of the training set is row train_rows[i] of X (None: row i)
         if val is None and validation_split > 0:
             n_val = int(math.floor(X.shape[0] * validation_split))
             if n_val < 1 or n_val >= X.shape[0]:
@@ -570,6 +576,7 @@ class Sequential:
                                  f"{X.shape[0] - n_val} training samples; both need at least one")
             perm = rng.permutation(X.shape[0])
             vi, ti = perm[:n_val], perm[n_val:]
+            train_rows = ti
             val = (X[vi], Y[vi], None if w is None else w[vi])
             X, Y, w = X[ti], Y[ti], (None if w is None else w[ti])
         # -- from here on the model changes --
@@ -591,6 +598,7 @@ class Sequential:
         backup = np.empty_like(self._params)
         m = Y.shape[1]
         epoch = -1
+        sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
         try:
             for epoch in range(epochs):
                 for cb in callbacks:
@@ -618,12 +626,17 @@ class Sequential:
                         if acc is not None:
                             correct += acc
                     if not math.isfinite(step_loss) or not _finite_sum(self._grads, nt):
-                        self._diverged(epoch, batch, on_nan, progress)
+                        self._diverged(epoch, batch, on_nan, progress, Xb,
+                                       _rows_of(order, train_rows, mb_start, rows))
                         return history
+                    # the update is undone, parameters and optimizer state alike, if it goes
+                    # non-finite: the model keeps the last finite step, nothing half-changed
                     np.copyto(backup, self._params)
+                    opt._checkpoint(self._params)
                     opt.apply(self._params, self._grads, nt)
-                    if not _finite_sum(self._params, nt):
+                    if not (_finite_sum(self._params, nt) and opt._state_is_finite(nt)):
                         np.copyto(self._params, backup)
+                        opt._rollback()
                         self._diverged(epoch, batch, on_nan, progress, in_update=True)
                         return history
                     # the mean reduction makes step_loss a mean over step_rows samples
@@ -634,6 +647,8 @@ class Sequential:
                     progress.batch(epoch, min(batch * accumulate, n_batches), total / seen)
                     for cb in per_batch_callbacks:
                         cb.on_batch_end(batch - 1, {"loss": step_loss})
+                    if sigint.requested:
+                        raise KeyboardInterrupt
                 seconds = time.perf_counter() - t0
                 logs = {"loss": total / seen}
                 if loss != "mse":  # accuracy of each batch before its update, as Keras reports
@@ -646,48 +661,73 @@ class Sequential:
                 progress.epoch_end(epoch, logs, seconds)
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
+                if sigint.requested:
+                    raise KeyboardInterrupt
                 if self.stop_training:
                     history.stopped = self._stop_reason or "callback"
                     break
         except KeyboardInterrupt:
-            # The step in flight either finished (its update was applied) or never started: the
-            # parameters are those of the last completed step.
+            # Raised between steps (see bp/_interrupt.py), so the step in flight finished: the
+            # parameters and optimizer state are those of the last completed step.
             history.stopped = "interrupted"
             progress.message(f"interrupted: stopped after {history.stopped_at}")
         finally:
+            sigint.restore()
             for cb in callbacks:
                 cb.on_train_end()
         return history
 
-    def _diverged(self, epoch, batch, on_nan, progress, in_update=False):
-        """Name where the values went non-finite; the parameters are the last finite ones."""
+    def _diverged(self, epoch, batch, on_nan, progress, X_batch=None, batch_rows=None,
+                  in_update=False):
+        """Name where the values went non-finite; the parameters are the last finite ones.
+
+        X_batch is the last micro-batch's input and batch_rows maps its positions to rows of X.
+        """
         layer, sample, where = None, None, "update"
         if not in_update and self._last is not None:
-            ws, rows = self._last
-            for i, z in enumerate(ws.z_out):
-                bad = ~np.isfinite(z[:rows])
-                if bad.any():
-                    layer, sample, where = i, int(np.argwhere(bad)[0, 0]), "forward (z_out)"
-                    break
-            else:
-                for i in range(len(ws.delta) - 1, -1, -1):
-                    bad = ~np.isfinite(ws.delta[i][:rows])
-                    if bad.any():
-                        layer, sample, where = i, int(np.argwhere(bad)[0, 0]), "error signal (delta)"
-                        break
-                else:
-                    where = "gradients"
+            layer, sample, where = self._first_non_finite(X_batch, *self._last)
+        row = None
+        if sample is not None and batch_rows is not None:
+            row = int(batch_rows[sample])
         msg = (f"training diverged at epoch {epoch}, batch {batch}: non-finite values in the "
-               f"{where}" + (f" of layer {layer}, first at sample {sample} of the batch"
-                             if layer is not None else "")
+               f"{where}" + (f" of layer {layer}" if layer is not None else "")
+               + (f", first at sample {sample} of the batch" if sample is not None else "")
+               + (f" (row {row} of X)" if row is not None else "")
                + "; the model keeps the last finite weights (lower the learning rate, clip "
                "gradients with clip_norm, or check the data)")
         self.history.stopped = "diverged"
         self.history.diverged = {"epoch": epoch, "batch": batch, "layer": layer,
-                                 "sample": sample, "where": where}
+                                 "sample": sample, "row": row, "where": where}
         if on_nan == "raise":
-            raise TrainingDivergedError(msg, epoch, batch, layer, sample, where)
+            raise TrainingDivergedError(msg, epoch, batch, layer, sample, where, row)
         progress.message(msg)
+
+    def _first_non_finite(self, X_batch, ws, rows):
+        """(layer, sample, where) of the first non-finite value in the order the step computes
+        them: the forward pass, the loss, the error signals from the output back, the gradients."""
+        for i, z in enumerate(ws.z_out):
+            bad = ~np.isfinite(z[:rows])
+            if bad.any():
+                return i, int(np.argwhere(bad)[0, 0]), "forward (z_out)"
+        bad = ~np.isfinite(ws.per_sample[:rows])
+        if bad.any():  # e.g. (f_out - y)^2 overflows while f_out - y does not
+            return None, int(np.argwhere(bad)[0, 0]), "loss"
+        for i in range(len(ws.delta) - 1, -1, -1):
+            bad = ~np.isfinite(ws.delta[i][:rows])
+            if bad.any():
+                return i, int(np.argwhere(bad)[0, 0]), "error signal (delta)"
+        for i in range(len(self._grad_views) - 1, -1, -1):
+            gW, gb = self._grad_views[i]
+            if np.isfinite(gW).all() and (gb is None or np.isfinite(gb).all()):
+                continue
+            # Every delta and input is finite, so a product overflowed: sample r's own term of
+            # grad_W is outer(z_out_prev[r], delta[r]), non-finite iff max|z| * max|delta| is.
+            z_prev = X_batch if i == 0 else ws.z_out[i - 1][:rows]
+            with np.errstate(over="ignore"):
+                term = np.abs(z_prev).max(axis=1) * np.abs(ws.delta[i][:rows]).max(axis=1)
+            bad = np.argwhere(~np.isfinite(term))
+            return i, (int(bad[0, 0]) if bad.size else None), "gradients"
+        return None, None, "gradients"
 
     # ---- description ---------------------------------------------------------------------------
     def get_config(self):
@@ -803,6 +843,12 @@ def _readonly(a):
 def _finite_sum(flat, n_threads):
     """True if every entry of flat is finite (its sum of squares is; overflow counts as not)."""
     return math.isfinite(_param_update.sum_of_squares(flat, n_threads))
+
+
+def _rows_of(order, train_rows, start, rows):
+    """The rows of X that positions start .. start + rows of an epoch's batches come from."""
+    idx = np.arange(start, start + rows) if order is None else order[start:start + rows]
+    return idx if train_rows is None else train_rows[idx]
 
 
 def _gather(ws, X, Y, w, order, start, rows):
