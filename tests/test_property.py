@@ -146,22 +146,6 @@ def _kink_crossed(model, X, net, flat_a, flat_b):
     return any((a != b).any() for a, b in zip(*signs))
 
 
-def _loss_divided_by_m_twice():
-    """True on a build whose mse and binary cross-entropy average each sample's loss over the m
-    outputs and then divide by N m: L is then m times smaller than the loss whose gradient
-    delta[O] is. Found here by the central differences below; the fix is on the kernels branch
-    (35e9712, "loss: per-sample mse and binary cross-entropy sum over the outputs")."""
-    model = bp.Sequential([bp.Dense(2, kernel_initializer="zeros")], dtype="float64", seed=0)
-    model.build(1)
-    # PyTorch's MSELoss() of f_out = (0, 0) against y = (1, 1) is 1
-    return abs(model.evaluate([[1.0]], [[1.0, 1.0]], loss="mse")["loss"] - 1.0) > 1e-12
-
-
-LOSS_DIVIDED_BY_M_TWICE = _loss_divided_by_m_twice()
-
-
-@pytest.mark.xfail(LOSS_DIVIDED_BY_M_TWICE, strict=True,
-                   reason="mse/bce loss value m times too small; fixed on the kernels branch (35e9712)")
 @pytest.mark.parametrize("loss, tau", [("mse", "identity"), ("binary_cross_entropy", "sigmoid")])
 def test_reported_loss_is_pytorch_mean(loss, tau):
     model = bp.Sequential([bp.Dense(3, activation=tau, kernel_initializer="zeros")], dtype="float64", seed=0)
@@ -180,8 +164,6 @@ def test_gradients_equal_central_differences(net, direction_seed):
     gradcheck in its fast mode, at a cost independent of the number of parameters."""
     model, X, y, Y, w = build(net)
     loss = net["loss"]
-    # on a build with the bug above, such a loss is m times too small for its gradient
-    assume(not (LOSS_DIVIDED_BY_M_TWICE and loss != "cross_entropy" and net["widths"][-1] > 1))
     p0 = model.get_flat_params()
     grads = model.gradients(X, y, loss=loss, sample_weight=w)
     g = np.concatenate([np.concatenate([gW.ravel()] + ([] if gb is None else [gb]))
