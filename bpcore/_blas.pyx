@@ -78,26 +78,30 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         _blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
-def _gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] A,
-          const floating[:, ::1] B, floating beta, floating[:, ::1] C, str path="auto"):
+def _gemm(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] A,
+          const floating[:, ::1] B, double beta, floating[:, ::1] C, str path="auto"):
     """C = alpha * op(A) @ op(B) + beta * C on C-contiguous, non-empty arrays.
 
     For the tests and the crossover benchmark: path "auto" is what the kernels use, "blas" and
     "own" force one side of the threshold. Shapes are the caller's responsibility.
+    alpha and beta are Python floats (double) for both dtypes, as in the other entry points: a
+    fused scalar argument would make Cython's dispatcher pick the double version for any Python
+    float and then reject float32 arrays.
     """
+    cdef floating a = <floating>alpha, bt = <floating>beta
     cdef Py_ssize_t m = C.shape[0], n = C.shape[1]
     cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
     cdef int which = {"auto": 0, "blas": 1, "own": 2}[path]
     with nogil:
         if which == 0:
-            gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
-                 beta, &C[0, 0], C.shape[1])
+            gemm(trans_a, trans_b, m, n, k, a, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
+                 bt, &C[0, 0], C.shape[1])
         elif which == 1:
-            _blas_gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0],
-                       B.shape[1], beta, &C[0, 0], C.shape[1])
+            _blas_gemm(trans_a, trans_b, m, n, k, a, &A[0, 0], A.shape[1], &B[0, 0],
+                       B.shape[1], bt, &C[0, 0], C.shape[1])
         else:
-            _small_gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0],
-                        B.shape[1], beta, &C[0, 0], C.shape[1])
+            _small_gemm(trans_a, trans_b, m, n, k, a, &A[0, 0], A.shape[1], &B[0, 0],
+                        B.shape[1], bt, &C[0, 0], C.shape[1])
 
 
 SMALL_GEMM_THRESHOLD = SMALL_GEMM_WORK
