@@ -71,12 +71,12 @@ def default_scale(loss, n_samples, n_outputs):
 
 
 def per_sample_loss(loss, f_in, f_out, y):
-    """l_i, summed over outputs for cross-entropy and averaged over outputs otherwise."""
+    """l_i, summed over the outputs (default_scale then makes L the mean)."""
     if loss == "mse":
-        return ((f_out - y) ** 2).mean(axis=1)
+        return ((f_out - y) ** 2).sum(axis=1)
     if loss == "binary_cross_entropy":  # from the logits f_in of a sigmoid output
         x = f_in
-        return (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).mean(axis=1)
+        return (np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))).sum(axis=1)
     if loss == "cross_entropy":  # from the logits f_in of a softmax output
         m = f_in.max(axis=1, keepdims=True)
         lse = m + np.log(np.exp(f_in - m).sum(axis=1, keepdims=True))

@@ -1,12 +1,15 @@
 # Loss values L for a batch, per sample and reduced.
 #
-#   mse                   l_i = mean_j (f_out_ij - y_ij)^2
-#   binary_cross_entropy  l_i = mean_j [max(x, 0) - x y + log(1 + e^-|x|)],  x = f_in_ij (sigmoid)
+#   mse                   l_i = sum_j (f_out_ij - y_ij)^2
+#   binary_cross_entropy  l_i = sum_j [max(x, 0) - x y + log(1 + e^-|x|)],  x = f_in_ij (sigmoid)
 #   cross_entropy         l_i = sum_j y_ij (logsumexp(f_in_i) - f_in_ij)               (softmax)
 # The cross-entropies are computed from the logits f_in, not from log(f_out): that is exact where
 # f_out has rounded to 0 or 1 (PyTorch's BCELoss instead clamps log at -100).
 # Reduction: L = scale * sum_i w_i l_i, w_i the sample weights (1 if none), scale chosen by the
-# caller (1/N gives PyTorch's mean). The sum runs in row order in double, so it is the same for any
+# caller: 1/N for cross-entropy and 1/(N m) for mse and binary cross-entropy give PyTorch's mean.
+# It is the same scale that _error_signal.pyx puts into delta[O] = dL/df_in, which is why every l_i
+# sums over the outputs: with a mean over them the loss would be m times smaller than the loss
+# whose gradient delta[O] is. The sum runs in row order in double, so it is the same for any
 # thread count. Parallelised over rows (prange) when the batch is large enough.
 
 from cython.parallel cimport prange
@@ -24,12 +27,12 @@ cdef inline floating _row_loss(const floating* f_in, const floating* f_out, cons
         for j in range(m):
             d = f_out[j] - y[j]
             acc = acc + d * d
-        return acc / m
+        return acc
     if loss == BINARY_CROSS_ENTROPY:
         for j in range(m):
             x = f_in[j]
             acc = acc + (x if x > 0 else 0) - x * y[j] + f_log1p(f_exp(-fabs(x)))
-        return acc / m
+        return acc
     # cross-entropy: sum_j y_j (lse - x_j) = lse * sum(y) - <y, x>
     mx = f_in[0]
     for j in range(1, m):
