@@ -26,6 +26,9 @@ cdef extern from *:
 # more than a layer of a small network takes to compute. Below MIN_PARALLEL_WORK elements (per
 # call) the row loops stay serial. Measured with bench/kernels.py (elementwise epilogues on an
 # AMD EPYC, 2 cores): 2 threads start to pay at about 20-40 thousand elements.
+# work_threads is a real function in _openmp.pyx, not an inline here, so that the threshold is one
+# variable for all the kernel modules, which the crossover benchmark can move
+# (_openmp._set_min_parallel_work): one indirect call per kernel call, nothing per element.
 cdef extern from *:
     """
     #define BP_MIN_PARALLEL_WORK 32768
@@ -33,10 +36,4 @@ cdef extern from *:
     Py_ssize_t MIN_PARALLEL_WORK "BP_MIN_PARALLEL_WORK"
 
 
-cdef inline int work_threads(Py_ssize_t work, Py_ssize_t n_rows, int n_threads) noexcept nogil:
-    """How many of the n_threads a row loop over `work` elements should use (1 = stay serial)."""
-    if n_threads <= 1 or work < MIN_PARALLEL_WORK or n_rows < 2:
-        return 1
-    if n_rows < n_threads:
-        return <int>n_rows
-    return n_threads
+cdef int work_threads(Py_ssize_t work, Py_ssize_t n_rows, int n_threads) noexcept nogil
