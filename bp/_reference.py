@@ -65,6 +65,8 @@ def sigma_backward(activation, z_in, z_out, g, alpha=0.01):
 
 def default_scale(loss, n_samples, n_outputs):
     """PyTorch's default reductions: mean over samples for cross-entropy, over all elements else."""
+    if n_samples * n_outputs == 0:
+        return 1.0  # an empty batch: nothing to average
     if loss == "cross_entropy":
         return 1.0 / n_samples
     return 1.0 / (n_samples * n_outputs)

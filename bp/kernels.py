@@ -77,6 +77,8 @@ def _sample_weight(sample_weight, n, dtype):
 
 def _scale(scale, loss, n, m):
     if scale is None:
+        if n * m == 0:
+            return 1.0  # an empty batch: nothing to average (and no division by zero)
         return 1.0 / n if loss == "cross_entropy" else 1.0 / (n * m)
     return check_number("scale", scale)
 

@@ -34,6 +34,8 @@ cdef inline floating _row_loss(const floating* f_in, const floating* f_out, cons
             acc = acc + (x if x > 0 else 0) - x * y[j] + f_log1p(f_exp(-fabs(x)))
         return acc
     # cross-entropy: sum_j y_j (lse - x_j) = lse * sum(y) - <y, x>
+    if m == 0:
+        return 0  # the empty sum; f_in[0] below would read past the row
     mx = f_in[0]
     for j in range(1, m):
         if f_in[j] > mx:
