@@ -119,7 +119,7 @@ def test_output_delta_threads_bit_identical(rng, dtype, loss, tau):
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("m, m_next", ((4, 3), (50, 40)))
 def test_hidden_delta_matches_reference(rng, dtype, activation, n, m, m_next):
-    # (4, 3) stays below the own-loop gemm threshold for every batch, (50, 40) is above it from 7 on
+    # (4, 3) is below the own-loop gemm threshold for the small batches, (50, 40) above it
     args = hidden_layer(rng, dtype, activation, n, m, m_next)
     got = K.hidden_delta(*args, activation, ALPHA)
     assert_close(got, R.hidden_delta(*args, activation, ALPHA), dtype, k=m_next)
@@ -166,3 +166,9 @@ def test_relu_derivative_at_zero(dtype):
     leaky = K.hidden_delta(ones, W_next, z_in, R.sigma("leaky_relu", z_in, 0.2), "leaky_relu", 0.2)
     np.testing.assert_array_equal(relu, [[0, 0, 1]])
     np.testing.assert_array_equal(leaky, np.array([[0.2, 0.2, 1]], dtype))
+
+
+@pytest.mark.parametrize("loss, tau", PAIRS)
+def test_output_delta_empty_batch(dtype, loss, tau):
+    e = np.empty((0, 3), dtype)
+    assert K.output_delta(e, e, e, loss, tau).shape == (0, 3)

@@ -122,3 +122,13 @@ def test_cross_entropies_from_logits_are_exact_in_saturation(dtype):
     ce = K.loss_value(f_in, R.sigma("softmax", f_in), y, "cross_entropy", scale=1.0)
     np.testing.assert_allclose(bce, 400.0, rtol=1e-6)  # 200 per element, summed
     np.testing.assert_allclose(ce, 400.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", K.LOSSES)
+def test_empty_batch(dtype, loss):
+    # no samples (a last, empty micro-batch) or no outputs: the loss is the empty sum, 0
+    for shape in ((0, 3), (3, 0)):
+        e = np.empty(shape, dtype)
+        per = np.full(shape[0], np.nan, dtype)
+        assert K.loss_value(e, e, e, loss, per_sample=per) == 0.0
+        np.testing.assert_array_equal(per, np.zeros(shape[0]))
