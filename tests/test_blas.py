@@ -67,12 +67,16 @@ def test_gemm_read_only_operands(rng, dtype, path):
     assert_close(C, A.astype(np.float64) @ B.T.astype(np.float64), dtype, k=40)
 
 
-def test_blas_and_own_paths_agree_at_the_threshold(rng, dtype):
-    # The largest own-loop product and the smallest BLAS one: "auto" switches between two
-    # implementations of the same function, so both must give the same numbers there.
-    for m, n, k in [(16, 16, 16), (16, 16, 17)]:
-        A, B, C = _operands(rng, dtype, False, False, m, n, k)
-        C_own, C_blas = C.copy(), C.copy()
-        _blas._gemm(False, False, 2.5, A, B, -0.5, C_own, "own")
-        _blas._gemm(False, False, 2.5, A, B, -0.5, C_blas, "blas")
-        assert_close(C_own, C_blas, dtype, k=k * 6.25)
+def test_auto_switches_at_the_threshold(rng, dtype):
+    # "auto" is exactly the own loops up to THRESHOLD multiply-adds and exactly BLAS beyond; the two
+    # agree to rounding there, so the switch is invisible to the kernels' callers.
+    m, n = 4, 8
+    k = THRESHOLD // (m * n)
+    for kk, same_as in ((k, "own"), (k + 1, "blas")):
+        A, B, C = _operands(rng, dtype, False, False, m, n, kk)
+        out = {path: C.copy() for path in ("auto", "own", "blas")}
+        for path, C_ in out.items():
+            _blas._gemm(False, False, 2.5, A, B, -0.5, C_, path)
+        assert m * n * kk <= THRESHOLD if same_as == "own" else m * n * kk > THRESHOLD
+        np.testing.assert_array_equal(out["auto"], out[same_as])
+        assert_close(out["own"], out["blas"], dtype, k=kk * 6.25)

@@ -11,14 +11,16 @@ from bpcore import _blas, _openmp
 from .conftest import LAYOUTS, assert_close, layouts
 
 BATCHES = (1, 7, 33, 300)
-# (n_in, n_out): (3, 4) stays below the own-loop threshold for every batch here; (40, 50) is above
-# it from batch 7 on (BLAS).
+# (n_in, n_out): a tiny layer whose product n * n_out * n_in is below the own-loop gemm threshold for
+# the small batches, and a larger one above it for every batch but 1 (BLAS).
 LAYERS = ((3, 4), (40, 50))
 ALPHA = 0.2  # not the default 0.01, so a dropped alpha shows
 
 
 def test_layers_straddle_the_gemm_threshold():
-    assert max(BATCHES) * 4 * 3 <= _blas.SMALL_GEMM_THRESHOLD < 7 * 40 * 50
+    work = [n * n_in * n_out for n in BATCHES for n_in, n_out in LAYERS]
+    assert min(work) <= _blas.SMALL_GEMM_THRESHOLD < max(work)
+    assert sum(w <= _blas.SMALL_GEMM_THRESHOLD for w in work) >= 2
 
 
 def _layer(rng, dtype, n, n_in, n_out):

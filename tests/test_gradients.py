@@ -12,8 +12,8 @@ from bpcore import _openmp
 from .conftest import LAYOUTS, assert_close, layouts
 
 BATCHES = (1, 7, 33, 300)
-# (n_in, n_out): grad_W's product has work n_in * n_out * n: (3, 4) stays below the own-loop
-# threshold for every batch here, (40, 50) is above it for every batch.
+# (n_in, n_out): grad_W's product has work n_in * n_out * n: (3, 4) is below the own-loop
+# threshold for the small batches, (40, 50) above it for every batch.
 LAYERS = ((3, 4), (40, 50))
 
 
