@@ -16,7 +16,7 @@ from cython.parallel cimport prange
 from libc.math cimport fabs
 
 from bpcore._activations cimport f_exp, f_log, f_log1p
-from bpcore._openmp cimport work_threads
+from bpcore._openmp cimport COST_STREAM, COST_TRANSCENDENTAL, work_threads
 
 
 cdef inline floating _row_loss(const floating* f_in, const floating* f_out, const floating* y,
@@ -56,7 +56,8 @@ cdef double loss_core(const floating* f_in, const floating* f_out, const floatin
                       int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef double total = 0
-    cdef int nt = work_threads(n * m, n, n_threads)
+    cdef int nt = work_threads(n * m * (COST_STREAM if loss == MSE else COST_TRANSCENDENTAL), n,
+                               n_threads)
     if nt == 1:
         for i in range(n):
             per_sample[i] = _row_loss(f_in + i * m, f_out + i * m, y + i * m, m, loss)
