@@ -34,11 +34,14 @@ def sample(fn, number):
     return (_perf_ns() - t0) / number
 
 
-def compare(candidates, repeat=7, warmup=2, target_ns=200_000):
+def compare(candidates, repeat=7, warmup=2, target_ns=200_000, settle_s=0.0):
     """Time several callables interleaved; return {name: {"median": ns, "min": ns, "samples": [..]}}.
 
     candidates: {name: zero-argument callable}. Each gets `warmup` untimed calls, then `repeat`
     rounds; in each round every candidate takes one sample, in an order that rotates.
+    settle_s: a pause before each sample (after an untimed warm-up call). NumPy and scipy each load
+    their own OpenBLAS, whose idle workers spin for ~0.1 s after a call before they sleep: without
+    the pause, one library's spinning pool steals the cores the other one's threads are timed on.
     """
     names = list(candidates)
     for name in names:
@@ -49,6 +52,9 @@ def compare(candidates, repeat=7, warmup=2, target_ns=200_000):
     for r in range(repeat):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            if settle_s:
+                time.sleep(settle_s)
+                candidates[name]()
             samples[name].append(sample(candidates[name], number[name]))
     return {name: {"median": statistics.median(s), "min": min(s), "samples": s}
             for name, s in samples.items()}
