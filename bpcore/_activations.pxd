@@ -34,7 +34,9 @@ cdef enum:
 # What one element of sigma and of sigma' costs, for the parallel threshold (_openmp.pxd): only
 # identity and the relus are copy-like; gelu' is the one derivative that evaluates erf and exp.
 cdef inline Py_ssize_t sigma_cost(int act) noexcept nogil:
-    return COST_EPILOGUE if act == IDENTITY or act == RELU or act == LEAKY_RELU else COST_TRANSCENDENTAL
+    if act == IDENTITY or act == RELU or act == LEAKY_RELU:
+        return COST_EPILOGUE
+    return COST_TRANSCENDENTAL
 
 cdef inline Py_ssize_t sigma_prime_cost(int act) noexcept nogil:
     return COST_TRANSCENDENTAL if act == GELU else COST_EPILOGUE
