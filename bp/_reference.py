@@ -1,8 +1,9 @@
 """The NumPy reference: the plainest possible backpropagation, the oracle for tests and benchmarks.
 
 Each function here is the twin of one function in :mod:`bp.kernels` (same name, same signature,
-same results to rounding); the tests run the same assertions on both. Nothing here is clever:
-every line is the formula it implements.
+same results to rounding); the tests run the same assertions on both. Like the kernels, the twins
+write into the output buffers when they are given (``z_in=``, ``out=``, ``grad_W=`` ...) and return
+them. Nothing here is clever: every line is the formula it implements.
 
 Notation (the layer i maps z_out[i-1] to z_out[i]; the output layer's activation is tau):
     z_in[i]  = z_out[i-1] @ W[i] + b[i]        z_out[i] = sigma(z_in[i])
@@ -64,13 +65,15 @@ def sigma_backward(activation, z_in, z_out, g, alpha=0.01):
 
 def default_scale(loss, n_samples, n_outputs):
     """PyTorch's default reductions: mean over samples for cross-entropy, over all elements else."""
+    if n_samples * n_outputs == 0:
+        return 1.0  # an empty batch: nothing to average
     if loss == "cross_entropy":
         return 1.0 / n_samples
     return 1.0 / (n_samples * n_outputs)
 
 
 def per_sample_loss(loss, f_in, f_out, y):
-    """l_i, summed over the outputs (the scale then takes the mean)."""
+    """l_i, summed over the outputs (default_scale then makes L the mean)."""
     if loss == "mse":
         return ((f_out - y) ** 2).sum(axis=1)
     if loss == "binary_cross_entropy":  # from the logits f_in of a sigmoid output
@@ -83,11 +86,20 @@ def per_sample_loss(loss, f_in, f_out, y):
     raise ValueError(f"unknown loss {loss!r}")
 
 
-def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, n_threads=None):
+def _into(out, value):
+    """value, written into the buffer `out` when one is given (as the kernels do)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_sample=None,
+               n_threads=None):
     """L = scale * sum_i w_i l_i (scale defaults to the mean reduction)."""
     n, m = f_out.shape
     scale = default_scale(loss, n, m) if scale is None else scale
-    per = per_sample_loss(loss, f_in, f_out, y)
+    per = _into(per_sample, per_sample_loss(loss, f_in, f_out, y))
     w = np.ones(n) if sample_weight is None else sample_weight
     return float(scale * np.sum(w * per))
 
@@ -95,49 +107,52 @@ def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, n_threads=N
 # ---- the three passes, one layer at a time ---------------------------------------------------------
 
 
-def dense_forward(z_out_prev, W, b, activation, alpha=0.01, n_threads=None):
+def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=None,
+                  n_threads=None):
     """(z_in, z_out) with z_in = z_out_prev @ W + b, z_out = sigma(z_in)."""
-    z_in = z_out_prev @ W
+    pre = z_out_prev @ W
     if b is not None:
-        z_in = z_in + b
-    return z_in, sigma(activation, z_in, alpha)
+        pre = pre + b
+    post = sigma(activation, pre, alpha)
+    return _into(z_in, pre), _into(z_out, post)
 
 
-def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scale=None,
-                 n_threads=None):
+def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scale=None, *,
+                 out=None, n_threads=None):
     """delta[O] = dL/df_in."""
     n, m = f_out.shape
     scale = default_scale(loss, n, m) if scale is None else scale
     w = (np.ones(n) if sample_weight is None else sample_weight)[:, None] * scale
     if (loss, tau) in (("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")):
-        return w * (f_out - y)
+        return _into(out, w * (f_out - y))
     if loss == "mse":
-        return sigma_backward(tau, f_in, f_out, 2 * w * (f_out - y), alpha)
+        return _into(out, sigma_backward(tau, f_in, f_out, 2 * w * (f_out - y), alpha))
     raise ValueError(f"unsupported pair loss={loss!r}, tau={tau!r}")
 
 
-def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, n_threads=None):
+def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out=None,
+                 n_threads=None):
     """delta[i] = (delta[i+1] @ W[i+1].T) * sigma'(z_in[i])."""
-    return sigma_backward(activation, z_in, z_out, delta_next @ W_next.T, alpha)
+    return _into(out, sigma_backward(activation, z_in, z_out, delta_next @ W_next.T, alpha))
 
 
-def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=True,
+def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=True, *,
               n_threads=None):
     """(grad_W, grad_b) = beta * (grad_W, grad_b) + (z_out_prev.T @ delta, delta.sum(axis=0))."""
     gW = z_out_prev.T @ delta
     gb = delta.sum(axis=0) if use_bias else None
-    if beta != 0 and grad_W is not None:
+    if beta != 0:
         gW = beta * grad_W + gW
         if use_bias:
             gb = beta * grad_b + gb
-    return gW, gb
+    return _into(grad_W, gW), (_into(grad_b, gb) if use_bias else None)
 
 
 # ---- parameter updates (torch.optim's rules) -------------------------------------------------------
 
 
 def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
-               weight_decay=0.0, grad_scale=1.0, n_threads=None):
+               weight_decay=0.0, grad_scale=1.0, *, n_threads=None):
     """One SGD step in place; returns param."""
     g = grad_scale * grad + weight_decay * param
     if momentum != 0:
@@ -148,7 +163,7 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
 
 
 def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, decoupled=False, grad_scale=1.0, n_threads=None):
+                weight_decay=0.0, decoupled=False, grad_scale=1.0, *, n_threads=None):
     """One Adam (or, decoupled, AdamW) step in place; `step` counts from 1; returns param."""
     if decoupled:
         param *= 1 - learning_rate * weight_decay
@@ -161,6 +176,12 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     v_hat = v / (1 - beta2**step)
     param -= learning_rate * m_hat / (np.sqrt(v_hat) + eps)
     return param
+
+
+def sum_of_squares(x, *, n_threads=None):
+    """sum(x**2) in double precision."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    return float(x @ x)
 
 
 # ---- a whole network -------------------------------------------------------------------------------

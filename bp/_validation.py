@@ -110,6 +110,22 @@ def check_output(name, out, dtype, shape):
     return out
 
 
+def check_no_overlap(name, out, **inputs):
+    """ValueError if the output buffer `out` shares memory with one of the named inputs.
+
+    The kernels read their inputs while they write their outputs (BLAS reads the whole operand
+    while it writes C; the row sweeps read sigma' from z_out after writing delta), so an output
+    laid over an input gives wrong numbers without any error. np.may_share_memory compares the
+    memory bounds only: cheap, and exact for the C-contiguous outputs we accept.
+    """
+    for in_name, arr in inputs.items():
+        if arr is not None and np.may_share_memory(out, arr):
+            raise ValueError(
+                f"{name} must not share memory with {in_name} (it is written while {in_name} is "
+                f"read). Received: {name} overlapping {in_name}"
+            )
+
+
 def check_finite(name, arr):
     """ValueError naming the first non-finite entry (row and column for 2-D arrays)."""
     if arr.size and not np.isfinite(arr).all():

@@ -6,7 +6,9 @@ and the tests hold the two to the same results. Every argument is checked before
 
 Inputs may be Fortran-ordered, strided or read-only: they are read as they are where the kernel
 can, and copied to C order where it cannot. Outputs (``out=``, ``grad_W=`` ...) are optional; when
-given they must be C-contiguous, writeable and of the inputs' dtype, and they are written in place.
+given they must be C-contiguous, writeable and of the inputs' dtype, and must not overlap an input
+(the kernels read the inputs while they write; only z_in and z_out of dense_forward may be one and
+the same buffer). They are written in place.
 ``n_threads`` follows :func:`bp.effective_n_threads` (None: bp's current setting).
 """
 
@@ -19,6 +21,7 @@ from . import _threads
 from ._validation import (
     check_choice,
     check_kernel_input,
+    check_no_overlap,
     check_number,
     check_output,
     check_shape,
@@ -33,6 +36,12 @@ LOSS_OUTPUTS = {
     "binary_cross_entropy": ("sigmoid",),
     "cross_entropy": ("softmax",),
 }
+
+
+def _same_buffer(a, b):
+    """True if a and b are views of exactly the same memory (same start, shape and strides)."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides)
 
 
 def _n_threads(n_threads):
@@ -68,6 +77,8 @@ def _sample_weight(sample_weight, n, dtype):
 
 def _scale(scale, loss, n, m):
     if scale is None:
+        if n * m == 0:
+            return 1.0  # an empty batch: nothing to average (and no division by zero)
         return 1.0 / n if loss == "cross_entropy" else 1.0 / (n * m)
     return check_number("scale", scale)
 
@@ -99,6 +110,10 @@ def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=
     n = x.shape[0]
     z_in = np.empty((n, n_out), dtype) if z_in is None else check_output("z_in", z_in, dtype, (n, n_out))
     z_out = np.empty((n, n_out), dtype) if z_out is None else check_output("z_out", z_out, dtype, (n, n_out))
+    for name, buf in (("z_in", z_in), ("z_out", z_out)):
+        check_no_overlap(name, buf, z_out_prev=x, W=W, b=b)
+    if z_in is not z_out and not _same_buffer(z_in, z_out):
+        check_no_overlap("z_out", z_out, z_in=z_in)
     _dense_forward.dense_forward(x, W, b, z_in, z_out, code, alpha, _n_threads(n_threads))
     return z_in, z_out
 
@@ -128,6 +143,7 @@ def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scal
     w = _sample_weight(sample_weight, n, dtype)
     scale = _scale(scale, loss, n, m)
     out = np.empty(shape, dtype) if out is None else check_output("out", out, dtype, shape)
+    check_no_overlap("out", out, f_in=f_in, f_out=f_out, y=y, sample_weight=w)
     _error_signal.output_delta(f_in, f_out, y, w, bpcore.LOSSES[loss], code, alpha, scale, out,
                                _n_threads(n_threads))
     return out
@@ -152,6 +168,7 @@ def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out
     z_out = check_kernel_input("z_out", z_out, dtype=dtype, shape=(n, m))
     z_in = check_kernel_input("z_in", z_in, dtype=dtype, shape=(n, m))
     out = np.empty((n, m), dtype) if out is None else check_output("out", out, dtype, (n, m))
+    check_no_overlap("out", out, delta_next=delta_next, W_next=W_next, z_in=z_in, z_out=z_out)
     _error_signal.hidden_delta(delta_next, W_next, z_in, z_out, code, alpha, out,
                                _n_threads(n_threads))
     return out
@@ -187,6 +204,9 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
             check_output("grad_b", grad_b, dtype, (n_out,))
     else:
         grad_b = None
+    check_no_overlap("grad_W", grad_W, z_out_prev=x, delta=delta, grad_b=grad_b)
+    if grad_b is not None:
+        check_no_overlap("grad_b", grad_b, z_out_prev=x, delta=delta)
     if beta != 0:
         # accumulating into a non-finite buffer would only spread it: refuse it now
         for name, arr in [("grad_W", grad_W)] + ([("grad_b", grad_b)] if use_bias else []):
@@ -215,6 +235,7 @@ def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_samp
         per_sample = np.empty(n, dtype)
     else:
         check_output("per_sample", per_sample, dtype, (n,))
+    check_no_overlap("per_sample", per_sample, f_in=f_in, f_out=f_out, y=y, sample_weight=w)
     return _loss.loss_value(f_in, f_out, y, w, bpcore.LOSSES[loss], scale, per_sample,
                             _n_threads(n_threads))
 
@@ -253,6 +274,7 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
         if velocity is None:
             raise ValueError(f"momentum={mu} needs a velocity buffer. Received: velocity=None")
         v = _flat_state("velocity", velocity, param.dtype, param.size)
+        check_no_overlap("velocity", v, param=p)
     _param_update.sgd_update(g, lr, mu, bool(nesterov), wd, gs, p, v, _n_threads(n_threads))
     return param
 
@@ -264,6 +286,8 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
     mm = _flat_state("m", m, param.dtype, param.size)
     vv = _flat_state("v", v, param.dtype, param.size)
+    check_no_overlap("m", mm, param=p, v=vv)
+    check_no_overlap("v", vv, param=p)
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step must be an integer >= 1. Received: step={step!r}")
     lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)

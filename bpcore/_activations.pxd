@@ -20,6 +20,8 @@
 from cython cimport floating
 from libc.math cimport exp, expf, tanh, tanhf, erf, erff, log, logf, log1p, log1pf, sqrt, sqrtf
 
+from bpcore._openmp cimport COST_EPILOGUE, COST_TRANSCENDENTAL
+
 cdef enum:
     IDENTITY = 0
     SIGMOID = 1
@@ -28,6 +30,17 @@ cdef enum:
     LEAKY_RELU = 4
     GELU = 5
     SOFTMAX = 6
+
+# What one element of sigma and of sigma' costs, for the parallel threshold (_openmp.pxd): only
+# identity and the relus are copy-like; gelu' is the one derivative that evaluates erf and exp.
+cdef inline Py_ssize_t sigma_cost(int act) noexcept nogil:
+    if act == IDENTITY or act == RELU or act == LEAKY_RELU:
+        return COST_EPILOGUE
+    return COST_TRANSCENDENTAL
+
+cdef inline Py_ssize_t sigma_prime_cost(int act) noexcept nogil:
+    return COST_TRANSCENDENTAL if act == GELU else COST_EPILOGUE
+
 
 # 1 / sqrt(2) and 1 / sqrt(2 pi), for gelu
 cdef extern from *:

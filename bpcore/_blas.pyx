@@ -7,11 +7,17 @@
 # (n, m, k): no copy, no transposition in memory (scikit-learn's sklearn/utils/_cython_blas.pyx does
 # the same in its _gemm).
 #
-# Why not always BLAS: a BLAS call costs a fixed ~0.1-0.3 us of dispatch and packing before the first
-# multiply-add, which dominates tiny products (the XOR network's 4x2 @ 2x2). Below SMALL_GEMM_WORK
-# multiply-adds our own loops (single-threaded, vectorisable inner loop) are faster. The crossover
-# was measured with bench/kernels.py --gemm-crossover on an AMD EPYC (AVX2/FMA), float32 and
-# float64 alike: own loops win up to m*n*k ~ 4096 to 8192 and lose beyond.
+# Why not always BLAS: a BLAS call has a fixed cost of dispatch and packing before the first
+# multiply-add, which can dominate tiny products (the XOR network's 4x2 @ 2x2). Up to
+# SMALL_GEMM_WORK multiply-adds our own loops (single-threaded, vectorisable inner loop) are used.
+# Measured with bench/kernels.py --gemm-crossover (square m = n = k, medians of 15 interleaved
+# repeats, 4 runs, 1 and 2 threads alike) on an AMD EPYC (Zen 4, AVX-512) with scipy's OpenBLAS
+# 0.3.30: own loops win or tie up to m*n*k = 64 for x @ W, ~125-216 for x.T @ delta and 343-729
+# for delta @ W.T, and lose beyond (2x slower at 4096, the previous threshold; 5-10x at 10^5), in
+# float32 and float64 alike. This OpenBLAS has small-matrix kernels for AVX-512, and our loops are
+# built without -march (SSE2), so BLAS is cheap even for tiny products here; on CPUs or BLAS builds
+# without such kernels the crossover is higher (the previous comment reported 4096-8192 on an AVX2
+# EPYC). 256 is where the wins and losses of the three products balance on this machine.
 #
 # Threads: this file never starts threads itself. BLAS threads its own gemm with its own pool,
 # which bp._threads holds to the same count as the OpenMP kernels. gemm is never called from
@@ -19,7 +25,7 @@
 
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
-cdef Py_ssize_t SMALL_GEMM_WORK = 4096
+cdef Py_ssize_t SMALL_GEMM_WORK = 256
 
 
 cdef inline void _small_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -78,26 +84,30 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         _blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
-def _gemm(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] A,
-          const floating[:, ::1] B, floating beta, floating[:, ::1] C, str path="auto"):
+def _gemm(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] A,
+          const floating[:, ::1] B, double beta, floating[:, ::1] C, str path="auto"):
     """C = alpha * op(A) @ op(B) + beta * C on C-contiguous, non-empty arrays.
 
     For the tests and the crossover benchmark: path "auto" is what the kernels use, "blas" and
     "own" force one side of the threshold. Shapes are the caller's responsibility.
+    alpha and beta are Python floats (double) for both dtypes, as in the other entry points: a
+    fused scalar argument would make Cython's dispatcher pick the double version for any Python
+    float and then reject float32 arrays.
     """
+    cdef floating a = <floating>alpha, bt = <floating>beta
     cdef Py_ssize_t m = C.shape[0], n = C.shape[1]
     cdef Py_ssize_t k = A.shape[0] if trans_a else A.shape[1]
     cdef int which = {"auto": 0, "blas": 1, "own": 2}[path]
     with nogil:
         if which == 0:
-            gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
-                 beta, &C[0, 0], C.shape[1])
+            gemm(trans_a, trans_b, m, n, k, a, &A[0, 0], A.shape[1], &B[0, 0], B.shape[1],
+                 bt, &C[0, 0], C.shape[1])
         elif which == 1:
-            _blas_gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0],
-                       B.shape[1], beta, &C[0, 0], C.shape[1])
+            _blas_gemm(trans_a, trans_b, m, n, k, a, &A[0, 0], A.shape[1], &B[0, 0],
+                       B.shape[1], bt, &C[0, 0], C.shape[1])
         else:
-            _small_gemm(trans_a, trans_b, m, n, k, alpha, &A[0, 0], A.shape[1], &B[0, 0],
-                        B.shape[1], beta, &C[0, 0], C.shape[1])
+            _small_gemm(trans_a, trans_b, m, n, k, a, &A[0, 0], A.shape[1], &B[0, 0],
+                        B.shape[1], bt, &C[0, 0], C.shape[1])
 
 
 SMALL_GEMM_THRESHOLD = SMALL_GEMM_WORK

@@ -17,10 +17,10 @@
 
 from cython.parallel cimport prange
 
-from bpcore._activations cimport SIGMOID, SOFTMAX, backprop_row
+from bpcore._activations cimport SIGMOID, SOFTMAX, backprop_row, sigma_prime_cost
 from bpcore._blas cimport gemm
 from bpcore._loss cimport MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY
-from bpcore._openmp cimport work_threads
+from bpcore._openmp cimport COST_STREAM, work_threads
 
 
 cdef inline void _output_row(const floating* f_in, const floating* f_out, const floating* y,
@@ -44,7 +44,8 @@ cdef void output_delta_core(const floating* f_in, const floating* f_out, const f
     cdef Py_ssize_t i
     cdef bint fused = ((loss == CROSS_ENTROPY and tau == SOFTMAX)
                        or (loss == BINARY_CROSS_ENTROPY and tau == SIGMOID))
-    cdef int nt = work_threads(n * m, n, n_threads)
+    cdef int nt = work_threads(n * m * max(<Py_ssize_t>COST_STREAM, sigma_prime_cost(tau)), n,
+                               n_threads)
     if nt == 1:
         for i in range(n):
             _output_row(f_in + i * m, f_out + i * m, y + i * m,
@@ -68,7 +69,7 @@ cdef void hidden_delta_core(const floating* delta_next, Py_ssize_t n, Py_ssize_t
     # delta (n, m) = delta_next (n, m_next) @ W_next.T   (W_next is (m, m_next), row-major)
     gemm(False, True, n, m, m_next, <floating>1, delta_next, m_next, W_next, m_next,
          <floating>0, delta, m)
-    nt = work_threads(n * m, n, n_threads)
+    nt = work_threads(n * m * sigma_prime_cost(act), n, n_threads)
     if nt == 1:
         for i in range(n):
             backprop_row(act, alpha, NULL if z_in == NULL else z_in + i * m, z_out + i * m,

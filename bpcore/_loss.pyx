@@ -6,15 +6,17 @@
 # The cross-entropies are computed from the logits f_in, not from log(f_out): that is exact where
 # f_out has rounded to 0 or 1 (PyTorch's BCELoss instead clamps log at -100).
 # Reduction: L = scale * sum_i w_i l_i, w_i the sample weights (1 if none), scale chosen by the
-# caller: 1/N for cross-entropy and 1/(N m) for the others give PyTorch's means, the same scale
-# that the error-signal kernels take, so L and delta = dL/df_in always agree. The sum runs in row order in double, so it is the same for any
+# caller: 1/N for cross-entropy and 1/(N m) for mse and binary cross-entropy give PyTorch's mean.
+# It is the same scale that _error_signal.pyx puts into delta[O] = dL/df_in, which is why every l_i
+# sums over the outputs: with a mean over them the loss would be m times smaller than the loss
+# whose gradient delta[O] is. The sum runs in row order in double, so it is the same for any
 # thread count. Parallelised over rows (prange) when the batch is large enough.
 
 from cython.parallel cimport prange
 from libc.math cimport fabs
 
 from bpcore._activations cimport f_exp, f_log, f_log1p
-from bpcore._openmp cimport work_threads
+from bpcore._openmp cimport COST_STREAM, COST_TRANSCENDENTAL, work_threads
 
 
 cdef inline floating _row_loss(const floating* f_in, const floating* f_out, const floating* y,
@@ -32,6 +34,8 @@ cdef inline floating _row_loss(const floating* f_in, const floating* f_out, cons
             acc = acc + (x if x > 0 else 0) - x * y[j] + f_log1p(f_exp(-fabs(x)))
         return acc
     # cross-entropy: sum_j y_j (lse - x_j) = lse * sum(y) - <y, x>
+    if m == 0:
+        return 0  # the empty sum; f_in[0] below would read past the row
     mx = f_in[0]
     for j in range(1, m):
         if f_in[j] > mx:
@@ -52,7 +56,8 @@ cdef double loss_core(const floating* f_in, const floating* f_out, const floatin
                       int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef double total = 0
-    cdef int nt = work_threads(n * m, n, n_threads)
+    cdef int nt = work_threads(n * m * (COST_STREAM if loss == MSE else COST_TRANSCENDENTAL), n,
+                               n_threads)
     if nt == 1:
         for i in range(n):
             per_sample[i] = _row_loss(f_in + i * m, f_out + i * m, y + i * m, m, loss)

@@ -23,20 +23,32 @@ cdef extern from *:
 
 
 # Threads lose on small work: an OpenMP region costs a few microseconds to wake and join its team,
-# more than a layer of a small network takes to compute. Below MIN_PARALLEL_WORK elements (per
-# call) the row loops stay serial. Measured with bench/kernels.py (elementwise epilogues on an
-# AMD EPYC, 2 cores): 2 threads start to pay at about 20-40 thousand elements.
+# more than a layer of a small network takes to compute. A row loop stays serial while
+# elements x cost < MIN_PARALLEL_WORK, where cost weighs what one element takes (the COST_ codes).
+# Measured with bench/kernels.py --parallel-crossover (1 vs 2 threads, rows of 64, BLAS on one
+# thread) on an AMD EPYC (Zen 4, 2 cores, KVM, shared and noisy: the best of 9 runs of 15
+# interleaved repeats each), 2 threads break even at
+#   bias + identity/relu right after the gemm   float32 ~25-50 thousand elements (1.1x at 49k);
+#                                               float64 ~250 thousand (never more than 1.05x)
+#   output delta (mse), SGD over the parameters  ~2-4 thousand (1.3x at 8k)
+#   sigmoid, tanh (exp/tanh per element)         below 1 thousand (1.2-1.6x at 1024)
+# A copy-like pass over rows the gemm has just written gains least (presumably because it is bound
+# by memory, and the rows sit in the cache of the core that ran the gemm). So
+# MIN_PARALLEL_WORK is the float32 crossover of that cheapest sweep, and the others weigh more per
+# element: 32768 / 8 = 4096 and 32768 / 32 = 1024 elements.
+# work_threads is a real function in _openmp.pyx, not an inline here, so that the threshold is one
+# variable for all the kernel modules, which the crossover benchmark can move
+# (_openmp._set_min_parallel_work): one indirect call per kernel call, nothing per element.
 cdef extern from *:
     """
     #define BP_MIN_PARALLEL_WORK 32768
     """
     Py_ssize_t MIN_PARALLEL_WORK "BP_MIN_PARALLEL_WORK"
 
+cdef enum:
+    COST_EPILOGUE = 1         # a copy-like pass over rows a gemm just wrote (bias, relu, sigma')
+    COST_STREAM = 8           # an elementwise pass over arrays from memory (updates, output delta)
+    COST_TRANSCENDENTAL = 32  # an exp, tanh or erf per element (sigmoid, tanh, gelu, softmax, logs)
 
-cdef inline int work_threads(Py_ssize_t work, Py_ssize_t n_rows, int n_threads) noexcept nogil:
-    """How many of the n_threads a row loop over `work` elements should use (1 = stay serial)."""
-    if n_threads <= 1 or work < MIN_PARALLEL_WORK or n_rows < 2:
-        return 1
-    if n_rows < n_threads:
-        return <int>n_rows
-    return n_threads
+
+cdef int work_threads(Py_ssize_t work, Py_ssize_t n_rows, int n_threads) noexcept nogil

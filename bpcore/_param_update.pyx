@@ -20,7 +20,7 @@
 from cython.parallel cimport prange
 
 from bpcore._activations cimport f_sqrt
-from bpcore._openmp cimport work_threads
+from bpcore._openmp cimport COST_STREAM, work_threads
 
 
 cdef void sgd_core(const floating* grad, Py_ssize_t n, floating lr, floating momentum,
@@ -28,7 +28,7 @@ cdef void sgd_core(const floating* grad, Py_ssize_t n, floating lr, floating mom
                    floating* param, floating* velocity, int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating g, v
-    cdef int nt = work_threads(n, n, n_threads)
+    cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
     for i in prange(n, num_threads=nt, schedule="static"):
         g = grad_scale * grad[i] + weight_decay * param[i]
         if momentum != 0:
@@ -50,7 +50,7 @@ cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating be
     cdef floating inv_sqrt_bias2 = <floating>(1 / (bias2 ** 0.5))
     cdef floating decay = <floating>(1 - lr * weight_decay) if decoupled else 1
     cdef floating l2 = 0 if decoupled else weight_decay
-    cdef int nt = work_threads(n, n, n_threads)
+    cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
     for i in prange(n, num_threads=nt, schedule="static"):
         p = param[i] * decay
         g = grad_scale * grad[i] + l2 * p
@@ -72,7 +72,7 @@ cdef double sum_of_squares_core(const floating* x, Py_ssize_t n, int n_threads) 
     cdef double partial[64]
     cdef double acc, total = 0
     cdef Py_ssize_t c, i, lo, hi, size = (n + SUMSQ_CHUNKS - 1) // SUMSQ_CHUNKS
-    cdef int nt = work_threads(n, SUMSQ_CHUNKS, n_threads)
+    cdef int nt = work_threads(n * COST_STREAM, SUMSQ_CHUNKS, n_threads)
     for c in prange(SUMSQ_CHUNKS, num_threads=nt, schedule="static"):
         lo = c * size
         hi = min(n, lo + size)

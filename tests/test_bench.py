@@ -1,0 +1,15 @@
+"""The benchmarks run (the only thing the tests assert about them: never their speed)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_kernels_quick_runs():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "kernels.py"), "--quick",
+                          "--gemm-crossover", "--parallel-crossover"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "## Passes" in out.stdout and "error signal" in out.stdout
