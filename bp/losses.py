@@ -74,6 +74,17 @@ def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):
         raise ValueError(f"cross_entropy target rows must be non-negative (one-hot or "
                          f"probabilities). Received: {Y[tuple(bad)]} at row {bad[0]}, "
                          f"column {bad[1]} of {name}")
+    if loss == "cross_entropy":
+        # The fused error signal delta[O] = f_out - y is the gradient only when each target row
+        # sums to 1 (for a row summing to s it is s f_out - y), so other rows are refused.
+        tol = 1e-3 if dtype == np.float32 else 1e-9
+        sums = Y.sum(axis=1, dtype=np.float64)
+        off = np.abs(sums - 1) > tol * Y.shape[1]
+        if off.any():
+            i = int(np.argwhere(off)[0, 0])
+            raise ValueError(f"cross_entropy target rows must sum to 1 (one-hot or "
+                             f"probabilities). Received: a row summing to {sums[i]:.6g} at row "
+                             f"{i} of {name}")
     return Y
 
 

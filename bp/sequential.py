@@ -412,7 +412,8 @@ class Sequential:
     @property
     def error_signals(self):
         """The deltas dL/dz_in of the last backward pass, one read-only array per layer
-        (None before any backward pass)."""
+        (None before any backward pass). Each access returns a snapshot: later passes, which
+        reuse the buffers, do not change arrays already handed out."""
         return self._cached("delta")
 
     @property
@@ -429,7 +430,12 @@ class Sequential:
         if self._last is None:
             return None
         ws, rows = self._last
-        return tuple(_readonly(a[:rows]) for a in getattr(ws, name))
+        # copies, not views of the reused workspace: a view would change under the user's feet
+        # at the next step, and its writeable flag could be turned back on
+        snapshots = tuple(a[:rows].copy() for a in getattr(ws, name))
+        for a in snapshots:
+            a.flags.writeable = False
+        return snapshots
 
     # ---- explicit steps: zero_grad / backward / step -------------------------------------------
     def zero_grad(self):

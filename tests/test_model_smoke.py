@@ -47,3 +47,29 @@ def test_save_load_roundtrip(tmp_path):
     model.save(path)
     again = bp.load(path)
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
+
+
+def test_error_signals_are_snapshots():
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((8, 3)), rng.integers(0, 2, 8)
+    model = bp.Sequential([bp.Dense(4, activation="tanh"), bp.Dense(2, activation="softmax")],
+                          dtype="float64", seed=0)
+    model.gradients(X, y)
+    first = model.error_signals
+    kept = [d.copy() for d in first]
+    model.backward(X[::-1], y[::-1])  # same batch size: the same workspace is reused
+    for d, k in zip(first, kept):
+        np.testing.assert_array_equal(d, k)
+        assert not d.flags.writeable
+    assert not np.array_equal(model.error_signals[-1], kept[-1])
+
+
+def test_cross_entropy_soft_targets_must_sum_to_one():
+    model = bp.Sequential([bp.Dense(3, activation="softmax")], dtype="float64", seed=0)
+    X = np.ones((2, 2))
+    Y_ok = np.array([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    model.gradients(X, Y_ok, loss="cross_entropy")
+    before = model.get_flat_params()
+    with pytest.raises(ValueError, match=r"rows must sum to 1.*summing to 0\.9 at row 1"):
+        model.fit(X, np.array([[0.2, 0.3, 0.5], [0.9, 0.0, 0.0]]), loss="cross_entropy", verbose=0)
+    np.testing.assert_array_equal(model.get_flat_params(), before)
