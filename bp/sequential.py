@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 import bpcore
-from bpcore import _dense_forward, _error_signal, _gradients, _loss, _param_update
+from bpcore import _dense_forward, _error_signal, _gradients, _loss, _network, _param_update
 
 from . import _threads
 from . import losses as _losses
@@ -99,6 +99,7 @@ class Sequential:
         self._grad_views = None
         self._workspaces = {}
         self._last = None  # the workspace and row count of the last backward pass
+        self._net = None  # the compiled engine (bpcore._network.Network) over _params and _grads
         self._rng = np.random.default_rng(self.seed)
         self._fit_lock = threading.Lock()
         for layer in layers or ():
@@ -290,9 +291,46 @@ class Sequential:
             z = zo
         return z
 
-    def _backward(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads):
-        """Forward, loss, error signals and gradients (grad = beta * grad + this batch's) for one
-        batch held in workspace ws; returns the batch loss."""
+    # The compiled engine runs what _forward and _backward_layers spell out, for the whole network
+    # in one nogil call (and fit's mini-batch loop with it). Class switch for tests and benchmarks.
+    _use_engine = True
+
+    def _engine(self, shared=True):
+        """The compiled engine over this model's flat buffers (rebuilt if they were replaced).
+        shared=False gives a private one, for calls that must not disturb another's binding."""
+        net = self._net
+        if (not shared or net is None or net.params is not self._params
+                or net.grads is not self._grads):
+            layout, offset = [], 0
+            for L in self.layers:
+                n_in = L.W.shape[0]
+                w_off, offset = offset, offset + n_in * L.units
+                b_off = -1
+                if L.use_bias:
+                    b_off, offset = offset, offset + L.units
+                layout.append((n_in, L.units, bpcore.ACTIVATIONS[L.activation], L.alpha,
+                               w_off, b_off))
+            net = _network.Network(self._params, self._grads, layout)
+            if shared:
+                self._net = net
+        return net
+
+    def _backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, net=None):
+        """Forward, loss, error signals and gradients (grads = beta * grads + this batch's, grads
+        a flat buffer laid out as the parameters) for one batch held in workspace ws; returns the
+        batch loss. One compiled call (or, with _use_engine off, the per-layer path)."""
+        if not self._use_engine:
+            views = self._grad_views if grads is self._grads else self._views_into(grads)
+            return self._backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads)
+        net = net or self._engine()
+        net.bind(ws)
+        value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, beta, n_threads, grads)
+        self._last = (ws, X.shape[0])
+        return value
+
+    def _backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads):
+        """_backward as a Python loop of one kernel call per layer and pass (the readable
+        version, and the twin the engine is tested against)."""
         layers = self.layers
         f_out = self._forward(X, ws.z_in, ws.z_out, n_threads)
         out = layers[-1]
@@ -368,7 +406,10 @@ class Sequential:
         ws = _Workspace(self, X.shape[0])
         grads = np.zeros_like(self._params)
         views = self._views_into(grads)
-        self._backward(X, Y, w, ws, loss, _losses.default_scale(loss, *Y.shape), 0.0, views, nt)
+        # a private engine: gradients() uses only its own buffers, so it may run beside other calls
+        net = self._engine(shared=False) if self._use_engine else None
+        self._backward(X, Y, w, ws, loss, _losses.default_scale(loss, *Y.shape), 0.0, grads, nt,
+                       net)
         return [(gW.copy(), None if gb is None else gb.copy()) for gW, gb in views]
 
     def _views_into(self, flat):
@@ -426,7 +467,7 @@ class Sequential:
         ws = self._workspace(X.shape[0])
         return float(self._backward(X, Y, w, ws, loss,
                                     _losses.default_scale(loss, n_total, Y.shape[1]), 1.0,
-                                    self._grad_views, nt))
+                                    self._grads, nt))
 
     def step(self, optimizer=None):
         """Apply one optimizer update from the gradient buffer."""
@@ -555,6 +596,9 @@ class Sequential:
                                if type(cb).on_batch_end is not Callback.on_batch_end]
         backup = np.empty_like(self._params)
         m = Y.shape[1]
+        # The whole mini-batch loop runs compiled unless a callback asks for every batch.
+        use_engine = (self._use_engine and not per_batch_callbacks
+                      and type(opt) in (_optimizers.SGD, _optimizers.Adam, _optimizers.AdamW))
         epoch = -1
         try:
             for epoch in range(epochs):
@@ -565,7 +609,15 @@ class Sequential:
                 order = rng.permutation(n) if shuffle else None
                 total, correct, seen = 0.0, 0.0, 0
                 batch = 0
-                for step_start in range(0, n, batch_size * accumulate):
+                if use_engine:
+                    total, correct, seen, batch, ok = self._engine_epoch(
+                        X, Y, w, order, batch_size, accumulate, loss, opt, nt, epoch, backup,
+                        progress, n_batches, on_nan)
+                    if not ok:
+                        return history
+                # the per-batch Python loop: when a callback wants every batch (or no engine)
+                steps = () if use_engine else range(0, n, batch_size * accumulate)
+                for step_start in steps:
                     step_rows = min(batch_size * accumulate, n - step_start)
                     scale = _losses.default_scale(loss, step_rows, m)
                     beta = 0.0
@@ -574,7 +626,7 @@ class Sequential:
                         rows = min(batch_size, step_start + step_rows - mb_start)
                         ws = self._workspace(rows)
                         Xb, Yb, wb = _gather(ws, X, Y, w, order, mb_start, rows)
-                        Lb = self._backward(Xb, Yb, wb, ws, loss, scale, beta, self._grad_views, nt)
+                        Lb = self._backward(Xb, Yb, wb, ws, loss, scale, beta, self._grads, nt)
                         beta = 1.0
                         step_loss += Lb
                         if not math.isfinite(Lb):
@@ -623,6 +675,43 @@ class Sequential:
             for cb in callbacks:
                 cb.on_train_end()
         return history
+
+    def _engine_epoch(self, X, Y, w, order, batch_size, accumulate, loss, opt, nt, epoch, backup,
+                      progress, n_batches, on_nan):
+        """One epoch of fit's steps in the compiled loop (bpcore._network.Network.train_epoch),
+        with the semantics of the Python loop in _fit. Returns (total, correct, seen, batches,
+        ok); ok is False if training diverged (reported by _diverged)."""
+        n = X.shape[0]
+        ws = self._workspace(batch_size)  # the last, smaller micro-batch uses its first rows
+        net = self._engine()
+        net.bind(ws)
+        opt._ensure_state(self._params)
+        total_steps = -(-n // (batch_size * accumulate))
+        # With a progress bar, come back to Python about 50 times an epoch to draw it.
+        chunk = max(1, total_steps // 50) if progress.bar else total_steps
+        total, correct, seen, batch, first = 0.0, 0.0, 0, 0, 0
+        status = _network.STATUS["done"]
+        while first < total_steps:
+            try:
+                status = net.train_epoch(X, Y, w, order, batch_size, accumulate,
+                                         bpcore.LOSSES[loss], opt, opt._lr, nt, first, chunk,
+                                         loss != "mse", True, backup)
+            finally:  # also on Ctrl-C: account for the steps that completed
+                done = net.steps_done
+                total, correct, seen = total + net.total, correct + net.correct, seen + net.seen
+                batch += done
+                first += done
+                self._last = (ws, net.last_rows) if net.last_rows else self._last
+                if done:
+                    self.history.stopped_at = {"epoch": epoch, "batch": batch - 1}
+            if status == _network.STATUS["diverged"]:
+                self._diverged(epoch, batch, on_nan, progress)
+                return total, correct, seen, batch, False
+            if status == _network.STATUS["diverged_in_update"]:
+                self._diverged(epoch, batch, on_nan, progress, in_update=True)
+                return total, correct, seen, batch, False
+            progress.batch(epoch, min(batch * accumulate, n_batches), total / max(seen, 1))
+        return total, correct, seen, batch, True
 
     def _diverged(self, epoch, batch, on_nan, progress, in_update=False):
         """Name where the values went non-finite; the parameters are the last finite ones."""
@@ -702,6 +791,7 @@ class Sequential:
         state["_fit_lock"] = None
         state["_workspaces"] = {}
         state["_last"] = None
+        state["_net"] = None
         state["_grad_views"] = None
         state["layers"] = [L.get_config() for L in self.layers]
         state["_params"] = None if self._params is None else self._params.copy()

@@ -1,0 +1,588 @@
+# The training engine: a whole network's step, or a whole epoch of steps, in one nogil call.
+#
+# The per-layer kernels (_dense_forward, _loss, _error_signal, _gradients, _param_update) stay the
+# only place where arithmetic is written; this file only strings their nogil cores together:
+#
+#     forward      for each layer  dense_forward_core
+#     loss         loss_core
+#     error signal output_delta_core, then hidden_delta_core from the output backwards
+#     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates micro-batches)
+#     update       sgd_core / adam_core on the flat parameter vector
+#
+# Why: a Python loop over layers costs ~1-2 us per kernel call (argument parsing, memoryview
+# acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us against well
+# under 1 us of arithmetic; for any network the cost grows with the depth. Here a step is one C
+# loop over a table of raw pointers, set up once per batch size.
+#
+# Ownership: the engine owns nothing but that table. The parameters and gradients are the model's
+# flat buffers, the cached z_in, z_out and delta of every layer are the model's workspace arrays
+# (so model.z_out, model.error_signals and the divergence report read the same memory), and the
+# optimizer's hyperparameters and state buffers belong to the bp.optimizers object and are passed
+# in per call. Gradients, optimizer state and the loop therefore stay separable (a data-parallel
+# step would sum the flat gradient between `backward` and `update`).
+#
+# Threads: the engine adds none. Each kernel receives n_threads and decides from the size of its
+# own work whether to use them (bpcore/_openmp.pxd); BLAS threads the large products.
+
+from cython cimport floating
+from libc.math cimport isfinite, sqrt
+from libc.string cimport memcpy
+from libc.stdlib cimport malloc, free
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from bpcore._activations cimport SOFTMAX, SIGMOID
+from bpcore._dense_forward cimport dense_forward_core
+from bpcore._error_signal cimport output_delta_core, hidden_delta_core
+from bpcore._gradients cimport gradients_core
+from bpcore._loss cimport loss_core, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
+from bpcore._param_update cimport sgd_core, adam_core, sum_of_squares_core
+
+import numpy as np
+
+# PyErr_CheckSignals runs the Python signal handlers; declared here without `except` so that a
+# raised KeyboardInterrupt stays pending while the loop winds down and records where it stopped
+# (the def method then lets it propagate).
+cdef extern from "Python.h":
+    int PyErr_CheckSignals()
+
+# How often the epoch loop looks for Ctrl-C: at most every SIGNAL_NS nanoseconds (between steps),
+# so that a tiny network does not pay for taking the GIL on every one of its ~1 us steps.
+cdef long long SIGNAL_NS = 2000000
+
+# Optimizer kinds
+cdef enum:
+    OPT_SGD = 1
+    OPT_ADAM = 2
+
+# Status of an epoch run
+cdef enum:
+    DONE = 0
+    DIVERGED = 1              # a non-finite loss or gradient: the update was not applied
+    DIVERGED_IN_UPDATE = 2    # the update made a parameter non-finite: undone from the backup
+    INTERRUPTED = 3           # Ctrl-C between steps
+
+STATUS = {"done": DONE, "diverged": DIVERGED, "diverged_in_update": DIVERGED_IN_UPDATE,
+          "interrupted": INTERRUPTED}
+
+
+cdef struct Layer:
+    Py_ssize_t n_in, n_out, w_off, b_off   # b_off < 0: no bias
+    int act
+    double alpha
+    void* z_in
+    void* z_out
+    void* delta
+
+
+cdef struct Opt:
+    int kind
+    double lr, momentum, weight_decay, beta1, beta2, eps, clip_norm   # clip_norm <= 0: none
+    bint nesterov, decoupled
+    void* state1          # SGD velocity (NULL without momentum) / Adam m
+    void* state2          # Adam v
+    long iterations       # the optimizer's step count before this call
+
+
+cdef inline long long _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <long long>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef double _backward(const Layer* layers, Py_ssize_t n_layers, const floating* params,
+                      floating* grads, const floating* X, const floating* Y,
+                      const floating* w, Py_ssize_t n, int loss, double scale, floating beta,
+                      floating* per_sample, int nt) noexcept nogil:
+    """Forward, loss, error signals and gradients of one batch; returns the batch loss."""
+    cdef Py_ssize_t i
+    cdef const Layer* L
+    cdef const Layer* P
+    cdef const floating* z_prev = X
+    cdef double value
+    for i in range(n_layers):
+        L = &layers[i]
+        dense_forward_core(z_prev, n, L.n_in, L.n_in, params + L.w_off,
+                           (params + L.b_off) if L.b_off >= 0 else NULL, L.n_out, L.act,
+                           <floating>L.alpha, <floating*>L.z_in, <floating*>L.z_out, nt)
+        z_prev = <floating*>L.z_out
+    L = &layers[n_layers - 1]
+    value = loss_core(<floating*>L.z_in, <floating*>L.z_out, Y, w, n, L.n_out, loss, scale,
+                      per_sample, nt)
+    output_delta_core(<floating*>L.z_in, <floating*>L.z_out, Y, w, n, L.n_out, loss, L.act,
+                      <floating>L.alpha, <floating>scale, <floating*>L.delta, nt)
+    # Each delta is computed once and used twice: this layer's gradient, the previous delta.
+    for i in range(n_layers - 1, -1, -1):
+        L = &layers[i]
+        z_prev = X if i == 0 else <floating*>layers[i - 1].z_out
+        gradients_core(z_prev, n, L.n_in, L.n_in, <floating*>L.delta, L.n_out, beta,
+                       grads + L.w_off, (grads + L.b_off) if L.b_off >= 0 else NULL, nt)
+        if i > 0:
+            P = &layers[i - 1]
+            hidden_delta_core(<floating*>L.delta, n, L.n_out, params + L.w_off,
+                              <floating*>P.z_in, <floating*>P.z_out, P.n_out, P.act,
+                              <floating>P.alpha, <floating*>P.delta, nt)
+    return value
+
+
+cdef void _update(Opt* o, floating* params, const floating* grads, Py_ssize_t n_params,
+                  double grad_sumsq, int nt) noexcept nogil:
+    """One optimizer step (bp.optimizers.Optimizer.apply without the Python): global-norm
+    clipping from the gradient's sum of squares, then the fused update."""
+    cdef double grad_scale = 1.0, norm
+    if o.clip_norm > 0:
+        if grad_sumsq < 0:
+            grad_sumsq = sum_of_squares_core(grads, n_params, nt)
+        norm = sqrt(grad_sumsq)
+        if isfinite(norm):
+            grad_scale = min(1.0, o.clip_norm / (norm + 1e-6))
+    o.iterations += 1
+    if o.kind == OPT_SGD:
+        sgd_core(grads, n_params, <floating>o.lr, <floating>o.momentum, o.nesterov,
+                 <floating>o.weight_decay, <floating>grad_scale, params,
+                 <floating*>o.state1, nt)
+    else:
+        adam_core(grads, n_params, <floating>o.lr, <floating>o.beta1, <floating>o.beta2,
+                  <floating>o.eps, <floating>o.weight_decay, o.decoupled, o.iterations,
+                  <floating>grad_scale, params, <floating*>o.state1, <floating*>o.state2, nt)
+
+
+cdef double _batch_hits(const floating* f_out, const floating* Y, const floating* w,
+                        Py_ssize_t n, Py_ssize_t m, int loss) noexcept nogil:
+    """The (weighted) number of correctly classified rows, as sequential's _accuracy(count=True):
+    argmax agreement (first maximum, like np.argmax) for cross-entropy, the fraction of outputs on
+    the right side of 0.5 for binary cross-entropy."""
+    cdef Py_ssize_t i, j, a, b
+    cdef double hit, total = 0
+    for i in range(n):
+        if loss == CROSS_ENTROPY:
+            a = 0
+            b = 0
+            for j in range(1, m):
+                if f_out[i * m + j] > f_out[i * m + a]:
+                    a = j
+                if Y[i * m + j] > Y[i * m + b]:
+                    b = j
+            hit = 1.0 if a == b else 0.0
+        else:
+            hit = 0
+            for j in range(m):
+                if (f_out[i * m + j] >= 0.5) == (Y[i * m + j] >= 0.5):
+                    hit += 1
+            hit = hit / m
+        total += hit * (<double>w[i] if w != NULL else 1.0)
+    return total
+
+
+cdef void _gather(const floating* src, const long long* idx, Py_ssize_t rows, Py_ssize_t width,
+                  floating* dst) noexcept nogil:
+    cdef Py_ssize_t r
+    for r in range(rows):
+        memcpy(dst + r * width, src + idx[r] * width, width * sizeof(floating))
+
+
+cdef struct Epoch:
+    # inputs
+    const void* X
+    const void* Y
+    const void* w                # NULL: no sample weights
+    const long long* order       # NULL: rows in order (no copy, the batch is a slice)
+    Py_ssize_t n, n_in, m, batch_size, accumulate, first_step, n_steps
+    int loss
+    bint count_hits, guard
+    # buffers of the workspace (capacity batch_size rows)
+    void* Xb
+    void* Yb
+    void* wb
+    void* per_sample
+    void* backup                 # n_params entries, for the guard
+    # outputs
+    Py_ssize_t steps_done, last_rows
+    double total, seen, correct, last_loss
+    int status
+
+
+cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floating* params,
+                     floating* grads, Py_ssize_t n_params, Opt* o, int nt) noexcept nogil:
+    """Optimizer steps first_step .. first_step + n_steps - 1 of an epoch, each over `accumulate`
+    micro-batches of batch_size rows (fewer at the end), with fit's semantics: stop BEFORE the
+    update at the first non-finite loss or gradient, and (guard) undo an update that made a
+    parameter non-finite."""
+    cdef Py_ssize_t s, step_start, step_rows, mb, rows
+    cdef Py_ssize_t per_step = e.batch_size * e.accumulate
+    cdef const floating* X = <const floating*>e.X
+    cdef const floating* Y = <const floating*>e.Y
+    cdef const floating* w = <const floating*>e.w
+    cdef const floating* Xb
+    cdef const floating* Yb
+    cdef const floating* wb
+    cdef double scale, step_loss, Lb, sumsq
+    cdef floating beta
+    cdef long long last_check = _now_ns(), now
+    cdef int sig
+    e.status = DONE
+    for s in range(e.first_step, e.first_step + e.n_steps):
+        step_start = s * per_step
+        step_rows = min(per_step, e.n - step_start)
+        if step_rows <= 0:
+            break
+        scale = (1.0 / step_rows) if e.loss == CROSS_ENTROPY else 1.0 / (step_rows * e.m)
+        beta = 0
+        step_loss = 0
+        mb = step_start
+        while mb < step_start + step_rows:
+            rows = min(e.batch_size, step_start + step_rows - mb)
+            if e.order == NULL:
+                Xb = X + mb * e.n_in
+                Yb = Y + mb * e.m
+                wb = (w + mb) if w != NULL else NULL
+            else:
+                _gather(X, e.order + mb, rows, e.n_in, <floating*>e.Xb)
+                _gather(Y, e.order + mb, rows, e.m, <floating*>e.Yb)
+                Xb = <floating*>e.Xb
+                Yb = <floating*>e.Yb
+                wb = NULL
+                if w != NULL:
+                    _gather(w, e.order + mb, rows, 1, <floating*>e.wb)
+                    wb = <floating*>e.wb
+            Lb = _backward(layers, n_layers, params, grads, Xb, Yb, wb, rows, e.loss, scale,
+                           beta, <floating*>e.per_sample, nt)
+            e.last_rows = rows
+            beta = 1
+            step_loss += Lb
+            if not isfinite(Lb):
+                break
+            if e.count_hits:
+                e.correct += _batch_hits(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
+                                         e.m, e.loss)
+            mb += rows
+        e.last_loss = step_loss
+        sumsq = -1
+        if e.guard:
+            sumsq = sum_of_squares_core(grads, n_params, nt)
+            if not isfinite(step_loss) or not isfinite(sumsq):
+                e.status = DIVERGED
+                return
+            memcpy(e.backup, params, n_params * sizeof(floating))
+        _update(o, params, grads, n_params, sumsq, nt)
+        if e.guard and not isfinite(sum_of_squares_core(params, n_params, nt)):
+            memcpy(params, e.backup, n_params * sizeof(floating))
+            e.status = DIVERGED_IN_UPDATE
+            return
+        e.total += step_loss * step_rows
+        e.seen += step_rows
+        e.steps_done += 1
+        # Ctrl-C: between steps, so the model is always at the last completed step.
+        now = _now_ns()
+        if now - last_check >= SIGNAL_NS:
+            last_check = now
+            with gil:
+                sig = PyErr_CheckSignals()
+            if sig != 0:
+                e.status = INTERRUPTED
+                return
+
+
+cdef int _raise_pending() except -1:
+    # The exception a signal handler raised is already set: returning -1 propagates it.
+    return -1
+
+
+LOSS_CODES = {"mse": MSE, "binary_cross_entropy": BINARY_CROSS_ENTROPY,
+              "cross_entropy": CROSS_ENTROPY}
+
+
+cdef class Network:
+    """The compiled training step of one model (see the file header).
+
+    Network(params, grads, layers) with the model's flat parameter and gradient buffers and, per
+    Dense layer, (n_in, n_out, activation code, alpha, w_offset, b_offset or -1). The per-layer
+    caches come from `bind(workspace)`; the optimizer comes in per call.
+    """
+
+    cdef Layer* layers
+    cdef Py_ssize_t n_layers, n_params, capacity
+    cdef bint is_double
+    cdef readonly object params, grads, workspace
+    cdef object _keep   # the workspace arrays the raw pointers point into
+    cdef void* p          # the model's flat parameters and gradients (kept alive by params, grads)
+    cdef void* g
+    cdef void* per_sample
+    cdef void* Xb
+    cdef void* Yb
+    cdef void* wb
+    cdef Opt opt
+    cdef Epoch ep
+    # what the last epoch run did (kept up to date even when Ctrl-C interrupts it)
+    cdef readonly Py_ssize_t steps_done, last_rows
+    cdef readonly double total, seen, correct, last_loss
+    cdef readonly int status
+
+    def __cinit__(self, params, grads, layers):
+        self.layers = NULL
+
+    def __init__(self, params, grads, layers):
+        cdef Py_ssize_t i, need = 0
+        if params.dtype not in (np.float32, np.float64) or grads.dtype != params.dtype:
+            raise TypeError("params and grads must be float32 or float64 and of one dtype")
+        if not (params.flags.c_contiguous and grads.flags.c_contiguous
+                and params.ndim == 1 and grads.shape == params.shape):
+            raise ValueError("params and grads must be flat C-contiguous buffers of one shape")
+        self.is_double = params.dtype == np.float64
+        self.params, self.grads = params, grads
+        self.p = <void*><size_t>params.ctypes.data
+        self.g = <void*><size_t>grads.ctypes.data
+        self.n_params = params.shape[0]
+        self.n_layers = len(layers)
+        if self.n_layers == 0:
+            raise ValueError("a Network needs at least one layer")
+        self.layers = <Layer*>malloc(self.n_layers * sizeof(Layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        for i, (n_in, n_out, act, alpha, w_off, b_off) in enumerate(layers):
+            self.layers[i].n_in, self.layers[i].n_out = n_in, n_out
+            self.layers[i].act, self.layers[i].alpha = act, alpha
+            self.layers[i].w_off, self.layers[i].b_off = w_off, b_off
+            self.layers[i].z_in = self.layers[i].z_out = self.layers[i].delta = NULL
+            if i > 0 and n_in != self.layers[i - 1].n_out:
+                raise ValueError(f"layer {i} has n_in={n_in}, the previous layer n_out="
+                                 f"{self.layers[i - 1].n_out}")
+            need = max(need, w_off + n_in * n_out, b_off + n_out)
+        if need > self.n_params:
+            raise ValueError(f"the layout needs {need} parameters; the buffer has {self.n_params}")
+        self.capacity = 0
+        self.workspace = None
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    def bind(self, ws):
+        """Point the engine at a workspace (bp.sequential._Workspace): its z_in, z_out and delta
+        of every layer, per_sample, and the X, Y, w batch buffers, all of ws.n_rows rows."""
+        cdef Py_ssize_t i
+        if ws is self.workspace:
+            return
+        dt = self.params.dtype
+        keep = []
+
+        def ptr(a, rows, cols):
+            if (a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable
+                    or a.shape[0] < rows or (a.ndim == 2 and a.shape[1] != cols)):
+                raise ValueError("workspace array of the wrong dtype, shape or layout")
+            keep.append(a)
+            return a.ctypes.data
+
+        rows = ws.n_rows
+        for i in range(self.n_layers):
+            n_out = self.layers[i].n_out
+            self.layers[i].z_in = <void*><size_t>ptr(ws.z_in[i], rows, n_out)
+            self.layers[i].z_out = <void*><size_t>ptr(ws.z_out[i], rows, n_out)
+            self.layers[i].delta = <void*><size_t>ptr(ws.delta[i], rows, n_out)
+        self.per_sample = <void*><size_t>ptr(ws.per_sample, rows, 0)
+        self.Xb = <void*><size_t>ptr(ws.X, rows, self.layers[0].n_in)
+        self.Yb = <void*><size_t>ptr(ws.Y, rows, self.layers[self.n_layers - 1].n_out)
+        self.wb = <void*><size_t>ptr(ws.w, rows, 0)
+        self._keep = keep
+        self.capacity = rows
+        self.workspace = ws
+
+    cdef int _check_batch(self, X, Y, w) except -1:
+        dt = self.params.dtype
+        if self.workspace is None:
+            raise ValueError("bind a workspace first")
+        if X.dtype != dt or Y.dtype != dt or (w is not None and w.dtype != dt):
+            raise TypeError(f"X, Y and sample_weight must be {dt}")
+        if X.shape[1] != self.layers[0].n_in or Y.shape[1] != self.layers[self.n_layers - 1].n_out:
+            raise ValueError("X or Y does not fit the network's widths")
+        if Y.shape[0] != X.shape[0] or (w is not None and w.shape[0] != X.shape[0]):
+            raise ValueError("X, Y and sample_weight must have the same number of rows")
+        return 0
+
+    # ---- one batch --------------------------------------------------------------------------
+    def backward(self, X, Y, w, int loss, double scale, double beta, int n_threads, grads=None):
+        """Forward, loss, error signals and gradients of the batch (X, Y, w) in one nogil call:
+        grads = beta * grads + this batch's (into `grads`, a flat buffer laid out as the
+        parameters, default the bound one). Returns the batch loss."""
+        self._check_batch(X, Y, w)
+        if X.shape[0] > self.capacity:
+            raise ValueError(f"batch of {X.shape[0]} rows; the workspace holds {self.capacity}")
+        if grads is None:
+            grads = self.grads
+        elif grads.shape != self.grads.shape or grads.dtype != self.grads.dtype \
+                or not grads.flags.c_contiguous:
+            raise ValueError("grads must be laid out as the parameters")
+        cdef void* g = self.g if grads is self.grads else <void*><size_t>grads.ctypes.data
+        if self.is_double:
+            return self._backward_d(X, Y, w, loss, scale, beta, n_threads, <double*>g)
+        return self._backward_f(X, Y, w, loss, scale, beta, n_threads, <float*>g)
+
+    cdef double _backward_d(self, const double[:, ::1] X, const double[:, ::1] Y,
+                            const double[::1] w, int loss, double scale, double beta, int nt,
+                            double* grads):
+        cdef const double* wp = NULL if w is None else &w[0]
+        cdef double value
+        with nogil:
+            value = _backward(self.layers, self.n_layers, <double*>self.p, grads, &X[0, 0], &Y[0, 0],
+                              wp, X.shape[0], loss, scale, beta, <double*>self.per_sample, nt)
+        return value
+
+    cdef double _backward_f(self, const float[:, ::1] X, const float[:, ::1] Y,
+                            const float[::1] w, int loss, double scale, double beta, int nt,
+                            float* grads):
+        cdef const float* wp = NULL if w is None else &w[0]
+        cdef double value
+        with nogil:
+            value = _backward(self.layers, self.n_layers, <float*>self.p, grads, &X[0, 0], &Y[0, 0],
+                              wp, X.shape[0], loss, scale, <float>beta, <float*>self.per_sample,
+                              nt)
+        return value
+
+    # ---- the optimizer, passed in ----------------------------------------------------------
+    cdef int _set_opt(self, opt, double lr) except -1:
+        """Read a bp.optimizers object's hyperparameters and state pointers (it keeps owning
+        them). Its state buffers must already exist (Optimizer._ensure_state)."""
+        from bp import optimizers as O
+        cdef Opt* o = &self.opt
+        o.lr = lr
+        o.clip_norm = -1.0 if opt.clip_norm is None else opt.clip_norm
+        o.iterations = opt.iterations
+        o.state1 = o.state2 = NULL
+        o.momentum = o.beta1 = o.beta2 = o.eps = 0
+        o.nesterov = o.decoupled = False
+        o.weight_decay = opt.weight_decay
+
+        def state(name):
+            a = opt._state[name]
+            if a.dtype != self.params.dtype or a.shape != self.params.shape \
+                    or not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError(f"optimizer state {name!r} is not laid out as the parameters")
+            return a.ctypes.data
+
+        if isinstance(opt, O.Adam):
+            o.kind = OPT_ADAM
+            o.beta1, o.beta2, o.eps = opt.beta1, opt.beta2, opt.eps
+            o.decoupled = opt._decoupled
+            o.state1 = <void*><size_t>state("m")
+            o.state2 = <void*><size_t>state("v")
+        elif isinstance(opt, O.SGD):
+            o.kind = OPT_SGD
+            o.momentum, o.nesterov = opt.momentum, opt.nesterov
+            if opt.momentum:
+                o.state1 = <void*><size_t>state("velocity")
+        else:
+            raise TypeError(f"the engine runs SGD, Adam and AdamW. Received: {type(opt).__name__}")
+        return 0
+
+    def train_step(self, X, Y, w, int loss, double scale, opt, double lr, int n_threads):
+        """A whole unguarded training step in one nogil call: backward (beta 0) then the
+        optimizer's update. Returns the loss. For benchmarks and explicit loops: fit uses
+        train_epoch, which also checks for divergence."""
+        self._check_batch(X, Y, w)
+        if X.shape[0] > self.capacity:
+            raise ValueError(f"batch of {X.shape[0]} rows; the workspace holds {self.capacity}")
+        self._set_opt(opt, lr)
+        if self.is_double:
+            value = self._step_d(X, Y, w, loss, scale, n_threads)
+        else:
+            value = self._step_f(X, Y, w, loss, scale, n_threads)
+        opt.iterations = self.opt.iterations
+        return value
+
+    cdef double _step_d(self, const double[:, ::1] X, const double[:, ::1] Y,
+                        const double[::1] w, int loss, double scale, int nt):
+        cdef const double* wp = NULL if w is None else &w[0]
+        cdef double value
+        cdef double* p = <double*>self.p
+        cdef double* g = <double*>self.g
+        with nogil:
+            value = _backward(self.layers, self.n_layers, p, g, &X[0, 0], &Y[0, 0],
+                              wp, X.shape[0], loss, scale, 0.0, <double*>self.per_sample, nt)
+            _update(&self.opt, p, g, self.n_params, -1.0, nt)
+        return value
+
+    cdef double _step_f(self, const float[:, ::1] X, const float[:, ::1] Y,
+                        const float[::1] w, int loss, double scale, int nt):
+        cdef const float* wp = NULL if w is None else &w[0]
+        cdef double value
+        cdef float* p = <float*>self.p
+        cdef float* g = <float*>self.g
+        with nogil:
+            value = _backward(self.layers, self.n_layers, p, g, &X[0, 0], &Y[0, 0],
+                              wp, X.shape[0], loss, scale, 0.0, <float*>self.per_sample, nt)
+            _update(&self.opt, p, g, self.n_params, -1.0, nt)
+        return value
+
+    # ---- an epoch -----------------------------------------------------------------------------
+    def train_epoch(self, X, Y, w, order, Py_ssize_t batch_size, Py_ssize_t accumulate,
+                    int loss, opt, double lr, int n_threads, Py_ssize_t first_step=0,
+                    Py_ssize_t n_steps=-1, bint count_hits=False, bint guard=True, backup=None):
+        """Run optimizer steps first_step ... of one epoch inside one nogil loop.
+
+        Each step takes `accumulate` micro-batches of batch_size rows in the order `order`
+        (int64 row indices, or None for the rows as they are), gathered into the workspace's
+        batch buffers; the gradient of the step is that of one accumulate * batch_size batch.
+        With guard: stop before the update at the first non-finite loss or gradient
+        (status DIVERGED), and restore the parameters from `backup` (an array like params) if
+        an update made one non-finite (DIVERGED_IN_UPDATE). Between steps Ctrl-C is honoured: the
+        exception propagates after the current step, with steps_done etc. up to date.
+
+        Afterwards: steps_done, total (sum of step loss * rows), seen (rows), correct (weighted
+        hits, if count_hits), last_loss, last_rows, status.
+        """
+        cdef Py_ssize_t n = X.shape[0]
+        cdef Epoch* e = &self.ep
+        cdef const long long[::1] order_v
+        self._check_batch(X, Y, w)
+        if batch_size < 1 or accumulate < 1:
+            raise ValueError("batch_size and accumulate must be >= 1")
+        if min(batch_size, n) > self.capacity:
+            raise ValueError(f"batch of {batch_size} rows; the workspace holds {self.capacity}")
+        if not (X.flags.c_contiguous and Y.flags.c_contiguous
+                and (w is None or w.flags.c_contiguous)):
+            raise ValueError("X, Y and sample_weight must be C-contiguous")
+        if order is not None:
+            if order.dtype != np.int64 or order.shape != (n,) or not order.flags.c_contiguous:
+                raise ValueError("order must be a C-contiguous int64 array of one index per row")
+            if n and (order.min() < 0 or order.max() >= n):
+                raise ValueError("order holds an index out of range")
+        if guard:
+            if (backup is None or backup.dtype != self.params.dtype
+                    or backup.shape != self.params.shape or not backup.flags.c_contiguous
+                    or not backup.flags.writeable):
+                raise ValueError("guard needs a backup buffer laid out as the parameters")
+        self._set_opt(opt, lr)
+        per_step = batch_size * accumulate
+        total_steps = -(-n // per_step)
+        if n_steps < 0 or first_step + n_steps > total_steps:
+            n_steps = max(0, total_steps - first_step)
+        e.X = <void*><size_t>X.ctypes.data
+        e.Y = <void*><size_t>Y.ctypes.data
+        e.w = NULL if w is None else <void*><size_t>w.ctypes.data
+        if order is None:
+            e.order = NULL
+        else:
+            order_v = order
+            e.order = &order_v[0] if n else NULL
+        e.n, e.n_in, e.m = n, X.shape[1], Y.shape[1]
+        e.batch_size, e.accumulate = batch_size, accumulate
+        e.first_step, e.n_steps = first_step, n_steps
+        e.loss, e.count_hits, e.guard = loss, count_hits, guard
+        e.Xb, e.Yb, e.wb, e.per_sample = self.Xb, self.Yb, self.wb, self.per_sample
+        e.backup = NULL if backup is None else <void*><size_t>backup.ctypes.data
+        e.steps_done = e.last_rows = 0
+        e.total = e.seen = e.correct = e.last_loss = 0
+        e.status = DONE
+        if self.is_double:
+            with nogil:
+                _run_epoch(e, self.layers, self.n_layers, <double*>self.p, <double*>self.g,
+                           self.n_params, &self.opt, n_threads)
+        else:
+            with nogil:
+                _run_epoch(e, self.layers, self.n_layers, <float*>self.p, <float*>self.g,
+                           self.n_params, &self.opt, n_threads)
+        opt.iterations = self.opt.iterations
+        self.steps_done, self.last_rows = e.steps_done, e.last_rows
+        self.total, self.seen, self.correct = e.total, e.seen, e.correct
+        self.last_loss, self.status = e.last_loss, e.status
+        if e.status == INTERRUPTED:
+            _raise_pending()
+        return e.status
