@@ -38,6 +38,9 @@ from bpcore._loss cimport loss_core, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from bpcore._param_update cimport sgd_core, adam_core, sum_of_squares_core
 
 import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
 
 # PyErr_CheckSignals runs the Python signal handlers; declared here without `except` so that a
 # raised KeyboardInterrupt stays pending while the loop winds down and records where it stopped
@@ -287,8 +290,38 @@ cdef int _raise_pending() except -1:
     return -1
 
 
+# Below this much work per step (batch rows x parameters) a step takes a few microseconds and
+# keeps the GIL: releasing and re-taking it would cost a tenth of the step.
+cdef Py_ssize_t KEEP_GIL_WORK = 16384
+
+
+cdef void* _array(object a, int typenum, int ndim, Py_ssize_t rows, Py_ssize_t cols,
+                  bint writeable, str name) except NULL:
+    """The data pointer of `a` after checking it is a C-contiguous ndarray of the given type,
+    ndim, rows (-1: any) and columns (2-D). Through NumPy's C API: a typed memoryview costs
+    ~0.3 us to acquire, a noticeable share of a 1-2 us training step."""
+    cdef cnp.ndarray arr
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a numpy array. Received: {type(a).__name__}")
+    arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{name} must be {cnp.PyArray_DescrFromType(typenum)}. Received: {arr.dtype}")
+    if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be a C-contiguous {ndim}-D array")
+    if (rows >= 0 and arr.shape[0] != rows) or (ndim == 2 and arr.shape[1] != cols):
+        raise ValueError(f"{name} has shape {a.shape}; expected ({rows if rows >= 0 else 'n'}"
+                         + (f", {cols})" if ndim == 2 else ",)"))
+    if writeable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} must be writeable")
+    if cnp.PyArray_SIZE(arr) == 0:
+        raise ValueError(f"{name} is empty")
+    return cnp.PyArray_DATA(arr)
+
+
 LOSS_CODES = {"mse": MSE, "binary_cross_entropy": BINARY_CROSS_ENTROPY,
               "cross_entropy": CROSS_ENTROPY}
+
+_optimizer_classes = None
 
 
 cdef class Network:
@@ -300,10 +333,11 @@ cdef class Network:
     """
 
     cdef Layer* layers
-    cdef Py_ssize_t n_layers, n_params, capacity
+    cdef Py_ssize_t n_layers, n_params, capacity, n_in, n_out
+    cdef int typenum
     cdef bint is_double
     cdef readonly object params, grads, workspace
-    cdef object _keep   # the workspace arrays the raw pointers point into
+    cdef object _keep     # the workspace arrays the raw pointers point into
     cdef void* p          # the model's flat parameters and gradients (kept alive by params, grads)
     cdef void* g
     cdef void* per_sample
@@ -322,16 +356,14 @@ cdef class Network:
 
     def __init__(self, params, grads, layers):
         cdef Py_ssize_t i, need = 0
-        if params.dtype not in (np.float32, np.float64) or grads.dtype != params.dtype:
-            raise TypeError("params and grads must be float32 or float64 and of one dtype")
-        if not (params.flags.c_contiguous and grads.flags.c_contiguous
-                and params.ndim == 1 and grads.shape == params.shape):
-            raise ValueError("params and grads must be flat C-contiguous buffers of one shape")
+        if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
+            raise TypeError("params must be a float32 or float64 numpy array")
         self.is_double = params.dtype == np.float64
+        self.typenum = cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32
+        self.n_params = params.shape[0] if params.ndim == 1 else -1
+        self.p = _array(params, self.typenum, 1, -1, 0, True, "params")
+        self.g = _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
         self.params, self.grads = params, grads
-        self.p = <void*><size_t>params.ctypes.data
-        self.g = <void*><size_t>grads.ctypes.data
-        self.n_params = params.shape[0]
         self.n_layers = len(layers)
         if self.n_layers == 0:
             raise ValueError("a Network needs at least one layer")
@@ -349,6 +381,7 @@ cdef class Network:
             need = max(need, w_off + n_in * n_out, b_off + n_out)
         if need > self.n_params:
             raise ValueError(f"the layout needs {need} parameters; the buffer has {self.n_params}")
+        self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
         self.capacity = 0
         self.workspace = None
 
@@ -358,158 +391,124 @@ cdef class Network:
     def bind(self, ws):
         """Point the engine at a workspace (bp.sequential._Workspace): its z_in, z_out and delta
         of every layer, per_sample, and the X, Y, w batch buffers, all of ws.n_rows rows."""
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, rows = ws.n_rows
         if ws is self.workspace:
             return
-        dt = self.params.dtype
-        keep = []
-
-        def ptr(a, rows, cols):
-            if (a.dtype != dt or not a.flags.c_contiguous or not a.flags.writeable
-                    or a.shape[0] < rows or (a.ndim == 2 and a.shape[1] != cols)):
-                raise ValueError("workspace array of the wrong dtype, shape or layout")
-            keep.append(a)
-            return a.ctypes.data
-
-        rows = ws.n_rows
+        tn = self.typenum
         for i in range(self.n_layers):
             n_out = self.layers[i].n_out
-            self.layers[i].z_in = <void*><size_t>ptr(ws.z_in[i], rows, n_out)
-            self.layers[i].z_out = <void*><size_t>ptr(ws.z_out[i], rows, n_out)
-            self.layers[i].delta = <void*><size_t>ptr(ws.delta[i], rows, n_out)
-        self.per_sample = <void*><size_t>ptr(ws.per_sample, rows, 0)
-        self.Xb = <void*><size_t>ptr(ws.X, rows, self.layers[0].n_in)
-        self.Yb = <void*><size_t>ptr(ws.Y, rows, self.layers[self.n_layers - 1].n_out)
-        self.wb = <void*><size_t>ptr(ws.w, rows, 0)
-        self._keep = keep
+            self.layers[i].z_in = _array(ws.z_in[i], tn, 2, rows, n_out, True, "z_in")
+            self.layers[i].z_out = _array(ws.z_out[i], tn, 2, rows, n_out, True, "z_out")
+            self.layers[i].delta = _array(ws.delta[i], tn, 2, rows, n_out, True, "delta")
+        self.per_sample = _array(ws.per_sample, tn, 1, rows, 0, True, "per_sample")
+        self.Xb = _array(ws.X, tn, 2, rows, self.n_in, True, "X buffer")
+        self.Yb = _array(ws.Y, tn, 2, rows, self.n_out, True, "Y buffer")
+        self.wb = _array(ws.w, tn, 1, rows, 0, True, "w buffer")
+        self._keep = (ws.z_in, ws.z_out, ws.delta, ws.per_sample, ws.X, ws.Y, ws.w)
         self.capacity = rows
         self.workspace = ws
 
-    cdef int _check_batch(self, X, Y, w) except -1:
-        dt = self.params.dtype
+    cdef Py_ssize_t _batch(self, X, Y, w, const void** xp, const void** yp,
+                           const void** wp) except -1:
+        """Check a batch and return its row count and pointers."""
+        cdef Py_ssize_t n
         if self.workspace is None:
             raise ValueError("bind a workspace first")
-        if X.dtype != dt or Y.dtype != dt or (w is not None and w.dtype != dt):
-            raise TypeError(f"X, Y and sample_weight must be {dt}")
-        if X.shape[1] != self.layers[0].n_in or Y.shape[1] != self.layers[self.n_layers - 1].n_out:
-            raise ValueError("X or Y does not fit the network's widths")
-        if Y.shape[0] != X.shape[0] or (w is not None and w.shape[0] != X.shape[0]):
-            raise ValueError("X, Y and sample_weight must have the same number of rows")
-        return 0
+        xp[0] = _array(X, self.typenum, 2, -1, self.n_in, False, "X")
+        n = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        yp[0] = _array(Y, self.typenum, 2, n, self.n_out, False, "Y")
+        wp[0] = NULL if w is None else _array(w, self.typenum, 1, n, 0, False, "sample_weight")
+        return n
+
+    cdef double _compute(self, const void* X, const void* Y, const void* w, Py_ssize_t n,
+                         int loss, double scale, double beta, void* grads, int nt,
+                         bint update) noexcept nogil:
+        cdef double value
+        if self.is_double:
+            value = _backward(self.layers, self.n_layers, <double*>self.p, <double*>grads,
+                              <double*>X, <double*>Y, <double*>w, n, loss, scale, beta,
+                              <double*>self.per_sample, nt)
+            if update:
+                _update(&self.opt, <double*>self.p, <double*>grads, self.n_params, -1.0, nt)
+        else:
+            value = _backward(self.layers, self.n_layers, <float*>self.p, <float*>grads,
+                              <float*>X, <float*>Y, <float*>w, n, loss, scale, <float>beta,
+                              <float*>self.per_sample, nt)
+            if update:
+                _update(&self.opt, <float*>self.p, <float*>grads, self.n_params, -1.0, nt)
+        return value
+
+    cdef double _run_backward(self, const void* X, const void* Y, const void* w, Py_ssize_t n,
+                              int loss, double scale, double beta, void* grads, int nt,
+                              bint update) except? -1:
+        cdef double value
+        if n > self.capacity:
+            raise ValueError(f"batch of {n} rows; the workspace holds {self.capacity}")
+        if n * self.n_params <= KEEP_GIL_WORK:
+            return self._compute(X, Y, w, n, loss, scale, beta, grads, nt, update)
+        with nogil:
+            value = self._compute(X, Y, w, n, loss, scale, beta, grads, nt, update)
+        return value
 
     # ---- one batch --------------------------------------------------------------------------
     def backward(self, X, Y, w, int loss, double scale, double beta, int n_threads, grads=None):
-        """Forward, loss, error signals and gradients of the batch (X, Y, w) in one nogil call:
-        grads = beta * grads + this batch's (into `grads`, a flat buffer laid out as the
+        """Forward, loss, error signals and gradients of the batch (X, Y, w) in one compiled
+        call: grads = beta * grads + this batch's (into `grads`, a flat buffer laid out as the
         parameters, default the bound one). Returns the batch loss."""
-        self._check_batch(X, Y, w)
-        if X.shape[0] > self.capacity:
-            raise ValueError(f"batch of {X.shape[0]} rows; the workspace holds {self.capacity}")
-        if grads is None:
-            grads = self.grads
-        elif grads.shape != self.grads.shape or grads.dtype != self.grads.dtype \
-                or not grads.flags.c_contiguous:
-            raise ValueError("grads must be laid out as the parameters")
-        cdef void* g = self.g if grads is self.grads else <void*><size_t>grads.ctypes.data
-        if self.is_double:
-            return self._backward_d(X, Y, w, loss, scale, beta, n_threads, <double*>g)
-        return self._backward_f(X, Y, w, loss, scale, beta, n_threads, <float*>g)
+        cdef const void* xp
+        cdef const void* yp
+        cdef const void* wp
+        cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
+        cdef void* g = self.g if grads is None or grads is self.grads else \
+            _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
+        return self._run_backward(xp, yp, wp, n, loss, scale, beta, g, n_threads, False)
 
-    cdef double _backward_d(self, const double[:, ::1] X, const double[:, ::1] Y,
-                            const double[::1] w, int loss, double scale, double beta, int nt,
-                            double* grads):
-        cdef const double* wp = NULL if w is None else &w[0]
+    def train_step(self, X, Y, w, int loss, double scale, opt, double lr, int n_threads):
+        """A whole training step in one compiled call: backward (beta 0) then the optimizer's
+        update (clipping included). Returns the loss. Unguarded: for benchmarks and explicit
+        loops; fit uses train_epoch, which also stops at a non-finite loss or gradient."""
+        cdef const void* xp
+        cdef const void* yp
+        cdef const void* wp
+        cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
         cdef double value
-        with nogil:
-            value = _backward(self.layers, self.n_layers, <double*>self.p, grads, &X[0, 0], &Y[0, 0],
-                              wp, X.shape[0], loss, scale, beta, <double*>self.per_sample, nt)
-        return value
-
-    cdef double _backward_f(self, const float[:, ::1] X, const float[:, ::1] Y,
-                            const float[::1] w, int loss, double scale, double beta, int nt,
-                            float* grads):
-        cdef const float* wp = NULL if w is None else &w[0]
-        cdef double value
-        with nogil:
-            value = _backward(self.layers, self.n_layers, <float*>self.p, grads, &X[0, 0], &Y[0, 0],
-                              wp, X.shape[0], loss, scale, <float>beta, <float*>self.per_sample,
-                              nt)
+        self._set_opt(opt, lr)
+        value = self._run_backward(xp, yp, wp, n, loss, scale, 0.0, self.g, n_threads, True)
+        opt.iterations = self.opt.iterations
         return value
 
     # ---- the optimizer, passed in ----------------------------------------------------------
     cdef int _set_opt(self, opt, double lr) except -1:
         """Read a bp.optimizers object's hyperparameters and state pointers (it keeps owning
         them). Its state buffers must already exist (Optimizer._ensure_state)."""
-        from bp import optimizers as O
+        global _optimizer_classes
         cdef Opt* o = &self.opt
+        if _optimizer_classes is None:
+            from bp.optimizers import SGD, Adam
+            _optimizer_classes = (SGD, Adam)
+        sgd, adam = _optimizer_classes
         o.lr = lr
-        o.clip_norm = -1.0 if opt.clip_norm is None else opt.clip_norm
+        clip = opt.clip_norm
+        o.clip_norm = -1.0 if clip is None else clip
         o.iterations = opt.iterations
-        o.state1 = o.state2 = NULL
-        o.momentum = o.beta1 = o.beta2 = o.eps = 0
-        o.nesterov = o.decoupled = False
         o.weight_decay = opt.weight_decay
-
-        def state(name):
-            a = opt._state[name]
-            if a.dtype != self.params.dtype or a.shape != self.params.shape \
-                    or not a.flags.c_contiguous or not a.flags.writeable:
-                raise ValueError(f"optimizer state {name!r} is not laid out as the parameters")
-            return a.ctypes.data
-
-        if isinstance(opt, O.Adam):
+        o.state1 = o.state2 = NULL
+        if isinstance(opt, adam):
             o.kind = OPT_ADAM
             o.beta1, o.beta2, o.eps = opt.beta1, opt.beta2, opt.eps
             o.decoupled = opt._decoupled
-            o.state1 = <void*><size_t>state("m")
-            o.state2 = <void*><size_t>state("v")
-        elif isinstance(opt, O.SGD):
+            state = opt._state
+            o.state1 = _array(state["m"], self.typenum, 1, self.n_params, 0, True, "Adam m")
+            o.state2 = _array(state["v"], self.typenum, 1, self.n_params, 0, True, "Adam v")
+        elif isinstance(opt, sgd):
             o.kind = OPT_SGD
             o.momentum, o.nesterov = opt.momentum, opt.nesterov
-            if opt.momentum:
-                o.state1 = <void*><size_t>state("velocity")
+            if o.momentum != 0:
+                o.state1 = _array(opt._state["velocity"], self.typenum, 1, self.n_params, 0,
+                                  True, "SGD velocity")
         else:
             raise TypeError(f"the engine runs SGD, Adam and AdamW. Received: {type(opt).__name__}")
         return 0
-
-    def train_step(self, X, Y, w, int loss, double scale, opt, double lr, int n_threads):
-        """A whole unguarded training step in one nogil call: backward (beta 0) then the
-        optimizer's update. Returns the loss. For benchmarks and explicit loops: fit uses
-        train_epoch, which also checks for divergence."""
-        self._check_batch(X, Y, w)
-        if X.shape[0] > self.capacity:
-            raise ValueError(f"batch of {X.shape[0]} rows; the workspace holds {self.capacity}")
-        self._set_opt(opt, lr)
-        if self.is_double:
-            value = self._step_d(X, Y, w, loss, scale, n_threads)
-        else:
-            value = self._step_f(X, Y, w, loss, scale, n_threads)
-        opt.iterations = self.opt.iterations
-        return value
-
-    cdef double _step_d(self, const double[:, ::1] X, const double[:, ::1] Y,
-                        const double[::1] w, int loss, double scale, int nt):
-        cdef const double* wp = NULL if w is None else &w[0]
-        cdef double value
-        cdef double* p = <double*>self.p
-        cdef double* g = <double*>self.g
-        with nogil:
-            value = _backward(self.layers, self.n_layers, p, g, &X[0, 0], &Y[0, 0],
-                              wp, X.shape[0], loss, scale, 0.0, <double*>self.per_sample, nt)
-            _update(&self.opt, p, g, self.n_params, -1.0, nt)
-        return value
-
-    cdef double _step_f(self, const float[:, ::1] X, const float[:, ::1] Y,
-                        const float[::1] w, int loss, double scale, int nt):
-        cdef const float* wp = NULL if w is None else &w[0]
-        cdef double value
-        cdef float* p = <float*>self.p
-        cdef float* g = <float*>self.g
-        with nogil:
-            value = _backward(self.layers, self.n_layers, p, g, &X[0, 0], &Y[0, 0],
-                              wp, X.shape[0], loss, scale, 0.0, <float*>self.per_sample, nt)
-            _update(&self.opt, p, g, self.n_params, -1.0, nt)
-        return value
 
     # ---- an epoch -----------------------------------------------------------------------------
     def train_epoch(self, X, Y, w, order, Py_ssize_t batch_size, Py_ssize_t accumulate,
@@ -528,55 +527,42 @@ cdef class Network:
         Afterwards: steps_done, total (sum of step loss * rows), seen (rows), correct (weighted
         hits, if count_hits), last_loss, last_rows, status.
         """
-        cdef Py_ssize_t n = X.shape[0]
         cdef Epoch* e = &self.ep
-        cdef const long long[::1] order_v
-        self._check_batch(X, Y, w)
+        cdef const void* xp
+        cdef const void* yp
+        cdef const void* wp
+        cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
         if batch_size < 1 or accumulate < 1:
             raise ValueError("batch_size and accumulate must be >= 1")
         if min(batch_size, n) > self.capacity:
             raise ValueError(f"batch of {batch_size} rows; the workspace holds {self.capacity}")
-        if not (X.flags.c_contiguous and Y.flags.c_contiguous
-                and (w is None or w.flags.c_contiguous)):
-            raise ValueError("X, Y and sample_weight must be C-contiguous")
+        e.order = NULL
         if order is not None:
-            if order.dtype != np.int64 or order.shape != (n,) or not order.flags.c_contiguous:
-                raise ValueError("order must be a C-contiguous int64 array of one index per row")
-            if n and (order.min() < 0 or order.max() >= n):
+            e.order = <const long long*>_array(order, cnp.NPY_INT64, 1, n, 0, False, "order")
+            if order.min() < 0 or order.max() >= n:
                 raise ValueError("order holds an index out of range")
+        e.backup = NULL
         if guard:
-            if (backup is None or backup.dtype != self.params.dtype
-                    or backup.shape != self.params.shape or not backup.flags.c_contiguous
-                    or not backup.flags.writeable):
-                raise ValueError("guard needs a backup buffer laid out as the parameters")
+            e.backup = _array(backup, self.typenum, 1, self.n_params, 0, True, "backup")
         self._set_opt(opt, lr)
         per_step = batch_size * accumulate
         total_steps = -(-n // per_step)
         if n_steps < 0 or first_step + n_steps > total_steps:
             n_steps = max(0, total_steps - first_step)
-        e.X = <void*><size_t>X.ctypes.data
-        e.Y = <void*><size_t>Y.ctypes.data
-        e.w = NULL if w is None else <void*><size_t>w.ctypes.data
-        if order is None:
-            e.order = NULL
-        else:
-            order_v = order
-            e.order = &order_v[0] if n else NULL
-        e.n, e.n_in, e.m = n, X.shape[1], Y.shape[1]
+        e.X, e.Y, e.w = xp, yp, wp
+        e.n, e.n_in, e.m = n, self.n_in, self.n_out
         e.batch_size, e.accumulate = batch_size, accumulate
         e.first_step, e.n_steps = first_step, n_steps
         e.loss, e.count_hits, e.guard = loss, count_hits, guard
         e.Xb, e.Yb, e.wb, e.per_sample = self.Xb, self.Yb, self.wb, self.per_sample
-        e.backup = NULL if backup is None else <void*><size_t>backup.ctypes.data
         e.steps_done = e.last_rows = 0
         e.total = e.seen = e.correct = e.last_loss = 0
         e.status = DONE
-        if self.is_double:
-            with nogil:
+        with nogil:
+            if self.is_double:
                 _run_epoch(e, self.layers, self.n_layers, <double*>self.p, <double*>self.g,
                            self.n_params, &self.opt, n_threads)
-        else:
-            with nogil:
+            else:
                 _run_epoch(e, self.layers, self.n_layers, <float*>self.p, <float*>self.g,
                            self.n_params, &self.opt, n_threads)
         opt.iterations = self.opt.iterations
