@@ -21,8 +21,14 @@
 # in per call. Gradients, optimizer state and the loop therefore stay separable (a data-parallel
 # step would sum the flat gradient between `backward` and `update`).
 #
-# Threads: the engine adds none. Each kernel receives n_threads and decides from the size of its
-# own work whether to use them (bpcore/_openmp.pxd); BLAS threads the large products.
+# Threads: BLAS threads the products (its pool is held to bp's thread count by bp._threads); the
+# elementwise passes of a step run serial by default. Measured on 2 cores (bench/README.md): an
+# OpenMP team between BLAS calls leaves libgomp's threads spinning while OpenBLAS's threads want
+# the same cores, and the mnist step with 2 threads took 19-140 ms instead of 0.8 ms; with the
+# epilogues serial and BLAS on 2 threads it is 1.7x faster than 1 thread. (OMP_WAIT_POLICY=passive
+# also cures it, but bp must not set a process-wide variable for the user.) The epilogues are a
+# few percent of a step whose products are large enough for threads to pay.
+# Network(..., parallel_elementwise=True) restores OpenMP for them (for measurements).
 
 from cython cimport floating
 from libc.math cimport isfinite, sqrt
@@ -335,7 +341,7 @@ cdef class Network:
     cdef Layer* layers
     cdef Py_ssize_t n_layers, n_params, capacity, n_in, n_out
     cdef int typenum
-    cdef bint is_double
+    cdef bint is_double, parallel_elementwise
     cdef readonly object params, grads, workspace
     cdef object _keep     # the workspace arrays the raw pointers point into
     cdef void* p          # the model's flat parameters and gradients (kept alive by params, grads)
@@ -351,11 +357,12 @@ cdef class Network:
     cdef readonly double total, seen, correct, last_loss
     cdef readonly int status
 
-    def __cinit__(self, params, grads, layers):
+    def __cinit__(self, params, grads, layers, parallel_elementwise=False):
         self.layers = NULL
 
-    def __init__(self, params, grads, layers):
+    def __init__(self, params, grads, layers, bint parallel_elementwise=False):
         cdef Py_ssize_t i, need = 0
+        self.parallel_elementwise = parallel_elementwise
         if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
             raise TypeError("params must be a float32 or float64 numpy array")
         self.is_double = params.dtype == np.float64
@@ -450,6 +457,10 @@ cdef class Network:
             value = self._compute(X, Y, w, n, loss, scale, beta, grads, nt, update)
         return value
 
+    cdef inline int _omp(self, int n_threads):
+        """The OpenMP threads for the elementwise passes (see the file header)."""
+        return n_threads if self.parallel_elementwise else 1
+
     # ---- one batch --------------------------------------------------------------------------
     def backward(self, X, Y, w, int loss, double scale, double beta, int n_threads, grads=None):
         """Forward, loss, error signals and gradients of the batch (X, Y, w) in one compiled
@@ -461,7 +472,8 @@ cdef class Network:
         cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
         cdef void* g = self.g if grads is None or grads is self.grads else \
             _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
-        return self._run_backward(xp, yp, wp, n, loss, scale, beta, g, n_threads, False)
+        return self._run_backward(xp, yp, wp, n, loss, scale, beta, g, self._omp(n_threads),
+                                  False)
 
     def train_step(self, X, Y, w, int loss, double scale, opt, double lr, int n_threads):
         """A whole training step in one compiled call: backward (beta 0) then the optimizer's
@@ -473,7 +485,8 @@ cdef class Network:
         cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
         cdef double value
         self._set_opt(opt, lr)
-        value = self._run_backward(xp, yp, wp, n, loss, scale, 0.0, self.g, n_threads, True)
+        value = self._run_backward(xp, yp, wp, n, loss, scale, 0.0, self.g,
+                                   self._omp(n_threads), True)
         opt.iterations = self.opt.iterations
         return value
 
@@ -528,6 +541,7 @@ cdef class Network:
         hits, if count_hits), last_loss, last_rows, status.
         """
         cdef Epoch* e = &self.ep
+        cdef int nt
         cdef const void* xp
         cdef const void* yp
         cdef const void* wp
@@ -558,13 +572,14 @@ cdef class Network:
         e.steps_done = e.last_rows = 0
         e.total = e.seen = e.correct = e.last_loss = 0
         e.status = DONE
+        nt = self._omp(n_threads)
         with nogil:
             if self.is_double:
                 _run_epoch(e, self.layers, self.n_layers, <double*>self.p, <double*>self.g,
-                           self.n_params, &self.opt, n_threads)
+                           self.n_params, &self.opt, nt)
             else:
                 _run_epoch(e, self.layers, self.n_layers, <float*>self.p, <float*>self.g,
-                           self.n_params, &self.opt, n_threads)
+                           self.n_params, &self.opt, nt)
         opt.iterations = self.opt.iterations
         self.steps_done, self.last_rows = e.steps_done, e.last_rows
         self.total, self.seen, self.correct = e.total, e.seen, e.correct
