@@ -154,10 +154,11 @@ def setup_torch(shape, dtype, threads):
 
 
 def setup_jax(shape, dtype, threads):
-    if dtype == "float64":
-        os.environ.setdefault("JAX_ENABLE_X64", "1")
     import jax
     import jax.numpy as jnp
+
+    # float64 needs x64 mode; float32 arrays stay float32 under it (Python scalars are weak types)
+    jax.config.update("jax_enable_x64", True)
 
     widths, batch, act, loss = shape
     f = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[act]
