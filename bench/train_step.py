@@ -214,6 +214,10 @@ def gemm_peak(dtype, seconds=1.0):
 
 
 def worker(name, threads):
+    if name == "jax" and hasattr(os, "sched_setaffinity") and threads < len(os.sched_getaffinity(0)):
+        # XLA's CPU runtime sizes its thread pools from the CPUs it may use and has no supported
+        # flag for one intra-op thread: confine it to `threads` CPUs so that 1 thread means 1.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     out = sys.stdout
     sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol
     steps = {}
@@ -255,8 +259,6 @@ class Worker:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        env.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=%s intra_op_parallelism_threads=%d"
-                       % ("true" if threads > 1 else "false", threads))
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(threads)],

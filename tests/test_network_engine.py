@@ -166,3 +166,27 @@ def test_engine_rebuilt_when_buffers_change():
     model._rebind(model.get_flat_params())
     assert model._engine() is not first
     model.fit(X, y, epochs=1, verbose=0)
+
+
+def test_ctrl_c_stops_the_compiled_loop_after_a_step():
+    import _thread
+    import threading
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((4000, 32))
+    y = rng.integers(0, 3, 4000)
+    model = _model("float32", widths=(64, 64))
+    opt = bp.SGD(0.01)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        h = model.fit(X, y, loss="cross_entropy", optimizer=opt, epochs=100000, batch_size=16,
+                      verbose=0)
+    finally:
+        timer.cancel()
+    assert h.stopped == "interrupted"
+    at = h.stopped_at
+    steps_per_epoch = 4000 // 16
+    # every completed step was counted, and only those
+    assert opt.iterations == at["epoch"] * steps_per_epoch + at["batch"] + 1
+    assert np.isfinite(model.get_flat_params()).all()
