@@ -96,7 +96,9 @@ def setup_bp(shape, dtype, threads):
     opt = bp.SGD(LR)
     code = bpcore.LOSSES[loss]
     scale = 1.0 / batch if loss == "cross_entropy" else 1.0 / (batch * widths[-1])
-    nt = bp.get_num_threads()
+    # fit's thread policy: steps below the crossover run BLAS on one thread too
+    nt = model._step_threads(batch, bp.get_num_threads())
+    bp._threads.hold_blas(nt)
     return lambda: net.train_step(X, Y, None, code, scale, opt, LR, nt)
 
 

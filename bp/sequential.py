@@ -315,6 +315,19 @@ class Sequential:
                 self._net = net
         return net
 
+    # Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
+    # bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
+    # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
+    MIN_PARALLEL_STEP_FLOPS = 8_000_000
+
+    def _step_threads(self, rows, n_threads):
+        """The thread count for training steps of `rows` rows: n_threads, or 1 below the
+        crossover (the step's FLOPs: 2 * rows * n_in * n_out per product, 3 products a layer
+        but the first)."""
+        flops = sum((2 if i == 0 else 3) * 2 * rows * L.W.shape[0] * L.units
+                    for i, L in enumerate(self.layers))
+        return n_threads if flops >= self.MIN_PARALLEL_STEP_FLOPS else 1
+
     def _backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, net=None):
         """Forward, loss, error signals and gradients (grads = beta * grads + this batch's, grads
         a flat buffer laid out as the parameters) for one batch held in workspace ws; returns the
@@ -691,26 +704,32 @@ class Sequential:
         chunk = max(1, total_steps // 50) if progress.bar else total_steps
         total, correct, seen, batch, first = 0.0, 0.0, 0, 0, 0
         status = _network.STATUS["done"]
-        while first < total_steps:
-            try:
-                status = net.train_epoch(X, Y, w, order, batch_size, accumulate,
-                                         bpcore.LOSSES[loss], opt, opt._lr, nt, first, chunk,
-                                         loss != "mse", True, backup)
-            finally:  # also on Ctrl-C: account for the steps that completed
-                done = net.steps_done
-                total, correct, seen = total + net.total, correct + net.correct, seen + net.seen
-                batch += done
-                first += done
-                self._last = (ws, net.last_rows) if net.last_rows else self._last
-                if done:
-                    self.history.stopped_at = {"epoch": epoch, "batch": batch - 1}
-            if status == _network.STATUS["diverged"]:
-                self._diverged(epoch, batch, on_nan, progress)
-                return total, correct, seen, batch, False
-            if status == _network.STATUS["diverged_in_update"]:
-                self._diverged(epoch, batch, on_nan, progress, in_update=True)
-                return total, correct, seen, batch, False
-            progress.batch(epoch, min(batch * accumulate, n_batches), total / max(seen, 1))
+        step_nt = self._step_threads(batch_size, nt)
+        _threads.hold_blas(step_nt)  # one BLAS thread for small steps; given back below
+        try:
+            while first < total_steps:
+                try:
+                    status = net.train_epoch(X, Y, w, order, batch_size, accumulate,
+                                             bpcore.LOSSES[loss], opt, opt._lr, step_nt, first,
+                                             chunk, loss != "mse", True, backup)
+                finally:  # also on Ctrl-C: account for the steps that completed
+                    done = net.steps_done
+                    total, correct = total + net.total, correct + net.correct
+                    seen += net.seen
+                    batch += done
+                    first += done
+                    self._last = (ws, net.last_rows) if net.last_rows else self._last
+                    if done:
+                        self.history.stopped_at = {"epoch": epoch, "batch": batch - 1}
+                if status == _network.STATUS["diverged"]:
+                    self._diverged(epoch, batch, on_nan, progress)
+                    return total, correct, seen, batch, False
+                if status == _network.STATUS["diverged_in_update"]:
+                    self._diverged(epoch, batch, on_nan, progress, in_update=True)
+                    return total, correct, seen, batch, False
+                progress.batch(epoch, min(batch * accumulate, n_batches), total / max(seen, 1))
+        finally:
+            _threads.hold_blas(nt)
         return total, correct, seen, batch, True
 
     def _diverged(self, epoch, batch, on_nan, progress, in_update=False):
