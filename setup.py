@@ -94,6 +94,7 @@ class BuildExt(build_ext):
 
 
 def extensions():
+    import numpy
     from Cython.Build import cythonize
 
     debug = os.environ.get("BP_DEBUG_CYTHON", "0") == "1"
@@ -106,7 +107,10 @@ def extensions():
         "cdivision": True,
         "cpow": True,
     }
-    compile_args = ["-O0", "-g"] if debug else ["-O3"]
+    # -fno-trapping-math: lets gcc vectorise loops with selects (tanh's two branches, relu) by
+    # assuming no FP exception *traps* are enabled (NumPy enables none). Unlike -ffast-math it
+    # changes no result, keeps NaN and inf semantics and sets no flush-to-zero mode.
+    compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]
     if sys.platform == "win32":
         compile_args = ["/O2"]
     exts = [
@@ -116,6 +120,8 @@ def extensions():
             extra_compile_args=list(compile_args),
             extra_link_args=[],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            # _network reads array pointers through NumPy's C API (a memoryview costs ~0.3 us)
+            include_dirs=[numpy.get_include()],
         )
         for path in sorted(glob.glob(os.path.join("bpcore", "*.pyx")))
     ]

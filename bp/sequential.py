@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import bpcore
-from bpcore import _dense_forward, _error_signal, _gradients, _loss, _param_update
+from bpcore import _dense_forward, _error_signal, _gradients, _loss, _network, _param_update
 
 from . import _interrupt, _threads
 from . import losses as _losses
@@ -105,6 +105,7 @@ class Sequential:
         self._grad_views = None
         self._workspaces = {}
         self._last = None  # the workspace and row count of the last backward pass
+        self._net = None  # the compiled engine (bpcore._network.Network) over _params and _grads
         self._rng = np.random.default_rng(self.seed)
         self._fit_lock = threading.Lock()
         for layer in layers or ():
@@ -313,9 +314,59 @@ class Sequential:
             z = zo
         return z
 
-    def _backward(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads):
-        """Forward, loss, error signals and gradients (grad = beta * grad + this batch's) for one
-        batch held in workspace ws; returns the batch loss."""
+    # The compiled engine runs what _forward and _backward_layers spell out, for the whole network
+    # in one nogil call (and fit's mini-batch loop with it). Class switch for tests and benchmarks.
+    _use_engine = True
+
+    def _engine(self, shared=True):
+        """The compiled engine over this model's flat buffers (rebuilt if they were replaced).
+        shared=False gives a private one, for calls that must not disturb another's binding."""
+        net = self._net
+        if (not shared or net is None or net.params is not self._params
+                or net.grads is not self._grads):
+            layout, offset = [], 0
+            for L in self.layers:
+                n_in = L.W.shape[0]
+                w_off, offset = offset, offset + n_in * L.units
+                b_off = -1
+                if L.use_bias:
+                    b_off, offset = offset, offset + L.units
+                layout.append((n_in, L.units, bpcore.ACTIVATIONS[L.activation], L.alpha,
+                               w_off, b_off))
+            net = _network.Network(self._params, self._grads, layout)
+            if shared:
+                self._net = net
+        return net
+
+    # Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
+    # bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
+    # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
+    MIN_PARALLEL_STEP_FLOPS = 8_000_000
+
+    def _step_threads(self, rows, n_threads):
+        """The thread count for training steps of `rows` rows: n_threads, or 1 below the
+        crossover (the step's FLOPs: 2 * rows * n_in * n_out per product, 3 products a layer
+        but the first)."""
+        flops = sum((2 if i == 0 else 3) * 2 * rows * L.W.shape[0] * L.units
+                    for i, L in enumerate(self.layers))
+        return n_threads if flops >= self.MIN_PARALLEL_STEP_FLOPS else 1
+
+    def _backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, net=None):
+        """Forward, loss, error signals and gradients (grads = beta * grads + this batch's, grads
+        a flat buffer laid out as the parameters) for one batch held in workspace ws; returns the
+        batch loss. One compiled call (or, with _use_engine off, the per-layer path)."""
+        if not self._use_engine:
+            views = self._grad_views if grads is self._grads else self._views_into(grads)
+            return self._backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads)
+        net = net or self._engine()
+        net.bind(ws)
+        value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, beta, n_threads, grads)
+        self._last = (ws, X.shape[0])
+        return value
+
+    def _backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads):
+        """_backward as a Python loop of one kernel call per layer and pass (the readable
+        version, and the twin the engine is tested against)."""
         layers = self.layers
         f_out = self._forward(X, ws.z_in, ws.z_out, n_threads)
         out = layers[-1]
@@ -393,7 +444,10 @@ class Sequential:
         ws = _Workspace(self, X.shape[0])
         grads = np.zeros_like(self._params)
         views = self._views_into(grads)
-        self._backward(X, Y, w, ws, loss, _losses.default_scale(loss, *Y.shape), 0.0, views, nt)
+        # a private engine: gradients() uses only its own buffers, so it may run beside other calls
+        net = self._engine(shared=False) if self._use_engine else None
+        self._backward(X, Y, w, ws, loss, _losses.default_scale(loss, *Y.shape), 0.0, grads, nt,
+                       net)
         return [(gW.copy(), None if gb is None else gb.copy()) for gW, gb in views]
 
     def _views_into(self, flat):
@@ -458,7 +512,7 @@ class Sequential:
         ws = self._workspace(X.shape[0])
         return float(self._backward(X, Y, w, ws, loss,
                                     _losses.default_scale(loss, n_total, Y.shape[1]), 1.0,
-                                    self._grad_views, nt))
+                                    self._grads, nt))
 
     def step(self, optimizer=None):
         """Apply one optimizer update from the gradient buffer."""
@@ -603,6 +657,9 @@ class Sequential:
                                if type(cb).on_batch_end is not Callback.on_batch_end]
         backup = np.empty_like(self._params)
         m = Y.shape[1]
+        # The whole mini-batch loop runs compiled unless a callback asks for every batch.
+        use_engine = (self._use_engine and not per_batch_callbacks
+                      and type(opt) in (_optimizers.SGD, _optimizers.Adam, _optimizers.AdamW))
         epoch = -1
         sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
         try:
@@ -614,7 +671,15 @@ class Sequential:
                 order = rng.permutation(n) if shuffle else None
                 total, correct, seen = 0.0, 0.0, 0
                 batch = 0
-                for step_start in range(0, n, batch_size * accumulate):
+                if use_engine:
+                    total, correct, seen, batch, ok = self._engine_epoch(
+                        X, Y, w, order, batch_size, accumulate, loss, opt, nt, epoch, backup,
+                        progress, n_batches, on_nan, sigint, train_rows)
+                    if not ok:
+                        return history
+                # the per-batch Python loop: when a callback wants every batch (or no engine)
+                steps = () if use_engine else range(0, n, batch_size * accumulate)
+                for step_start in steps:
                     step_rows = min(batch_size * accumulate, n - step_start)
                     scale = _losses.default_scale(loss, step_rows, m)
                     beta = 0.0
@@ -623,7 +688,7 @@ class Sequential:
                         rows = min(batch_size, step_start + step_rows - mb_start)
                         ws = self._workspace(rows)
                         Xb, Yb, wb = _gather(ws, X, Y, w, order, mb_start, rows)
-                        Lb = self._backward(Xb, Yb, wb, ws, loss, scale, beta, self._grad_views, nt)
+                        Lb = self._backward(Xb, Yb, wb, ws, loss, scale, beta, self._grads, nt)
                         beta = 1.0
                         step_loss += Lb
                         if not math.isfinite(Lb):
@@ -682,6 +747,52 @@ class Sequential:
             for cb in callbacks:
                 cb.on_train_end()
         return history
+
+    def _engine_epoch(self, X, Y, w, order, batch_size, accumulate, loss, opt, nt, epoch, backup,
+                      progress, n_batches, on_nan, sigint, train_rows):
+        """One epoch of fit's steps in the compiled loop (bpcore._network.Network.train_epoch),
+        with the semantics of the Python loop in _fit. Returns (total, correct, seen, batches,
+        ok); ok is False if training diverged (reported by _diverged)."""
+        n = X.shape[0]
+        ws = self._workspace(batch_size)  # the last, smaller micro-batch uses its first rows
+        net = self._engine()
+        net.bind(ws)
+        opt._checkpoint(self._params)  # allocates the buffers the engine saves the state in
+        total_steps = -(-n // (batch_size * accumulate))
+        # With a progress bar, come back to Python about 50 times an epoch to draw it.
+        chunk = max(1, total_steps // 50) if progress.bar else total_steps
+        total, correct, seen, batch, first = 0.0, 0.0, 0, 0, 0
+        status = _network.STATUS["done"]
+        step_nt = self._step_threads(batch_size, nt)
+        _threads.hold_blas(step_nt)  # one BLAS thread for small steps; given back below
+        try:
+            while first < total_steps:
+                try:
+                    status = net.train_epoch(X, Y, w, order, batch_size, accumulate,
+                                             bpcore.LOSSES[loss], opt, opt._lr, step_nt, first,
+                                             chunk, loss != "mse", True, backup, sigint)
+                finally:  # also on Ctrl-C: account for the steps that completed
+                    done = net.steps_done
+                    total, correct = total + net.total, correct + net.correct
+                    seen += net.seen
+                    batch += done
+                    first += done
+                    self._last = (ws, net.last_rows) if net.last_rows else self._last
+                    if done:
+                        self.history.stopped_at = {"epoch": epoch, "batch": batch - 1}
+                if status == _network.STATUS["diverged"]:
+                    start, rows = net.last_start, net.last_rows
+                    X_batch = X[start:start + rows] if order is None else ws.X[:rows]
+                    self._diverged(epoch, batch, on_nan, progress, X_batch,
+                                   _rows_of(order, train_rows, start, rows))
+                    return total, correct, seen, batch, False
+                if status == _network.STATUS["diverged_in_update"]:
+                    self._diverged(epoch, batch, on_nan, progress, in_update=True)
+                    return total, correct, seen, batch, False
+                progress.batch(epoch, min(batch * accumulate, n_batches), total / max(seen, 1))
+        finally:
+            _threads.hold_blas(nt)
+        return total, correct, seen, batch, True
 
     def _diverged(self, epoch, batch, on_nan, progress, X_batch=None, batch_rows=None,
                   in_update=False):
@@ -783,6 +894,7 @@ class Sequential:
         state["_fit_lock"] = None
         state["_workspaces"] = {}
         state["_last"] = None
+        state["_net"] = None
         state["_grad_views"] = None
         state["layers"] = [L.get_config() for L in self.layers]
         state["_params"] = None if self._params is None else self._params.copy()

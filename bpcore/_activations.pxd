@@ -104,6 +104,106 @@ cdef inline floating tanh_prime(floating z_out) noexcept nogil:
     return 1 - z_out * z_out
 
 
+# ---- a vectorisable tanh for whole rows --------------------------------------------------------
+# libm's tanhf/tanh are scalar calls (glibc's goes through expm1 for |x| > ~0.55), and they were a
+# third of the deep tanh network's training step. These row functions compute tanh with
+# polynomials that gcc vectorises (SSE2 everywhere; AVX2+FMA through target_clones on CPUs that
+# have it; setup.py's -fno-trapping-math lets gcc turn the branch selects into blends):
+#   |x| < 0.625   x + x^3 P(x^2)             (float; Cephes tanhf)   x + x^3 P(x^2)/Q(x^2) (double)
+#   otherwise     1 - 2 / (e^{2|x|} + 1)     with e^t = 2^k p(r), t = k ln2 + r, |r| <= ln2/2
+# Measured against libm's tanh on 4M points in [-20, 20] and in [-3, 3] (tests/test_activations_fast
+# repeats it on 2M points): max error 1.30 ulp in float32, 1.45 ulp in double (of the correctly
+# rounded result). NaN gives NaN, +-inf gives +-1, -0 gives -0.
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+      /* One build, two code paths picked at load time by the CPU: plain x86-64 (SSE2) for any
+         machine, x86-64-v3 (AVX2 + FMA) where available. Not -march=native: the wheel must run
+         everywhere. */
+      #define BP_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #else
+      #define BP_CLONES
+    #endif
+
+    /* Round-to-nearest by the magic-number trick: adding 1.5 * 2^23 (2^52 for double) to a small
+       t puts round(t) in the low mantissa bits, so k and 2^k come from integer adds and shifts on the
+       bits: no float-int conversion, no floor (SSE2 has neither in vector form for these widths). */
+    static inline float bp_bitsf(int32_t b) { float r; memcpy(&r, &b, 4); return r; }
+    static inline int32_t bp_intf(float f) { int32_t b; memcpy(&b, &f, 4); return b; }
+    static inline double bp_bitsd(int64_t b) { double r; memcpy(&r, &b, 8); return r; }
+    static inline int64_t bp_intd(double f) { int64_t b; memcpy(&b, &f, 8); return b; }
+    #define BP_MAGICF 12582912.0f              /* 1.5 * 2^23 */
+    #define BP_MAGICD 6755399441055744.0       /* 1.5 * 2^52 */
+
+    /* tanh(x): |x| < 0.625: x + x^3 P(x^2) (Cephes tanhf's polynomial; tanh's odd Taylor-like
+       series, no cancellation); otherwise 1 - 2 / (e^{2|x|} + 1) with e^t = 2^k p(r), t = k ln2 + r,
+       |r| <= ln2/2 (Cephes expf's polynomial), the sign restored at the end. Both branches are
+       computed and one selected, so the loop has no branch and vectorises. NaN propagates (the
+       clamp keeps NaN), +-inf gives +-1. */
+    BP_CLONES
+    static void bp_tanh_row_f(const float* x, float* y, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) {
+            float v = x[j], a = fabsf(v), z = v * v;
+            float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
+                            + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * v + v;
+            float t = 2.0f * a;
+            t = t > 20.0f ? 20.0f : t;            /* tanh(10) rounds to 1 in float */
+            float kb = t * 1.44269504088896341f + BP_MAGICF;     /* round(t / ln2) in the bits */
+            float k = kb - BP_MAGICF;
+            float r = t - k * 0.693359375f + k * 2.12194440e-4f;  /* |r| <= ln2 / 2 */
+            float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r * r
+                       + r + 1.0f) * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
+            float large = copysignf(1.0f - 2.0f / (p + 1.0f), v);
+            y[j] = a < 0.625f ? small : large;
+        }
+    }
+
+    /* The same for double: |x| < 0.625: x + x^3 P(x^2)/Q(x^2) (Cephes tanh); otherwise
+       1 - 2 / (e^{2|x|} + 1) with Cephes exp's Pade form e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)),
+       so that 2 / (e + 1) = 2 (Q - rP) / (2^k (Q + rP) + Q - rP). The two branches share one
+       division (divisions are the slow part of the vector loop). */
+    BP_CLONES
+    static void bp_tanh_row_d(const double* x, double* y, Py_ssize_t n) {
+        for (Py_ssize_t j = 0; j < n; j++) {
+            double v = x[j], a = fabs(v), z = v * v;
+            int is_small = a < 0.625;
+            double sp = ((-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+                         - 1.61468768441708447952e3);
+            double sq = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+                        + 4.84406305325125486048e3;
+            double t = 2.0 * a;
+            t = t > 40.0 ? 40.0 : t;              /* tanh(20) rounds to 1 in double */
+            double kb = t * 1.4426950408889634073599 + BP_MAGICD;
+            double k = kb - BP_MAGICD;
+            double r = t - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6;
+            double rr = r * r;
+            double px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                             + 9.99999999999999999910e-1);
+            double q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+                        + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
+            double p2k = bp_bitsd((bp_intd(kb) - bp_intd(BP_MAGICD) + 1023) << 52);
+            double num = is_small ? sp : 2.0 * (q - px);
+            double den = is_small ? sq : p2k * (q + px) + (q - px);
+            double ratio = num / den;
+            y[j] = is_small ? v + v * z * ratio : copysign(1.0 - ratio, v);
+        }
+    }
+    """
+    void bp_tanh_row_f(const float* x, float* y, Py_ssize_t n) noexcept nogil
+    void bp_tanh_row_d(const double* x, double* y, Py_ssize_t n) noexcept nogil
+
+
+cdef inline void tanh_row(const floating* z_in, floating* z_out, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        bp_tanh_row_f(z_in, z_out, n)
+    else:
+        bp_tanh_row_d(z_in, z_out, n)
+
+
 # ---- relu and leaky relu -----------------------------------------------------------------------
 cdef inline floating relu(floating z) noexcept nogil:
     return z if z > 0 else 0
@@ -164,8 +264,7 @@ cdef inline void activate_row(int act, floating alpha, const floating* b,
         for j in range(n):
             z_out[j] = sigmoid(z_in[j])
     elif act == TANH:
-        for j in range(n):
-            z_out[j] = tanh_(z_in[j])
+        tanh_row(z_in, z_out, n)
     elif act == RELU:
         for j in range(n):
             z_out[j] = relu(z_in[j])

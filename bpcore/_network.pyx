@@ -1,0 +1,644 @@
+# The training engine: a whole network's step, or a whole epoch of steps, in one nogil call.
+#
+# The per-layer kernels (_dense_forward, _loss, _error_signal, _gradients, _param_update) stay the
+# only place where arithmetic is written; this file only strings their nogil cores together:
+#
+#     forward      for each layer  dense_forward_core
+#     loss         loss_core
+#     error signal output_delta_core, then hidden_delta_core from the output backwards
+#     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates micro-batches)
+#     update       sgd_core / adam_core on the flat parameter vector
+#
+# Why: a Python loop over layers costs ~1-2 us per kernel call (argument parsing, memoryview
+# acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us against well
+# under 1 us of arithmetic; for any network the cost grows with the depth. Here a step is one C
+# loop over a table of raw pointers, set up once per batch size.
+#
+# Ownership: the engine owns nothing but that table. The parameters and gradients are the model's
+# flat buffers, the cached z_in, z_out and delta of every layer are the model's workspace arrays
+# (so model.z_out, model.error_signals and the divergence report read the same memory), and the
+# optimizer's hyperparameters and state buffers belong to the bp.optimizers object and are passed
+# in per call. Gradients, optimizer state and the loop therefore stay separable (a data-parallel
+# step would sum the flat gradient between `backward` and `update`).
+#
+# Threads: BLAS threads the products (its pool is held to bp's thread count by bp._threads); the
+# elementwise passes of a step run serial by default. Measured on 2 cores (bench/README.md): an
+# OpenMP team between BLAS calls leaves libgomp's threads spinning while OpenBLAS's threads want
+# the same cores, and the mnist step with 2 threads took 19-140 ms instead of 0.8 ms; with the
+# epilogues serial and BLAS on 2 threads it is 1.7x faster than 1 thread. (OMP_WAIT_POLICY=passive
+# also cures it, but bp must not set a process-wide variable for the user.) The epilogues are a
+# few percent of a step whose products are large enough for threads to pay.
+# Network(..., parallel_elementwise=True) restores OpenMP for them (for measurements).
+
+from cython cimport floating
+from libc.math cimport isfinite, sqrt
+from libc.string cimport memcpy
+from libc.stdlib cimport malloc, free
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+from bpcore._activations cimport SOFTMAX, SIGMOID
+from bpcore._dense_forward cimport dense_forward_core
+from bpcore._error_signal cimport output_delta_core, hidden_delta_core
+from bpcore._gradients cimport gradients_core
+from bpcore._loss cimport loss_core, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
+from bpcore._param_update cimport sgd_core, adam_core, sum_of_squares_core
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+# PyErr_CheckSignals runs the Python signal handlers; declared here without `except` so that a
+# raised KeyboardInterrupt stays pending while the loop winds down and records where it stopped
+# (the def method then lets it propagate).
+cdef extern from "Python.h":
+    int PyErr_CheckSignals()
+    void* PyErr_Occurred()
+
+# How often the epoch loop looks for Ctrl-C: at most every SIGNAL_NS nanoseconds (between steps),
+# so that a tiny network does not pay for taking the GIL on every one of its ~1 us steps.
+cdef long long SIGNAL_NS = 2000000
+
+# Optimizer kinds
+cdef enum:
+    OPT_SGD = 1
+    OPT_ADAM = 2
+
+# Status of an epoch run
+cdef enum:
+    DONE = 0
+    DIVERGED = 1              # a non-finite loss or gradient: the update was not applied
+    DIVERGED_IN_UPDATE = 2    # the update made a parameter non-finite: undone from the backup
+    INTERRUPTED = 3           # Ctrl-C between steps
+
+STATUS = {"done": DONE, "diverged": DIVERGED, "diverged_in_update": DIVERGED_IN_UPDATE,
+          "interrupted": INTERRUPTED}
+
+
+cdef struct Layer:
+    Py_ssize_t n_in, n_out, w_off, b_off   # b_off < 0: no bias
+    int act
+    double alpha
+    void* z_in
+    void* z_out
+    void* delta
+
+
+cdef struct Opt:
+    int kind
+    double lr, momentum, weight_decay, beta1, beta2, eps, clip_norm   # clip_norm <= 0: none
+    bint nesterov, decoupled
+    void* state1          # SGD velocity (NULL without momentum) / Adam m
+    void* state2          # Adam v
+    void* saved1          # where the guard keeps state1 / state2 during a step (NULL: none)
+    void* saved2
+    long iterations       # the optimizer's step count before this call
+
+
+cdef inline long long _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <long long>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef double _backward(const Layer* layers, Py_ssize_t n_layers, const floating* params,
+                      floating* grads, const floating* X, const floating* Y,
+                      const floating* w, Py_ssize_t n, int loss, double scale, floating beta,
+                      floating* per_sample, int nt) noexcept nogil:
+    """Forward, loss, error signals and gradients of one batch; returns the batch loss."""
+    cdef Py_ssize_t i
+    cdef const Layer* L
+    cdef const Layer* P
+    cdef const floating* z_prev = X
+    cdef double value
+    for i in range(n_layers):
+        L = &layers[i]
+        dense_forward_core(z_prev, n, L.n_in, L.n_in, params + L.w_off,
+                           (params + L.b_off) if L.b_off >= 0 else NULL, L.n_out, L.act,
+                           <floating>L.alpha, <floating*>L.z_in, <floating*>L.z_out, nt)
+        z_prev = <floating*>L.z_out
+    L = &layers[n_layers - 1]
+    value = loss_core(<floating*>L.z_in, <floating*>L.z_out, Y, w, n, L.n_out, loss, scale,
+                      per_sample, nt)
+    output_delta_core(<floating*>L.z_in, <floating*>L.z_out, Y, w, n, L.n_out, loss, L.act,
+                      <floating>L.alpha, <floating>scale, <floating*>L.delta, nt)
+    # Each delta is computed once and used twice: this layer's gradient, the previous delta.
+    for i in range(n_layers - 1, -1, -1):
+        L = &layers[i]
+        z_prev = X if i == 0 else <floating*>layers[i - 1].z_out
+        gradients_core(z_prev, n, L.n_in, L.n_in, <floating*>L.delta, L.n_out, beta,
+                       grads + L.w_off, (grads + L.b_off) if L.b_off >= 0 else NULL, nt)
+        if i > 0:
+            P = &layers[i - 1]
+            hidden_delta_core(<floating*>L.delta, n, L.n_out, params + L.w_off,
+                              <floating*>P.z_in, <floating*>P.z_out, P.n_out, P.act,
+                              <floating>P.alpha, <floating*>P.delta, nt)
+    return value
+
+
+cdef void _update(Opt* o, floating* params, const floating* grads, Py_ssize_t n_params,
+                  double grad_sumsq, int nt) noexcept nogil:
+    """One optimizer step (bp.optimizers.Optimizer.apply without the Python): global-norm
+    clipping from the gradient's sum of squares, then the fused update."""
+    cdef double grad_scale = 1.0, norm
+    if o.clip_norm > 0:
+        if grad_sumsq < 0:
+            grad_sumsq = sum_of_squares_core(grads, n_params, nt)
+        norm = sqrt(grad_sumsq)
+        if isfinite(norm):
+            grad_scale = min(1.0, o.clip_norm / (norm + 1e-6))
+    o.iterations += 1
+    if o.kind == OPT_SGD:
+        sgd_core(grads, n_params, <floating>o.lr, <floating>o.momentum, o.nesterov,
+                 <floating>o.weight_decay, <floating>grad_scale, params,
+                 <floating*>o.state1, nt)
+    else:
+        adam_core(grads, n_params, <floating>o.lr, <floating>o.beta1, <floating>o.beta2,
+                  <floating>o.eps, <floating>o.weight_decay, o.decoupled, o.iterations,
+                  <floating>grad_scale, params, <floating*>o.state1, <floating*>o.state2, nt)
+
+
+cdef inline void _save_state(Opt* o, size_t nbytes, bint restore) noexcept nogil:
+    """Copy the optimizer state into its saved buffers (or back, with restore)."""
+    if o.state1 != NULL and o.saved1 != NULL:
+        if restore:
+            memcpy(o.state1, o.saved1, nbytes)
+        else:
+            memcpy(o.saved1, o.state1, nbytes)
+    if o.state2 != NULL and o.saved2 != NULL:
+        if restore:
+            memcpy(o.state2, o.saved2, nbytes)
+        else:
+            memcpy(o.saved2, o.state2, nbytes)
+
+
+cdef inline bint _state_is_finite(Opt* o, floating* kind, Py_ssize_t n, int nt) noexcept nogil:
+    """True if the optimizer state is finite (Adam's v overflowing to inf would freeze its
+    parameter silently). `kind` only selects the dtype."""
+    if o.state1 != NULL and not isfinite(sum_of_squares_core(<floating*>o.state1, n, nt)):
+        return False
+    if o.state2 != NULL and not isfinite(sum_of_squares_core(<floating*>o.state2, n, nt)):
+        return False
+    return True
+
+
+cdef double _batch_hits(const floating* f_out, const floating* Y, const floating* w,
+                        Py_ssize_t n, Py_ssize_t m, int loss) noexcept nogil:
+    """The (weighted) number of correctly classified rows, as sequential's _accuracy(count=True):
+    argmax agreement (first maximum, like np.argmax) for cross-entropy, the fraction of outputs on
+    the right side of 0.5 for binary cross-entropy."""
+    cdef Py_ssize_t i, j, a, b
+    cdef double hit, total = 0
+    for i in range(n):
+        if loss == CROSS_ENTROPY:
+            a = 0
+            b = 0
+            for j in range(1, m):
+                if f_out[i * m + j] > f_out[i * m + a]:
+                    a = j
+                if Y[i * m + j] > Y[i * m + b]:
+                    b = j
+            hit = 1.0 if a == b else 0.0
+        else:
+            hit = 0
+            for j in range(m):
+                if (f_out[i * m + j] >= 0.5) == (Y[i * m + j] >= 0.5):
+                    hit += 1
+            hit = hit / m
+        total += hit * (<double>w[i] if w != NULL else 1.0)
+    return total
+
+
+cdef void _gather(const floating* src, const long long* idx, Py_ssize_t rows, Py_ssize_t width,
+                  floating* dst) noexcept nogil:
+    cdef Py_ssize_t r
+    for r in range(rows):
+        memcpy(dst + r * width, src + idx[r] * width, width * sizeof(floating))
+
+
+cdef struct Epoch:
+    # inputs
+    const void* X
+    const void* Y
+    const void* w                # NULL: no sample weights
+    const long long* order       # NULL: rows in order (no copy, the batch is a slice)
+    Py_ssize_t n, n_in, m, batch_size, accumulate, first_step, n_steps
+    int loss
+    bint count_hits, guard
+    # buffers of the workspace (capacity batch_size rows)
+    void* Xb
+    void* Yb
+    void* wb
+    void* per_sample
+    void* backup                 # n_params entries, for the guard
+    void* stop                   # an object whose .requested says "stop" (Ctrl-C), or NULL
+    # outputs
+    Py_ssize_t steps_done, last_rows, last_start
+    double total, seen, correct, last_loss
+    int status
+
+
+cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floating* params,
+                     floating* grads, Py_ssize_t n_params, Opt* o, int nt) noexcept nogil:
+    """Optimizer steps first_step .. first_step + n_steps - 1 of an epoch, each over `accumulate`
+    micro-batches of batch_size rows (fewer at the end), with fit's semantics: stop BEFORE the
+    update at the first non-finite loss or gradient, and (guard) undo an update that made a
+    parameter non-finite."""
+    cdef Py_ssize_t s, step_start, step_rows, mb, rows
+    cdef Py_ssize_t per_step = e.batch_size * e.accumulate
+    cdef const floating* X = <const floating*>e.X
+    cdef const floating* Y = <const floating*>e.Y
+    cdef const floating* w = <const floating*>e.w
+    cdef const floating* Xb
+    cdef const floating* Yb
+    cdef const floating* wb
+    cdef double scale, step_loss, Lb, sumsq
+    cdef floating beta
+    cdef long long last_check = _now_ns(), now
+    cdef int sig
+    cdef long iterations = o.iterations
+    e.status = DONE
+    for s in range(e.first_step, e.first_step + e.n_steps):
+        step_start = s * per_step
+        step_rows = min(per_step, e.n - step_start)
+        if step_rows <= 0:
+            break
+        scale = (1.0 / step_rows) if e.loss == CROSS_ENTROPY else 1.0 / (step_rows * e.m)
+        beta = 0
+        step_loss = 0
+        mb = step_start
+        while mb < step_start + step_rows:
+            rows = min(e.batch_size, step_start + step_rows - mb)
+            e.last_start = mb
+            if e.order == NULL:
+                Xb = X + mb * e.n_in
+                Yb = Y + mb * e.m
+                wb = (w + mb) if w != NULL else NULL
+            else:
+                _gather(X, e.order + mb, rows, e.n_in, <floating*>e.Xb)
+                _gather(Y, e.order + mb, rows, e.m, <floating*>e.Yb)
+                Xb = <floating*>e.Xb
+                Yb = <floating*>e.Yb
+                wb = NULL
+                if w != NULL:
+                    _gather(w, e.order + mb, rows, 1, <floating*>e.wb)
+                    wb = <floating*>e.wb
+            Lb = _backward(layers, n_layers, params, grads, Xb, Yb, wb, rows, e.loss, scale,
+                           beta, <floating*>e.per_sample, nt)
+            e.last_rows = rows
+            beta = 1
+            step_loss += Lb
+            if not isfinite(Lb):
+                break
+            if e.count_hits:
+                e.correct += _batch_hits(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
+                                         e.m, e.loss)
+            mb += rows
+        e.last_loss = step_loss
+        sumsq = -1
+        if e.guard:
+            sumsq = sum_of_squares_core(grads, n_params, nt)
+            if not isfinite(step_loss) or not isfinite(sumsq):
+                e.status = DIVERGED
+                return
+            # the update is undone, parameters and optimizer state alike, if it goes non-finite
+            memcpy(e.backup, params, n_params * sizeof(floating))
+            _save_state(o, n_params * sizeof(floating), False)
+            iterations = o.iterations
+        _update(o, params, grads, n_params, sumsq, nt)
+        if e.guard and not (isfinite(sum_of_squares_core(params, n_params, nt))
+                            and _state_is_finite(o, <floating*>NULL, n_params, nt)):
+            memcpy(params, e.backup, n_params * sizeof(floating))
+            _save_state(o, n_params * sizeof(floating), True)
+            o.iterations = iterations
+            e.status = DIVERGED_IN_UPDATE
+            return
+        e.total += step_loss * step_rows
+        e.seen += step_rows
+        e.steps_done += 1
+        # Ctrl-C: between steps, so the model is always at the last completed step.
+        now = _now_ns()
+        if now - last_check >= SIGNAL_NS:
+            last_check = now
+            with gil:
+                sig = PyErr_CheckSignals()
+                # fit installs a SIGINT handler that only sets a flag (bp/_interrupt.py): the
+                # handler has run now, and the flag says whether to stop
+                if sig == 0 and e.stop != NULL and (<object>e.stop).requested:
+                    sig = 1
+            if sig != 0:
+                e.status = INTERRUPTED
+                return
+
+
+cdef int _raise_pending() except -1:
+    # The exception a signal handler raised is already set: returning -1 propagates it.
+    return -1
+
+
+# Below this much work per step (batch rows x parameters) a step takes a few microseconds and
+# keeps the GIL: releasing and re-taking it would cost a tenth of the step.
+cdef Py_ssize_t KEEP_GIL_WORK = 16384
+
+
+cdef void* _array(object a, int typenum, int ndim, Py_ssize_t rows, Py_ssize_t cols,
+                  bint writeable, str name) except NULL:
+    """The data pointer of `a` after checking it is a C-contiguous ndarray of the given type,
+    ndim, rows (-1: any) and columns (2-D). Through NumPy's C API: a typed memoryview costs
+    ~0.3 us to acquire, a noticeable share of a 1-2 us training step."""
+    cdef cnp.ndarray arr
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"{name} must be a numpy array. Received: {type(a).__name__}")
+    arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{name} must be {cnp.PyArray_DescrFromType(typenum)}. Received: {arr.dtype}")
+    if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be a C-contiguous {ndim}-D array")
+    if (rows >= 0 and arr.shape[0] != rows) or (ndim == 2 and arr.shape[1] != cols):
+        raise ValueError(f"{name} has shape {a.shape}; expected ({rows if rows >= 0 else 'n'}"
+                         + (f", {cols})" if ndim == 2 else ",)"))
+    if writeable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} must be writeable")
+    if cnp.PyArray_SIZE(arr) == 0:
+        raise ValueError(f"{name} is empty")
+    return cnp.PyArray_DATA(arr)
+
+
+LOSS_CODES = {"mse": MSE, "binary_cross_entropy": BINARY_CROSS_ENTROPY,
+              "cross_entropy": CROSS_ENTROPY}
+
+_optimizer_classes = None
+
+
+cdef class Network:
+    """The compiled training step of one model (see the file header).
+
+    Network(params, grads, layers) with the model's flat parameter and gradient buffers and, per
+    Dense layer, (n_in, n_out, activation code, alpha, w_offset, b_offset or -1). The per-layer
+    caches come from `bind(workspace)`; the optimizer comes in per call.
+    """
+
+    cdef Layer* layers
+    cdef Py_ssize_t n_layers, n_params, capacity, n_in, n_out
+    cdef int typenum
+    cdef bint is_double, parallel_elementwise
+    cdef readonly object params, grads, workspace
+    cdef object _keep     # the workspace arrays the raw pointers point into
+    cdef void* p          # the model's flat parameters and gradients (kept alive by params, grads)
+    cdef void* g
+    cdef void* per_sample
+    cdef void* Xb
+    cdef void* Yb
+    cdef void* wb
+    cdef Opt opt
+    cdef Epoch ep
+    # what the last epoch run did (kept up to date even when Ctrl-C interrupts it)
+    cdef readonly Py_ssize_t steps_done, last_rows, last_start
+    cdef readonly double total, seen, correct, last_loss
+    cdef readonly int status
+
+    def __cinit__(self, params, grads, layers, parallel_elementwise=False):
+        self.layers = NULL
+
+    def __init__(self, params, grads, layers, bint parallel_elementwise=False):
+        cdef Py_ssize_t i, need = 0
+        self.parallel_elementwise = parallel_elementwise
+        if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
+            raise TypeError("params must be a float32 or float64 numpy array")
+        self.is_double = params.dtype == np.float64
+        self.typenum = cnp.NPY_FLOAT64 if self.is_double else cnp.NPY_FLOAT32
+        self.n_params = params.shape[0] if params.ndim == 1 else -1
+        self.p = _array(params, self.typenum, 1, -1, 0, True, "params")
+        self.g = _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
+        self.params, self.grads = params, grads
+        self.n_layers = len(layers)
+        if self.n_layers == 0:
+            raise ValueError("a Network needs at least one layer")
+        self.layers = <Layer*>malloc(self.n_layers * sizeof(Layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        for i, (n_in, n_out, act, alpha, w_off, b_off) in enumerate(layers):
+            self.layers[i].n_in, self.layers[i].n_out = n_in, n_out
+            self.layers[i].act, self.layers[i].alpha = act, alpha
+            self.layers[i].w_off, self.layers[i].b_off = w_off, b_off
+            self.layers[i].z_in = self.layers[i].z_out = self.layers[i].delta = NULL
+            if i > 0 and n_in != self.layers[i - 1].n_out:
+                raise ValueError(f"layer {i} has n_in={n_in}, the previous layer n_out="
+                                 f"{self.layers[i - 1].n_out}")
+            need = max(need, w_off + n_in * n_out, b_off + n_out)
+        if need > self.n_params:
+            raise ValueError(f"the layout needs {need} parameters; the buffer has {self.n_params}")
+        self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
+        self.capacity = 0
+        self.workspace = None
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    def bind(self, ws):
+        """Point the engine at a workspace (bp.sequential._Workspace): its z_in, z_out and delta
+        of every layer, per_sample, and the X, Y, w batch buffers, all of ws.n_rows rows."""
+        cdef Py_ssize_t i, rows = ws.n_rows
+        if ws is self.workspace:
+            return
+        tn = self.typenum
+        for i in range(self.n_layers):
+            n_out = self.layers[i].n_out
+            self.layers[i].z_in = _array(ws.z_in[i], tn, 2, rows, n_out, True, "z_in")
+            self.layers[i].z_out = _array(ws.z_out[i], tn, 2, rows, n_out, True, "z_out")
+            self.layers[i].delta = _array(ws.delta[i], tn, 2, rows, n_out, True, "delta")
+        self.per_sample = _array(ws.per_sample, tn, 1, rows, 0, True, "per_sample")
+        self.Xb = _array(ws.X, tn, 2, rows, self.n_in, True, "X buffer")
+        self.Yb = _array(ws.Y, tn, 2, rows, self.n_out, True, "Y buffer")
+        self.wb = _array(ws.w, tn, 1, rows, 0, True, "w buffer")
+        self._keep = (ws.z_in, ws.z_out, ws.delta, ws.per_sample, ws.X, ws.Y, ws.w)
+        self.capacity = rows
+        self.workspace = ws
+
+    cdef Py_ssize_t _batch(self, X, Y, w, const void** xp, const void** yp,
+                           const void** wp) except -1:
+        """Check a batch and return its row count and pointers."""
+        cdef Py_ssize_t n
+        if self.workspace is None:
+            raise ValueError("bind a workspace first")
+        xp[0] = _array(X, self.typenum, 2, -1, self.n_in, False, "X")
+        n = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        yp[0] = _array(Y, self.typenum, 2, n, self.n_out, False, "Y")
+        wp[0] = NULL if w is None else _array(w, self.typenum, 1, n, 0, False, "sample_weight")
+        return n
+
+    cdef double _compute(self, const void* X, const void* Y, const void* w, Py_ssize_t n,
+                         int loss, double scale, double beta, void* grads, int nt,
+                         bint update) noexcept nogil:
+        cdef double value
+        if self.is_double:
+            value = _backward(self.layers, self.n_layers, <double*>self.p, <double*>grads,
+                              <double*>X, <double*>Y, <double*>w, n, loss, scale, beta,
+                              <double*>self.per_sample, nt)
+            if update:
+                _update(&self.opt, <double*>self.p, <double*>grads, self.n_params, -1.0, nt)
+        else:
+            value = _backward(self.layers, self.n_layers, <float*>self.p, <float*>grads,
+                              <float*>X, <float*>Y, <float*>w, n, loss, scale, <float>beta,
+                              <float*>self.per_sample, nt)
+            if update:
+                _update(&self.opt, <float*>self.p, <float*>grads, self.n_params, -1.0, nt)
+        return value
+
+    cdef double _run_backward(self, const void* X, const void* Y, const void* w, Py_ssize_t n,
+                              int loss, double scale, double beta, void* grads, int nt,
+                              bint update) except? -1:
+        cdef double value
+        if n > self.capacity:
+            raise ValueError(f"batch of {n} rows; the workspace holds {self.capacity}")
+        if n * self.n_params <= KEEP_GIL_WORK:
+            return self._compute(X, Y, w, n, loss, scale, beta, grads, nt, update)
+        with nogil:
+            value = self._compute(X, Y, w, n, loss, scale, beta, grads, nt, update)
+        return value
+
+    cdef inline int _omp(self, int n_threads):
+        """The OpenMP threads for the elementwise passes (see the file header)."""
+        return n_threads if self.parallel_elementwise else 1
+
+    # ---- one batch --------------------------------------------------------------------------
+    def backward(self, X, Y, w, int loss, double scale, double beta, int n_threads, grads=None):
+        """Forward, loss, error signals and gradients of the batch (X, Y, w) in one compiled
+        call: grads = beta * grads + this batch's (into `grads`, a flat buffer laid out as the
+        parameters, default the bound one). Returns the batch loss."""
+        cdef const void* xp
+        cdef const void* yp
+        cdef const void* wp
+        cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
+        cdef void* g = self.g if grads is None or grads is self.grads else \
+            _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
+        return self._run_backward(xp, yp, wp, n, loss, scale, beta, g, self._omp(n_threads),
+                                  False)
+
+    def train_step(self, X, Y, w, int loss, double scale, opt, double lr, int n_threads):
+        """A whole training step in one compiled call: backward (beta 0) then the optimizer's
+        update (clipping included). Returns the loss. Unguarded: for benchmarks and explicit
+        loops; fit uses train_epoch, which also stops at a non-finite loss or gradient."""
+        cdef const void* xp
+        cdef const void* yp
+        cdef const void* wp
+        cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
+        cdef double value
+        self._set_opt(opt, lr)
+        value = self._run_backward(xp, yp, wp, n, loss, scale, 0.0, self.g,
+                                   self._omp(n_threads), True)
+        opt.iterations = self.opt.iterations
+        return value
+
+    # ---- the optimizer, passed in ----------------------------------------------------------
+    cdef int _set_opt(self, opt, double lr) except -1:
+        """Read a bp.optimizers object's hyperparameters and state pointers (it keeps owning
+        them). Its state buffers must already exist (Optimizer._ensure_state)."""
+        global _optimizer_classes
+        cdef Opt* o = &self.opt
+        if _optimizer_classes is None:
+            from bp.optimizers import SGD, Adam
+            _optimizer_classes = (SGD, Adam)
+        sgd, adam = _optimizer_classes
+        o.lr = lr
+        clip = opt.clip_norm
+        o.clip_norm = -1.0 if clip is None else clip
+        o.iterations = opt.iterations
+        o.weight_decay = opt.weight_decay
+        o.state1 = o.state2 = o.saved1 = o.saved2 = NULL
+        if isinstance(opt, adam):
+            o.kind = OPT_ADAM
+            o.beta1, o.beta2, o.eps = opt.beta1, opt.beta2, opt.eps
+            o.decoupled = opt._decoupled
+            state = opt._state
+            o.state1 = _array(state["m"], self.typenum, 1, self.n_params, 0, True, "Adam m")
+            o.state2 = _array(state["v"], self.typenum, 1, self.n_params, 0, True, "Adam v")
+            saved = getattr(opt, "_saved", None) or {}
+            if saved.get("m") is not None and saved.get("v") is not None:
+                o.saved1 = _array(saved["m"], self.typenum, 1, self.n_params, 0, True, "saved m")
+                o.saved2 = _array(saved["v"], self.typenum, 1, self.n_params, 0, True, "saved v")
+        elif isinstance(opt, sgd):
+            o.kind = OPT_SGD
+            o.momentum, o.nesterov = opt.momentum, opt.nesterov
+            if o.momentum != 0:
+                o.state1 = _array(opt._state["velocity"], self.typenum, 1, self.n_params, 0,
+                                  True, "SGD velocity")
+                saved = getattr(opt, "_saved", None) or {}
+                if saved.get("velocity") is not None:
+                    o.saved1 = _array(saved["velocity"], self.typenum, 1, self.n_params, 0,
+                                      True, "saved velocity")
+        else:
+            raise TypeError(f"the engine runs SGD, Adam and AdamW. Received: {type(opt).__name__}")
+        return 0
+
+    # ---- an epoch -----------------------------------------------------------------------------
+    def train_epoch(self, X, Y, w, order, Py_ssize_t batch_size, Py_ssize_t accumulate,
+                    int loss, opt, double lr, int n_threads, Py_ssize_t first_step=0,
+                    Py_ssize_t n_steps=-1, bint count_hits=False, bint guard=True, backup=None,
+                    stop=None):
+        """Run optimizer steps first_step ... of one epoch inside one nogil loop.
+
+        Each step takes `accumulate` micro-batches of batch_size rows in the order `order`
+        (int64 row indices, or None for the rows as they are), gathered into the workspace's
+        batch buffers; the gradient of the step is that of one accumulate * batch_size batch.
+        With guard: stop before the update at the first non-finite loss or gradient
+        (status DIVERGED), and restore the parameters from `backup` (an array like params) if
+        an update made one non-finite (DIVERGED_IN_UPDATE). Between steps Ctrl-C is honoured: the
+        exception propagates after the current step, with steps_done etc. up to date. `stop`
+        (bp._interrupt.defer_sigint) is read there too: its flag ends the run the same way.
+        With guard, the optimizer's state is saved in ``opt._saved`` (Optimizer._checkpoint
+        allocates it) and put back with the parameters when an update is undone.
+
+        Afterwards: steps_done, total (sum of step loss * rows), seen (rows), correct (weighted
+        hits, if count_hits), last_loss, last_rows, status.
+        """
+        cdef Epoch* e = &self.ep
+        cdef int nt
+        cdef const void* xp
+        cdef const void* yp
+        cdef const void* wp
+        cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
+        if batch_size < 1 or accumulate < 1:
+            raise ValueError("batch_size and accumulate must be >= 1")
+        if min(batch_size, n) > self.capacity:
+            raise ValueError(f"batch of {batch_size} rows; the workspace holds {self.capacity}")
+        e.order = NULL
+        if order is not None:
+            e.order = <const long long*>_array(order, cnp.NPY_INT64, 1, n, 0, False, "order")
+            if order.min() < 0 or order.max() >= n:
+                raise ValueError("order holds an index out of range")
+        e.backup = NULL
+        e.stop = NULL if stop is None else <void*>stop
+        if guard:
+            e.backup = _array(backup, self.typenum, 1, self.n_params, 0, True, "backup")
+        self._set_opt(opt, lr)
+        per_step = batch_size * accumulate
+        total_steps = -(-n // per_step)
+        if n_steps < 0 or first_step + n_steps > total_steps:
+            n_steps = max(0, total_steps - first_step)
+        e.X, e.Y, e.w = xp, yp, wp
+        e.n, e.n_in, e.m = n, self.n_in, self.n_out
+        e.batch_size, e.accumulate = batch_size, accumulate
+        e.first_step, e.n_steps = first_step, n_steps
+        e.loss, e.count_hits, e.guard = loss, count_hits, guard
+        e.Xb, e.Yb, e.wb, e.per_sample = self.Xb, self.Yb, self.wb, self.per_sample
+        e.steps_done = e.last_rows = e.last_start = 0
+        e.total = e.seen = e.correct = e.last_loss = 0
+        e.status = DONE
+        nt = self._omp(n_threads)
+        with nogil:
+            if self.is_double:
+                _run_epoch(e, self.layers, self.n_layers, <double*>self.p, <double*>self.g,
+                           self.n_params, &self.opt, nt)
+            else:
+                _run_epoch(e, self.layers, self.n_layers, <float*>self.p, <float*>self.g,
+                           self.n_params, &self.opt, nt)
+        opt.iterations = self.opt.iterations
+        self.steps_done, self.last_rows, self.last_start = e.steps_done, e.last_rows, e.last_start
+        self.total, self.seen, self.correct = e.total, e.seen, e.correct
+        self.last_loss, self.status = e.last_loss, e.status
+        if e.status == INTERRUPTED:
+            if PyErr_Occurred() == NULL:  # stopped by the flag, not by an exception
+                raise KeyboardInterrupt
+            _raise_pending()
+        return e.status
