@@ -108,9 +108,12 @@ def extensions():
         "cpow": True,
     }
     # -fno-trapping-math: lets gcc vectorise loops with selects (tanh's two branches, relu) by
-    # assuming no FP exception *traps* are enabled (NumPy enables none). Unlike -ffast-math it
-    # changes no result, keeps NaN and inf semantics and sets no flush-to-zero mode.
-    compile_args = ["-O0", "-g"] if debug else ["-O3", "-fno-trapping-math"]
+    # assuming no FP exception *traps* are enabled (NumPy enables none). -fno-math-errno: sqrt
+    # need not set errno for a negative argument, so it becomes one instruction and Adam's update
+    # loop vectorises. Unlike -ffast-math neither changes a result, NaN and inf keep their
+    # semantics, and no flush-to-zero mode is set.
+    compile_args = (["-O0", "-g"] if debug
+                    else ["-O3", "-fno-trapping-math", "-fno-math-errno"])
     if sys.platform == "win32":
         compile_args = ["/O2"]
     exts = [

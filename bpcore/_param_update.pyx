@@ -59,20 +59,23 @@ cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating be
     cdef floating inv_sqrt_bias2 = <floating>(1 / (bias2 ** 0.5))
     cdef floating decay = <floating>(1 - lr * weight_decay) if decoupled else 1
     cdef floating l2 = 0 if decoupled else weight_decay
+    # in the dtype, outside the loop: `1 - beta1` inside it is computed in double, and the float
+    # loop then converts every element to double and back
+    cdef floating c1 = 1 - beta1, c2 = 1 - beta2
     cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
     if nt == 1:
         for i in range(n):
             p = param[i] * decay
             g = grad_scale * grad[i] + l2 * p
-            m[i] = beta1 * m[i] + (1 - beta1) * g
-            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+            m[i] = beta1 * m[i] + c1 * g
+            v[i] = beta2 * v[i] + c2 * g * g
             param[i] = p - step_size * m[i] / (f_sqrt(v[i]) * inv_sqrt_bias2 + eps)
         return
     for i in prange(n, num_threads=nt, schedule="static"):
         p = param[i] * decay
         g = grad_scale * grad[i] + l2 * p
-        m[i] = beta1 * m[i] + (1 - beta1) * g
-        v[i] = beta2 * v[i] + (1 - beta2) * g * g
+        m[i] = beta1 * m[i] + c1 * g
+        v[i] = beta2 * v[i] + c2 * g * g
         param[i] = p - step_size * m[i] / (f_sqrt(v[i]) * inv_sqrt_bias2 + eps)
 
 
