@@ -84,6 +84,20 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
         _blas_gemm(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
 
 
+cdef int threads_after_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int n_threads) noexcept nogil:
+    # After a product that went to BLAS, BLAS's threads spin for a while waiting for more work,
+    # and so would an OpenMP team started right after them: on 2 cores the two pools then fight.
+    # Measured (256x1024 @ 1024x4096 float32 with its relu epilogue, BLAS on 2 threads): 28 ms
+    # with a 2-thread epilogue, 13 ms with a serial one, NumPy's matmul alone 12 ms;
+    # OMP_WAIT_POLICY=passive also cured it, but is a process-wide setting for the user to make.
+    # So the pass that follows a BLAS product stays on one thread, and BLAS alone threads the
+    # gemm-shaped work, as bpcore/_network.pyx does for a whole step. Our own small loops run on
+    # one thread, so after them the pass may use the team (its own threshold decides).
+    if m * n * k > SMALL_GEMM_WORK:
+        return 1
+    return n_threads
+
+
 def _gemm(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] A,
           const floating[:, ::1] B, double beta, floating[:, ::1] C, str path="auto"):
     """C = alpha * op(A) @ op(B) + beta * C on C-contiguous, non-empty arrays.

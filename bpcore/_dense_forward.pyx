@@ -12,7 +12,7 @@
 from cython.parallel cimport prange
 
 from bpcore._activations cimport activate_row, sigma_cost
-from bpcore._blas cimport gemm
+from bpcore._blas cimport gemm, threads_after_gemm
 from bpcore._openmp cimport work_threads
 
 
@@ -26,7 +26,8 @@ cdef void dense_forward_core(const floating* z_out_prev, Py_ssize_t n, Py_ssize_
         return
     gemm(False, False, n, n_out, n_in, <floating>1, z_out_prev, ld_prev, W, n_out,
          <floating>0, z_in, n_out)
-    nt = work_threads(n * n_out * sigma_cost(act), n, n_threads)
+    nt = work_threads(n * n_out * sigma_cost(act), n,
+                      threads_after_gemm(n, n_out, n_in, n_threads))
     if nt == 1:
         for i in range(n):
             activate_row(act, alpha, b, z_in + i * n_out, z_out + i * n_out, n_out)

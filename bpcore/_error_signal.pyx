@@ -18,7 +18,7 @@
 from cython.parallel cimport prange
 
 from bpcore._activations cimport SIGMOID, SOFTMAX, backprop_row, sigma_prime_cost
-from bpcore._blas cimport gemm
+from bpcore._blas cimport gemm, threads_after_gemm
 from bpcore._loss cimport MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY
 from bpcore._openmp cimport COST_STREAM, work_threads
 
@@ -69,7 +69,8 @@ cdef void hidden_delta_core(const floating* delta_next, Py_ssize_t n, Py_ssize_t
     # delta (n, m) = delta_next (n, m_next) @ W_next.T   (W_next is (m, m_next), row-major)
     gemm(False, True, n, m, m_next, <floating>1, delta_next, m_next, W_next, m_next,
          <floating>0, delta, m)
-    nt = work_threads(n * m * sigma_prime_cost(act), n, n_threads)
+    nt = work_threads(n * m * sigma_prime_cost(act), n,
+                      threads_after_gemm(n, m, m_next, n_threads))
     if nt == 1:
         for i in range(n):
             backprop_row(act, alpha, NULL if z_in == NULL else z_in + i * m, z_out + i * m,

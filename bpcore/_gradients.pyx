@@ -14,7 +14,7 @@
 
 from cython.parallel cimport prange
 
-from bpcore._blas cimport gemm
+from bpcore._blas cimport gemm, threads_after_gemm
 from bpcore._openmp cimport work_threads
 
 # Columns per block: a block's accumulators stay in registers/L1 while the rows stream past.
@@ -62,7 +62,8 @@ cdef void gradients_core(const floating* z_out_prev, Py_ssize_t n, Py_ssize_t n_
     gemm(True, False, n_in, n_out, n, <floating>1, z_out_prev, ld_prev, delta, n_out,
          beta, grad_W, n_out)
     if grad_b != NULL:
-        column_sums(delta, n, n_out, beta, grad_b, n_threads)
+        column_sums(delta, n, n_out, beta, grad_b,
+                    threads_after_gemm(n_in, n_out, n, n_threads))
 
 
 def gradients(const floating[:, ::1] z_out_prev, const floating[:, ::1] delta,  # IN
