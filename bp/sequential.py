@@ -194,28 +194,16 @@ class Sequential:
         except BaseException:
             rng.bit_generator.state = rng_state
             raise
-        sizes = [widths[i] * L.units + (L.units if L.use_bias else 0)
-                 for i, L in enumerate(self.layers)]
-        params = np.empty(sum(sizes), self.dtype)
-        grads = np.zeros_like(params)
-        views, offset = [], 0
-        for i, L in enumerate(self.layers):
-            n_w = widths[i] * L.units
-            W = params[offset:offset + n_w].reshape(widths[i], L.units)
-            gW = grads[offset:offset + n_w].reshape(widths[i], L.units)
-            offset += n_w
-            b = gb = None
-            if L.use_bias:
-                b, gb = params[offset:offset + L.units], grads[offset:offset + L.units]
-                offset += L.units
-            W[...] = initial[i]
+        layout, size = _flat_layout(self.layers, widths[:-1])
+        params = np.empty(size, self.dtype)
+        for (W, b), W0 in zip(_split(params, layout), initial):
+            W[...] = W0
             if b is not None:
                 b[...] = 0
-            L.input_dim = widths[i]
-            L._bind(W, b)
-            views.append((gW, gb))
+        for L, n in zip(self.layers, widths):
+            L.input_dim = n
         self.input_dim = n_in
-        self._params, self._grads, self._grad_views = params, grads, views
+        self._rebind(params)
 
     def _build_from(self, X):
         if not self.built:
@@ -324,15 +312,8 @@ class Sequential:
         net = self._net
         if (not shared or net is None or net.params is not self._params
                 or net.grads is not self._grads):
-            layout, offset = [], 0
-            for L in self.layers:
-                n_in = L.W.shape[0]
-                w_off, offset = offset, offset + n_in * L.units
-                b_off = -1
-                if L.use_bias:
-                    b_off, offset = offset, offset + L.units
-                layout.append((n_in, L.units, bpcore.ACTIVATIONS[L.activation], L.alpha,
-                               w_off, b_off))
+            layout = [(n_in, n_out, bpcore.ACTIVATIONS[L.activation], L.alpha, w_off, b_off)
+                      for L, (n_in, n_out, w_off, b_off) in zip(self.layers, self._layout())]
             net = _network.Network(self._params, self._grads, layout)
             if shared:
                 self._net = net
@@ -450,18 +431,13 @@ class Sequential:
                        net)
         return [(gW.copy(), None if gb is None else gb.copy()) for gW, gb in views]
 
+    def _layout(self):
+        """(n_in, n_out, offset of W, offset of b or -1) per layer in the flat buffers."""
+        return _flat_layout(self.layers, [L.input_dim for L in self.layers])[0]
+
     def _views_into(self, flat):
-        views, offset = [], 0
-        for L in self.layers:
-            n_in = L.W.shape[0]
-            gW = flat[offset:offset + n_in * L.units].reshape(n_in, L.units)
-            offset += n_in * L.units
-            gb = None
-            if L.use_bias:
-                gb = flat[offset:offset + L.units]
-                offset += L.units
-            views.append((gW, gb))
-        return views
+        """(W, b)-shaped views, per layer, into a flat buffer laid out like the parameters."""
+        return _split(flat, self._layout())
 
     @property
     def error_signals(self):
@@ -917,20 +893,9 @@ class Sequential:
         """Adopt a flat parameter vector (and gradient buffer) and point the layers into it."""
         self._params = params
         self._grads = np.zeros_like(params) if grads is None else grads
-        offset = 0
-        views = []
-        for L in self.layers:
-            n_w = L.input_dim * L.units
-            W = params[offset:offset + n_w].reshape(L.input_dim, L.units)
-            gW = self._grads[offset:offset + n_w].reshape(L.input_dim, L.units)
-            offset += n_w
-            b = gb = None
-            if L.use_bias:
-                b, gb = params[offset:offset + L.units], self._grads[offset:offset + L.units]
-                offset += L.units
+        for L, (W, b) in zip(self.layers, self._views_into(params)):
             L._bind(W, b)
-            views.append((gW, gb))
-        self._grad_views = views
+        self._grad_views = self._views_into(self._grads)
 
     # ---- insight: what the cached deltas tell (bp/insight.py) ----------------------------------
     def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
@@ -950,6 +915,26 @@ class Sequential:
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _flat_layout(layers, input_dims):
+    """Where each layer's W (n_in x n_out, row-major) and b live in the flat buffers: a list of
+    (n_in, n_out, offset of W, offset of b or -1), and the total size."""
+    layout, offset = [], 0
+    for L, n_in in zip(layers, input_dims):
+        w_off, offset = offset, offset + n_in * L.units
+        b_off = -1
+        if L.use_bias:
+            b_off, offset = offset, offset + L.units
+        layout.append((n_in, L.units, w_off, b_off))
+    return layout, offset
+
+
+def _split(flat, layout):
+    """(W, b) views into a flat buffer, one pair per layer of the layout (b None without bias)."""
+    return [(flat[w_off:w_off + n_in * n_out].reshape(n_in, n_out),
+             None if b_off < 0 else flat[b_off:b_off + n_out])
+            for n_in, n_out, w_off, b_off in layout]
 
 
 def _readonly(a):
