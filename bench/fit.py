@@ -31,7 +31,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_step import Worker, machine_info  # noqa: E402  (same worker protocol)
+from train_step import Worker, machine_info, write_outputs  # noqa: E402  (same protocol)
 
 DATASETS = {
     "digits": {"widths": [64, 128, 64, 10], "batch": 32},
@@ -230,13 +230,7 @@ def main(argv=None):
     if args.quick:
         args.epochs = min(args.epochs, 2)
     results = run(args)
-    os.makedirs(args.out, exist_ok=True)
-    table = markdown(results)
-    print(table)
-    with open(os.path.join(args.out, "fit.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.out, "fit.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_outputs(args.out, "fit", markdown(results), results)
     return 0
 
 

@@ -437,15 +437,19 @@ def main(argv=None):
         args.rounds = min(args.rounds, 3)
         args.round_seconds = 0.005
     results = run(args)
-    os.makedirs(args.out, exist_ok=True)
-    table = markdown(results)
-    print(table)
-    with open(os.path.join(args.out, "train_step.md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(args.out, "train_step.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_outputs(args.out, "train_step", markdown(results), results)
     plot(results, os.path.join(args.out, "train_step.png"))
     return 0
+
+
+def write_outputs(out, stem, table, results):
+    """Print the markdown table and write it and the raw results to out/stem.md and .json."""
+    os.makedirs(out, exist_ok=True)
+    print(table)
+    with open(os.path.join(out, stem + ".md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(out, stem + ".json"), "w") as f:
+        json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
