@@ -45,7 +45,6 @@ import time
 import numpy as np
 
 import bpcore
-from bpcore import _dense_forward, _error_signal, _gradients
 
 from . import _reference as R
 from . import losses as _losses
@@ -302,54 +301,30 @@ def _forward_pass(net, X, counter=None):
 
 
 class _Compiled:
-    """One forward pass, and one backpropagation (forward, delta[O], hidden deltas, gradients),
-    through the bpcore kernels into preallocated buffers, as Sequential's training step runs."""
+    """One forward pass, and one backpropagation (forward, loss, delta[O], hidden deltas,
+    gradients), through the per-layer kernel calls of Sequential._forward and
+    Sequential._backward_layers, into buffers of its own."""
 
     def __init__(self, model, X, Y, loss, n_threads):
-        dt = model.dtype
+        from .sequential import _Workspace
+
         self.model, self.loss, self.nt = model, loss, n_threads
-        self.X = np.ascontiguousarray(X, dt)
-        self.Y = np.ascontiguousarray(Y, dt)
-        N = self.X.shape[0]
-        self.scale = _losses.default_scale(loss, N, self.Y.shape[1])
-        layers = model.layers
-        self.z_in = [np.empty((N, L.units), dt) for L in layers]
-        self.z_out = [np.empty((N, L.units), dt) for L in layers]
-        self.delta = [np.empty((N, L.units), dt) for L in layers]
-        self.gW = [np.empty(L.W.shape, dt) for L in layers]
-        self.gb = [np.empty(L.units, dt) if L.use_bias else None for L in layers]
+        self.X = np.ascontiguousarray(X, model.dtype)
+        self.Y = np.ascontiguousarray(Y, model.dtype)
+        self.scale = _losses.default_scale(loss, *self.Y.shape)
+        self.ws = _Workspace(model, self.X.shape[0])
+        self.grads = np.zeros_like(model.get_flat_grads())
+        self.views = model._views_into(self.grads)
 
     def forward(self):
-        z = self.X
-        for L, zi, zo in zip(self.model.layers, self.z_in, self.z_out):
-            _dense_forward.dense_forward(z, L.W, L.b, zi, zo, bpcore.ACTIVATIONS[L.activation],
-                                         L.alpha, self.nt)
-            z = zo
-        return z
+        return self.model._forward(self.X, self.ws.z_in, self.ws.z_out, self.nt)
 
     def backprop(self):
-        layers = self.model.layers
-        self.forward()
-        out = layers[-1]
-        _error_signal.output_delta(self.z_in[-1], self.z_out[-1], self.Y, None,
-                                   bpcore.LOSSES[self.loss], bpcore.ACTIVATIONS[out.activation],
-                                   out.alpha, self.scale, self.delta[-1], self.nt)
-        for i in range(len(layers) - 1, -1, -1):
-            z_prev = self.X if i == 0 else self.z_out[i - 1]
-            _gradients.gradients(z_prev, self.delta[i], 0.0, self.gW[i], self.gb[i], self.nt)
-            if i > 0:
-                prev = layers[i - 1]
-                _error_signal.hidden_delta(self.delta[i], layers[i].W, self.z_in[i - 1],
-                                           self.z_out[i - 1], bpcore.ACTIVATIONS[prev.activation],
-                                           prev.alpha, self.delta[i - 1], self.nt)
+        self.model._backward_layers(self.X, self.Y, None, self.ws, self.loss, self.scale, 0.0,
+                                    self.views, self.nt)
 
     def flat_gradient(self):
-        parts = []
-        for gW, gb in zip(self.gW, self.gb):
-            parts.append(gW.ravel())
-            if gb is not None:
-                parts.append(gb)
-        return np.concatenate(parts).astype(np.float64)
+        return self.grads.astype(np.float64)
 
 
 def measure(fn, budget=0.1, repeat=3, first=None):
@@ -375,33 +350,13 @@ def measure(fn, budget=0.1, repeat=3, first=None):
 # ---- bp.explain ----------------------------------------------------------------------------------
 
 
-def _resolve_loss(model, loss):
-    if loss is None:
-        loss = model.loss
-    if loss is None:
-        tau = model.layers[-1].activation
-        loss = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(tau, "mse")
-    loss = _losses.get(loss)
-    _losses.check_pair(loss, model.layers[-1].activation)
-    return loss
-
-
 def _inputs(model, X, y, loss):
     """X in the model's dtype (built from it if needed) and the targets as (N, m) float64."""
     if not len(model.layers):
         raise ValueError("a Sequential needs at least one layer. Received: no layers")
-    loss = _resolve_loss(model, loss)
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features). Received: shape {X.shape}")
-    if not model.built:
-        model.build(X.shape[1])
-    if X.shape[1] != model.input_dim:
-        raise ValueError(f"X must have {model.input_dim} features (the model's input width). "
-                         f"Received: X with shape {X.shape}")
-    X = np.ascontiguousarray(X, model.dtype)
-    if X.shape[0] == 0 or not np.isfinite(X).all():
-        raise ValueError("X must be non-empty and finite")
+    loss = model._check_loss(loss)
+    X = model._check_X(X)
+    model._build_from(X)
     Y = _losses.prepare_targets(loss, y, X.shape[0], model.layers[-1].units, np.float64)
     return X, Y, loss
 
