@@ -268,10 +268,22 @@ class AdamW(Adam):
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
+# The classes whose update the compiled engine runs (through _engine_spec). Exact classes, not
+# their subclasses: a user's subclass may change the update in Python, so it runs in fit's
+# Python step. Another bp module adds its optimizers with ``engine_runs``.
+_ENGINE_CLASSES = set(OPTIMIZERS.values())
+
+
+def engine_runs(cls):
+    """Class decorator: the compiled engine runs this Optimizer class (it defines
+    _engine_spec with a kind that bpcore._network.OPTIMIZER_KINDS knows)."""
+    _ENGINE_CLASSES.add(cls)
+    return cls
+
+
 def runs_in_engine(optimizer):
-    """True for bp's own optimizers, which the compiled engine runs (through _engine_spec); a
-    user's subclass, whose update is Python code, runs in fit's Python step."""
-    return type(optimizer) in OPTIMIZERS.values()
+    """True when the compiled engine can run this optimizer's update."""
+    return type(optimizer) in _ENGINE_CLASSES
 
 
 def serialize(optimizer):
