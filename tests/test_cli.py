@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 import bp
 
@@ -25,7 +27,6 @@ def run(*args):
 
 
 def test_digits_job(tmp_path):
-    pytest.importorskip("sklearn")
     out = tmp_path / "digits.npz"
     result = run("--epochs", "2", "--layers", "16", "--verbose", "0", "--seed", "1",
                  "--output", str(out))
@@ -39,9 +40,6 @@ def test_digits_job(tmp_path):
     assert f"model saved to {out}" in text
     assert re.search(r"total \d+\.\d s", text)
     # the saved model is the one that was tested: it scores the printed accuracy on the same split
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     X, y = load_digits(return_X_y=True)
     _, X_test, _, y_test = train_test_split(X / 16.0, y, test_size=0.25, stratify=y, random_state=1)
     model = bp.load(out)
@@ -50,7 +48,6 @@ def test_digits_job(tmp_path):
 
 
 def test_digits_subcommand_with_options_before_and_after_it(tmp_path):
-    pytest.importorskip("sklearn")
     out = tmp_path / "m64.npz"
     # options before the command count for it, as do those after it
     result = run("--output", str(out), "--dtype", "float64", "digits", "--epochs", "2",
