@@ -398,8 +398,12 @@ def test_cases_call_valid_baselines():
     # Each builder with no changes is a valid call: the cases above differ from a working call by
     # exactly the one thing they name.
     for build in (forward, out_delta, hid_delta, grads, loss, sgd, adam):
-        call, _ = build()
+        call, buffers = build()
+        outputs = [b for b in buffers if (b == -123.0).all()]  # the sentinels: outputs, or state
+        assert outputs, build.__name__
         call()
+        for b in outputs:  # each was written, with finite values
+            assert np.isfinite(b).all() and not (b == -123.0).any(), build.__name__
 
 
 @pytest.mark.parametrize("bad", [[1, 2], "x", None])
@@ -467,6 +471,11 @@ def test_output_over_input_rejected(name):
 
 
 def test_z_in_and_z_out_may_be_one_buffer():
-    buf = sentinel((N, N_OUT))
-    K.dense_forward(arr((N, N_IN)), arr((N_IN, N_OUT)), None, "tanh", z_in=buf, z_out=buf)
-    K.dense_forward(arr((N, N_IN)), arr((N_IN, N_OUT)), None, "tanh", z_in=buf, z_out=buf[:])
+    # z_out = sigma(z_in) overwrites z_in in place: the buffer ends holding z_out
+    x, W = arr((N, N_IN)), arr((N_IN, N_OUT))
+    expected = np.tanh(x @ W)
+    for z_out_view in (lambda buf: buf, lambda buf: buf[:]):
+        buf = sentinel((N, N_OUT))
+        z_in, z_out = K.dense_forward(x, W, None, "tanh", z_in=buf, z_out=z_out_view(buf))
+        np.testing.assert_allclose(buf, expected, rtol=1e-12, atol=1e-15)
+        assert np.shares_memory(z_out, buf)

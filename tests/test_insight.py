@@ -152,7 +152,14 @@ def test_explain_reports_counts_times_and_agreement(dtype):
     assert result.agree
     assert result.counts == I.operation_counts(widths, 6, bias)
     assert result.widths == widths and result.n_params == model.n_params
-    assert all(t > 0 for t in result.times.values())
+    assert set(result.times) == {"forward_pass", "naive", "forward", "backprop", "bp_forward_pass",
+                                 "bp_backprop"}
+    assert all(np.isfinite(t) and t >= 0 for t in result.times.values())
+    t = result.times  # time_ratios are the measured times' ratios (their values are never asserted)
+    assert result.time_ratios == {"backprop/forward_pass": t["backprop"] / t["forward_pass"],
+                                  "bp_backprop/bp_forward_pass": t["bp_backprop"] / t["bp_forward_pass"],
+                                  "naive/backprop": t["naive"] / t["backprop"],
+                                  "forward/backprop": t["forward"] / t["backprop"]}
     for way in ("naive", "forward", "bp"):
         assert result.max_abs_diff[way] < (1e-6 if dtype == "float32" else 1e-12)
     ratios = result.count_ratios
