@@ -4,6 +4,8 @@ Everything about how the kernels are compiled is decided here, in one place:
 
 * OpenMP is probed by compiling, linking and running a tiny program with ``-fopenmp``.
   If that fails the kernels are built serially, with a loud warning (``BP_OPENMP=0`` forces it).
+  ``BP_REQUIRE_OPENMP=1`` makes a failed probe a build error instead (CI sets it, so that the
+  thread tests never pass vacuously on a serial build).
 * Cython directives: language_level 3, no bounds/wraparound/initialization checks, C division.
   ``BP_DEBUG_CYTHON=1`` turns the checks back on for debugging (scikit-learn's
   ``SKLEARN_ENABLE_DEBUG_CYTHON_DIRECTIVES`` idea).
@@ -78,6 +80,11 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         flags = _openmp_flags(self.compiler)
+        if flags is None and os.environ.get("BP_REQUIRE_OPENMP", "0") == "1":
+            raise RuntimeError(
+                "BP_REQUIRE_OPENMP=1: bpcore must be built with OpenMP, but "
+                + ("BP_OPENMP=0 turns it off" if os.environ.get("BP_OPENMP", "1") == "0" else
+                   "the compiler could not build, link and run an OpenMP program (-fopenmp)"))
         if flags is None:
             bar = "*" * 78
             print(

@@ -88,6 +88,7 @@ class EarlyStopping(Callback):
     patience : int, default 5
     min_delta : float, default 0        an improvement must exceed it
     mode : "min" or "max", default "min" ("max" for names containing "accuracy" if left "auto")
+        A non-finite value (NaN, inf) counts as no improvement.
     restore_best_weights : bool, default True
         At the end, put back the weights of the best epoch (Keras' default is False; bp's is True
         because that is what one wants almost always).
@@ -131,9 +132,9 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which fit does not report. "
                              f"Available: {', '.join(logs)}")
         value = logs[self._key]
-        if not math.isfinite(value):
-            return
-        if self._better(value):
+        # a non-finite value is no improvement (Keras' comparisons with NaN are False too): it
+        # never becomes the best and it uses up patience
+        if math.isfinite(value) and self._better(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self.best_params = self.model.get_flat_params()
