@@ -513,6 +513,23 @@ def _check_cached(model, X, Y, loss, scale=None, params=None, sample_weight=None
             np.testing.assert_allclose(a, r, **TOL[dtype], err_msg=name)
 
 
+def test_error_signals_are_snapshots():
+    # a later backward with the same batch size reuses the workspace: what was handed out before
+    # must not change under the caller
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((8, 3)), rng.integers(0, 2, 8)
+    model = bp.Sequential([bp.Dense(4, activation="tanh"), bp.Dense(2, activation="softmax")],
+                          dtype="float64", seed=0)
+    model.gradients(X, y)
+    first = model.error_signals
+    kept = [d.copy() for d in first]
+    model.backward(X[::-1], y[::-1])
+    for d, k in zip(first, kept):
+        np.testing.assert_array_equal(d, k)
+        assert not d.flags.writeable
+    assert not np.array_equal(model.error_signals[-1], kept[-1])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cached_passes_after_gradients_and_backward(dtype):
     model = bp.Sequential([bp.Dense(6, activation="sigmoid"), bp.Dense(4, activation="relu"),

@@ -568,6 +568,25 @@ def _kink_crossed(model, X, theta_a, theta_b):
     return any((a != b).any() for a, b in zip(*signs))
 
 
+def test_float32_gradients_match_the_reference():
+    # the cases above run in float64; a float32 model against the float64 reference on its
+    # rounded inputs and weights
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((9, 4))
+    y = rng.integers(0, 3, 9)
+    model = bp.Sequential([bp.Dense(5, activation="tanh"), bp.Dense(3, activation="softmax")],
+                          dtype="float32", seed=0)
+    grads = model.gradients(X, y, loss="cross_entropy")
+    Ws = [L.W.astype(np.float64) for L in model]
+    bs = [L.b.astype(np.float64) for L in model]
+    _, _, gW, gb = R.backward(X.astype(np.float32).astype(np.float64), np.eye(3)[y], Ws, bs,
+                              ["tanh", "softmax"], "cross_entropy")
+    for (kW, kb), rW, rb in zip(grads, gW, gb):
+        assert kW.dtype == kb.dtype == np.float32
+        np.testing.assert_allclose(kW, rW, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(kb, rb, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("loss, tau", PAIRS + [("cross_entropy-soft", "softmax")])
 def test_gradients_match_central_finite_differences(loss, tau):
     soft = loss.endswith("-soft")

@@ -88,6 +88,9 @@ BAD_Y = [
      r"y must contain only finite values\. Received: inf at row, column \(2, 1\)"),
     ("onehot_negative", _with(np.eye(3)[y0], (3, 2), -0.5), ValueError,
      r"cross_entropy target rows must be non-negative .* Received: -0\.5 at row 3, column 2"),
+    ("soft_targets_not_summing_to_one", _with(np.eye(3)[y0], 1, [0.2, 0.3, 0.4]), ValueError,
+     r"cross_entropy target rows must sum to 1 \(one-hot or probabilities\)\. Received: a row "
+     r"summing to 0\.9 at row 1 of y"),
     ("3d", np.eye(3)[y0][:, :, None], ValueError,
      rf"y must be 1-D or 2-D\. Received: y with shape \({N}, 3, 1\)"),
     ("scalar", 1, ValueError, r"y must be 1-D or 2-D\. Received: y with shape \(\)"),

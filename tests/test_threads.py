@@ -49,6 +49,21 @@ def test_omp_num_threads_may_exceed_the_cores():
 
 
 @needs_openmp
+def test_logical_cpus_when_not_only_physical_cores():
+    # only_physical_cores=False counts what OpenMP would use: every CPU this process may run on
+    code = ("import os\nprint(json.dumps([bp.effective_n_threads(None, only_physical_cores=False), "
+            "bp.effective_n_threads(-1, only_physical_cores=False), "
+            "bp.effective_n_threads(-2, only_physical_cores=False), bp.effective_n_threads(None), "
+            "len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()]))")
+    logical, all_, all_but_one, physical, available = run_with_env(code)
+    assert logical == all_ == available
+    assert all_but_one == max(1, logical - 1)
+    assert 1 <= physical <= logical
+    # OMP_NUM_THREADS wins over both counts
+    assert run_with_env(code, OMP_NUM_THREADS="3")[:4] == [3, 3, 2, 3]
+
+
+@needs_openmp
 def test_default_is_the_physical_cores():
     none, all_, three, current = run_with_env(PROBE)
     assert none == all_ == current
