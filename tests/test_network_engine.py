@@ -184,6 +184,7 @@ def test_engine_rebuilt_when_buffers_change():
     assert not np.array_equal(model.get_flat_params(), first.params)
 
 
+@pytest.mark.timeout(120)  # Ctrl-C alone ends this fit of 100000 epochs: fail, never hang
 def test_ctrl_c_stops_the_compiled_loop_after_a_step():
     import _thread
     import threading
