@@ -109,6 +109,39 @@ def test_a_schedule_is_saved_as_the_rate_in_force(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
+def test_a_plain_function_schedule_is_saved_as_the_rate_in_force(tmp_path):
+    # a function cannot go into the pickle-free file: its value at the last epoch does
+    X, y = blobs()
+    model = model_of(np.float64)
+    fit(model, X, y, 3, bp.SGD(lambda epoch: 0.1 / (1 + epoch), momentum=0.5))
+    model.save(tmp_path / "m.npz")
+    loaded = bp.load(tmp_path / "m.npz")
+    assert type(loaded.optimizer.learning_rate) is float
+    assert loaded.optimizer.learning_rate == pytest.approx(0.1 / 3)  # epoch 2's rate
+    assert loaded.optimizer.get_config() == {**model.optimizer.get_config(),
+                                             "learning_rate": loaded.optimizer.learning_rate}
+    assert loaded.optimizer.iterations == model.optimizer.iterations == 15
+    np.testing.assert_array_equal(loaded.optimizer.state_dict()["velocity"],
+                                  model.optimizer.state_dict()["velocity"])
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_built_but_untrained_model_round_trips(dtype, tmp_path):
+    X, y = blobs()
+    model = model_of(dtype).build(X.shape[1])
+    model.save(tmp_path / "m.npz")
+    loaded = bp.load(tmp_path / "m.npz")
+    assert loaded.built and loaded.optimizer is None and loaded.loss is None
+    assert repr(loaded) == repr(model) and loaded.dtype == model.dtype
+    assert loaded.get_flat_params().tobytes() == model.get_flat_params().tobytes()
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    # the seeded generator came back too: both train the same from here
+    fit(model, X, y, 2, bp.Adam(0.01))
+    fit(loaded, X, y, 2, bp.Adam(0.01))
+    assert loaded.get_flat_params().tobytes() == model.get_flat_params().tobytes()
+
+
 def test_a_corrupted_file_is_refused(tmp_path):
     X, y = blobs()
     model = model_of(np.float32)

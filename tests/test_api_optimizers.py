@@ -287,3 +287,115 @@ def test_a_bad_schedule_value_is_reported():
     assert not model.built  # rejected before anything changed
     with pytest.raises(ValueError, match=r"Received: learning_rate \(from the schedule\)=0"):
         model.fit(X, y, epochs=3, optimizer=bp.SGD(lambda epoch: 0.1 if epoch < 2 else 0), verbose=0)
+
+
+# ---- the learning rate in force, and a user's own optimizer -------------------------------------
+
+
+def test_current_learning_rate_and_set_epoch():
+    opt = bp.SGD(bp.StepDecay(0.1, step_size=2, gamma=0.5))
+    assert [opt.current_learning_rate(e) for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+    assert opt.current_learning_rate() == 0.1  # epoch 0
+    assert bp.SGD(0.3).current_learning_rate(7) == 0.3  # a constant is every epoch's rate
+    # set_epoch decides the rate of the next apply: plain SGD moves params by lr * grads
+    params, grads = np.zeros(4), np.arange(4.0)
+    opt.set_epoch(3)
+    opt.apply(params, grads)
+    np.testing.assert_allclose(params, -0.05 * grads, rtol=1e-15)
+    # a schedule value that is no learning rate is refused, and the rate in force stays
+    bad = bp.SGD(lambda epoch: 0.2 if epoch < 2 else float("nan"))
+    bad.set_epoch(1)
+    with pytest.raises(ValueError, match=r"learning_rate \(from the schedule\) must be a finite "
+                                         r"number in \(0\.0, inf\)\. Received: .*=nan"):
+        bad.set_epoch(2)
+    params = np.zeros(4)
+    bad.apply(params, grads)
+    np.testing.assert_allclose(params, -0.2 * grads, rtol=1e-15)
+
+
+class HeavyBall(bp.Optimizer):
+    """A user's optimizer: v = beta v + g (g clipped), params -= lr v. The compiled engine cannot
+    run its Python update, so fit takes its Python step."""
+
+    _state_names = ("velocity",)
+
+    def __init__(self, learning_rate, beta=0.5, clip_norm=None, explode_at=None):
+        super().__init__(learning_rate, clip_norm=clip_norm)
+        self.beta, self.explode_at = beta, explode_at
+
+    def _update(self, params, grads, lr, grad_scale, n_threads):
+        v = self._state["velocity"]
+        v *= self.beta
+        v += grad_scale * grads
+        params -= lr * v
+        if self.iterations == self.explode_at:
+            params[0] = np.inf
+
+
+def _replay(model, X, y, epochs, batch_size, lr, beta, clip_norm):
+    """fit(shuffle=False) with HeavyBall, step by step in NumPy from the model's gradients."""
+    p = model.get_flat_params()
+    v = np.zeros_like(p)
+    for epoch in range(epochs):
+        for start in range(0, len(X), batch_size):
+            model.set_flat_params(p)
+            g = np.concatenate([np.r_[gW.ravel(), gb]
+                                for gW, gb in model.gradients(X[start:start + batch_size],
+                                                              y[start:start + batch_size])])
+            scale = min(1.0, clip_norm / (np.linalg.norm(g) + 1e-6))
+            v = beta * v + scale * g
+            p = p - lr(epoch) * v
+    return p, v
+
+
+@pytest.mark.parametrize("schedule", [lambda epoch: 0.3, lambda epoch: 0.3 / (1 + epoch)],
+                         ids=["constant", "function"])
+def test_fit_with_a_custom_optimizer_subclass(schedule):
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((20, 3)), rng.integers(0, 3, 20)
+
+    def make():
+        return bp.Sequential([bp.Dense(5, activation="tanh"), bp.Dense(3, activation="softmax")],
+                             dtype="float64", seed=0)
+
+    opt = HeavyBall(schedule, beta=0.5, clip_norm=0.5)
+    assert not bp.optimizers.runs_in_engine(opt)
+    model = make()
+    history = model.fit(X, y, epochs=3, batch_size=8, shuffle=False, optimizer=opt, verbose=0)
+    assert model.optimizer is opt and opt.iterations == 9  # batches of 8, 8, 4
+    assert history["learning_rate"] == [schedule(e) for e in range(3)]
+    p, v = _replay(make().build(3), X, y, 3, 8, schedule, 0.5, 0.5)
+    np.testing.assert_allclose(model.get_flat_params(), p, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(opt.state_dict()["velocity"], v, rtol=1e-12, atol=1e-15)
+
+
+def test_a_custom_update_that_goes_non_finite_is_undone():
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((20, 3)), rng.integers(0, 3, 20)
+
+    def make():
+        return bp.Sequential([bp.Dense(5, activation="tanh"), bp.Dense(3, activation="softmax")],
+                             dtype="float64", seed=0)
+
+    model, probe = make(), make()
+    opt = HeavyBall(0.3, explode_at=5)
+    with pytest.raises(bp.TrainingDivergedError, match=r"non-finite values in the update") as info:
+        model.fit(X, y, epochs=3, batch_size=8, shuffle=False, optimizer=opt, verbose=0)
+    assert info.value.where == "update" and (info.value.epoch, info.value.batch) == (1, 1)
+    # the model and the optimizer are those after step 4, the last finite one
+    probe.fit(X, y, epochs=3, batch_size=8, shuffle=False, optimizer=HeavyBall(0.3), verbose=0,
+              callbacks=[StopAfterSteps(4)])
+    assert opt.iterations == probe.optimizer.iterations == 4
+    assert model.get_flat_params().tobytes() == probe.get_flat_params().tobytes()
+    assert (opt.state_dict()["velocity"].tobytes()
+            == probe.optimizer.state_dict()["velocity"].tobytes())
+
+
+class StopAfterSteps(bp.Callback):
+    def __init__(self, steps):
+        self.steps, self.seen = steps, 0
+
+    def on_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.steps:
+            raise KeyboardInterrupt  # fit stops here, between steps
