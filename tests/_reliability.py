@@ -56,6 +56,8 @@ def snapshot(model):
     return {
         "built": model.built,
         "params": None if not model.built else model._params.copy(),
+        "grads": None if not model.built else model._grads.copy(),
+        "cached passes": None if model.error_signals is None else [d.copy() for d in model.error_signals],
         "input_dim": model.input_dim,
         "layers": [(L.input_dim, L.built) for L in model.layers],
         "loss": model.loss,

@@ -9,13 +9,10 @@ bit, as the plain C-ordered float array.
 The tables are data; the tests at the bottom run them. To add a bad input, add a row.
 """
 
-import re
-
 import numpy as np
 import pytest
 
 import bp
-from bp import __main__ as cli
 
 try:  # tests/ as a package (it has an __init__.py) or as a plain directory on sys.path
     from ._reliability import (N_CLASSES, N_FEATURES, N_SAMPLES, assert_unchanged, binary, classifier,
@@ -141,29 +138,39 @@ DATA_ENTRY = {
 X_ENTRY = {**DATA_ENTRY, "predict": lambda m, X, y, w: m.predict(X)}
 
 
+# A lazy model takes its input width from the first X, so a different width is no error there.
+WIDTH_CASES = ("wrong_features",)
+
+
 def _cases():
-    for entry in X_ENTRY:
-        for case_id, X, exc, regex in BAD_X:
-            yield pytest.param(classifier, entry, X, y0, None, exc, regex, id=f"{entry}-X-{case_id}")
-    for entry in DATA_ENTRY:
-        for case_id, y, exc, regex in BAD_Y:
-            yield pytest.param(classifier, entry, X0, y, None, exc, regex, id=f"{entry}-y-{case_id}")
-        for case_id, factory, y, exc, regex in BAD_Y_OTHER:
-            yield pytest.param(factory, entry, X0, y, None, exc, regex, id=f"{entry}-y-{case_id}")
-        for case_id, w, exc, regex in BAD_W:
-            yield pytest.param(classifier, entry, X0, y0, w, exc, regex,
-                               id=f"{entry}-sample_weight-{case_id}")
+    for state in ("trained", "unbuilt"):
+        for entry in X_ENTRY:
+            for case_id, X, exc, regex in BAD_X:
+                if state == "unbuilt" and case_id in WIDTH_CASES:
+                    continue
+                yield pytest.param(classifier, state, entry, X, y0, None, exc, regex,
+                                   id=f"{state}-{entry}-X-{case_id}")
+        for entry in DATA_ENTRY:
+            for case_id, y, exc, regex in BAD_Y:
+                yield pytest.param(classifier, state, entry, X0, y, None, exc, regex,
+                                   id=f"{state}-{entry}-y-{case_id}")
+            for case_id, factory, y, exc, regex in BAD_Y_OTHER:
+                yield pytest.param(factory, state, entry, X0, y, None, exc, regex,
+                                   id=f"{state}-{entry}-y-{case_id}")
+            for case_id, w, exc, regex in BAD_W:
+                yield pytest.param(classifier, state, entry, X0, y0, w, exc, regex,
+                                   id=f"{state}-{entry}-sample_weight-{case_id}")
 
 
-@pytest.mark.parametrize("factory, entry, X, y, w, exc, regex", list(_cases()))
-def test_bad_data_is_rejected_and_changes_nothing(factory, entry, X, y, w, exc, regex):
-    model = factory()
+@pytest.mark.parametrize("factory, state, entry, X, y, w, exc, regex", list(_cases()))
+def test_bad_data_is_rejected_and_changes_nothing(factory, state, entry, X, y, w, exc, regex):
+    """On a trained model nothing changes; an unbuilt one stays unbuilt, its seeded generator
+    untouched (building draws from it), so training it later is training a fresh model."""
+    model = factory(trained=state == "trained")
     before = snapshot(model)
-    grads_before = model._grads.copy()
     with pytest.raises(exc, match=regex):
         X_ENTRY[entry](model, X, y, w)
     assert_unchanged(before, snapshot(model))
-    assert grads_before.tobytes() == model._grads.tobytes()
 
 
 def _schedule_nan(epoch):
@@ -171,6 +178,8 @@ def _schedule_nan(epoch):
 
 
 # ---- bad arguments of the model's methods: (id, call(model), exception, regex) --------------
+# ---- bad arguments of the model's methods: (id, call(model), exception, regex) --------------
+# Each runs on a trained model (nothing may change) and on an unbuilt one (it must stay unbuilt).
 BAD_ARGS = [
     ("fit-batch_size-0", lambda m: m.fit(X0, y0, batch_size=0, verbose=0), ValueError,
      r"batch_size must be a positive integer\. Received: batch_size=0"),
@@ -186,6 +195,8 @@ BAD_ARGS = [
      r"epochs must be a positive integer\. Received: epochs=-1"),
     ("fit-epochs-str", lambda m: m.fit(X0, y0, epochs="5", verbose=0), TypeError,
      r"epochs must be a positive integer\. Received: epochs='5'"),
+    ("fit-epochs-float", lambda m: m.fit(X0, y0, epochs=1.5, verbose=0), TypeError,
+     r"epochs must be a positive integer\. Received: epochs=1\.5"),
     ("fit-accumulate-0", lambda m: m.fit(X0, y0, accumulate=0, verbose=0), ValueError,
      r"accumulate must be a positive integer\. Received: accumulate=0"),
     ("fit-loss-unknown", lambda m: m.fit(X0, y0, loss="mae", verbose=0), ValueError,
@@ -204,18 +215,23 @@ BAD_ARGS = [
      r"Received: .*=nan"),
     ("fit-validation_split-1", lambda m: m.fit(X0, y0, validation_split=1.0, verbose=0), ValueError,
      r"validation_split must be a finite number in \[0\.0, 1\.0\)\. Received: validation_split=1\.0"),
+    ("fit-validation_split-negative", lambda m: m.fit(X0, y0, validation_split=-0.1, verbose=0),
+     ValueError, r"validation_split must be a finite number in \[0\.0, 1\.0\)\. "
+     r"Received: validation_split=-0\.1"),
     ("fit-validation_split-nan", lambda m: m.fit(X0, y0, validation_split=float("nan"), verbose=0),
      ValueError, r"validation_split must be a finite number in \[0\.0, 1\.0\)\. Received: validation_split=nan"),
     ("fit-validation_split-too-small", lambda m: m.fit(X0, y0, validation_split=0.05, verbose=0),
      ValueError, r"validation_split=0\.05 leaves 0 validation and 10 training samples; both need at least one"),
-    ("fit-validation_data-X-width", lambda m: m.fit(X0, y0, validation_data=(X0[:, :2], y0), verbose=0),
-     ValueError, r"X_val must have 4 features \(the model's input width\)\. Received: X_val with shape \(10, 2\)"),
     ("fit-validation_data-X-nan", lambda m: m.fit(X0, y0, validation_data=(_with(X0, (0, 0), np.nan), y0), verbose=0),
      ValueError, r"X_val must contain only finite values\. Received: nan at row, column \(0, 0\)"),
     ("fit-validation_data-y-range", lambda m: m.fit(X0, y0, validation_data=(X0, y0 + 3), verbose=0),
      ValueError, r"cross_entropy labels must be integers in \[0, 3\) .* Received: 3 at index 0"),
+    ("fit-validation_data-weights", lambda m: m.fit(X0, y0, validation_data=(X0, y0, -np.ones(N)), verbose=0),
+     ValueError, r"sample_weight must be non-negative\. Received: -1\.0 at index 0"),
     ("fit-validation_data-shape", lambda m: m.fit(X0, y0, validation_data=X0, verbose=0), TypeError,
      r"validation_data must be \(X_val, y_val\) or \(X_val, y_val, sample_weight_val\)"),
+    ("fit-validation_data-one", lambda m: m.fit(X0, y0, validation_data=(X0,), verbose=0), TypeError,
+     r"validation_data must be \(X_val, y_val\)"),
     ("fit-validation-both", lambda m: m.fit(X0, y0, validation_data=(X0, y0), validation_split=0.5, verbose=0),
      ValueError, r"give validation_data or validation_split, not both"),
     ("fit-verbose", lambda m: m.fit(X0, y0, verbose=3), ValueError,
@@ -234,15 +250,28 @@ BAD_ARGS = [
      r"Unknown loss 'hinge'\. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy'"),
     ("gradients-loss-unknown", lambda m: m.gradients(X0, y0, loss="hinge"), ValueError,
      r"Unknown loss 'hinge'\. Valid values:"),
+    ("gradients-loss-output-mismatch", lambda m: m.gradients(X0, y0, loss="binary_cross_entropy"),
+     ValueError, r"loss 'binary_cross_entropy' needs an output activation in \('sigmoid'\)"),
     ("backward-total_samples-0", lambda m: m.backward(X0, y0, total_samples=0), ValueError,
      r"total_samples must be a positive integer\. Received: total_samples=0"),
-    ("step-optimizer-unknown", lambda m: m.step("lbfgs"), ValueError,
-     r"Unknown optimizer 'lbfgs'\. Valid values: 'sgd', 'adam', 'adamw'"),
+    ("backward-total_samples-str", lambda m: m.backward(X0, y0, total_samples="20"), TypeError,
+     r"total_samples must be a positive integer\. Received: total_samples='20'"),
     ("compile-loss-unknown", lambda m: m.compile(loss="hinge"), ValueError, r"Unknown loss 'hinge'"),
+    ("compile-loss-output-mismatch", lambda m: m.compile(loss="binary_cross_entropy"), ValueError,
+     r"loss 'binary_cross_entropy' needs an output activation"),
     ("compile-optimizer-unknown", lambda m: m.compile(loss="mse", optimizer="lbfgs"), ValueError,
      r"Unknown optimizer 'lbfgs'"),
+]
+
+# Only a built model has these to get wrong.
+BUILT_ONLY = [
+    ("fit-validation_data-X-width", lambda m: m.fit(X0, y0, validation_data=(X0[:, :2], y0), verbose=0),
+     ValueError, r"X_val must have 4 features \(the model's input width\)\. Received: X_val with shape \(10, 2\)"),
+    ("step-optimizer-unknown", lambda m: m.step("lbfgs"), ValueError,
+     r"Unknown optimizer 'lbfgs'\. Valid values: 'sgd', 'adam', 'adamw'"),
     ("set_flat_params-shape", lambda m: m.set_flat_params(np.zeros(3)), ValueError,
      r"params must have shape \(43,\)\. Received: shape \(3,\)"),
+    ("set_flat_params-2d", lambda m: m.set_flat_params(np.zeros((43, 1))), ValueError, r"params must be 1-D"),
     ("set_flat_params-nan", lambda m: m.set_flat_params(_with(np.zeros(43), 7, np.nan)), ValueError,
      r"params must contain only finite values\. Received: nan at index \(7\)"),
     ("layer-W-shape", lambda m: setattr(m.layers[0], "W", np.zeros((5, 4))), ValueError,
@@ -251,8 +280,14 @@ BAD_ARGS = [
      ValueError, r"W must contain only finite values\. Received: inf at row, column \(1, 3\)"),
     ("layer-W-complex", lambda m: setattr(m.layers[0], "W", np.zeros((4, 5)) + 0j), TypeError,
      r"W must be real numbers\. Received: dtype complex128"),
+    ("layer-W-bool", lambda m: setattr(m.layers[0], "W", np.ones((4, 5), bool)), TypeError,
+     r"W must be real numbers\. Received: dtype bool"),
+    ("layer-W-object", lambda m: setattr(m.layers[0], "W", [[None] * 5] * 4), TypeError,
+     r"W must be real numbers\. Received: dtype object"),
     ("layer-b-shape", lambda m: setattr(m.layers[1], "b", np.zeros(2)), ValueError,
      r"b must have shape \(3,\)\. Received: shape \(2,\)"),
+    ("layer-b-nan", lambda m: setattr(m.layers[1], "b", [0, np.nan, 0]), ValueError,
+     r"b must contain only finite values\. Received: nan at index \(1\)"),
     ("add-after-build", lambda m: m.add(bp.Dense(2)), ValueError,
      r"cannot add a layer to a built model"),
     ("save-path-type", lambda m: m.save(None), TypeError,
@@ -261,38 +296,46 @@ BAD_ARGS = [
      r"No such file or directory"),
 ]
 
+# An unbuilt model has no width to check X_val against (X gives it), and nothing to get or save.
+UNBUILT_ONLY = [
+    ("fit-validation_data-X-width", lambda m: m.fit(X0, y0, validation_data=(X0[:, :2], y0), verbose=0),
+     ValueError, r"X_val must have 4 features, as X has\. Received: X_val with shape \(10, 2\)"),
+    ("save", lambda m: m.save("unbuilt.npz"), ValueError,
+     r"the model is not built yet: call fit, predict or build\(input_dim\) first"),
+    ("get_flat_params", lambda m: m.get_flat_params(), ValueError, r"the model is not built yet"),
+    ("step", lambda m: m.step(bp.SGD()), ValueError, r"the model is not built yet"),
+    ("layer-W-get", lambda m: m.layers[0].W, ValueError,
+     r"is not built yet: its input width is taken from the data"),
+    ("layer-W-set", lambda m: setattr(m.layers[0], "W", np.zeros((4, 5))), ValueError, r"is not built yet"),
+]
 
-@pytest.mark.parametrize("call, exc, regex", [pytest.param(c, e, r, id=i) for i, c, e, r in BAD_ARGS])
-def test_bad_argument_is_rejected_and_changes_nothing(call, exc, regex):
+
+def _params(rows):
+    return [pytest.param(c, e, r, id=i) for i, c, e, r in rows]
+
+
+@pytest.mark.parametrize("call, exc, regex", _params(BAD_ARGS + BUILT_ONLY))
+def test_bad_argument_leaves_a_trained_model_unchanged(call, exc, regex):
     model = classifier()
     assert model.n_params == 43  # the regexes above count on it
+    model.gradients(X0[:3], y0[:3])  # something in the cached passes
     before = snapshot(model)
     with pytest.raises(exc, match=regex):
         call(model)
     assert_unchanged(before, snapshot(model))
 
 
-@pytest.mark.parametrize("call, exc, regex", [
-    pytest.param(lambda m: m.fit(X0, y0, validation_data=(X0[:, :2], y0), verbose=0), ValueError,
-                 r"X_val must have 4 features, as X has\. Received: X_val with shape \(10, 2\)",
-                 id="fit-validation_data-X-width"),
-    pytest.param(lambda m: m.fit(X0, y0, optimizer=bp.SGD(_schedule_nan), verbose=0), ValueError,
-                 r"learning_rate \(from the schedule\) must be a finite number", id="fit-schedule-nan"),
-    pytest.param(lambda m: m.fit(X0, y0, epochs=0, verbose=0), ValueError,
-                 r"epochs must be a positive integer", id="fit-epochs-0"),
-    pytest.param(lambda m: m.predict(X0[:, :0]), ValueError, r"X has no features", id="predict-no-features"),
-    pytest.param(lambda m: m.save("unbuilt.npz"), ValueError,
-                 r"the model is not built yet: call fit, predict or build\(input_dim\) first", id="save"),
-    pytest.param(lambda m: m.get_flat_params(), ValueError, r"the model is not built yet", id="get_flat_params"),
-])
-def test_unbuilt_model_stays_unbuilt(call, exc, regex):
-    """An unbuilt model has no width to check X_val against, and building draws from the seeded
-    generator: a rejected call must leave it unbuilt, its generator untouched."""
+@pytest.mark.parametrize("call, exc, regex", _params(BAD_ARGS + UNBUILT_ONLY))
+def test_bad_argument_leaves_an_unbuilt_model_unbuilt(call, exc, regex, tmp_path, monkeypatch):
+    """Building draws from the seeded generator: a rejected call must leave the model unbuilt and
+    its generator untouched, and write no file."""
+    monkeypatch.chdir(tmp_path)
     model = classifier(trained=False)
     before = snapshot(model)
     with pytest.raises(exc, match=regex):
         call(model)
     assert_unchanged(before, snapshot(model))
+    assert not model.built and list(tmp_path.iterdir()) == []
 
 
 def test_failing_initializer_leaves_no_layer_half_built():
@@ -311,11 +354,10 @@ def test_failing_initializer_leaves_no_layer_half_built():
 def test_empty_sequential():
     model = bp.Sequential()
     for call in (lambda: model.fit(X0, y0, verbose=0), lambda: model.evaluate(X0, y0),
-                 lambda: model.gradients(X0, y0)):
+                 lambda: model.gradients(X0, y0), lambda: model.predict(X0),
+                 lambda: model.build(4)):
         with pytest.raises(ValueError, match=r"a Sequential needs at least one layer\. Received: no layers"):
             call()
-    with pytest.raises(ValueError, match=r"a Sequential needs at least one layer"):
-        model.predict(X0)
     assert not model.built
 
 
@@ -331,8 +373,12 @@ BAD_CONSTRUCTION = [
      r"seed must be an int or None\. Received: seed='1'"),
     ("Sequential-seed-float", lambda: bp.Sequential(seed=1.5), TypeError,
      r"seed must be an int or None\. Received: seed=1\.5"),
+    ("Sequential-seed-bool", lambda: bp.Sequential(seed=True), TypeError,
+     r"seed must be an int or None\. Received: seed=True"),
     ("Sequential-layer-type", lambda: bp.Sequential([3]), TypeError,
      r"Sequential holds bp\.Dense layers\. Received: int"),
+    ("Sequential-second-layer-type", lambda: bp.Sequential([bp.Dense(2), "relu"]), TypeError,
+     r"Sequential holds bp\.Dense layers\. Received: str"),
     ("Sequential-input_dim-0", lambda: bp.Sequential([bp.Dense(2)], input_dim=0), ValueError,
      r"input_dim must be a positive integer\. Received: input_dim=0"),
     ("Sequential-shared-layer", lambda: (lambda L: (bp.Sequential([L]), bp.Sequential([L])))(bp.Dense(2)),
@@ -438,34 +484,6 @@ def test_bad_construction(call, exc, regex):
     with pytest.raises(exc, match=regex):
         call()
     assert bp.get_num_threads() == threads
-
-
-# ---- the command line: argparse exits with status 2 and names the option and the value --------
-BAD_CLI = [
-    (["--epochs", "0"], r"argument --epochs: expected a positive integer, received '0'"),
-    (["--epochs", "ten"], r"argument --epochs: expected a positive integer, received 'ten'"),
-    (["--batch-size", "-5"], r"argument --batch-size: expected a positive integer, received '-5'"),
-    (["--layers", "128,0"], r"argument --layers: expected comma-separated positive integers like 128,64, received '128,0'"),
-    (["--layers", "a,b"], r"argument --layers: expected comma-separated positive integers"),
-    (["--learning-rate", "nan"], r"argument --learning-rate: expected a finite positive number, received 'nan'"),
-    (["--learning-rate", "-1"], r"argument --learning-rate: expected a finite positive number, received '-1'"),
-    (["--learning-rate", "fast"], r"argument --learning-rate: expected a positive number, received 'fast'"),
-    (["--optimizer", "rmsprop"], r"argument --optimizer: invalid choice: 'rmsprop' \(choose from '?adam'?, '?adamw'?, '?sgd'?\)"),
-    (["--dtype", "float16"], r"argument --dtype: invalid choice: 'float16' \(choose from '?float32'?, '?float64'?\)"),
-    (["--threads", "0"], r"argument --threads: expected a nonzero integer \(-1 for all cores\), received 0"),
-    (["--threads", "many"], r"argument --threads: expected an integer \(-1 for all cores\), received 'many'"),
-    (["xor", "--epochs", "-1"], r"argument --epochs: expected a positive integer, received '-1'"),
-    (["--verbose", "5"], r"argument --verbose: invalid choice: 5"),
-    (["frobnicate"], r"invalid choice: 'frobnicate'"),
-]
-
-
-@pytest.mark.parametrize("argv, regex", [pytest.param(a, r, id=" ".join(a)) for a, r in BAD_CLI])
-def test_bad_command_line(argv, regex, capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(argv)
-    assert info.value.code == 2
-    assert re.search(regex, capsys.readouterr().err), capsys.readouterr()
 
 
 # ---- unusual but valid inputs: the same answer as the plain array, to the bit -----------------
@@ -604,15 +622,20 @@ def test_the_snapshot_sees_every_change(change):
         assert_unchanged(before, snapshot(model))
 
 
-@pytest.mark.parametrize("built", [True, False], ids=["built", "unbuilt"])
-@pytest.mark.parametrize("case_id, X, exc, regex",
-                         [pytest.param(*row, id=row[0]) for row in BAD_X
-                          if row[0] not in ("no_rows", "wrong_features", "no_columns")])
+def _dense_alone_cases():
+    for built in (True, False):
+        for row in BAD_X:
+            if row[0] in ("no_rows", "wrong_features", "no_columns"):
+                continue
+            if row[0] == "overflows_float32" and not built:
+                continue  # an unbuilt layer takes float64 from this X, and -1e300 fits in float64
+            yield pytest.param(built, *row, id=f"{'built' if built else 'unbuilt'}-{row[0]}")
+
+
+@pytest.mark.parametrize("built, case_id, X, exc, regex", list(_dense_alone_cases()))
 def test_dense_called_alone_rejects_bad_X(built, case_id, X, exc, regex):
     """A Dense used on its own (layer(X)) checks X like the model does; a layer whose first call
     is rejected stays unbuilt (its input width is taken from the first good X)."""
-    if case_id == "overflows_float32" and not built:
-        pytest.skip("an unbuilt layer takes float64 from this X, and -1e300 fits in float64")
     layer = bp.Dense(3, activation="relu")
     if built:
         layer.build(N_FEATURES, seed=0)

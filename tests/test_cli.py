@@ -87,15 +87,33 @@ def test_config_job():
     assert "OpenMP kernels" in result.stdout and "threads (bp)" in result.stdout
 
 
+# Every bad command line exits with status 2 and names the option and the value it received.
 BAD_OPTIONS = {
     "epochs 0": (["--epochs", "0"], r"argument --epochs: expected a positive integer, received '0'"),
+    "epochs word": (["--epochs", "ten"], r"argument --epochs: expected a positive integer, received 'ten'"),
+    "batch size negative": (["--batch-size", "-5"],
+                            r"argument --batch-size: expected a positive integer, received '-5'"),
     "layers": (["--layers", "128,x"], r"argument --layers: expected comma-separated positive integers like 128,64"),
-    "optimizer": (["digits", "--optimizer", "rmsprop"], r"argument --optimizer: invalid choice: 'rmsprop'"),
-    "threads 0": (["--threads", "0", "xor"], r"argument --threads: expected a nonzero integer"),
-    "learning rate": (["--learning-rate", "-1"], r"argument --learning-rate: expected a finite positive number"),
-    "dtype": (["--dtype", "float16"], r"argument --dtype: invalid choice: 'float16'"),
+    "layers zero": (["--layers", "128,0"], r"argument --layers: expected comma-separated positive "
+                                           r"integers like 128,64, received '128,0'"),
+    "optimizer": (["digits", "--optimizer", "rmsprop"],
+                  r"argument --optimizer: invalid choice: 'rmsprop' \(choose from '?adam'?, '?adamw'?, '?sgd'?\)"),
+    "threads 0": (["--threads", "0", "xor"],
+                  r"argument --threads: expected a nonzero integer \(-1 for all cores\), received 0"),
+    "threads word": (["--threads", "many"],
+                     r"argument --threads: expected an integer \(-1 for all cores\), received 'many'"),
+    "learning rate": (["--learning-rate", "-1"],
+                      r"argument --learning-rate: expected a finite positive number, received '-1'"),
+    "learning rate nan": (["--learning-rate", "nan"],
+                          r"argument --learning-rate: expected a finite positive number, received 'nan'"),
+    "learning rate word": (["--learning-rate", "fast"],
+                           r"argument --learning-rate: expected a positive number, received 'fast'"),
+    "dtype": (["--dtype", "float16"],
+              r"argument --dtype: invalid choice: 'float16' \(choose from '?float32'?, '?float64'?\)"),
     "verbose": (["digits", "--verbose", "3"], r"argument --verbose: invalid choice: 3"),
     "xor epochs": (["xor", "--epochs", "many"], r"argument --epochs: expected a positive integer, received 'many'"),
+    "xor epochs negative": (["xor", "--epochs", "-1"],
+                            r"argument --epochs: expected a positive integer, received '-1'"),
     "digits option to xor": (["--layers", "16", "xor"],
                              r"argument --layers: an option of the digits job, which 'xor' does not take"),
     "digits option to config": (["--seed", "1", "config"], r"argument --seed: an option of the digits job"),
