@@ -98,7 +98,7 @@ class CompiledSteps(_Steps):
         super().__init__(*args)
         self.ws = self.passes.workspace(self.batch_size)  # the last, smaller batch uses its rows
         self.net = self.passes.engine()
-        self.backup = np.empty_like(self.passes.params)
+        self.backup = self.passes.backup()
         self.step_nt = self.passes.step_threads(self.batch_size, self.nt)
         self.mean_width = _losses.mean_width(self.loss, self.Y.shape[1])
         self.count_hits = self.loss != "mse"
@@ -131,7 +131,7 @@ class PythonSteps(_Steps):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.backup = np.empty_like(self.passes.params)
+        self.backup = self.passes.backup()
 
     def run(self, first_step, count):
         passes, opt, nt = self.passes, self.opt, self.nt
