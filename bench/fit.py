@@ -162,7 +162,7 @@ def worker(name, threads, quick):
                 epochs = {cmd["data"]: fn}
                 reply = {"ok": True}
             elif cmd["op"] == "machine":
-                import bp  # noqa: F401  (its BLAS loaded, as in a timed epoch)
+                import bpcore._blas  # noqa: F401  (loads the BLAS bp links, for threadpoolctl)
 
                 reply = {"ok": True, "machine": machine()}
             elif cmd["op"] == "time":

@@ -329,6 +329,8 @@ def worker(name, threads):
                     times.append(time.perf_counter() - t)
                 reply = {"ok": True, "times": times}
             elif cmd["op"] == "machine":
+                import bpcore._blas  # noqa: F401  (loads the BLAS bp links, for threadpoolctl)
+
                 reply = {"ok": True, "machine": machine()}
             else:
                 reply = {"ok": False, "error": f"unknown op {cmd['op']}"}
