@@ -57,3 +57,13 @@ def test_api_benchmark_runs(tmp_path):
                        "gradients"}
     assert all(r["median_ns"] > 0 for r in results["rows"])
     assert "x fit's step" in proc.stdout and "BLAS: " in proc.stdout
+
+
+def test_breakdown_benchmark_runs():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "breakdown.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for row in ("L0 forward", "L0 gradients", "L0 error signal", "loss + output delta",
+                "SGD update", "whole step (engine)"):
+        assert f"| {row} |" in proc.stdout.replace("  ", " ") or row in proc.stdout
