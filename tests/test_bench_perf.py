@@ -66,4 +66,4 @@ def test_breakdown_benchmark_runs():
     assert proc.returncode == 0, proc.stderr[-4000:]
     for row in ("L0 forward", "L0 gradients", "L0 error signal", "loss + output delta",
                 "SGD update", "whole step (engine)"):
-        assert f"| {row} |" in proc.stdout.replace("  ", " ") or row in proc.stdout
+        assert row in proc.stdout
