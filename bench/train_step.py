@@ -453,6 +453,50 @@ def markdown(results):
     return "\n".join(lines)
 
 
+def targets(results):
+    """issue 13's targets, judged on the medians of this run (ratios of medians), as markdown."""
+    rows = results["rows"]
+
+    def med(shape, dtype, threads, impl):
+        return next((r["median_us"] for r in rows if (r["shape"], r["dtype"], r["threads"],
+                                                       r["impl"]) == (shape, dtype, threads, impl)),
+                    None)
+
+    def cell(value, goal, fmt):
+        return "" if value is None else f"{fmt(value)} {'yes' if value >= goal else 'NO'}"
+
+    pct, times = (lambda v: f"{100 * v:.0f}%"), (lambda v: f"{v:.2f}x")
+    checks = []
+    for shape in ("mnist", "deep", "wide"):
+        checks.append((f"{shape}: bp >= 90% of the BLAS limit", 0.9, pct,
+                       lambda d, t, s=shape: _ratio(med(s, d, t, "blas limit"), med(s, d, t, "bp"))))
+    for shape in ("mnist", "deep"):
+        for peer, goal in (("numpy", 1.1), ("torch", 1.5)):
+            checks.append((f"{shape}: bp >= {goal}x {peer}", goal, times,
+                           lambda d, t, s=shape, p=peer: _ratio(med(s, d, t, p), med(s, d, t, "bp"))))
+    for peer, goal in (("numpy", 3.0), ("torch", 10.0)):
+        checks.append((f"digits: bp >= {goal:g}x {peer}", goal, times,
+                       lambda d, t, p=peer: _ratio(med("digits", d, t, p), med("digits", d, t, "bp"))))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    threads = sorted({r["threads"] for r in rows})
+    header = ["target"] + [f"{d}, {t} thr" for d in dtypes for t in threads]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name, goal, fmt, fn in checks:
+        lines.append("| " + " | ".join([name] + [cell(fn(d, t), goal, fmt) for d in dtypes
+                                                   for t in threads]) + " |")
+    if 1 in threads and 2 in threads:
+        for shape, goal in (("mnist", 1.5), ("wide", 1.7)):
+            lines.append("| " + " | ".join(
+                [f"{shape}: bp 2 threads >= {goal}x 1 thread"]
+                + [cell(_ratio(med(shape, d, 1, "bp"), med(shape, d, 2, "bp")), goal, times)
+                   if t == 2 else "" for d in dtypes for t in threads]) + " |")
+    return "\n".join(lines)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None else a / b
+
+
 def plot(results, path):
     import matplotlib
 
@@ -503,7 +547,7 @@ def main(argv=None):
         args.rounds = min(args.rounds, 3)
         args.round_seconds = 0.005
     results = run(args)
-    write_outputs(args.out, "train_step", markdown(results), results)
+    write_outputs(args.out, "train_step", markdown(results) + "\n\n" + targets(results), results)
     plot(results, os.path.join(args.out, "train_step.png"))
     return 0
 
