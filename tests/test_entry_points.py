@@ -95,3 +95,37 @@ def test_gradients_fail_cleanly_and_the_pool_survives():
     for (gW, gb), (wW, wb) in zip(model.gradients(X, y), want):
         np.testing.assert_array_equal(gW, wW)
         np.testing.assert_array_equal(gb, wb)
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_hold_blas_sets_the_pools_and_fit_gives_the_count_back():
+    from bp import _threads
+
+    with bp.num_threads(2):
+        _threads.hold_blas(1)
+        assert _blas_threads() == {1}
+        _threads.hold_blas(2)
+        assert _blas_threads() == {2}
+        model = _model()
+        model.partial_fit(*_data(8, 1), batch_size=8)  # a small step: held to 1, then back
+        assert _blas_threads() == {2}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_explicit_loop_gives_the_same_bits_at_any_thread_count(optimizer):
+    X, y = _data(8, 4)
+    results = []
+    for n in (1, 2):
+        with bp.num_threads(n):
+            model = _model()
+            for i in range(3):
+                model.zero_grad()
+                model.backward(X, y)
+                model.step(optimizer if i == 0 else None)
+            results.append(model.get_flat_params())
+    np.testing.assert_array_equal(results[0], results[1])
