@@ -156,6 +156,13 @@ class Workspace:
         self.w = np.empty(n_rows, dtype)
 
 
+# The update and the scans around it run on one thread outside the engine too, as inside it
+# (bpcore/_network.pyx's header): an OpenMP team right after threaded BLAS calls fights
+# OpenBLAS's still-spinning threads for the cores (digits at 2 threads: 13 ms a step through
+# zero_grad/backward/step, 0.36 ms through fit with a custom optimizer, against ~0.05 ms).
+# Their results do not depend on the thread count.
+ELEMENTWISE_THREADS = 1
+
 # Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
 # bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.

@@ -290,10 +290,7 @@ class Sequential:
         elif self.optimizer is None:
             self.optimizer = _optimizers.get(None)
         _threads.ensure_blas_limit()
-        # serial, as the engine runs its update: an OpenMP team right after a threaded backward
-        # fights OpenBLAS's still-spinning threads for the cores (digits, 2 threads: 13 ms a
-        # step instead of 45 us; bpcore/_network.pyx's header). Same bits at any thread count.
-        self.optimizer.apply(self._params, self._grads, 1)
+        self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
     def compile(self, loss=None, optimizer=None):
         """Set the default loss and optimizer for fit/partial_fit/evaluate (Keras style)."""
