@@ -160,7 +160,7 @@ def worker(name, threads, quick):
                 fn = SETUPS[name](spec, X, y, threads)
                 fn()  # warm-up epoch
                 epochs = {cmd["data"]: fn}
-                reply = {"ok": True}
+                reply = {"ok": True, "rows": int(X.shape[0])}
             elif cmd["op"] == "machine":
                 import bpcore._blas  # noqa: F401  (loads the BLAS bp links, for threadpoolctl)
 
@@ -201,6 +201,7 @@ def run(args):
     for p in set(args.peers) - set(peers):
         print(f"# {p} is not installed: skipped", file=sys.stderr)
     results = {"machine": {}, "rows": []}
+    n_rows = {}
     for threads in args.threads:
         workers = {name: FitWorker(name, threads, args.quick) for name in peers}
         try:
@@ -209,7 +210,7 @@ def run(args):
                 live = {}
                 for name, w in workers.items():
                     try:
-                        w.ask(op="setup", data=data)
+                        n_rows[data] = w.ask(op="setup", data=data)["rows"]
                         live[name] = w
                     except RuntimeError as exc:
                         print(f"# {exc}: skipped", file=sys.stderr)
@@ -226,6 +227,7 @@ def run(args):
                         "min_s": float(np.min(t)), "epochs_per_s": 1 / med,
                         "best_epochs_per_s": 1 / float(np.min(t)), "bp_speedup": med / bp_med,
                         "n": len(t), "widths": specs[data]["widths"],
+                        "steps": -(-n_rows[data] // specs[data]["batch"]),
                         "batch": specs[data]["batch"]})
                 print(f"# done {data} {threads} thread(s)", file=sys.stderr)
         finally:
@@ -238,10 +240,11 @@ def markdown(results):
     lines = [f"{t} thread(s): " + machine_line(info) for t, info in results["machine"].items()]
     lines += ["",
              "| data | thr | impl | median s/epoch | min s/epoch | epochs/s (median) "
-             "| bp speed-up (peer/bp) |", "|---|---|---|---:|---:|---:|---:|"]
+             "| us/step (median) | bp speed-up (peer/bp) |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(f"| {r['data']} | {r['threads']} | {r['impl']} | {r['median_s']:.4f} "
                      f"| {r['min_s']:.4f} | {r['epochs_per_s']:.2f} "
+                     f"| {r['median_s'] / r['steps'] * 1e6:.0f} "
                      f"| {'' if r['impl'] == 'bp' else '%.2fx' % r['bp_speedup']} |")
     return "\n".join(lines)
 
