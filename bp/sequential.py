@@ -289,7 +289,7 @@ class Sequential:
             self.optimizer = _optimizers.get(optimizer)
         elif self.optimizer is None:
             self.optimizer = _optimizers.get(None)
-        _threads.ensure_blas_limit()
+        # no BLAS here, so no thread count to settle: the update runs serial (_passes)
         self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
     def compile(self, loss=None, optimizer=None):
