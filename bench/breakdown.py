@@ -22,7 +22,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
-import numpy as np  # noqa: E402
 
 import bp  # noqa: E402
 import bpcore  # noqa: E402
