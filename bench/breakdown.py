@@ -22,7 +22,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
-
 import bp  # noqa: E402
 import bpcore  # noqa: E402
 from bpcore import _blas, _dense_forward, _error_signal, _gradients, _loss, _param_update  # noqa: E402
