@@ -6,6 +6,9 @@ each in turn, the order rotating every round) so that a burst of load hits both 
 median, not the mean, is reported. The minimum is the best case the machine allowed.
 """
 
+import json
+import os
+import platform
 import statistics
 import time
 
@@ -73,3 +76,54 @@ def us(ns):
     """ns -> a compact microsecond string."""
     v = ns / 1000
     return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+VECTOR_FLAGS = ("avx2", "fma", "avx512f")
+
+
+def machine():
+    """What a timing depends on, as a dict: CPU model, its vector extensions (from /proc/cpuinfo's
+    flags), logical CPUs, the load average when asked, and the BLAS kernel threadpoolctl sees in
+    this process (internal_api, version, architecture, threads)."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [f"{d['internal_api']} {d.get('version')} {d.get('architecture')} "
+                f"({os.path.basename(d['filepath']).split('-')[0]})"
+                for d in threadpool_info() if d.get("user_api") == "blas"]
+    except ImportError:
+        blas = ["threadpoolctl not installed"]
+    return {"cpu": cpu, "vector": [f for f in VECTOR_FLAGS if f in flags] or ["none of " +
+                                                                             "/".join(VECTOR_FLAGS)],
+            "logical_cpus": os.cpu_count(), "blas": "; ".join(blas) or "none loaded",
+            "load": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def machine_line(info):
+    """One line for the top of a table: CPU, vector extensions, BLAS kernel, load average."""
+    load = "" if info.get("load") is None else (
+        "; load average " + " ".join(f"{x:.2f}" for x in info["load"]))
+    return (f"{info['cpu']} ({'/'.join(info['vector'])}), {info['logical_cpus']} logical CPUs; "
+            f"BLAS: {info['blas']}{load}; {info['date']}")
+
+
+def write_outputs(out, stem, table, results):
+    """Print the markdown table and write it and the raw results to out/stem.md and .json."""
+    os.makedirs(out, exist_ok=True)
+    print(table)
+    with open(os.path.join(out, stem + ".md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(out, stem + ".json"), "w") as f:
+        json.dump(results, f, indent=1)

@@ -14,7 +14,9 @@ Each competitor is a long-lived worker process (tools and thread counts do not m
 process); the parent asks them in turn for one epoch at a time, so drifts of a shared machine hit
 all alike. bp runs ``model.fit(X, y, epochs=1, ...)`` per epoch (validation and all, as a user
 calls it): with no per-batch callback its whole mini-batch loop runs compiled. PyTorch runs the
-usual ``for xb, yb in DataLoader(...)`` loop with zero_grad / forward / loss / backward / step.
+usual ``for xb, yb in DataLoader(...)`` loop with zero_grad(set_to_none=True) / forward / loss /
+backward / step. NumPy shuffles once an epoch and runs bench/train_step.py's idiomatic step on
+each slice.
 scikit-learn runs ``MLPClassifier.partial_fit`` (one epoch of its own mini-batch SGD).
 
 Output: a markdown table (stdout and <out>/fit.md) and <out>/fit.json.
@@ -31,7 +33,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from train_step import Worker, machine_info, write_outputs  # noqa: E402  (same protocol)
+from _harness import machine, machine_line, write_outputs  # noqa: E402
+from train_step import Worker  # noqa: E402  (same protocol)
 
 DATASETS = {
     "digits": {"widths": [64, 128, 64, 10], "batch": 32},
@@ -74,6 +77,29 @@ def setup_bp(spec, X, y, threads):
     return epoch
 
 
+def setup_numpy(spec, X, y, threads):
+    """The NumPy loop a user writes: shuffle once per epoch, slice the batches, train_step's
+    numpy_step on each (BLAS held to `threads` by the worker's environment)."""
+    from train_step import numpy_step
+
+    w = spec["widths"]
+    rng = np.random.default_rng(0)
+    Ws = [(rng.standard_normal((a, b)) * np.sqrt(2 / a)).astype(np.float32)
+          for a, b in zip(w[:-1], w[1:])]
+    bs = [np.zeros(b, np.float32) for b in w[1:]]
+    Y = np.eye(w[-1], dtype=np.float32)[y]
+    step = numpy_step(Ws, bs, "relu", "cross_entropy", LR)
+    batch = spec["batch"]
+
+    def epoch():
+        perm = rng.permutation(X.shape[0])
+        Xs, Ys = X[perm], Y[perm]
+        for start in range(0, X.shape[0], batch):
+            step(Xs[start:start + batch], Ys[start:start + batch])
+
+    return epoch
+
+
 def setup_torch(spec, X, y, threads):
     import torch
 
@@ -93,7 +119,7 @@ def setup_torch(spec, X, y, threads):
 
     def epoch():
         for xb, yb in loader:
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)
             crit(net(xb), yb).backward()
             opt.step()
 
@@ -117,7 +143,7 @@ def setup_sklearn(spec, X, y, threads):
     return epoch
 
 
-SETUPS = {"bp": setup_bp, "torch": setup_torch, "sklearn": setup_sklearn}
+SETUPS = {"bp": setup_bp, "numpy": setup_numpy, "torch": setup_torch, "sklearn": setup_sklearn}
 
 
 def worker(name, threads, quick):
@@ -134,7 +160,11 @@ def worker(name, threads, quick):
                 fn = SETUPS[name](spec, X, y, threads)
                 fn()  # warm-up epoch
                 epochs = {cmd["data"]: fn}
-                reply = {"ok": True}
+                reply = {"ok": True, "rows": int(X.shape[0])}
+            elif cmd["op"] == "machine":
+                import bpcore._blas  # noqa: F401  (loads the BLAS bp links, for threadpoolctl)
+
+                reply = {"ok": True, "machine": machine()}
             elif cmd["op"] == "time":
                 t = time.perf_counter()
                 epochs[cmd["data"]]()
@@ -167,18 +197,20 @@ class FitWorker(Worker):
 def run(args):
     specs = QUICK if args.quick else DATASETS
     peers = [p for p in args.peers
-             if p == "bp" or importlib.util.find_spec(p) is not None]
+             if p in ("bp", "numpy") or importlib.util.find_spec(p) is not None]
     for p in set(args.peers) - set(peers):
         print(f"# {p} is not installed: skipped", file=sys.stderr)
-    results = {"machine": machine_info(), "rows": []}
+    results = {"machine": {}, "rows": []}
+    n_rows = {}
     for threads in args.threads:
         workers = {name: FitWorker(name, threads, args.quick) for name in peers}
         try:
+            results["machine"][threads] = workers["bp"].ask(op="machine")["machine"]
             for data in args.data:
                 live = {}
                 for name, w in workers.items():
                     try:
-                        w.ask(op="setup", data=data)
+                        n_rows[data] = w.ask(op="setup", data=data)["rows"]
                         live[name] = w
                     except RuntimeError as exc:
                         print(f"# {exc}: skipped", file=sys.stderr)
@@ -195,6 +227,7 @@ def run(args):
                         "min_s": float(np.min(t)), "epochs_per_s": 1 / med,
                         "best_epochs_per_s": 1 / float(np.min(t)), "bp_speedup": med / bp_med,
                         "n": len(t), "widths": specs[data]["widths"],
+                        "steps": -(-n_rows[data] // specs[data]["batch"]),
                         "batch": specs[data]["batch"]})
                 print(f"# done {data} {threads} thread(s)", file=sys.stderr)
         finally:
@@ -204,12 +237,14 @@ def run(args):
 
 
 def markdown(results):
-    lines = [f"Machine: {results['machine']['cpu']}; {results['machine']['date']}", "",
+    lines = [f"{t} thread(s): " + machine_line(info) for t, info in results["machine"].items()]
+    lines += ["",
              "| data | thr | impl | median s/epoch | min s/epoch | epochs/s (median) "
-             "| bp speed-up (peer/bp) |", "|---|---|---|---:|---:|---:|---:|"]
+             "| us/step (median) | bp speed-up (peer/bp) |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(f"| {r['data']} | {r['threads']} | {r['impl']} | {r['median_s']:.4f} "
                      f"| {r['min_s']:.4f} | {r['epochs_per_s']:.2f} "
+                     f"| {r['median_s'] / r['steps'] * 1e6:.0f} "
                      f"| {'' if r['impl'] == 'bp' else '%.2fx' % r['bp_speedup']} |")
     return "\n".join(lines)
 
@@ -218,7 +253,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     ap.add_argument("--threads", nargs="+", type=int, default=[1])
-    ap.add_argument("--peers", nargs="+", default=["bp", "torch", "sklearn"])
+    ap.add_argument("--peers", nargs="+", default=["bp", "numpy", "torch", "sklearn"])
     ap.add_argument("--epochs", type=int, default=7, help="timed epochs per competitor")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))

@@ -1,23 +1,36 @@
-"""One SGD training step (forward, loss, backward, update): bp against NumPy, PyTorch and JAX.
+"""One SGD training step (forward, loss, backward, update): bp against the NumPy loop a user
+writes, PyTorch and JAX, and against the step's own BLAS limit.
 
 Usage:
     python bench/train_step.py                       # every shape, float32 and float64, 1 and 2 threads
-    python bench/train_step.py --shapes xor digits --dtypes float32 --threads 1
+    python bench/train_step.py --shapes mnist deep --dtypes float32 --threads 1
     python bench/train_step.py --quick               # a tiny configuration (what the tests run)
 
 Every competitor runs in its own long-lived worker process (two OpenMP runtimes in one process
 are trouble, and a thread count must be fixed before a BLAS library loads). The parent asks the
-workers in turn, round after round, for a handful of timed steps, so slow drifts of a shared
-machine hit every competitor alike. Reported per step: median, 10th percentile and minimum
-microseconds, samples per second, bp's speed-up over each peer (peer time / bp time, from the
-medians), and the roofline efficiency: the step's FLOPs (2 * batch * n_in * n_out per product,
-three products per layer but the first, which needs no input delta) over the gemm peak measured in
-the same run (NumPy's matmul on large square matrices, same dtype and thread count).
+workers in turn, round after round, for about the same time of timed steps each, so slow drifts
+of a shared machine hit every competitor alike. Reported per step: median, 10th percentile and
+minimum microseconds, GFLOP/s (the step's FLOPs: 2 * batch * n_in * n_out per product, three
+products per layer but the first, which needs no input delta), the percentage of the BLAS limit,
+and bp's speed-up over each peer (peer time / bp time, from the medians).
 
-bp is timed through its compiled engine: ``Network.train_step`` (one nogil call per step, the
-same code fit's compiled epoch loop runs, minus fit's divergence guard). PyTorch runs
-zero_grad / forward / loss / backward / optimizer.step; NumPy is bp._reference (the plain NumPy
-oracle) with an in-place SGD update; JAX is a jitted value_and_grad plus the update.
+The competitors, all doing the same work per step (forward, loss value, error signals, gradients,
+in-place SGD update):
+
+    bp          the compiled engine's ``Network.train_step``: one nogil call per step, the code
+                fit's compiled epoch loop runs (minus fit's divergence guard), on fit's thread
+                count for the step's size
+    blas limit  the step's matrix products alone, through the BLAS bp links, into preallocated
+                outputs: no step can be faster with these products
+    numpy       the idiomatic loop: ``z @ W + b``, activations in place, the softmax /
+                cross-entropy error signal, ``delta @ W.T`` before W changes, ``W -= lr * grad_W``
+    reference   bp._reference, the plainest NumPy (bp's test oracle), plus the update
+    torch       nn.Sequential, the loss module and optim.SGD, zero_grad(set_to_none=True) /
+                forward / loss / backward / step, torch.set_num_threads(threads)
+    jax         a jitted value_and_grad plus the update
+
+Every table starts with the CPU, its vector extensions, the BLAS library and kernel
+threadpoolctl reports in bp's worker, and the load average.
 
 Outputs: a markdown table on stdout and in <out>/train_step.md, <out>/train_step.json and a plot
 <out>/train_step.png (default out: bench/results).
@@ -27,12 +40,13 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from _harness import machine, machine_line, write_outputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -81,29 +95,109 @@ def make_data(shape, dtype, seed=0):
 # ---- the competitors, each a factory of a step function --------------------------------------
 
 
-def setup_bp(shape, dtype, threads):
+def _bp_model(shape, dtype, threads):
     import bp
-    import bpcore
 
     bp.set_num_threads(threads)
     widths, batch, act, loss = shape
     layers = [bp.Dense(u, activation=act) for u in widths[1:-1]]
     layers.append(bp.Dense(widths[-1], activation=output_activation(shape)))
     model = bp.Sequential(layers, dtype=dtype, seed=0, input_dim=widths[0]).build()
+    model.compile(loss=loss)
+    return model
+
+
+def setup_bp(shape, dtype, threads):
+    from api import compiled_step  # the one place that reaches into bp's internals
+
     X, Y = make_data(shape, dtype)
-    passes = model._passes
-    net = passes.engine()
-    net.bind(passes.workspace(batch))
-    opt = bp.SGD(LR)._engine_spec()
-    code = bpcore.LOSSES[loss]
-    scale = 1.0 / batch if loss == "cross_entropy" else 1.0 / (batch * widths[-1])
-    # fit's thread policy: steps below the crossover run BLAS on one thread too
-    nt = passes.step_threads(batch, bp.get_num_threads())
-    bp._threads.hold_blas(nt)
-    return lambda: net.train_step(X, Y, None, code, scale, opt, LR, 0, nt)
+    return compiled_step(_bp_model(shape, dtype, threads), X, Y, LR)
+
+
+def setup_blas_limit(shape, dtype, threads):
+    """The step's matrix products alone, through the BLAS bp links (scipy's) in bp's own gemm
+    wrapper, into preallocated outputs, on fit's thread count for the step: forward z @ W,
+    grad_W = z_prev.T @ delta and (but for the first layer) delta @ W.T."""
+    import bp
+    from bpcore import _blas
+
+    model = _bp_model(shape, dtype, threads)
+    widths, batch, _, _ = shape
+    gemm = _blas._gemm[{"float32": "float", "float64": "double"}[dtype]]
+    X, _ = make_data(shape, dtype)
+    Ws = [W for W, _ in model._passes.param_views]
+    z = [X] + [np.zeros((batch, n), dtype) for n in widths[1:]]
+    delta = [np.full((batch, n), 0.5, dtype) for n in widths[1:]]
+    grads = [np.empty_like(W) for W in Ws]
+    bp._threads.hold_blas(model._passes.step_threads(batch, threads))
+    products = []
+    for i, W in enumerate(Ws):
+        products.append((False, False, z[i], W, z[i + 1]))
+        products.append((True, False, z[i], delta[i], grads[i]))
+        if i > 0:
+            products.append((False, True, delta[i], W, delta[i - 1]))
+
+    def step():
+        for ta, tb, A, B, C in products:
+            gemm(ta, tb, 1.0, A, B, 0.0, C, "blas")
+
+    return step
+
+
+def numpy_step(Ws, bs, act, loss, lr):
+    """The training step a competent NumPy user writes, as step(X, Y) -> loss value, updating
+    Ws and bs in place: z @ W + b, activations in place, the softmax / cross-entropy (or mse)
+    error signal, delta @ W.T before W changes, W -= lr * grad_W. The loss value is computed,
+    as every other peer computes it."""
+    n_layers = len(Ws)
+    f = {"relu": lambda a: np.maximum(a, 0, out=a), "tanh": lambda a: np.tanh(a, out=a),
+         "sigmoid": lambda a: np.divide(1, 1 + np.exp(-a), out=a)}[act]
+    df = {"relu": lambda z: z > 0, "tanh": lambda z: 1 - z * z, "sigmoid": lambda z: z * (1 - z)}[act]
+    lr = np.asarray(lr, Ws[0].dtype)
+
+    def step(X, Y):
+        zs = [X]
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            a = zs[-1] @ W
+            a += b
+            if i < n_layers - 1 or loss == "mse":
+                f(a)
+            zs.append(a)
+        out = zs[-1]
+        if loss == "cross_entropy":
+            out -= out.max(axis=1, keepdims=True)
+            logp = out - np.log(np.exp(out).sum(axis=1, keepdims=True))
+            value = -(Y * logp).sum() / X.shape[0]
+            delta = (np.exp(logp) - Y) / X.shape[0]
+        else:
+            diff = out - Y
+            value = (diff * diff).mean()
+            delta = diff * (2 / diff.size) * df(out)
+        for i in range(n_layers - 1, -1, -1):
+            grad_W = zs[i].T @ delta
+            grad_b = delta.sum(axis=0)
+            if i > 0:
+                delta = (delta @ Ws[i].T) * df(zs[i])
+            Ws[i] -= lr * grad_W
+            bs[i] -= lr * grad_b
+        return value
+
+    return step
 
 
 def setup_numpy(shape, dtype, threads):
+    widths, batch, act, loss = shape
+    rng = np.random.default_rng(0)
+    Ws = [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(dtype)
+          for a, b in zip(widths[:-1], widths[1:])]
+    bs = [np.zeros(b, dtype) for b in widths[1:]]
+    X, Y = make_data(shape, dtype)
+    step = numpy_step(Ws, bs, act, loss, LR)
+    return lambda: step(X, Y)
+
+
+def setup_reference(shape, dtype, threads):
+    """bp._reference (the plain NumPy oracle bp is tested against) plus an in-place update."""
     from bp import _reference as R
 
     widths, batch, act, loss = shape
@@ -125,6 +219,8 @@ def setup_numpy(shape, dtype, threads):
 
 
 def setup_torch(shape, dtype, threads):
+    """nn.Sequential, the loss module, SGD: zero_grad(set_to_none=True) / forward / loss /
+    backward / step, as PyTorch's tutorials write a training step."""
     import torch
 
     torch.set_num_threads(threads)
@@ -148,7 +244,7 @@ def setup_torch(shape, dtype, threads):
     opt = torch.optim.SGD(net.parameters(), lr=LR)
 
     def step():
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         value = crit(net(Xt), Yt)
         value.backward()
         opt.step()
@@ -194,23 +290,8 @@ def setup_jax(shape, dtype, threads):
     return step
 
 
-SETUPS = {"bp": setup_bp, "numpy": setup_numpy, "torch": setup_torch, "jax": setup_jax}
-
-
-def gemm_peak(dtype, seconds=1.0):
-    """GFLOP/s of NumPy's matmul on square matrices (the best of a few sizes and repeats)."""
-    best = 0.0
-    for n in (1024, 2048):
-        a = np.ones((n, n), dtype)
-        b = np.ones((n, n), dtype)
-        c = np.empty((n, n), dtype)
-        np.matmul(a, b, out=c)
-        t_end = time.perf_counter() + seconds / 2
-        while time.perf_counter() < t_end:
-            t = time.perf_counter()
-            np.matmul(a, b, out=c)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
+SETUPS = {"bp": setup_bp, "blas limit": setup_blas_limit, "numpy": setup_numpy,
+          "reference": setup_reference, "torch": setup_torch, "jax": setup_jax}
 
 
 # ---- worker process: reads commands from stdin, answers JSON lines on stdout ------------------
@@ -246,8 +327,10 @@ def worker(name, threads):
                     fn()
                     times.append(time.perf_counter() - t)
                 reply = {"ok": True, "times": times}
-            elif cmd["op"] == "peak":
-                reply = {"ok": True, "gflops": gemm_peak(cmd["dtype"], cmd["seconds"])}
+            elif cmd["op"] == "machine":
+                import bpcore._blas  # noqa: F401  (loads the BLAS bp links, for threadpoolctl)
+
+                reply = {"ok": True, "machine": machine()}
             else:
                 reply = {"ok": False, "error": f"unknown op {cmd['op']}"}
         except Exception as exc:  # report, keep serving
@@ -286,7 +369,7 @@ class Worker:
 def available_peers(requested):
     peers = []
     for name in requested:
-        if name in ("bp", "numpy") or importlib.util.find_spec(name) is not None:
+        if name in ("bp", "blas limit", "numpy", "reference") or importlib.util.find_spec(name):
             peers.append(name)
         else:
             print(f"# {name} is not installed: skipped", file=sys.stderr)
@@ -302,20 +385,17 @@ def summarize(times):
 def run(args):
     shapes = QUICK_SHAPES if args.quick else {k: SHAPES[k] for k in args.shapes}
     peers = available_peers(args.peers)
-    results = {"machine": machine_info(), "shapes": {}, "peak_gflops": {}, "rows": []}
+    results = {"shapes": {}, "rows": [], "machine": {}}
     for threads in args.threads:
         workers = {}
         try:
             for name in peers:
                 workers[name] = Worker(name, threads)
+            # what bp's process sees: its BLAS library and kernel, under this thread count
+            results["machine"][threads] = workers["bp"].ask(op="machine")["machine"]
             for dtype in args.dtypes:
-                peak = workers["numpy"].ask(op="peak", dtype=dtype,
-                                            seconds=0.2 if args.quick else 2.0)["gflops"]
-                results["peak_gflops"][f"{dtype}/{threads}"] = peak
                 for sname, shape in shapes.items():
                     flops = step_flops(shape[0], shape[1])
-                    # aim at rounds of ~budget seconds per competitor
-                    samples = {name: [] for name in workers}
                     live = dict(workers)
                     for name, w in list(live.items()):
                         try:
@@ -324,24 +404,26 @@ def run(args):
                         except RuntimeError as exc:
                             print(f"# {exc}: skipped", file=sys.stderr)
                             del live[name]
-                    probe = live["bp"].ask(op="time", shape=sname, dtype=dtype, n=3)["times"]
-                    per_round = max(1, min(200, int(args.round_seconds / max(min(probe), 1e-7))))
+                    # each competitor runs about round_seconds per round, whatever its speed
+                    n_steps = {}
+                    for name, w in live.items():
+                        probe = min(w.ask(op="time", shape=sname, dtype=dtype, n=3)["times"])
+                        n_steps[name] = max(1, min(200, int(args.round_seconds / max(probe, 1e-7))))
+                    samples = {name: [] for name in live}
                     for r in range(args.rounds):
                         names = list(live)
                         names = names[r % len(names):] + names[:r % len(names)]  # rotate
                         for name in names:
-                            # the others' per-step cost differs: ask each for about the same time
-                            n_steps = per_round if name == "bp" else max(1, per_round // 8) if \
-                                shape[1] <= 32 else max(1, per_round // 2)
                             samples[name] += live[name].ask(op="time", shape=sname, dtype=dtype,
-                                                            n=n_steps)["times"]
+                                                            n=n_steps[name])["times"]
                     stats = {name: summarize(t) for name, t in samples.items() if t}
                     bp_med = stats["bp"]["median_us"]
+                    limit = stats.get("blas limit", {}).get("median_us")
                     for name, st in stats.items():
                         row = {"shape": sname, "dtype": dtype, "threads": threads, "impl": name,
                                **st, "samples_per_s": shape[1] / (st["median_us"] * 1e-6),
-                               "roofline": flops / (st["median_us"] * 1e-6) / (peak * 1e9),
-                               "roofline_best": flops / (st["min_us"] * 1e-6) / (peak * 1e9),
+                               "gflops": flops / (st["median_us"] * 1e-6) / 1e9,
+                               "of_limit": None if limit is None else limit / st["median_us"],
                                "bp_speedup": st["median_us"] / bp_med}
                         results["rows"].append(row)
                     results["shapes"][sname] = {"widths": shape[0], "batch": shape[1],
@@ -354,39 +436,64 @@ def run(args):
     return results
 
 
-def machine_info():
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
-    for mod in ("torch", "jax", "scipy"):
-        if importlib.util.find_spec(mod) is not None:
-            info[mod] = __import__(mod).__version__
-    return info
-
-
 def markdown(results):
-    lines = [f"Machine: {results['machine']['cpu']}, {results['machine']['logical_cpus']} logical "
-             f"CPUs; {results['machine']['date']}",
-             "gemm peak (NumPy matmul, GFLOP/s): " + ", ".join(
-                 f"{k} thr: {v:.1f}" for k, v in results["peak_gflops"].items()), "",
-             "| shape | dtype | thr | impl | median us | p10 us | min us | samples/s "
-             "| bp speed-up (peer/bp) | roofline (median / best) |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = []
+    for threads, info in results["machine"].items():
+        lines.append(f"{threads} thread(s): " + machine_line(info))
+    lines += ["", "| shape | dtype | thr | impl | median us | p10 us | min us | GFLOP/s "
+              "| % of BLAS limit | bp speed-up (peer/bp) |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
+        of_limit = "" if r["of_limit"] is None else f"{100 * r['of_limit']:.0f}%"
         lines.append(
             f"| {r['shape']} | {r['dtype']} | {r['threads']} | {r['impl']} | {r['median_us']:.1f} "
-            f"| {r['p10_us']:.1f} | {r['min_us']:.1f} | {r['samples_per_s']:.3g} "
-            f"| {'' if r['impl'] == 'bp' else '%.2fx' % r['bp_speedup']} "
-            f"| {100 * r['roofline']:.1f}% / {100 * r['roofline_best']:.1f}% |")
+            f"| {r['p10_us']:.1f} | {r['min_us']:.1f} | {r['gflops']:.1f} | {of_limit} "
+            f"| {'' if r['impl'] in ('bp', 'blas limit') else '%.2fx' % r['bp_speedup']} |")
     return "\n".join(lines)
+
+
+def targets(results):
+    """issue 13's targets, judged on the medians of this run (ratios of medians), as markdown."""
+    rows = results["rows"]
+
+    def med(shape, dtype, threads, impl):
+        return next((r["median_us"] for r in rows if (r["shape"], r["dtype"], r["threads"],
+                                                       r["impl"]) == (shape, dtype, threads, impl)),
+                    None)
+
+    def cell(value, goal, fmt):
+        return "" if value is None else f"{fmt(value)} {'yes' if value >= goal else 'NO'}"
+
+    pct, times = (lambda v: f"{100 * v:.0f}%"), (lambda v: f"{v:.2f}x")
+    checks = []
+    for shape in ("mnist", "deep", "wide"):
+        checks.append((f"{shape}: bp >= 90% of the BLAS limit", 0.9, pct,
+                       lambda d, t, s=shape: _ratio(med(s, d, t, "blas limit"), med(s, d, t, "bp"))))
+    for shape in ("mnist", "deep"):
+        for peer, goal in (("numpy", 1.1), ("torch", 1.5)):
+            checks.append((f"{shape}: bp >= {goal}x {peer}", goal, times,
+                           lambda d, t, s=shape, p=peer: _ratio(med(s, d, t, p), med(s, d, t, "bp"))))
+    for peer, goal in (("numpy", 3.0), ("torch", 10.0)):
+        checks.append((f"digits: bp >= {goal:g}x {peer}", goal, times,
+                       lambda d, t, p=peer: _ratio(med("digits", d, t, p), med("digits", d, t, "bp"))))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
+    threads = sorted({r["threads"] for r in rows})
+    header = ["target"] + [f"{d}, {t} thr" for d in dtypes for t in threads]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name, goal, fmt, fn in checks:
+        lines.append("| " + " | ".join([name] + [cell(fn(d, t), goal, fmt) for d in dtypes
+                                                   for t in threads]) + " |")
+    if 1 in threads and 2 in threads:
+        for shape, goal in (("mnist", 1.5), ("wide", 1.7)):
+            lines.append("| " + " | ".join(
+                [f"{shape}: bp 2 threads >= {goal}x 1 thread"]
+                + [cell(_ratio(med(shape, d, 1, "bp"), med(shape, d, 2, "bp")), goal, times)
+                   if t == 2 else "" for d in dtypes for t in threads]) + " |")
+    return "\n".join(lines)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None else a / b
 
 
 def plot(results, path):
@@ -423,7 +530,8 @@ def main(argv=None):
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    ap.add_argument("--peers", nargs="+", default=["bp", "numpy", "torch", "jax"])
+    ap.add_argument("--peers", nargs="+",
+                    default=["bp", "blas limit", "numpy", "reference", "torch", "jax"])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--round-seconds", type=float, default=0.05,
                     help="about how long bp runs per round (others get a similar time)")
@@ -438,19 +546,9 @@ def main(argv=None):
         args.rounds = min(args.rounds, 3)
         args.round_seconds = 0.005
     results = run(args)
-    write_outputs(args.out, "train_step", markdown(results), results)
+    write_outputs(args.out, "train_step", markdown(results) + "\n\n" + targets(results), results)
     plot(results, os.path.join(args.out, "train_step.png"))
     return 0
-
-
-def write_outputs(out, stem, table, results):
-    """Print the markdown table and write it and the raw results to out/stem.md and .json."""
-    os.makedirs(out, exist_ok=True)
-    print(table)
-    with open(os.path.join(out, stem + ".md"), "w") as f:
-        f.write(table + "\n")
-    with open(os.path.join(out, stem + ".json"), "w") as f:
-        json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ and never import it: the model imports this module, not the other way round.
 """
 
 import math
+import threading
 
 import numpy as np
 
@@ -155,6 +156,13 @@ class Workspace:
         self.w = np.empty(n_rows, dtype)
 
 
+# The update and the scans around it run on one thread outside the engine too, as inside it
+# (bpcore/_network.pyx's header): an OpenMP team right after threaded BLAS calls fights
+# OpenBLAS's still-spinning threads for the cores (digits at 2 threads: 13 ms a step through
+# zero_grad/backward/step, 0.36 ms through fit with a custom optimizer, against ~0.05 ms).
+# Their results do not depend on the thread count.
+ELEMENTWISE_THREADS = 1
+
 # Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
 # bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
@@ -185,6 +193,11 @@ class Passes:
         self.last = None  # (workspace, rows) of the last backward pass
         self._workspaces = {}
         self._engine = None
+        self._backup = None
+        # private (engine, workspace) pairs for calls that may run beside others, by rows
+        self._free = {}
+        self._held = None  # the pair the last private pass used: kept out of the pool
+        self._lock = threading.Lock()
 
     # ---- buffers ---------------------------------------------------------------------------
     def views(self, flat):
@@ -200,6 +213,13 @@ class Passes:
         if ws is None:
             ws = self._workspaces[n_rows] = self.new_workspace(n_rows)
         return ws
+
+    def backup(self):
+        """A buffer like params that the training guard saves them in before a risky update
+        (made on first use; one per model is enough, as only one fit runs at a time)."""
+        if self._backup is None:
+            self._backup = np.empty_like(self.params)
+        return self._backup
 
     def engine(self, shared=True):
         """The compiled engine over the flat buffers; shared=False gives a private one, for
@@ -246,13 +266,14 @@ class Passes:
         return _loss.loss_value(f_in, f_out, Y, w, bpcore.LOSSES[loss],
                                 _losses.default_scale(loss, *Y.shape), per_sample, n_threads)
 
-    def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, private=False):
+    def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads):
         """Forward, loss, error signals and gradients of one batch held in workspace ws
         (grads = beta * grads + this batch's, grads a flat buffer laid out as the parameters);
         returns the batch loss. One compiled call, or with compiled off the per-layer twin.
-        private=True uses an engine of its own (for calls that may run beside others)."""
+        Through the model's shared engine: calls that may run beside others use
+        private_gradients."""
         if self.compiled:
-            net = self.engine(shared=not private)
+            net = self.engine()
             net.bind(ws)
             value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, beta, n_threads, grads)
         else:
@@ -260,6 +281,41 @@ class Passes:
             value = self.backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads)
         self.last = (ws, X.shape[0])
         return value
+
+    def private_gradients(self, X, Y, w, loss, scale, n_threads):
+        """Forward, loss, error signals and gradients of one batch into a new flat buffer
+        laid out as the parameters, with an engine and a workspace no other call is using (so
+        that it may run beside training or another such call); returns (grads, loss).
+
+        The pair comes from a pool: building one costs more than the pass on a small batch.
+        It goes back to the pool only when a later private pass replaces it as the last one,
+        so ``cached`` (error_signals, z_in, z_out) never reads a workspace being rewritten."""
+        rows = X.shape[0]
+        with self._lock:
+            free = self._free.get(rows)
+            net, ws = free.pop() if free else (None, None)
+        if ws is None:
+            ws = self.new_workspace(rows)
+        if self.compiled and net is None:
+            net = self.engine(shared=False)
+            net.bind(ws)
+        grads = np.empty_like(self.params)  # beta = 0: every entry is written
+        try:
+            if self.compiled:
+                value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, 0.0, n_threads, grads)
+            else:
+                value = self.backward_layers(X, Y, w, ws, loss, scale, 0.0, self.views(grads),
+                                             n_threads)
+        except BaseException:
+            with self._lock:
+                self._free.setdefault(rows, []).append((net, ws))
+            raise
+        with self._lock:
+            held, self._held = self._held, (net, ws)
+            self.last = (ws, rows)
+            if held is not None:
+                self._free.setdefault(held[1].n_rows, []).append(held)
+        return grads, value
 
     def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads):
         """The backward pass as a Python loop of one kernel call per layer and pass: the

@@ -80,6 +80,7 @@ class _Steps:
         self.loss, self.opt, self.nt, self.sigint = loss, opt, n_threads, sigint
         self.order = None
         self.n_steps = -(-X.shape[0] // (batch_size * accumulate))
+        self.step_nt = passes.step_threads(batch_size, n_threads)
 
     def start_epoch(self, order):
         """order: the epoch's row order (int64 indices), or None for the rows as they are."""
@@ -98,8 +99,7 @@ class CompiledSteps(_Steps):
         super().__init__(*args)
         self.ws = self.passes.workspace(self.batch_size)  # the last, smaller batch uses its rows
         self.net = self.passes.engine()
-        self.backup = np.empty_like(self.passes.params)
-        self.step_nt = self.passes.step_threads(self.batch_size, self.nt)
+        self.backup = self.passes.backup()
         self.mean_width = _losses.mean_width(self.loss, self.Y.shape[1])
         self.count_hits = self.loss != "mse"
 
@@ -131,10 +131,18 @@ class PythonSteps(_Steps):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.backup = np.empty_like(self.passes.params)
+        self.backup = self.passes.backup()
 
     def run(self, first_step, count):
-        passes, opt, nt = self.passes, self.opt, self.nt
+        _threads.hold_blas(self.step_nt)  # one BLAS thread for small steps, as CompiledSteps
+        try:
+            return self._run(first_step, count)
+        finally:
+            _threads.hold_blas(self.nt)
+
+    def _run(self, first_step, count):
+        passes, opt, nt = self.passes, self.opt, self.step_nt
+        ew = _passes.ELEMENTWISE_THREADS  # the update and its scans (see there)
         X, Y, w, order = self.X, self.Y, self.w, self.order
         n, m, per_step = X.shape[0], Y.shape[1], self.batch_size * self.accumulate
         report = Report()
@@ -158,15 +166,15 @@ class PythonSteps(_Steps):
                 if hits is not None:
                     report.correct += hits
             report.last_loss = step_loss
-            if not math.isfinite(step_loss) or not _passes.all_finite(passes.grads, nt):
+            if not math.isfinite(step_loss) or not _passes.all_finite(passes.grads, ew):
                 report.status = DIVERGED
                 return report
             # the update is undone, parameters and optimizer state alike, if it goes non-finite:
             # the model keeps the last finite step, nothing half-changed
             np.copyto(self.backup, passes.params)
             opt._checkpoint(passes.params)
-            opt.apply(passes.params, passes.grads, nt)
-            if not (_passes.all_finite(passes.params, nt) and opt._state_is_finite(nt)):
+            opt.apply(passes.params, passes.grads, ew)
+            if not (_passes.all_finite(passes.params, ew) and opt._state_is_finite(ew)):
                 np.copyto(passes.params, self.backup)
                 opt._rollback()
                 report.status = DIVERGED_IN_UPDATE

@@ -237,12 +237,10 @@ class Sequential:
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
         nt = _threads.ensure_blas_limit()
-        passes = self._passes
-        grads = np.zeros_like(self._params)
-        # its own workspace, buffer and engine: gradients() may run beside other calls
-        passes.backward(X, Y, w, passes.new_workspace(X.shape[0]), loss,
-                        _losses.default_scale(loss, *Y.shape), 0.0, grads, nt, private=True)
-        return [(gW.copy(), None if gb is None else gb.copy()) for gW, gb in passes.views(grads)]
+        # a buffer, workspace and engine of its own: gradients() may run beside other calls
+        grads, _ = self._passes.private_gradients(X, Y, w, loss,
+                                                  _losses.default_scale(loss, *Y.shape), nt)
+        return self._passes.views(grads)
 
     @property
     def error_signals(self):
@@ -291,7 +289,8 @@ class Sequential:
             self.optimizer = _optimizers.get(optimizer)
         elif self.optimizer is None:
             self.optimizer = _optimizers.get(None)
-        self.optimizer.apply(self._params, self._grads, _threads.ensure_blas_limit())
+        # no BLAS here, so no thread count to settle: the update runs serial (_passes)
+        self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
     def compile(self, loss=None, optimizer=None):
         """Set the default loss and optimizer for fit/partial_fit/evaluate (Keras style)."""

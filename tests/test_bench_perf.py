@@ -1,7 +1,7 @@
 """The benchmarks run (a tiny --quick configuration in a subprocess). Speed is never asserted:
-these only check that bench/train_step.py and bench/fit.py work and write their outputs.
-PyTorch and JAX are optional peers; the benchmarks skip what is not installed. scikit-learn
-is a test dependency (its digits data set), so it is imported plainly."""
+these only check that bench/train_step.py, bench/fit.py and bench/api.py work and write their
+outputs. PyTorch and JAX are optional peers; the benchmarks skip what is not installed.
+scikit-learn is a test dependency (its digits data set), so it is imported plainly."""
 
 import json
 import os
@@ -30,7 +30,10 @@ def test_train_step_benchmark_runs(tmp_path):
     with open(tmp_path / "train_step.json") as f:
         results = json.load(f)
     impls = {r["impl"] for r in results["rows"]}
-    assert {"bp", "numpy"} <= impls
+    assert {"bp", "blas limit", "numpy", "reference"} <= impls
+    # every table names the CPU, its vector extensions and the BLAS kernel bp's worker sees
+    assert "BLAS: " in proc.stdout and "load average" in proc.stdout
+    assert all(r["of_limit"] > 0 for r in results["rows"])
     assert all(r["median_us"] > 0 and r["min_us"] <= r["median_us"] for r in results["rows"])
     assert (tmp_path / "train_step.png").stat().st_size > 0
     assert (tmp_path / "train_step.md").exists()
@@ -42,3 +45,26 @@ def test_fit_benchmark_runs(tmp_path):
     with open(tmp_path / "fit.json") as f:
         results = json.load(f)
     assert any(r["impl"] == "bp" and r["epochs_per_s"] > 0 for r in results["rows"])
+    assert any(r["impl"] == "numpy" for r in results["rows"])
+    assert "BLAS: " in proc.stdout
+
+
+def test_api_benchmark_runs(tmp_path):
+    proc = _run("api.py", tmp_path)
+    with open(tmp_path / "api.json") as f:
+        results = json.load(f)
+    entries = {r["entry"] for r in results["rows"]}
+    assert entries == {"compiled step", "fit step", "partial_fit", "zero_grad/backward/step",
+                       "gradients"}
+    assert all(r["median_ns"] > 0 for r in results["rows"])
+    assert "x fit's step" in proc.stdout and "BLAS: " in proc.stdout
+
+
+def test_breakdown_benchmark_runs():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "breakdown.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for row in ("L0 forward", "L0 gradients", "L0 error signal", "loss + output delta",
+                "SGD update", "whole step (engine)"):
+        assert row in proc.stdout

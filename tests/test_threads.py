@@ -139,3 +139,37 @@ def test_num_threads_restores_after_an_exception():
         with bp.num_threads(0):
             pass
     assert bp.get_num_threads() == default
+
+
+# ---- the answer is remembered, not re-read from /sys on every call -------------------------------
+
+def test_topology_is_read_once_per_cpu_set(monkeypatch):
+    from bp import _threads
+
+    reads = []
+    real = _threads._count_physical_cores
+    monkeypatch.setattr(_threads, "_cores_of", {})
+    monkeypatch.setattr(_threads, "_count_physical_cores", lambda cpus: reads.append(cpus) or real(cpus))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    first = [bp.effective_n_threads(None) for _ in range(5)]
+    assert first == [real(frozenset(os.sched_getaffinity(0)))] * 5
+    assert len(reads) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_a_changed_cpu_set_is_seen():
+    # run in a child: narrowing this process's affinity would slow every later test
+    code = ("import os\n"
+            "before = bp.effective_n_threads(None)\n"
+            "os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])\n"
+            "print(json.dumps([before, bp.effective_n_threads(None), bp.get_num_threads()]))")
+    before, after, current = run_with_env(code)
+    assert before >= 1 and after == current == 1
+
+
+def test_omp_num_threads_set_later_is_seen(monkeypatch):
+    bp.set_num_threads(None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert bp.get_num_threads() == bp.effective_n_threads(None) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert bp.get_num_threads() == bp.effective_n_threads(None) == bp.effective_n_threads(-1)
