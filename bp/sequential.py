@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _io, _passes, _threads, _training
+from . import _io, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
@@ -370,6 +370,17 @@ class Sequential:
                     seed=config["seed"], input_dim=config["input_dim"])
         model.loss = config.get("loss")
         return model
+
+    def to_torch(self):
+        """A torch.nn.Sequential of Linear (weight = W.T) and activation modules computing the
+        same f_out (bp/_torch.py; needs ``pip install "bp[torch]"``)."""
+        return _torch.to_torch(self)
+
+    @classmethod
+    def from_torch(cls, module, dtype=None):
+        """A built model from a torch.nn.Sequential of Linear and activation modules, refusing
+        what a Dense stack cannot represent (bp/_torch.py; bp -> torch -> bp is exact)."""
+        return _torch.from_torch(cls, module, dtype)
 
     def __repr__(self):
         lines = [f"Sequential(dtype={self.dtype.name!r}" + (
