@@ -22,7 +22,8 @@ import math
 import numpy as np
 
 import bpcore
-from bpcore import _dense_forward, _error_signal, _gradients, _loss, _network, _param_update
+from bpcore import (_dense_forward, _error_signal, _gradients, _infer, _loss, _network,
+                    _param_update)
 
 from . import losses as _losses
 from ._validation import as_float_array, check_finite
@@ -51,6 +52,25 @@ def check_X(model, X, name="X"):
                          f"Received: {name} with shape {X.shape}")
     check_finite(name, X)
     return X
+
+
+def check_out(out, X, n_out, dtype):
+    """predict's out=: a writeable C-contiguous (len(X), n_out) array of the model's dtype that
+    shares no memory with X (the pass reads X while it writes out)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array. Received: {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have the model's dtype {dtype}. Received: out with dtype "
+                        f"{out.dtype}")
+    if out.shape != (X.shape[0], n_out):
+        raise ValueError(f"out must have shape {(X.shape[0], n_out)}. Received: out with shape "
+                         f"{out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous. Received: a Fortran-ordered or strided array")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable. Received: a read-only array")
+    if np.may_share_memory(out, X):
+        raise ValueError("out must not overlap X: the forward pass reads X while it writes out")
 
 
 def check_loss(model, loss):
@@ -155,6 +175,11 @@ class Workspace:
         self.w = np.empty(n_rows, dtype)
 
 
+# predict runs the layers over blocks of rows whose activations (two buffers of the widest hidden
+# layer) stay in cache: PREDICT_BLOCK_BYTES for both, times the threads, so that each BLAS thread
+# still gets a block-sized share of every product.
+PREDICT_BLOCK_BYTES = 512 * 1024
+
 # Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
 # bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
@@ -185,6 +210,9 @@ class Passes:
         self.last = None  # (workspace, rows) of the last backward pass
         self._workspaces = {}
         self._engine = None
+        self._inference = None  # bpcore._infer.Inference, for predict
+        # the bytes of one row in predict's two block buffers (the widest hidden layer's)
+        self._row_bytes = 2 * max([layer.units for layer in layers[:-1]] or [1]) * self.dtype.itemsize
 
     # ---- buffers ---------------------------------------------------------------------------
     def views(self, flat):
@@ -206,9 +234,7 @@ class Passes:
         calls that must not disturb another's binding."""
         if shared and self._engine is not None:
             return self._engine
-        table = [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
-                 for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
-        net = _network.Network(self.params, self.grads, table)
+        net = _network.Network(self.params, self.grads, self._table())
         if shared:
             self._engine = net
         return net
@@ -230,6 +256,32 @@ class Passes:
                                          layer.alpha, n_threads)
             z = zo
         return z
+
+    def predict(self, model, X, n_threads, out=None):
+        """f_out of X through bpcore/_infer.pyx: the whole network in one call, over blocks of
+        rows, its buffers per call (so several threads may call it at once). X is checked here:
+        in C when it is already a finite C-contiguous array of the dtype and width, else by
+        check_X, which converts it or names what is wrong."""
+        inference = self._inference
+        if inference is None:
+            inference = self._inference = _infer.Inference(self.params, self._table())
+        block = max(8, n_threads * PREDICT_BLOCK_BYTES // self._row_bytes)
+        if out is None:
+            f_out = inference.run(X, None, block, n_threads)
+            if f_out is None:
+                f_out = inference.run(check_X(model, X), None, block, n_threads)
+            return f_out
+        if not inference.ready(X):
+            X = check_X(model, X)
+        check_out(out, X, self.layers[-1].units, self.dtype)
+        if inference.run(X, out, block, n_threads) is None:
+            check_X(model, X)  # X holds a NaN or an infinity: say where (nothing was written)
+        return out
+
+    def _table(self):
+        """Per layer: (n_in, n_out, activation code, alpha, offset of W, offset of b or -1)."""
+        return [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
+                for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
 
     def infer(self, X, n_threads, out=None):
         """The forward pass of X into buffers of its own (so several threads may call it at

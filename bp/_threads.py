@@ -23,10 +23,23 @@ from bpcore._openmp import omp_max_threads, openmp_enabled
 _lock = threading.Lock()
 _n_threads = None  # what the user asked for through set_num_threads (None: the default)
 _blas_limited_to = None  # what we last told the BLAS pools
+# get_num_threads()'s answer, settled on first use and again after each set_num_threads: reading
+# the topology files under /sys costs ~60 us, which was most of predict's time on one row. Like
+# OpenMP and OpenBLAS, which read OMP_NUM_THREADS once at start-up, the default is not re-read.
+_settled = None
+_cores = None  # _physical_cores(), read once
 
 
 def _physical_cores():
-    """Physical cores available to this process (logical CPUs where topology is unknown)."""
+    """Physical cores available to this process (logical CPUs where topology is unknown); the
+    topology is read on the first call only."""
+    global _cores
+    if _cores is None:
+        _cores = _read_physical_cores()
+    return _cores
+
+
+def _read_physical_cores():
     try:
         cpus = os.sched_getaffinity(0)
     except AttributeError:  # not Linux
@@ -92,7 +105,11 @@ def _omp_num_threads_env():
 
 def get_num_threads():
     """The thread count bp uses now (for its kernels and, while it runs, the BLAS pools)."""
-    return effective_n_threads(_n_threads)
+    global _settled
+    n = _settled
+    if n is None:
+        n = _settled = effective_n_threads(_n_threads)
+    return n
 
 
 def set_num_threads(n_threads):
@@ -111,24 +128,24 @@ def set_num_threads(n_threads):
     >>> bp.get_num_threads()
     1
     """
-    global _n_threads
+    global _n_threads, _settled
     effective_n_threads(n_threads)  # validate before changing anything
     with _lock:
-        _n_threads = n_threads
+        _n_threads, _settled = n_threads, None
     _limit_blas(get_num_threads())
 
 
 @contextmanager
 def num_threads(n_threads):
     """Context manager form of :func:`set_num_threads`: ``with bp.num_threads(1): ...``."""
-    global _n_threads
+    global _n_threads, _settled
     previous = _n_threads
     set_num_threads(n_threads)
     try:
         yield
     finally:
         with _lock:
-            _n_threads = previous
+            _n_threads, _settled = previous, None
         _limit_blas(get_num_threads())
 
 

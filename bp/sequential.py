@@ -197,20 +197,21 @@ class Sequential:
             raise ValueError("the model is not built yet: call fit, predict or build(input_dim) first")
 
     # ---- prediction and evaluation -------------------------------------------------------------
-    def predict(self, X, batch_size=None):
+    def predict(self, X, batch_size=None, out=None):
         """f_out = tau(f_in) for every row of X, shape (n_samples, n_outputs).
+
+        out : array, optional
+            Where to write f_out: C-contiguous, writeable, of the model's dtype and shape
+            (n_samples, n_outputs), not overlapping X; returned. Saves an allocation per call.
+        batch_size is accepted for Keras compatibility: rows always go through the network in
+        blocks that keep the activations in cache, whatever it says.
 
         Safe to call from several threads at once (each call uses its own buffers).
         """
-        X = _passes.check_X(self, X)
-        n = X.shape[0]
-        bs = n if batch_size is None else check_positive_int("batch_size", batch_size)
-        self._build_from(X)
-        nt = _threads.ensure_blas_limit()
-        out = np.empty((n, self.layers[-1].units), self.dtype)
-        for start in range(0, n, bs):  # the last layer writes f_out straight into the result
-            self._passes.infer(X[start:start + bs], nt, out=out[start:start + bs])
-        return out
+        check_positive_int("batch_size", batch_size, allow_none=True)
+        if self._passes is None:
+            self._build_from(_passes.check_X(self, X))
+        return self._passes.predict(self, X, _threads.ensure_blas_limit(), out)
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
         """A dict with the loss (and accuracy for classification) on (X, y); no update.

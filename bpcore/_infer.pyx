@@ -1,0 +1,191 @@
+# Inference: the forward pass of a whole network for predict, in one nogil call.
+#
+#     for each block of rows r:   z = X[r]
+#                                 for each layer:  z = sigma(z @ W + b)      (dense_forward_core)
+#                                 out[r] = z
+#
+# Why one call: a Python loop over layers costs ~1-2 us per kernel call (argument parsing,
+# memoryviews, the GIL), several times the arithmetic of one row through a small network. Here the
+# model's layer table and parameter pointer are set up once (``Inference(params, table)``, cached
+# by bp._passes) and a call checks X and out through NumPy's C API in well under a microsecond.
+#
+# Why blocks of rows: predict needs no cached z_in or z_out, so the activations of a block of
+# rows go through every layer in two small buffers that stay in cache (ping-pong), and the last
+# layer writes into out. Without blocks each layer's (n, width) activations are written to memory
+# and read back, and fresh buffers are touched for the first time (page faults) on every call.
+#
+# Threads: BLAS threads the products with its own pool (held to bp's count by bp._threads); the
+# epilogues (bias + sigma) stay on one thread, as in training (bpcore/_blas.pyx,
+# threads_after_gemm: an OpenMP team between BLAS calls fights BLAS's spinning threads). Blocks
+# run one after the other, so a block must be large enough for BLAS's threads to pay: the caller
+# picks the block size (bp._passes.Passes.predict).
+#
+# Several Python threads may call run() at once on one Inference: each call allocates its own
+# two block buffers; the parameters are only read.
+
+from cython cimport floating
+from libc.stdlib cimport malloc, free
+from libc.math cimport isfinite
+
+from bpcore._dense_forward cimport dense_forward_core
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+
+cdef struct Layer:
+    Py_ssize_t n_in, n_out, w_off, b_off   # b_off < 0: no bias
+    int act
+    double alpha
+
+
+cdef Py_ssize_t _first_non_finite(const floating* X, Py_ssize_t size) noexcept nogil:
+    """The index of the first NaN or infinity in X[:size], or -1. Summing x * 0 finds out
+    whether there is one at all in a loop that vectorises; only then is the index looked for."""
+    cdef Py_ssize_t i
+    cdef floating acc = 0
+    for i in range(size):
+        acc += X[i] * 0
+    if acc == 0:
+        return -1
+    for i in range(size):
+        if not isfinite(X[i]):
+            return i
+    return -1
+
+
+cdef void _forward(const Layer* layers, Py_ssize_t n_layers, const floating* params,
+                   const floating* X, Py_ssize_t n, floating* out, Py_ssize_t block,
+                   floating* buf_a, floating* buf_b, int n_threads) noexcept nogil:
+    cdef Py_ssize_t start = 0, rows, i
+    cdef const floating* z_prev
+    cdef floating* z_next
+    cdef const Layer* L
+    while start < n:
+        rows = min(block, n - start)
+        z_prev = X + start * layers[0].n_in
+        for i in range(n_layers):
+            L = &layers[i]
+            if i == n_layers - 1:
+                z_next = out + start * L.n_out
+            else:
+                z_next = buf_a if i % 2 == 0 else buf_b
+            # z_in and z_out are one buffer: sigma is applied in place
+            dense_forward_core(z_prev, rows, L.n_in, L.n_in, params + L.w_off,
+                               NULL if L.b_off < 0 else params + L.b_off, L.n_out, L.act,
+                               <floating>L.alpha, z_next, z_next, n_threads)
+            z_prev = z_next
+        start += rows
+
+
+cdef class Inference:
+    """The forward pass of one model for prediction (see the file header).
+
+    Inference(params, layers): the model's flat parameter buffer (float32 or float64) and, per
+    Dense layer, (n_in, n_out, activation code, alpha, w_offset, b_offset or -1).
+    """
+
+    cdef Layer* layers
+    cdef Py_ssize_t n_layers, width
+    cdef readonly Py_ssize_t n_in, n_out
+    cdef int typenum
+    cdef readonly object params
+    cdef const void* p
+
+    def __cinit__(self, params, layers):
+        self.layers = NULL
+
+    def __init__(self, params, layers):
+        cdef Py_ssize_t i, need = 0
+        if not cnp.PyArray_Check(params) or params.dtype not in (np.float32, np.float64) \
+                or params.ndim != 1 or not params.flags.c_contiguous:
+            raise TypeError("params must be a 1-D C-contiguous float32 or float64 numpy array")
+        self.typenum = cnp.NPY_FLOAT64 if params.dtype == np.float64 else cnp.NPY_FLOAT32
+        self.params = params
+        self.p = cnp.PyArray_DATA(<cnp.ndarray>params)
+        self.n_layers = len(layers)
+        if self.n_layers == 0:
+            raise ValueError("an Inference needs at least one layer")
+        self.layers = <Layer*>malloc(self.n_layers * sizeof(Layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        self.width = 1
+        for i, (n_in, n_out, act, alpha, w_off, b_off) in enumerate(layers):
+            self.layers[i].n_in, self.layers[i].n_out = n_in, n_out
+            self.layers[i].act, self.layers[i].alpha = act, alpha
+            self.layers[i].w_off, self.layers[i].b_off = w_off, b_off
+            if i > 0 and n_in != self.layers[i - 1].n_out:
+                raise ValueError(f"layer {i} has n_in={n_in}, the previous layer n_out="
+                                 f"{self.layers[i - 1].n_out}")
+            if i < self.n_layers - 1:
+                self.width = max(self.width, n_out)
+            need = max(need, w_off + n_in * n_out, b_off + n_out)
+        if need > params.shape[0]:
+            raise ValueError(f"the layout needs {need} parameters; the buffer has {params.shape[0]}")
+        self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    def ready(self, X):
+        """True if X is a non-empty C-contiguous 2-D ndarray of the dtype and the input width
+        (whether it is finite, run() checks)."""
+        return self._ready(X)
+
+    cdef bint _ready(self, object X):
+        cdef cnp.ndarray arr
+        if not cnp.PyArray_CheckExact(X):
+            return False
+        arr = <cnp.ndarray>X
+        return (cnp.PyArray_TYPE(arr) == self.typenum and cnp.PyArray_NDIM(arr) == 2
+                and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_DIM(arr, 1) == self.n_in
+                and cnp.PyArray_DIM(arr, 0) > 0)
+
+    def run(self, X, out, Py_ssize_t block_rows, int n_threads):
+        """f_out of every row of X, written into out (a new array when out is None) and returned.
+
+        Returns None, computing nothing, when X is not a non-empty C-contiguous ndarray of the
+        dtype and input width with every entry finite: the caller then checks and converts it
+        (bp._passes.check_X, which names what is wrong) and calls again. out, when given, must
+        already be checked by the caller (shape, dtype, C order, writeable, not overlapping X).
+        """
+        cdef Py_ssize_t n, bad
+        cdef void* x
+        cdef void* o
+        cdef void* buf
+        cdef bint is_double = self.typenum == cnp.NPY_FLOAT64
+        cdef size_t item = sizeof(double) if is_double else sizeof(float)
+        cdef cnp.npy_intp dims[2]
+        if not self._ready(X):
+            return None
+        n = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        x = cnp.PyArray_DATA(<cnp.ndarray>X)
+        with nogil:
+            if is_double:
+                bad = _first_non_finite(<const double*>x, n * self.n_in)
+            else:
+                bad = _first_non_finite(<const float*>x, n * self.n_in)
+        if bad >= 0:
+            return None
+        if out is None:
+            dims[0], dims[1] = n, self.n_out
+            out = cnp.PyArray_EMPTY(2, dims, self.typenum, 0)
+        o = cnp.PyArray_DATA(<cnp.ndarray>out)
+        block_rows = max(1, min(block_rows, n))
+        buf = malloc(2 * block_rows * self.width * item) if self.n_layers > 1 else NULL
+        if self.n_layers > 1 and buf == NULL:
+            raise MemoryError()
+        with nogil:
+            if is_double:
+                _forward(self.layers, self.n_layers, <const double*>self.p, <const double*>x, n,
+                         <double*>o, block_rows, <double*>buf,
+                         <double*>buf + block_rows * self.width, n_threads)
+            else:
+                _forward(self.layers, self.n_layers, <const float*>self.p, <const float*>x, n,
+                         <float*>o, block_rows, <float*>buf,
+                         <float*>buf + block_rows * self.width, n_threads)
+        free(buf)
+        return out
+
