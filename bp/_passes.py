@@ -262,10 +262,7 @@ class Passes:
         rows, its buffers per call (so several threads may call it at once). X is checked here:
         in C when it is already a finite C-contiguous array of the dtype and width, else by
         check_X, which converts it or names what is wrong."""
-        inference = self._inference
-        if inference is None:
-            inference = self._inference = _infer.Inference(self.params, self._table())
-        block = max(8, n_threads * PREDICT_BLOCK_BYTES // self._row_bytes)
+        inference, block = self._inference_and_block(n_threads)
         if out is None:
             f_out = inference.run(X, None, block, n_threads)
             if f_out is None:
@@ -278,19 +275,27 @@ class Passes:
             check_X(model, X)  # X holds a NaN or an infinity: say where (nothing was written)
         return out
 
+    def _inference_and_block(self, n_threads):
+        inference = self._inference
+        if inference is None:
+            inference = self._inference = _infer.Inference(self.params, self._table())
+        return inference, max(8, n_threads * PREDICT_BLOCK_BYTES // self._row_bytes)
+
+    def evaluate(self, X, Y, w, loss, n_threads):
+        """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
+        f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
+        BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1)."""
+        inference, block = self._inference_and_block(n_threads)
+        rows, n_out = X.shape[0], self.layers[-1].units
+        f_in, f_out = np.empty((rows, n_out), self.dtype), np.empty((rows, n_out), self.dtype)
+        inference.run(X, f_out, block, n_threads, f_in)
+        value = self.loss_value(f_in, f_out, Y, w, loss, np.empty(rows, self.dtype), 1)
+        return value, f_out
+
     def _table(self):
         """Per layer: (n_in, n_out, activation code, alpha, offset of W, offset of b or -1)."""
         return [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
                 for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
-
-    def infer(self, X, n_threads, out=None):
-        """The forward pass of X into buffers of its own (so several threads may call it at
-        once); f_out goes into `out` when given. Returns (f_in, f_out)."""
-        rows = X.shape[0]
-        z_in = [np.empty((rows, layer.units), self.dtype) for layer in self.layers]
-        z_out = [np.empty((rows, layer.units), self.dtype) for layer in self.layers[:-1]]
-        z_out.append(np.empty((rows, self.layers[-1].units), self.dtype) if out is None else out)
-        return z_in[-1], self.forward(X, z_in, z_out, n_threads)
 
     def loss_value(self, f_in, f_out, Y, w, loss, per_sample, n_threads):
         """L = scale * sum_i w_i l_i of one batch with bp.losses' mean reduction (the per-sample

@@ -23,23 +23,15 @@ from bpcore._openmp import omp_max_threads, openmp_enabled
 _lock = threading.Lock()
 _n_threads = None  # what the user asked for through set_num_threads (None: the default)
 _blas_limited_to = None  # what we last told the BLAS pools
-# get_num_threads()'s answer, settled on first use and again after each set_num_threads: reading
-# the topology files under /sys costs ~60 us, which was most of predict's time on one row. Like
-# OpenMP and OpenBLAS, which read OMP_NUM_THREADS once at start-up, the default is not re-read.
+# get_num_threads()'s answer, settled on first use and again after each set_num_threads: working
+# it out (the CPU set, the topology files under /sys, OMP_NUM_THREADS) cost ~60 us, most of
+# predict's time on one row. Like OpenMP and OpenBLAS, which read OMP_NUM_THREADS once at
+# start-up, the default is then kept; bp.set_num_threads(None) works it out again.
 _settled = None
-_cores = None  # _physical_cores(), read once
 
 
 def _physical_cores():
-    """Physical cores available to this process (logical CPUs where topology is unknown); the
-    topology is read on the first call only."""
-    global _cores
-    if _cores is None:
-        _cores = _read_physical_cores()
-    return _cores
-
-
-def _read_physical_cores():
+    """Physical cores available to this process (logical CPUs where topology is unknown)."""
     try:
         cpus = os.sched_getaffinity(0)
     except AttributeError:  # not Linux

@@ -219,9 +219,7 @@ class Sequential:
         check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
-        nt = _threads.ensure_blas_limit()
-        f_in, f_out = self._passes.infer(X, nt)
-        value = self._passes.loss_value(f_in, f_out, Y, w, loss, np.empty(len(X), self.dtype), nt)
+        value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.ensure_blas_limit())
         result = {"loss": float(value)}
         acc = _losses.accuracy(loss, f_out, Y, w)
         if acc is not None:

@@ -42,13 +42,15 @@ cdef struct Layer:
 
 
 cdef Py_ssize_t _first_non_finite(const floating* X, Py_ssize_t size) noexcept nogil:
-    """The index of the first NaN or infinity in X[:size], or -1. Summing x * 0 finds out
-    whether there is one at all in a loop that vectorises; only then is the index looked for."""
+    """The index of the first NaN or infinity in X[:size], or -1. x - x is 0 for a finite x and
+    NaN otherwise; or-ing the comparisons into an int is a reduction gcc vectorises (a float sum
+    is not: without -ffast-math its order is fixed, one add after another). Only when there is
+    one is the index looked for."""
     cdef Py_ssize_t i
-    cdef floating acc = 0
+    cdef int bad = 0
     for i in range(size):
-        acc += X[i] * 0
-    if acc == 0:
+        bad |= (X[i] - X[i]) != 0
+    if not bad:
         return -1
     for i in range(size):
         if not isfinite(X[i]):
@@ -57,10 +59,11 @@ cdef Py_ssize_t _first_non_finite(const floating* X, Py_ssize_t size) noexcept n
 
 
 cdef void _forward(const Layer* layers, Py_ssize_t n_layers, const floating* params,
-                   const floating* X, Py_ssize_t n, floating* out, Py_ssize_t block,
-                   floating* buf_a, floating* buf_b, int n_threads) noexcept nogil:
+                   const floating* X, Py_ssize_t n, floating* f_in, floating* out,
+                   Py_ssize_t block, floating* buf_a, floating* buf_b, int n_threads) noexcept nogil:
     cdef Py_ssize_t start = 0, rows, i
     cdef const floating* z_prev
+    cdef floating* z_in
     cdef floating* z_next
     cdef const Layer* L
     while start < n:
@@ -70,12 +73,13 @@ cdef void _forward(const Layer* layers, Py_ssize_t n_layers, const floating* par
             L = &layers[i]
             if i == n_layers - 1:
                 z_next = out + start * L.n_out
+                z_in = z_next if f_in == NULL else f_in + start * L.n_out
             else:
-                z_next = buf_a if i % 2 == 0 else buf_b
-            # z_in and z_out are one buffer: sigma is applied in place
+                z_next = z_in = buf_a if i % 2 == 0 else buf_b
+            # with z_in and z_out one buffer, sigma is applied in place
             dense_forward_core(z_prev, rows, L.n_in, L.n_in, params + L.w_off,
                                NULL if L.b_off < 0 else params + L.b_off, L.n_out, L.act,
-                               <floating>L.alpha, z_next, z_next, n_threads)
+                               <floating>L.alpha, z_in, z_next, n_threads)
             z_prev = z_next
         start += rows
 
@@ -143,17 +147,20 @@ cdef class Inference:
                 and cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_DIM(arr, 1) == self.n_in
                 and cnp.PyArray_DIM(arr, 0) > 0)
 
-    def run(self, X, out, Py_ssize_t block_rows, int n_threads):
-        """f_out of every row of X, written into out (a new array when out is None) and returned.
+    def run(self, X, out, Py_ssize_t block_rows, int n_threads, f_in=None):
+        """f_out of every row of X, written into out (a new array when out is None) and returned;
+        the last layer's z_in (f_in, which the losses need) also into f_in when it is given.
 
         Returns None, computing nothing, when X is not a non-empty C-contiguous ndarray of the
         dtype and input width with every entry finite: the caller then checks and converts it
-        (bp._passes.check_X, which names what is wrong) and calls again. out, when given, must
-        already be checked by the caller (shape, dtype, C order, writeable, not overlapping X).
+        (bp._passes.check_X, which names what is wrong) and calls again. out and f_in, when
+        given, must already be checked by the caller (shape, dtype, C order, writeable, not
+        overlapping X or each other).
         """
         cdef Py_ssize_t n, bad
         cdef void* x
         cdef void* o
+        cdef void* fi = NULL if f_in is None else cnp.PyArray_DATA(<cnp.ndarray>f_in)
         cdef void* buf
         cdef bint is_double = self.typenum == cnp.NPY_FLOAT64
         cdef size_t item = sizeof(double) if is_double else sizeof(float)
@@ -180,11 +187,11 @@ cdef class Inference:
         with nogil:
             if is_double:
                 _forward(self.layers, self.n_layers, <const double*>self.p, <const double*>x, n,
-                         <double*>o, block_rows, <double*>buf,
+                         <double*>fi, <double*>o, block_rows, <double*>buf,
                          <double*>buf + block_rows * self.width, n_threads)
             else:
                 _forward(self.layers, self.n_layers, <const float*>self.p, <const float*>x, n,
-                         <float*>o, block_rows, <float*>buf,
+                         <float*>fi, <float*>o, block_rows, <float*>buf,
                          <float*>buf + block_rows * self.width, n_threads)
         free(buf)
         return out

@@ -174,3 +174,24 @@ def test_evaluate_matches_the_reference_on_threads(n_threads, rng):
     Y = np.eye(4)[y]
     want = _reference.per_sample_loss("cross_entropy", f_in, None, Y).mean()
     assert result["loss"] == pytest.approx(want, rel=1e-12)
+
+
+def test_float32_softmax_is_within_a_few_ulps():
+    """softmax's exponentials go through a vectorised exp (bpcore/_activations.pxd): each
+    probability within 4 ulps of the exact softmax of the same max-subtracted float32 logits,
+    0 where that is below float32's smallest normal."""
+    model = bp.Sequential([bp.Dense(10, "softmax")], seed=0)
+    model.build(10)
+    model.layers[0].W = np.eye(10)
+    model.layers[0].b = np.zeros(10)
+    X = np.random.default_rng(0).uniform(-100, 10, (50000, 10)).astype(np.float32)
+    X[0, 0], X[1] = -1e30, 0.0
+    got = model.predict(X)
+    shifted = (X - X.max(axis=1, keepdims=True)).astype(np.float64)  # exact in float32 as bp does
+    e = np.exp(shifted)
+    want = e / e.sum(axis=1, keepdims=True)
+    normal = want >= np.finfo(np.float32).tiny
+    ulps = np.abs(got - want)[normal] / want[normal] / np.finfo(np.float32).eps
+    assert ulps.max() <= 4
+    assert (np.abs(got[~normal]) <= np.finfo(np.float32).tiny).all()
+    np.testing.assert_array_equal(got[1], np.float32(0.1))
