@@ -25,6 +25,7 @@ import bpcore
 from bpcore import (_dense_forward, _error_signal, _gradients, _infer, _loss, _network,
                     _param_update)
 
+from . import _threads
 from . import losses as _losses
 from ._validation import as_float_array, check_finite
 
@@ -176,14 +177,27 @@ class Workspace:
 
 
 # predict runs the layers over blocks of rows whose activations (two buffers of the widest hidden
-# layer) stay in cache: PREDICT_BLOCK_BYTES for both, times the threads, so that each BLAS thread
-# still gets a block-sized share of every product.
+# layer) stay in cache: PREDICT_BLOCK_BYTES for both (half of this machine's 1 MiB L2 per core).
 PREDICT_BLOCK_BYTES = 512 * 1024
 
 # Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
 # bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
+
+
+_pools = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
+
+
+def _helpers(n_threads):
+    """The submit of a pool of n_threads - 1 threads (None for one thread), made on first use."""
+    if n_threads <= 1:
+        return None
+    pool = _pools.get(n_threads - 1)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = _pools.setdefault(n_threads - 1, ThreadPoolExecutor(n_threads - 1, "bp-predict"))
+    return pool.submit
 
 
 class Passes:
@@ -210,6 +224,8 @@ class Passes:
         self.last = None  # (workspace, rows) of the last backward pass
         self._workspaces = {}
         self._engine = None
+        self._step_flops_per_row = sum((2 if i == 0 else 3) * 2 * n_in * n_out
+                                       for i, (n_in, n_out, _, _) in enumerate(self.layout))
         self._inference = None  # bpcore._infer.Inference, for predict
         # the bytes of one row in predict's two block buffers (the widest hidden layer's)
         self._row_bytes = 2 * max([layer.units for layer in layers[:-1]] or [1]) * self.dtype.itemsize
@@ -243,9 +259,7 @@ class Passes:
         """The thread count for training steps of `rows` rows: n_threads, or 1 below the
         crossover (the step's FLOPs: 2 * rows * n_in * n_out per product, 3 products a layer
         but the first)."""
-        flops = sum((2 if i == 0 else 3) * 2 * rows * n_in * n_out
-                    for i, (n_in, n_out, _, _) in enumerate(self.layout))
-        return n_threads if flops >= MIN_PARALLEL_STEP_FLOPS else 1
+        return n_threads if rows * self._step_flops_per_row >= MIN_PARALLEL_STEP_FLOPS else 1
 
     # ---- the passes ------------------------------------------------------------------------
     def forward(self, X, z_in, z_out, n_threads):
@@ -262,33 +276,44 @@ class Passes:
         rows, its buffers per call (so several threads may call it at once). X is checked here:
         in C when it is already a finite C-contiguous array of the dtype and width, else by
         check_X, which converts it or names what is wrong."""
-        inference, block = self._inference_and_block(n_threads)
-        if out is None:
-            f_out = inference.run(X, None, block, n_threads)
-            if f_out is None:
-                f_out = inference.run(check_X(model, X), None, block, n_threads)
-            return f_out
+        inference = self._get_inference()
         if not inference.ready(X):
             X = check_X(model, X)
-        check_out(out, X, self.layers[-1].units, self.dtype)
-        if inference.run(X, out, block, n_threads) is None:
+        n_threads = self._predict_threads(X.shape[0], n_threads)
+        if out is not None:
+            check_out(out, X, self.layers[-1].units, self.dtype)
+        f_out = inference.run(X, out, self._block_rows(X.shape[0], n_threads), n_threads, None,
+                              _helpers(n_threads))
+        if f_out is None:
             check_X(model, X)  # X holds a NaN or an infinity: say where (nothing was written)
-        return out
+        return f_out
 
-    def _inference_and_block(self, n_threads):
+    def _get_inference(self):
         inference = self._inference
         if inference is None:
             inference = self._inference = _infer.Inference(self.params, self._table())
-        return inference, max(8, n_threads * PREDICT_BLOCK_BYTES // self._row_bytes)
+        return inference
+
+    def _block_rows(self, rows, n_threads):
+        """Rows per block: the two buffers in PREDICT_BLOCK_BYTES, and a block for each thread."""
+        return max(8, min(PREDICT_BLOCK_BYTES // self._row_bytes, -(-rows // n_threads)))
+
+    def _predict_threads(self, rows, n_threads):
+        """The threads for a forward pass of `rows` rows, one below the training step's
+        crossover (step_threads: a forward pass runs the same products), and the BLAS pools held
+        to one: the threads share out blocks of rows (bpcore/_infer.pyx)."""
+        _threads.hold_blas(1)
+        return self.step_threads(rows, n_threads)
 
     def evaluate(self, X, Y, w, loss, n_threads):
         """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
         f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
         BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1)."""
-        inference, block = self._inference_and_block(n_threads)
         rows, n_out = X.shape[0], self.layers[-1].units
+        n_threads = self._predict_threads(rows, n_threads)
         f_in, f_out = np.empty((rows, n_out), self.dtype), np.empty((rows, n_out), self.dtype)
-        inference.run(X, f_out, block, n_threads, f_in)
+        self._get_inference().run(X, f_out, self._block_rows(rows, n_threads), n_threads, f_in,
+                                  _helpers(n_threads))
         value = self.loss_value(f_in, f_out, Y, w, loss, np.empty(rows, self.dtype), 1)
         return value, f_out
 

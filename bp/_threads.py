@@ -174,7 +174,7 @@ def ensure_blas_limit():
     """Called by bp before heavy work: the BLAS pools use the same count as the kernels."""
     n = get_num_threads()
     if _blas_limited_to != n:
-        _limit_blas(n)
+        hold_blas(n)  # predict may have left BLAS on one thread for small work
     return n
 
 

@@ -211,7 +211,7 @@ class Sequential:
         check_positive_int("batch_size", batch_size, allow_none=True)
         if self._passes is None:
             self._build_from(_passes.check_X(self, X))
-        return self._passes.predict(self, X, _threads.ensure_blas_limit(), out)
+        return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
         """A dict with the loss (and accuracy for classification) on (X, y); no update.
@@ -219,7 +219,7 @@ class Sequential:
         check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
-        value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.ensure_blas_limit())
+        value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
         result = {"loss": float(value)}
         acc = _losses.accuracy(loss, f_out, Y, w)
         if acc is not None:

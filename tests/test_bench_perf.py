@@ -4,6 +4,7 @@ PyTorch, JAX and scikit-learn are optional peers; the benchmarks skip what is no
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -41,3 +42,18 @@ def test_fit_benchmark_runs(tmp_path):
     with open(tmp_path / "fit.json") as f:
         results = json.load(f)
     assert any(r["impl"] == "bp" and r["epochs_per_s"] > 0 for r in results["rows"])
+
+
+def test_predict_benchmark_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("onnx")
+    proc = _run("predict.py", tmp_path)
+    assert re.search(r"\|\s+digits \|", proc.stdout)
+    with open(tmp_path / "predict.json") as f:
+        results = json.load(f)
+    impls = {r["impl"] for r in results["rows"]}
+    assert {"bp", "bp out=", "numpy", "products"} <= impls
+    assert {r["rows"] for r in results["rows"]} == {1, 64}
+    assert all(r["median_us"] > 0 for r in results["rows"])
+    assert all(r["p99_us"] >= r["median_us"] for r in results["rows"] if r["rows"] == 1)
+    assert (tmp_path / "predict.png").stat().st_size > 0
