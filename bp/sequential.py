@@ -198,16 +198,10 @@ class Sequential:
 
     # ---- prediction and evaluation -------------------------------------------------------------
     def predict(self, X, batch_size=None, out=None):
-        """f_out = tau(f_in) for every row of X, shape (n_samples, n_outputs).
-
-        out : array, optional
-            Where to write f_out: C-contiguous, writeable, of the model's dtype and shape
-            (n_samples, n_outputs), not overlapping X; returned. Saves an allocation per call.
-        batch_size is accepted for Keras compatibility: rows always go through the network in
-        blocks that keep the activations in cache, whatever it says.
-
-        Safe to call from several threads at once (each call uses its own buffers).
-        """
+        """f_out = tau(f_in) for every row of X, shape (n_samples, n_outputs), written into `out`
+        when given (C-contiguous, writeable, the model's dtype and that shape, not overlapping X).
+        batch_size is accepted for Keras compatibility (rows go in cache-sized blocks anyway).
+        Safe to call from several threads at once (each call uses its own buffers)."""
         check_positive_int("batch_size", batch_size, allow_none=True)
         if self._passes is None:
             self._build_from(_passes.check_X(self, X))
@@ -220,11 +214,8 @@ class Sequential:
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
         value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
-        result = {"loss": float(value)}
         acc = _losses.accuracy(loss, f_out, Y, w)
-        if acc is not None:
-            result["accuracy"] = acc
-        return result
+        return {"loss": float(value), **({} if acc is None else {"accuracy": acc})}
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
@@ -371,14 +362,12 @@ class Sequential:
         return model
 
     def to_torch(self):
-        """A torch.nn.Sequential of Linear (weight = W.T) and activation modules computing the
-        same f_out (bp/_torch.py; needs ``pip install "bp[torch]"``)."""
+        """The model as a torch.nn.Sequential of Linear and activation modules (bp/_torch.py)."""
         return _torch.to_torch(self)
 
     @classmethod
     def from_torch(cls, module, dtype=None):
-        """A built model from a torch.nn.Sequential of Linear and activation modules, refusing
-        what a Dense stack cannot represent (bp/_torch.py; bp -> torch -> bp is exact)."""
+        """A built model from such a torch module, weights exact (bp/_torch.py)."""
         return _torch.from_torch(cls, module, dtype)
 
     def __repr__(self):
