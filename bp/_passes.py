@@ -282,7 +282,7 @@ class Passes:
         n_threads = self._predict_threads(X.shape[0], n_threads)
         if out is not None:
             check_out(out, X, self.layers[-1].units, self.dtype)
-        f_out = inference.run(X, out, self._block_rows(X.shape[0], n_threads), n_threads, None,
+        f_out = inference.run(X, out, self._block_rows(), n_threads, None,
                               _helpers(n_threads))
         if f_out is None:
             check_X(model, X)  # X holds a NaN or an infinity: say where (nothing was written)
@@ -294,9 +294,11 @@ class Passes:
             inference = self._inference = _infer.Inference(self.params, self._table())
         return inference
 
-    def _block_rows(self, rows, n_threads):
-        """Rows per block: the two buffers in PREDICT_BLOCK_BYTES, and a block for each thread."""
-        return max(8, min(PREDICT_BLOCK_BYTES // self._row_bytes, -(-rows // n_threads)))
+    def _block_rows(self):
+        """Rows per block: the two buffers in PREDICT_BLOCK_BYTES. Not a share of the rows per
+        thread: a gemm's rounding depends on its number of rows, and predict gives the same bits
+        whatever the thread count (threads help from two blocks on)."""
+        return max(8, PREDICT_BLOCK_BYTES // self._row_bytes)
 
     def _predict_threads(self, rows, n_threads):
         """The threads for a forward pass of `rows` rows, one below the training step's
@@ -312,7 +314,7 @@ class Passes:
         rows, n_out = X.shape[0], self.layers[-1].units
         n_threads = self._predict_threads(rows, n_threads)
         f_in, f_out = np.empty((rows, n_out), self.dtype), np.empty((rows, n_out), self.dtype)
-        self._get_inference().run(X, f_out, self._block_rows(rows, n_threads), n_threads, f_in,
+        self._get_inference().run(X, f_out, self._block_rows(), n_threads, f_in,
                                   _helpers(n_threads))
         value = self.loss_value(f_in, f_out, Y, w, loss, np.empty(rows, self.dtype), 1)
         return value, f_out

@@ -46,6 +46,14 @@ def test_predict_matches_the_reference_across_blocks(small_blocks, activation, r
     assert_close(model.predict(X), reference(model, X), dtype, k=9)
 
 
+def test_the_thread_count_does_not_change_the_bits(helpers, dtype, rng):
+    model = make_model(dtype)
+    X = rng.normal(size=(5000, 6)).astype(dtype)  # several blocks of the default size
+    with bp.num_threads(1):
+        serial = model.predict(X)
+    np.testing.assert_array_equal(model.predict(X), serial)
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_blocks_and_threads_agree(small_blocks, n_threads, dtype, rng):
     model = make_model(dtype)
@@ -123,6 +131,46 @@ def test_predict_rejects_bad_X_as_before(rng):
                               (np.zeros((2, 6), bool), TypeError, "bool")]:
         with pytest.raises(error, match=message):
             model.predict(X)
+
+
+@pytest.fixture
+def helpers(monkeypatch):
+    """predict on 2 threads whatever the size: the caller and a helper thread share the blocks."""
+    monkeypatch.setattr(_passes, "MIN_PARALLEL_STEP_FLOPS", 0)
+    with bp.num_threads(2):
+        yield
+
+
+def test_helpers_give_the_serial_answer(small_blocks, helpers, dtype, rng):
+    model = make_model(dtype)
+    X = rng.normal(size=(203, 6)).astype(dtype)
+    with bp.num_threads(1):
+        serial = model.predict(X)
+    for _ in range(20):
+        np.testing.assert_array_equal(model.predict(X), serial)
+    Y = rng.integers(0, 4, 203)
+    with bp.num_threads(1):
+        want = model.evaluate(X, Y)
+    assert model.evaluate(X, Y) == want
+
+
+def test_a_helper_that_never_starts_or_starts_late_changes_nothing(dtype, rng):
+    """run() returns when every block is done, without waiting for a helper that has not started;
+    a helper that starts after that finds no block left and touches nothing."""
+    model = make_model(dtype)
+    X = rng.normal(size=(100, 6)).astype(dtype)
+    inference = model._passes._get_inference()
+    want = inference.run(X, None, 8, 1)
+    late = []
+    out = inference.run(X, None, 8, 4, None, lambda fn, *args: late.append((fn, args)))
+    np.testing.assert_array_equal(out, want)
+    assert len(late) == 3  # three helpers asked for; none ran
+    before = out.copy()
+    out[...] = -1.0
+    for fn, args in late:
+        fn(*args)
+    assert (out == -1.0).all()
+    out[...] = before
 
 
 def test_predict_from_several_threads_gives_the_serial_answers(small_blocks, dtype, rng):
