@@ -10,8 +10,10 @@ then its b; the gradients live in a second buffer with the same layout (``flat_l
 and delta of every layer), and runs the backward pass either through the compiled engine
 (bpcore/_network.pyx: the whole network in one nogil call) or through its readable twin, one
 validated-free kernel call per layer and pass (``backward_layers``). That choice is made here and
-nowhere else: ``Passes.compiled``. The input checks every entry point shares live here too, so
-that the model, the training loop and insight check alike.
+nowhere else: ``Passes.compiled``. predict and evaluate run the forward pass alone through
+bpcore/_infer.pyx (the whole network in one call, over cache-sized blocks of rows, shared with
+helper threads). The input checks every entry point shares live here too, so that the model,
+the training loop and insight check alike.
 
 The functions take the model as an argument (its ``layers``, ``dtype``, ``input_dim``, ``loss``)
 and never import it: the model imports this module, not the other way round.
