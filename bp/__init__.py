@@ -17,12 +17,13 @@ from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
 from .sequential import Sequential, TrainingDivergedError, load
 from .insight import DiagnosticsLogger, explain
+from .export import from_torch, to_onnx, to_torch
 
 __all__ = [
     "Sequential", "Dense", "load",
     "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
-    "explain", "DiagnosticsLogger",
+    "explain", "DiagnosticsLogger", "to_onnx", "to_torch", "from_torch",
     "kernels", "losses", "schedules",
     "show_config", "effective_n_threads", "get_num_threads", "num_threads", "set_num_threads",
 ]

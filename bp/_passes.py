@@ -10,8 +10,10 @@ then its b; the gradients live in a second buffer with the same layout (``flat_l
 and delta of every layer), and runs the backward pass either through the compiled engine
 (bpcore/_network.pyx: the whole network in one nogil call) or through its readable twin, one
 validated-free kernel call per layer and pass (``backward_layers``). That choice is made here and
-nowhere else: ``Passes.compiled``. The input checks every entry point shares live here too, so
-that the model, the training loop and insight check alike.
+nowhere else: ``Passes.compiled``. predict and evaluate run the forward pass alone through
+bpcore/_infer.pyx (the whole network in one call, over cache-sized blocks of rows, shared with
+helper threads). The input checks every entry point shares live here too, so that the model,
+the training loop and insight check alike.
 
 The functions take the model as an argument (its ``layers``, ``dtype``, ``input_dim``, ``loss``)
 and never import it: the model imports this module, not the other way round.
@@ -23,8 +25,10 @@ import threading
 import numpy as np
 
 import bpcore
-from bpcore import _dense_forward, _error_signal, _gradients, _loss, _network, _param_update
+from bpcore import (_dense_forward, _error_signal, _gradients, _infer, _loss, _network,
+                    _param_update)
 
+from . import _threads
 from . import losses as _losses
 from ._validation import as_float_array, check_finite
 
@@ -52,6 +56,25 @@ def check_X(model, X, name="X"):
                          f"Received: {name} with shape {X.shape}")
     check_finite(name, X)
     return X
+
+
+def check_out(out, X, n_out, dtype):
+    """predict's out=: a writeable C-contiguous (len(X), n_out) array of the model's dtype that
+    shares no memory with X (the pass reads X while it writes out)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array. Received: {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have the model's dtype {dtype}. Received: out with dtype "
+                        f"{out.dtype}")
+    if out.shape != (X.shape[0], n_out):
+        raise ValueError(f"out must have shape {(X.shape[0], n_out)}. Received: out with shape "
+                         f"{out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous. Received: a Fortran-ordered or strided array")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable. Received: a read-only array")
+    if np.may_share_memory(out, X):
+        raise ValueError("out must not overlap X: the forward pass reads X while it writes out")
 
 
 def check_loss(model, loss):
@@ -163,10 +186,28 @@ class Workspace:
 # Their results do not depend on the thread count.
 ELEMENTWISE_THREADS = 1
 
+# predict runs the layers over blocks of rows whose activations (two buffers of the widest hidden
+# layer) stay in cache: PREDICT_BLOCK_BYTES for both (half of this machine's 1 MiB L2 per core).
+PREDICT_BLOCK_BYTES = 512 * 1024
+
 # Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
 # bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
+
+
+_pools = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
+
+
+def _helpers(n_threads):
+    """The submit of a pool of n_threads - 1 threads (None for one thread), made on first use."""
+    if n_threads <= 1:
+        return None
+    pool = _pools.get(n_threads - 1)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = _pools.setdefault(n_threads - 1, ThreadPoolExecutor(n_threads - 1, "bp-predict"))
+    return pool.submit
 
 
 class Passes:
@@ -198,6 +239,11 @@ class Passes:
         self._free = {}
         self._held = None  # the pair the last private pass used: kept out of the pool
         self._lock = threading.Lock()
+        self._step_flops_per_row = sum((2 if i == 0 else 3) * 2 * n_in * n_out
+                                       for i, (n_in, n_out, _, _) in enumerate(self.layout))
+        self._inference = None  # bpcore._infer.Inference, for predict
+        # the bytes of one row in predict's two block buffers (the widest hidden layer's)
+        self._row_bytes = 2 * max([layer.units for layer in layers[:-1]] or [1]) * self.dtype.itemsize
 
     # ---- buffers ---------------------------------------------------------------------------
     def views(self, flat):
@@ -226,9 +272,7 @@ class Passes:
         calls that must not disturb another's binding."""
         if shared and self._engine is not None:
             return self._engine
-        table = [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
-                 for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
-        net = _network.Network(self.params, self.grads, table)
+        net = _network.Network(self.params, self.grads, self._table())
         if shared:
             self._engine = net
         return net
@@ -237,9 +281,7 @@ class Passes:
         """The thread count for training steps of `rows` rows: n_threads, or 1 below the
         crossover (the step's FLOPs: 2 * rows * n_in * n_out per product, 3 products a layer
         but the first)."""
-        flops = sum((2 if i == 0 else 3) * 2 * rows * n_in * n_out
-                    for i, (n_in, n_out, _, _) in enumerate(self.layout))
-        return n_threads if flops >= MIN_PARALLEL_STEP_FLOPS else 1
+        return n_threads if rows * self._step_flops_per_row >= MIN_PARALLEL_STEP_FLOPS else 1
 
     # ---- the passes ------------------------------------------------------------------------
     def forward(self, X, z_in, z_out, n_threads):
@@ -251,14 +293,58 @@ class Passes:
             z = zo
         return z
 
-    def infer(self, X, n_threads, out=None):
-        """The forward pass of X into buffers of its own (so several threads may call it at
-        once); f_out goes into `out` when given. Returns (f_in, f_out)."""
-        rows = X.shape[0]
-        z_in = [np.empty((rows, layer.units), self.dtype) for layer in self.layers]
-        z_out = [np.empty((rows, layer.units), self.dtype) for layer in self.layers[:-1]]
-        z_out.append(np.empty((rows, self.layers[-1].units), self.dtype) if out is None else out)
-        return z_in[-1], self.forward(X, z_in, z_out, n_threads)
+    def predict(self, model, X, n_threads, out=None):
+        """f_out of X through bpcore/_infer.pyx: the whole network in one call, over blocks of
+        rows, its buffers per call (so several threads may call it at once). X is checked here:
+        in C when it is already a finite C-contiguous array of the dtype and width, else by
+        check_X, which converts it or names what is wrong."""
+        inference = self._get_inference()
+        if not inference.ready(X):
+            X = check_X(model, X)
+        n_threads = self._predict_threads(X.shape[0], n_threads)
+        if out is not None:
+            check_out(out, X, self.layers[-1].units, self.dtype)
+        f_out = inference.run(X, out, self._block_rows(), n_threads, None,
+                              _helpers(n_threads))
+        if f_out is None:
+            check_X(model, X)  # X holds a NaN or an infinity: say where (nothing was written)
+        return f_out
+
+    def _get_inference(self):
+        inference = self._inference
+        if inference is None:
+            inference = self._inference = _infer.Inference(self.params, self._table())
+        return inference
+
+    def _block_rows(self):
+        """Rows per block: the two buffers in PREDICT_BLOCK_BYTES. Not a share of the rows per
+        thread: a gemm's rounding depends on its number of rows, and predict gives the same bits
+        whatever the thread count (threads help from two blocks on)."""
+        return max(8, PREDICT_BLOCK_BYTES // self._row_bytes)
+
+    def _predict_threads(self, rows, n_threads):
+        """The threads for a forward pass of `rows` rows, one below the training step's
+        crossover (step_threads: a forward pass runs the same products), and the BLAS pools held
+        to one: the threads share out blocks of rows (bpcore/_infer.pyx)."""
+        _threads.hold_blas(1)
+        return self.step_threads(rows, n_threads)
+
+    def evaluate(self, X, Y, w, loss, n_threads):
+        """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
+        f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
+        BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1)."""
+        rows, n_out = X.shape[0], self.layers[-1].units
+        n_threads = self._predict_threads(rows, n_threads)
+        f_in, f_out = np.empty((rows, n_out), self.dtype), np.empty((rows, n_out), self.dtype)
+        self._get_inference().run(X, f_out, self._block_rows(), n_threads, f_in,
+                                  _helpers(n_threads))
+        value = self.loss_value(f_in, f_out, Y, w, loss, np.empty(rows, self.dtype), 1)
+        return value, f_out
+
+    def _table(self):
+        """Per layer: (n_in, n_out, activation code, alpha, offset of W, offset of b or -1)."""
+        return [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
+                for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
 
     def loss_value(self, f_in, f_out, Y, w, loss, per_sample, n_threads):
         """L = scale * sum_i w_i l_i of one batch with bp.losses' mean reduction (the per-sample

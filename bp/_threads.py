@@ -23,6 +23,12 @@ from bpcore._openmp import omp_max_threads, openmp_enabled
 _lock = threading.Lock()
 _n_threads = None  # what the user asked for through set_num_threads (None: the default)
 _blas_limited_to = None  # what we last told the BLAS pools
+# get_num_threads()'s answer, settled on first use and again after each set_num_threads: working
+# it out (the CPU set, the topology files under /sys, OMP_NUM_THREADS) cost ~60 us, most of
+# predict's time on one row. It is worked out again after set_num_threads and when
+# OMP_NUM_THREADS changes (one dictionary look-up, ~0.2 us, tells).
+_settled = None
+_settled_env = None  # the OMP_NUM_THREADS the settled answer was worked out under
 
 
 _cores_of = {}  # CPU set -> physical cores in it (the topology files are read once per set)
@@ -106,7 +112,12 @@ def _omp_num_threads_env():
 
 def get_num_threads():
     """The thread count bp uses now (for its kernels and, while it runs, the BLAS pools)."""
-    return effective_n_threads(_n_threads)
+    global _settled, _settled_env
+    n, env = _settled, os.environ.get("OMP_NUM_THREADS")
+    if n is None or env != _settled_env:
+        n = _settled = effective_n_threads(_n_threads)
+        _settled_env = env
+    return n
 
 
 def set_num_threads(n_threads):
@@ -125,24 +136,24 @@ def set_num_threads(n_threads):
     >>> bp.get_num_threads()
     1
     """
-    global _n_threads
+    global _n_threads, _settled
     effective_n_threads(n_threads)  # validate before changing anything
     with _lock:
-        _n_threads = n_threads
+        _n_threads, _settled = n_threads, None
     _limit_blas(get_num_threads())
 
 
 @contextmanager
 def num_threads(n_threads):
     """Context manager form of :func:`set_num_threads`: ``with bp.num_threads(1): ...``."""
-    global _n_threads
+    global _n_threads, _settled
     previous = _n_threads
     set_num_threads(n_threads)
     try:
         yield
     finally:
         with _lock:
-            _n_threads = previous
+            _n_threads, _settled = previous, None
         _limit_blas(get_num_threads())
 
 
@@ -181,7 +192,7 @@ def ensure_blas_limit():
     """Called by bp before heavy work: the BLAS pools use the same count as the kernels."""
     n = get_num_threads()
     if _blas_limited_to != n:
-        _limit_blas(n)
+        hold_blas(n)  # predict may have left BLAS on one thread for small work
     return n
 
 

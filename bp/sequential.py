@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _io, _passes, _threads, _training
+from . import _io, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
@@ -197,20 +197,15 @@ class Sequential:
             raise ValueError("the model is not built yet: call fit, predict or build(input_dim) first")
 
     # ---- prediction and evaluation -------------------------------------------------------------
-    def predict(self, X, batch_size=None):
-        """f_out = tau(f_in) for every row of X, shape (n_samples, n_outputs).
-
-        Safe to call from several threads at once (each call uses its own buffers).
-        """
-        X = _passes.check_X(self, X)
-        n = X.shape[0]
-        bs = n if batch_size is None else check_positive_int("batch_size", batch_size)
-        self._build_from(X)
-        nt = _threads.ensure_blas_limit()
-        out = np.empty((n, self.layers[-1].units), self.dtype)
-        for start in range(0, n, bs):  # the last layer writes f_out straight into the result
-            self._passes.infer(X[start:start + bs], nt, out=out[start:start + bs])
-        return out
+    def predict(self, X, batch_size=None, out=None):
+        """f_out = tau(f_in) for every row of X, shape (n_samples, n_outputs), written into `out`
+        when given (C-contiguous, writeable, the model's dtype and that shape, not overlapping X).
+        batch_size is accepted for Keras compatibility (rows go in cache-sized blocks anyway).
+        Safe to call from several threads at once (each call uses its own buffers)."""
+        check_positive_int("batch_size", batch_size, allow_none=True)
+        if self._passes is None:
+            self._build_from(_passes.check_X(self, X))
+        return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
         """A dict with the loss (and accuracy for classification) on (X, y); no update.
@@ -218,14 +213,9 @@ class Sequential:
         check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
-        nt = _threads.ensure_blas_limit()
-        f_in, f_out = self._passes.infer(X, nt)
-        value = self._passes.loss_value(f_in, f_out, Y, w, loss, np.empty(len(X), self.dtype), nt)
-        result = {"loss": float(value)}
+        value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
         acc = _losses.accuracy(loss, f_out, Y, w)
-        if acc is not None:
-            result["accuracy"] = acc
-        return result
+        return {"loss": float(value), **({} if acc is None else {"accuracy": acc})}
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
@@ -369,6 +359,15 @@ class Sequential:
                     seed=config["seed"], input_dim=config["input_dim"])
         model.loss = config.get("loss")
         return model
+
+    def to_torch(self):
+        """The model as a torch.nn.Sequential of Linear and activation modules (bp/_torch.py)."""
+        return _torch.to_torch(self)
+
+    @classmethod
+    def from_torch(cls, module, dtype=None):
+        """A built model from such a torch module, weights exact (bp/_torch.py)."""
+        return _torch.from_torch(cls, module, dtype)
 
     def __repr__(self):
         lines = [f"Sequential(dtype={self.dtype.name!r}" + (

@@ -9,7 +9,8 @@ One module per step of training, in the order the mathematics runs:
     _param_update    fused SGD / Adam / AdamW steps on the flat parameter vector
 
 with _blas (gemm through scipy.linalg.cython_blas), _activations (sigma beside sigma') and
-_openmp (guarded OpenMP helpers). The entry points here trust their arguments; bp.kernels is the
+_openmp (guarded OpenMP helpers); _network runs a whole training step or epoch in one call and
+_infer the whole forward pass of predict. The entry points here trust their arguments; bp.kernels is the
 validated public face of the same functions.
 """
 

@@ -23,7 +23,7 @@
 # which bp._threads holds to the same count as the OpenMP kernels. gemm is never called from
 # inside a prange.
 
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 cdef Py_ssize_t SMALL_GEMM_WORK = 256
 
@@ -66,6 +66,20 @@ cdef inline void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t
     cdef int LDA = <int>(ldb if ldb > 1 else 1)
     cdef int LDB = <int>(lda if lda > 1 else 1)
     cdef int LDC = <int>(ldc if ldc > 1 else 1)
+    cdef int inc_x = <int>(lda if trans_a else 1), one = 1
+    if m == 1:
+        # One row: C^T (n) = op(B)^T (n x k) @ x, a matrix-vector product. gemm would pack all of
+        # B first (it expects to reuse it over many rows): predict on one row of the mnist
+        # network took ~100 us through sgemm against ~10 us through sgemv.
+        if trans_b:  # op(B)^T = B, stored column-major as k x n
+            ta, M, N = b't', <int>k, <int>n
+        else:        # op(B)^T = B^T, stored column-major as n x k
+            ta, M, N = b'n', <int>n, <int>k
+        if floating is float:
+            sgemv(&ta, &M, &N, &alpha, <float*>B, &LDA, <float*>A, &inc_x, &beta, C, &one)
+        else:
+            dgemv(&ta, &M, &N, &alpha, <double*>B, &LDA, <double*>A, &inc_x, &beta, C, &one)
+        return
     if floating is float:
         sgemm(&ta, &tb, &M, &N, &K, &alpha, <float*>B, &LDA, <float*>A, &LDB, &beta, C, &LDC)
     else:

@@ -11,7 +11,7 @@
 
 from cython.parallel cimport prange
 
-from bpcore._activations cimport activate_row, sigma_cost
+from bpcore._activations cimport SOFTMAX, activate_row, sigma_cost, softmax_rows
 from bpcore._blas cimport gemm, threads_after_gemm
 from bpcore._openmp cimport work_threads
 
@@ -28,7 +28,9 @@ cdef void dense_forward_core(const floating* z_out_prev, Py_ssize_t n, Py_ssize_
          <floating>0, z_in, n_out)
     nt = work_threads(n * n_out * sigma_cost(act), n,
                       threads_after_gemm(n, n_out, n_in, n_threads))
-    if nt == 1:
+    if nt == 1 and act == SOFTMAX:  # the whole block's exponentials in one vectorised call
+        softmax_rows(b, z_in, z_out, n, n_out)
+    elif nt == 1:
         for i in range(n):
             activate_row(act, alpha, b, z_in + i * n_out, z_out + i * n_out, n_out)
     else:

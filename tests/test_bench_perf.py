@@ -5,6 +5,7 @@ scikit-learn is a test dependency (its digits data set), so it is imported plain
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -68,3 +69,18 @@ def test_breakdown_benchmark_runs():
     for row in ("L0 forward", "L0 gradients", "L0 error signal", "loss + output delta",
                 "SGD update", "whole step (engine)"):
         assert row in proc.stdout
+
+
+def test_predict_benchmark_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("onnx")
+    proc = _run("predict.py", tmp_path)
+    assert re.search(r"\|\s+digits \|", proc.stdout)
+    with open(tmp_path / "predict.json") as f:
+        results = json.load(f)
+    impls = {r["impl"] for r in results["rows"]}
+    assert {"bp", "bp out=", "numpy", "products"} <= impls
+    assert {r["rows"] for r in results["rows"]} == {1, 64}
+    assert all(r["median_us"] > 0 for r in results["rows"])
+    assert all(r["p99_us"] >= r["median_us"] for r in results["rows"] if r["rows"] == 1)
+    assert (tmp_path / "predict.png").stat().st_size > 0

@@ -15,9 +15,9 @@ from .conftest import assert_close
 THRESHOLD = _blas.SMALL_GEMM_THRESHOLD
 
 # (m, n, k): below the threshold (the own loops under "auto"), just above, and well above; and
-# degenerate ones (1 x 1, a single column, k = 1).
+# degenerate ones (1 x 1, a single column, k = 1); one row above it (a matrix-vector product).
 SHAPES = [(1, 1, 1), (3, 1, 5), (1, 7, 1), (4, 2, 2), (5, 7, 3), (16, 16, 16), (17, 17, 17),
-          (33, 40, 50), (64, 70, 3)]
+          (33, 40, 50), (64, 70, 3), (1, 40, 50), (1, 300, 70)]
 
 
 def test_shapes_cover_both_sides_of_the_threshold():
