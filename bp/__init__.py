@@ -11,7 +11,8 @@ error signal, gradients) and the parameter updates in Cython kernels (package ``
 from . import kernels, losses, schedules
 from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
-from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN
+from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback,
+                        ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN)
 from .layers import Dense
 from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
@@ -22,6 +23,7 @@ __all__ = [
     "Sequential", "Dense", "load",
     "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
+    "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "explain", "DiagnosticsLogger",
     "kernels", "losses", "schedules",
     "show_config", "effective_n_threads", "get_num_threads", "num_threads", "set_num_threads",

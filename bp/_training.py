@@ -34,7 +34,7 @@ from . import _interrupt, _passes, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validation import check_number, check_positive_int
-from .callbacks import Callback, History, TerminateOnNaN, _Progress
+from .callbacks import Callback, History, TerminateOnNaN, _Progress, wants_every_batch
 
 DONE = _network.STATUS["done"]
 DIVERGED = _network.STATUS["diverged"]
@@ -302,8 +302,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         cb.set_model(model)
         cb.on_train_begin()
     progress = _Progress(verbose, epochs, n_batches)
-    per_batch_callbacks = [cb for cb in callbacks
-                           if type(cb).on_batch_end is not Callback.on_batch_end]
+    per_batch_callbacks = [cb for cb in callbacks if wants_every_batch(cb)]
     sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
     passes = model._passes
     runner_class = (CompiledSteps if passes.compiled and _optimizers.runs_in_engine(opt)
