@@ -225,13 +225,13 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
-        validation_data=None, shuffle=True, sample_weight=None, callbacks=None, accumulate=1,
-        verbose=1, on_nan="raise", first_epoch=0):
+        validation_data=None, shuffle=True, sample_weight=None, class_weight=None, callbacks=None,
+        accumulate=1, verbose=1, on_nan="raise", first_epoch=0):
     """Sequential.fit (see its docstring for the parameters)."""
     with exclusive(model):
         return _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split,
-                    validation_data, shuffle, sample_weight, callbacks, accumulate, verbose,
-                    on_nan, first_epoch)
+                    validation_data, shuffle, sample_weight, class_weight, callbacks, accumulate,
+                    verbose, on_nan, first_epoch)
 
 
 def _check_validation_data(model, validation_data, loss, X):
@@ -249,9 +249,11 @@ def _check_validation_data(model, validation_data, loss, X):
 
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
-         shuffle, sample_weight, callbacks, accumulate, verbose, on_nan, first_epoch):
+         shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch):
     # -- everything is checked before anything changes --
     loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
+    # class weights weigh the training rows only (as Keras): a validation split keeps its own
+    cw = None if class_weight is None else _losses.class_weights(loss, Y, class_weight)
     epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     accumulate = check_positive_int("accumulate", accumulate)
@@ -288,6 +290,9 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         train_rows = ti
         val = (X[vi], Y[vi], None if w is None else w[vi])
         X, Y, w = X[ti], Y[ti], (None if w is None else w[ti])
+        cw = None if cw is None else cw[ti]
+    if cw is not None:
+        w = (cw if w is None else w * cw).astype(model.dtype)
     # -- from here on the model changes --
     if not model.built:
         model.build(X.shape[1])

@@ -303,7 +303,7 @@ class Sequential:
     # ---- training: bp/_training.py -------------------------------------------------------------
     def fit(self, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
-            callbacks=None, accumulate=1, verbose=1, on_nan="raise"):
+            class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise"):
         """Train by mini-batch backpropagation.
 
         Parameters
@@ -317,6 +317,8 @@ class Sequential:
         validation_data : (X_val, y_val) instead of validation_split
         shuffle : reshuffle the training rows every epoch (seeded)
         sample_weight : array (n_samples,) of non-negative weights
+        class_weight : {label: weight} or "balanced" (n / (k n_c)); multiplies the training
+            rows' sample weights by their class's weight (classification losses)
         callbacks : list of bp.Callback (e.g. bp.EarlyStopping)
         accumulate : int >= 1; each update uses `accumulate` micro-batches of batch_size rows,
             exactly the update of one batch of accumulate * batch_size rows
@@ -332,8 +334,8 @@ class Sequential:
         return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                              batch_size=batch_size, validation_split=validation_split,
                              validation_data=validation_data, shuffle=shuffle,
-                             sample_weight=sample_weight, callbacks=callbacks,
-                             accumulate=accumulate, verbose=verbose, on_nan=on_nan)
+                             sample_weight=sample_weight, class_weight=class_weight,
+                             callbacks=callbacks, accumulate=accumulate, verbose=verbose, on_nan=on_nan)
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0):
