@@ -22,9 +22,11 @@ import math
 import numpy as np
 
 import bpcore
-from bpcore import _dense_forward, _error_signal, _gradients, _loss, _network, _param_update
+from bpcore import (_dense_forward, _error_signal, _gradients, _loss, _network, _param_update,
+                    _regularize)
 
 from . import losses as _losses
+from . import regularizers as _regularizers
 from ._validation import as_float_array, check_finite
 
 
@@ -182,6 +184,11 @@ class Passes:
         self.param_views = split(params, self.layout)
         self.grad_views = split(self.grads, self.layout)
         self.compiled = compiled
+        # per layer (kernel l1, l2, bias l1, l2): the weight penalties of bp.regularizers
+        self.penalties = [(*_regularizers.coefficients(getattr(layer, "kernel_regularizer", None)),
+                           *_regularizers.coefficients(getattr(layer, "bias_regularizer", None)))
+                          for layer in layers]
+        self.penalized = any(any(p) for p in self.penalties)
         self.last = None  # (workspace, rows) of the last backward pass
         self._workspaces = {}
         self._engine = None
@@ -209,6 +216,8 @@ class Passes:
         table = [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
                  for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
         net = _network.Network(self.params, self.grads, table)
+        if self.penalized:
+            net.set_penalties(self.penalties)
         if shared:
             self._engine = net
         return net
@@ -284,6 +293,22 @@ class Passes:
                                            ws.z_out[i - 1], bpcore.ACTIVATIONS[prev.activation],
                                            prev.alpha, ws.delta[i - 1], n_threads)
         return loss_value
+
+    def penalty(self, grads, n_threads):
+        """The layers' weight penalties R(W) + R(b), with dR/dW, dR/db added to the flat
+        buffer `grads` (None: the value only). Once per optimizer step: the compiled step's
+        _penalties, as a Python loop."""
+        value = 0.0
+        views = None if grads is None else (
+            self.grad_views if grads is self.grads else self.views(grads))
+        for i, (kl1, kl2, bl1, bl2) in enumerate(self.penalties):
+            W, b = self.param_views[i]
+            for x, g, l1, l2 in ((W, None if views is None else views[i][0], kl1, kl2),
+                                 (b, None if views is None else views[i][1], bl1, bl2)):
+                if x is not None and (l1 or l2):
+                    value += _regularize.penalty(x.reshape(-1), l1, l2,
+                                                 None if g is None else g.reshape(-1), n_threads)
+        return value
 
     # ---- what the last backward pass left --------------------------------------------------
     def cached(self, name):

@@ -184,6 +184,12 @@ def sum_of_squares(x, *, n_threads=None):
     return float(x @ x)
 
 
+def penalty(W, l1=0.0, l2=0.0):
+    """(R, dR/dW) of the weight penalty R(W) = l1 sum|W| + l2 sum W^2 (bp.regularizers)."""
+    W = np.asarray(W, dtype=np.float64)
+    return (float(l1 * np.abs(W).sum() + l2 * (W * W).sum()), l1 * np.sign(W) + 2 * l2 * W)
+
+
 # ---- a whole network -------------------------------------------------------------------------------
 
 

@@ -157,6 +157,8 @@ class PythonSteps(_Steps):
                 hits = _losses.accuracy(self.loss, ws.z_out[-1][:rows], Yb, wb, count=True)
                 if hits is not None:
                     report.correct += hits
+            if passes.penalized and math.isfinite(step_loss):
+                step_loss += passes.penalty(passes.grads, nt)
             report.last_loss = step_loss
             if not math.isfinite(step_loss) or not _passes.all_finite(passes.grads, nt):
                 report.status = DIVERGED

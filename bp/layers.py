@@ -13,6 +13,7 @@ import numpy as np
 import bpcore
 
 from . import kernels
+from . import regularizers as _regularizers
 from ._validation import (FLOAT_DTYPES, as_dtype, as_float_array, check_choice, check_finite,
                           check_number, check_positive_int)
 
@@ -65,6 +66,8 @@ class Dense:
         ``f((n_in, n_out), rng) -> array``. Biases start at zero.
     alpha : float, default 0.01
         leaky_relu's negative slope (>= 0).
+    kernel_regularizer, bias_regularizer : bp.l1(c), bp.l2(c), bp.l1_l2(l1, l2) or None
+        A penalty R(W) (R(b)) added to the training loss and its gradient (bp.regularizers).
     input_dim : int, optional
         n_in. If omitted, it is taken from the data at first use (lazy build).
     name : str, optional
@@ -81,7 +84,8 @@ class Dense:
     """
 
     def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
-                 alpha=0.01, input_dim=None, name=None):
+                 alpha=0.01, kernel_regularizer=None, bias_regularizer=None, input_dim=None,
+                 name=None):
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
         if not isinstance(activation, str):
@@ -95,6 +99,8 @@ class Dense:
         self.kernel_initializer = kernel_initializer or (
             "he_normal" if activation in _RELU_LIKE else "glorot_uniform")
         self.alpha = check_number("alpha", alpha, low=0.0)
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer, "kernel_regularizer")
+        self.bias_regularizer = _regularizers.get(bias_regularizer, "bias_regularizer")
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
         self.name = name
         self._W = None
@@ -202,7 +208,10 @@ class Dense:
         init = self.kernel_initializer
         return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
                 "kernel_initializer": init if isinstance(init, str) else None,
-                "alpha": self.alpha, "input_dim": self.input_dim, "name": self.name}
+                "alpha": self.alpha, "input_dim": self.input_dim, "name": self.name,
+                **{key: reg.get_config() for key, reg in (
+                    ("kernel_regularizer", self.kernel_regularizer),
+                    ("bias_regularizer", self.bias_regularizer)) if reg is not None}}
 
     def __repr__(self):
         args = [str(self.units), f"activation={self.activation!r}"]
@@ -210,6 +219,9 @@ class Dense:
             args.append("use_bias=False")
         if self.activation == "leaky_relu":
             args.append(f"alpha={self.alpha}")
+        for key in ("kernel_regularizer", "bias_regularizer"):
+            if getattr(self, key) is not None:
+                args.append(f"{key}={getattr(self, key)!r}")
         if self.input_dim is not None:
             args.append(f"input_dim={self.input_dim}")
         if self.name:

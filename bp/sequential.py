@@ -213,7 +213,8 @@ class Sequential:
         return out
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
-        """A dict with the loss (and accuracy for classification) on (X, y); no update.
+        """A dict with the loss (with the layers' regularisers, as fit reports it) and accuracy
+        for classification on (X, y); no update.
         (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
         check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
@@ -221,6 +222,7 @@ class Sequential:
         nt = _threads.ensure_blas_limit()
         f_in, f_out = self._passes.infer(X, nt)
         value = self._passes.loss_value(f_in, f_out, Y, w, loss, np.empty(len(X), self.dtype), nt)
+        value += self._passes.penalty(None, nt)  # the layers' regularisers (0 without)
         result = {"loss": float(value)}
         acc = _losses.accuracy(loss, f_out, Y, w)
         if acc is not None:
@@ -229,7 +231,8 @@ class Sequential:
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
-        """dL/dW and dL/db of every layer on the batch (X, y), with no update.
+        """dL/dW and dL/db of every layer on the batch (X, y), with no update (L includes the
+        layers' regularisers, as a training step's does).
 
         Returns a list of (grad_W, grad_b) per Dense layer (grad_b None without bias). The error
         signals of this pass are then in ``model.error_signals``.
@@ -242,6 +245,7 @@ class Sequential:
         # its own workspace, buffer and engine: gradients() may run beside other calls
         passes.backward(X, Y, w, passes.new_workspace(X.shape[0]), loss,
                         _losses.default_scale(loss, *Y.shape), 0.0, grads, nt, private=True)
+        passes.penalty(grads, nt)  # the layers' regularisers, as in a training step
         return [(gW.copy(), None if gb is None else gb.copy()) for gW, gb in passes.views(grads)]
 
     @property

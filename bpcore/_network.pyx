@@ -7,6 +7,8 @@
 #     loss         loss_core
 #     error signal output_delta_core, then hidden_delta_core from the output backwards
 #     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates micro-batches)
+#     penalties    penalty_core once a step, for the layers with a regulariser (R(W) into the loss,
+#                  dR/dW into the gradient; Network.set_penalties)
 #     update       sgd_core / adam_core on the flat parameter vector
 #
 # Why: a Python loop over layers costs ~1-2 us per kernel call (argument parsing, memoryview
@@ -43,6 +45,7 @@ from bpcore._error_signal cimport output_delta_core, hidden_delta_core
 from bpcore._gradients cimport gradients_core
 from bpcore._loss cimport loss_core, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from bpcore._param_update cimport sgd_core, adam_core, sum_of_squares_core
+from bpcore._regularize cimport penalty_core
 
 import numpy as np
 cimport numpy as cnp
@@ -80,6 +83,7 @@ cdef struct Layer:
     Py_ssize_t n_in, n_out, w_off, b_off   # b_off < 0: no bias
     int act
     double alpha
+    double kernel_l1, kernel_l2, bias_l1, bias_l2   # the layer's penalties (0: none)
     void* z_in
     void* z_out
     void* delta
@@ -134,6 +138,23 @@ cdef double _backward(const Layer* layers, Py_ssize_t n_layers, const floating* 
             hidden_delta_core(<floating*>L.delta, n, L.n_out, params + L.w_off,
                               <floating*>P.z_in, <floating*>P.z_out, P.n_out, P.act,
                               <floating>P.alpha, <floating*>P.delta, nt)
+    return value
+
+
+cdef double _penalties(const Layer* layers, Py_ssize_t n_layers, const floating* params,
+                       floating* grads, int nt) noexcept nogil:
+    """sum of the layers' R(W) + R(b), with their gradients added to grads (once per step)."""
+    cdef Py_ssize_t i
+    cdef const Layer* L
+    cdef double value = 0
+    for i in range(n_layers):
+        L = &layers[i]
+        if L.kernel_l1 != 0 or L.kernel_l2 != 0:
+            value += penalty_core(params + L.w_off, L.n_in * L.n_out, L.kernel_l1, L.kernel_l2,
+                                  grads + L.w_off, nt)
+        if L.b_off >= 0 and (L.bias_l1 != 0 or L.bias_l2 != 0):
+            value += penalty_core(params + L.b_off, L.n_out, L.bias_l1, L.bias_l2,
+                                  grads + L.b_off, nt)
     return value
 
 
@@ -227,6 +248,7 @@ cdef struct Epoch:
     Py_ssize_t mean_width        # a step's loss is the mean over step_rows * mean_width numbers
     int loss
     bint count_hits, guard
+    bint penalized               # a layer has a regulariser: _penalties once a step
     # buffers of the workspace (capacity batch_size rows)
     void* Xb
     void* Yb
@@ -359,6 +381,8 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                 e.correct += _batch_hits(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
                                          e.m, e.loss)
             mb += rows
+        if e.penalized and isfinite(step_loss):
+            step_loss += _penalties(layers, n_layers, params, grads, nt)
         e.last_loss = step_loss
         sumsq = -1
         if e.guard:
@@ -453,7 +477,7 @@ cdef class Network:
     cdef Layer* layers
     cdef Py_ssize_t n_layers, n_params, capacity, n_in, n_out
     cdef int typenum
-    cdef bint is_double, parallel_elementwise
+    cdef bint is_double, parallel_elementwise, penalized
     cdef readonly object params, grads, workspace
     cdef object _keep     # the workspace arrays the raw pointers point into
     cdef void* p          # the model's flat parameters and gradients (kept alive by params, grads)
@@ -495,6 +519,8 @@ cdef class Network:
             self.layers[i].act, self.layers[i].alpha = act, alpha
             self.layers[i].w_off, self.layers[i].b_off = w_off, b_off
             self.layers[i].z_in = self.layers[i].z_out = self.layers[i].delta = NULL
+            self.layers[i].kernel_l1 = self.layers[i].kernel_l2 = 0
+            self.layers[i].bias_l1 = self.layers[i].bias_l2 = 0
             if i > 0 and n_in != self.layers[i - 1].n_out:
                 raise ValueError(f"layer {i} has n_in={n_in}, the previous layer n_out="
                                  f"{self.layers[i - 1].n_out}")
@@ -504,6 +530,20 @@ cdef class Network:
         self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
         self.capacity = 0
         self.workspace = None
+        self.penalized = False
+
+    def set_penalties(self, penalties):
+        """Per layer (kernel_l1, kernel_l2, bias_l1, bias_l2), all >= 0: train_epoch adds
+        R = l1 sum|x| + l2 sum x^2 of each W and b to every step's loss and dR/dx to its
+        gradient (bpcore/_regularize.pyx), after the micro-batches and before the update."""
+        cdef Py_ssize_t i
+        penalties = [tuple(map(float, p)) for p in penalties]
+        if len(penalties) != self.n_layers or any(len(p) != 4 or min(p) < 0 for p in penalties):
+            raise ValueError(f"penalties must be {self.n_layers} tuples of 4 numbers >= 0")
+        for i, (kl1, kl2, bl1, bl2) in enumerate(penalties):
+            self.layers[i].kernel_l1, self.layers[i].kernel_l2 = kl1, kl2
+            self.layers[i].bias_l1, self.layers[i].bias_l2 = bl1, bl2
+        self.penalized = any(any(p) for p in penalties)
 
     def __dealloc__(self):
         free(self.layers)
@@ -694,6 +734,7 @@ cdef class Network:
         if n_steps < 0 or first_step + n_steps > total_steps:
             n_steps = max(0, total_steps - first_step)
         e.X, e.Y, e.w = xp, yp, wp
+        e.penalized = self.penalized
         e.n, e.n_in, e.m = n, self.n_in, self.n_out
         e.batch_size, e.accumulate = batch_size, accumulate
         e.first_step, e.n_steps = first_step, n_steps
