@@ -13,7 +13,7 @@ from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback,
                         ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN)
-from .layers import Dense
+from .layers import Dense, Dropout
 from .regularizers import l1, l1_l2, l2
 from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
@@ -21,7 +21,7 @@ from .sequential import Sequential, TrainingDivergedError, load
 from .insight import DiagnosticsLogger, explain
 
 __all__ = [
-    "Sequential", "Dense", "load", "l1", "l2", "l1_l2",
+    "Sequential", "Dense", "Dropout", "load", "l1", "l2", "l1_l2",
     "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",

@@ -22,8 +22,8 @@ import math
 import numpy as np
 
 import bpcore
-from bpcore import (_dense_forward, _error_signal, _gradients, _loss, _network, _param_update,
-                    _regularize)
+from bpcore import (_dense_forward, _dropout, _error_signal, _gradients, _loss, _network,
+                    _param_update, _regularize)
 
 from . import losses as _losses
 from . import regularizers as _regularizers
@@ -37,6 +37,25 @@ def check_layers(layers):
     """ValueError for a model with no layer: the one place this rule is written."""
     if not layers:
         raise ValueError("a Sequential needs at least one layer. Received: no layers")
+    if layers[-1].dropout is not None:
+        raise ValueError(f"a Dropout must be followed by a Dense layer; the output layer "
+                         f"{layers[-1]!r} has one after it")
+
+
+def attach_dropout(layers, dropout):
+    """Fold a Dropout into the Dense layer before it (its output is what gets dropped); rate 0
+    attaches nothing, so the model is the one without the layer, bit for bit."""
+    if not layers:
+        raise ValueError("a Dropout needs a Dense layer before it. Received: Dropout first")
+    layer = layers[-1]
+    if layer.dropout is not None:
+        raise ValueError(f"{layer!r} has a Dropout already; two in a row are one of rate "
+                         f"1 - (1 - a)(1 - b)")
+    if layer.activation == "softmax":
+        raise ValueError("a Dropout after a softmax layer is refused: softmax's derivative is "
+                         "not elementwise, so the mask cannot be applied to its error signal")
+    if dropout.rate > 0:
+        layer.dropout = dropout
 
 
 def check_X(model, X, name="X"):
@@ -151,6 +170,12 @@ class Workspace:
         self.z_in = [np.empty((n_rows, layer.units), dtype) for layer in layers]
         self.z_out = [np.empty((n_rows, layer.units), dtype) for layer in layers]
         self.delta = [np.empty((n_rows, layer.units), dtype) for layer in layers]
+        # a Dropout's mask (bytes) and the dropped output z_out * mask / (1 - rate) the next
+        # layer reads in training; None for the layers without one
+        self.mask = [None if layer.dropout is None else np.empty((n_rows, layer.units), np.uint8)
+                     for layer in layers]
+        self.z_drop = [None if layer.dropout is None else np.empty((n_rows, layer.units), dtype)
+                       for layer in layers]
         self.per_sample = np.empty(n_rows, dtype)
         self.X = np.empty((n_rows, n_in), dtype)
         self.Y = np.empty((n_rows, layers[-1].units), dtype)
@@ -218,6 +243,10 @@ class Passes:
         net = _network.Network(self.params, self.grads, table)
         if self.penalized:
             net.set_penalties(self.penalties)
+        if any(layer.dropout is not None for layer in self.layers):
+            net.set_dropout([None if layer.dropout is None else
+                             (layer.dropout._key, _dropout.threshold(layer.dropout.rate),
+                              1.0 / (1.0 - layer.dropout.rate)) for layer in self.layers])
         if shared:
             self._engine = net
         return net
@@ -231,13 +260,21 @@ class Passes:
         return n_threads if flops >= MIN_PARALLEL_STEP_FLOPS else 1
 
     # ---- the passes ------------------------------------------------------------------------
-    def forward(self, X, z_in, z_out, n_threads):
-        """The forward pass of every layer into the given buffers; returns f_out."""
+    def forward(self, X, z_in, z_out, n_threads, dropout=None):
+        """The forward pass of every layer into the given buffers; returns f_out. Inference
+        unless dropout = (workspace, draw): then the Dropouts draw training batch `draw`'s masks
+        into the workspace and the next layer reads the dropped output."""
         z = X
-        for layer, (W, b), zi, zo in zip(self.layers, self.param_views, z_in, z_out):
+        for i, (layer, (W, b), zi, zo) in enumerate(zip(self.layers, self.param_views, z_in, z_out)):
             _dense_forward.dense_forward(z, W, b, zi, zo, bpcore.ACTIVATIONS[layer.activation],
                                          layer.alpha, n_threads)
             z = zo
+            if dropout is not None and layer.dropout is not None:
+                ws, draw = dropout
+                rows = zo.shape[0]
+                z = ws.z_drop[i][:rows]
+                _dropout.dropout_forward(zo, layer.dropout._key, draw, layer.dropout.rate,
+                                         ws.mask[i][:rows], z, n_threads)
         return z
 
     def infer(self, X, n_threads, out=None):
@@ -255,26 +292,32 @@ class Passes:
         return _loss.loss_value(f_in, f_out, Y, w, bpcore.LOSSES[loss],
                                 _losses.default_scale(loss, *Y.shape), per_sample, n_threads)
 
-    def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, private=False):
+    def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, private=False,
+                 draw=None):
         """Forward, loss, error signals and gradients of one batch held in workspace ws
         (grads = beta * grads + this batch's, grads a flat buffer laid out as the parameters);
         returns the batch loss. One compiled call, or with compiled off the per-layer twin.
-        private=True uses an engine of its own (for calls that may run beside others)."""
+        private=True uses an engine of its own (for calls that may run beside others).
+        draw=None is inference mode (Dropout the identity); an int >= 0 is training batch
+        `draw` (fit's: optimizer step x accumulate + micro-batch), whose dropout masks it uses."""
         if self.compiled:
             net = self.engine(shared=not private)
             net.bind(ws)
-            value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, beta, n_threads, grads)
+            value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, beta, n_threads, grads,
+                                 -1 if draw is None else draw)
         else:
             views = self.grad_views if grads is self.grads else self.views(grads)
-            value = self.backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads)
+            value = self.backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads, draw)
         self.last = (ws, X.shape[0])
         return value
 
-    def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads):
+    def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):
         """The backward pass as a Python loop of one kernel call per layer and pass: the
         readable version, and the twin the engine is tested against."""
         layers = self.layers
-        f_out = self.forward(X, ws.z_in, ws.z_out, n_threads)
+        rows = X.shape[0]
+        f_out = self.forward(X, ws.z_in, ws.z_out, n_threads,
+                             None if draw is None else (ws, draw))
         out = layers[-1]
         loss_value = _loss.loss_value(ws.z_in[-1], f_out, Y, w, bpcore.LOSSES[loss], scale,
                                       ws.per_sample, n_threads)
@@ -284,7 +327,8 @@ class Passes:
                                    bpcore.ACTIVATIONS[out.activation], out.alpha, scale,
                                    ws.delta[-1], n_threads)
         for i in range(len(layers) - 1, -1, -1):
-            z_prev = X if i == 0 else ws.z_out[i - 1]
+            dropped = i > 0 and draw is not None and layers[i - 1].dropout is not None
+            z_prev = X if i == 0 else (ws.z_drop if dropped else ws.z_out)[i - 1][:rows]
             grad_W, grad_b = grad_views[i]
             _gradients.gradients(z_prev, ws.delta[i], beta, grad_W, grad_b, n_threads)
             if i > 0:
@@ -292,6 +336,9 @@ class Passes:
                 _error_signal.hidden_delta(ws.delta[i], self.param_views[i][0], ws.z_in[i - 1],
                                            ws.z_out[i - 1], bpcore.ACTIVATIONS[prev.activation],
                                            prev.alpha, ws.delta[i - 1], n_threads)
+                if dropped:  # the error signal through the forward pass's mask
+                    _dropout.dropout_backward(ws.mask[i - 1][:rows], prev.dropout.rate,
+                                              ws.delta[i - 1], n_threads)
         return loss_value
 
     def penalty(self, grads, n_threads):

@@ -143,12 +143,15 @@ class PythonSteps(_Steps):
             step_rows = min(per_step, n - step_start)
             scale = _losses.default_scale(self.loss, step_rows, m)
             beta, step_loss = 0.0, 0.0
-            for mb_start in range(step_start, step_start + step_rows, self.batch_size):
+            for k, mb_start in enumerate(range(step_start, step_start + step_rows,
+                                               self.batch_size)):
                 rows = min(self.batch_size, step_start + step_rows - mb_start)
                 ws = passes.workspace(rows)
                 Xb, Yb, wb = _gather(ws, X, Y, w, order, mb_start, rows)
+                # training batch `draw` (the engine counts alike): its dropout masks
+                draw = opt.iterations * self.accumulate + k
                 batch_loss = passes.backward(Xb, Yb, wb, ws, self.loss, scale, beta,
-                                             passes.grads, nt)
+                                             passes.grads, nt, draw=draw)
                 report.last_start, report.last_rows = mb_start, rows
                 beta = 1.0
                 step_loss += batch_loss

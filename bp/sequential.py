@@ -27,7 +27,7 @@ from . import losses as _losses
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
 from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
-from .layers import Dense
+from .layers import Dense, Dropout
 
 _BUILD_LOCK = threading.Lock()
 
@@ -77,12 +77,17 @@ class Sequential:
 
     # ---- a list of layers ----------------------------------------------------------------------
     def add(self, layer):
-        """Append a Dense layer (before the model is built)."""
-        if not isinstance(layer, Dense):
-            raise TypeError(f"Sequential holds bp.Dense layers. Received: {type(layer).__name__}")
+        """Append a Dense layer, or a Dropout on the last one's output (before the model is
+        built)."""
+        if not isinstance(layer, (Dense, Dropout)):
+            raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: "
+                            f"{type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
                              "build a new Sequential")
+        if isinstance(layer, Dropout):
+            _passes.attach_dropout(self.layers, layer)
+            return
         if layer._owner is not None:
             raise ValueError(f"{layer!r} already belongs to another model; use a new Dense")
         if layer.built:
@@ -152,6 +157,9 @@ class Sequential:
             rng.bit_generator.state = rng_state
             raise
         params = _passes.initial_params(self.layers, widths[:-1], initial, self.dtype)
+        for layer in self.layers:  # after the weights: a model without dropout draws the same
+            if layer.dropout is not None and layer.dropout._key is None:
+                layer.dropout._key = int(rng.integers(2**63))
         for layer, n in zip(self.layers, widths):
             layer.input_dim = n
         self.input_dim = n_in
@@ -232,7 +240,8 @@ class Sequential:
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
         """dL/dW and dL/db of every layer on the batch (X, y), with no update (L includes the
-        layers' regularisers, as a training step's does).
+        layers' regularisers, as a training step's does). Inference mode: a Dropout is the
+        identity, so these are the gradients of the function ``predict`` computes.
 
         Returns a list of (grad_W, grad_b) per Dense layer (grad_b None without bias). The error
         signals of this pass are then in ``model.error_signals``.
@@ -250,7 +259,9 @@ class Sequential:
 
     @property
     def error_signals(self):
-        """The deltas dL/dz_in of the last backward pass, one read-only array per layer
+        """The deltas dL/dz_in of the last backward pass, one read-only array per layer (after
+        ``gradients``, ``diagnose`` or ``backward``: inference mode, Dropout the identity; after
+        fit: the last training step's, through its dropout masks)
         (None before any backward pass). Each access returns a snapshot: later passes, which
         reuse the buffers, do not change arrays already handed out."""
         return None if self._passes is None else self._passes.cached("delta")
@@ -278,6 +289,8 @@ class Sequential:
         total_samples : the size of the whole batch this one is part of (default: len(X)).
             With it, micro-batches accumulated by repeated calls give exactly the gradient of
             the whole batch (the mean is taken over total_samples, not over each micro-batch).
+        Inference mode (a Dropout is the identity) and the data loss (the layers' regularisers
+        are added by fit once per step, which a micro-batch cannot know).
         """
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         n_total = X.shape[0] if total_samples is None else check_positive_int("total_samples", total_samples)
@@ -354,7 +367,8 @@ class Sequential:
     def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
         """||dl_s/d(W[i], b[i])|| per sample s and layer i, shape (n_samples, n_layers), from one
         batched pass: ||delta_s[i]|| * ||z_out_s[i-1]|| (see bp.insight.per_sample_gradient_norms;
-        reduction "none" is each sample's own loss, "mean" its share of the batch mean)."""
+        reduction "none" is each sample's own loss, "mean" its share of the batch mean).
+        Inference mode (Dropout the identity), the data loss without regularisers."""
         return _insight.per_sample_gradient_norms(self, X, y, loss, reduction=reduction, bias=bias)
 
     def diagnose(self, X, y, loss=None):
@@ -484,4 +498,12 @@ def _layer_config(layer):
 
 
 def _dense_layers(configs):
-    return [Dense(**cfg) for cfg in configs]
+    """The layers a config list describes: each Dense, then its Dropout if it has one."""
+    layers = []
+    for cfg in configs:
+        cfg = dict(cfg)
+        dropout = cfg.pop("dropout", None)
+        layers.append(Dense(**cfg))
+        if dropout is not None:
+            layers.append(Dropout(**dropout))
+    return layers

@@ -329,7 +329,7 @@ BAD_CONSTRUCTION = [
     ("Sequential-seed-float", lambda: bp.Sequential(seed=1.5), TypeError,
      r"seed must be an int or None\. Received: seed=1\.5"),
     ("Sequential-layer-type", lambda: bp.Sequential([3]), TypeError,
-     r"Sequential holds bp\.Dense layers\. Received: int"),
+     r"Sequential holds bp\.Dense and bp\.Dropout layers\. Received: int"),
     ("Sequential-input_dim-0", lambda: bp.Sequential([bp.Dense(2)], input_dim=0), ValueError,
      r"input_dim must be a positive integer\. Received: input_dim=0"),
     ("Sequential-shared-layer", lambda: (lambda L: (bp.Sequential([L]), bp.Sequential([L])))(bp.Dense(2)),
