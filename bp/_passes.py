@@ -58,6 +58,14 @@ def attach_dropout(layers, dropout):
         layer.dropout = dropout
 
 
+def draw_dropout_seeds(layers, rng):
+    """Give each Dropout without a seed one from the model's generator (at build, after the
+    weights: a model without dropout draws what it always drew)."""
+    for layer in layers:
+        if layer.dropout is not None and layer.dropout._key is None:
+            layer.dropout._key = int(rng.integers(2**63))
+
+
 def check_X(model, X, name="X"):
     """X as a 2-D float array of the model's dtype, with the model's input width, all finite."""
     X = as_float_array(name, X, model.dtype, ndim=2)
@@ -265,7 +273,8 @@ class Passes:
         unless dropout = (workspace, draw): then the Dropouts draw training batch `draw`'s masks
         into the workspace and the next layer reads the dropped output."""
         z = X
-        for i, (layer, (W, b), zi, zo) in enumerate(zip(self.layers, self.param_views, z_in, z_out)):
+        layers = zip(self.layers, self.param_views, z_in, z_out)
+        for i, (layer, (W, b), zi, zo) in enumerate(layers):
             _dense_forward.dense_forward(z, W, b, zi, zo, bpcore.ACTIVATIONS[layer.activation],
                                          layer.alpha, n_threads)
             z = zo
@@ -288,9 +297,10 @@ class Passes:
 
     def loss_value(self, f_in, f_out, Y, w, loss, per_sample, n_threads):
         """L = scale * sum_i w_i l_i of one batch with bp.losses' mean reduction (the per-sample
-        losses into per_sample)."""
+        losses into per_sample), plus the layers' regularisers as a training step adds them."""
         return _loss.loss_value(f_in, f_out, Y, w, bpcore.LOSSES[loss],
-                                _losses.default_scale(loss, *Y.shape), per_sample, n_threads)
+                                _losses.default_scale(loss, *Y.shape), per_sample,
+                                n_threads) + self.penalty(None, n_threads)
 
     def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, private=False,
                  draw=None):
@@ -310,6 +320,15 @@ class Passes:
             value = self.backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads, draw)
         self.last = (ws, X.shape[0])
         return value
+
+    def full_gradient(self, X, Y, w, loss, n_threads):
+        """The flat gradient of the batch's loss plus the layers' regularisers, in inference
+        mode, in a workspace, buffer and engine of its own (so it may run beside other calls)."""
+        grads = np.zeros_like(self.params)
+        self.backward(X, Y, w, self.new_workspace(X.shape[0]), loss,
+                      _losses.default_scale(loss, *Y.shape), 0.0, grads, n_threads, private=True)
+        self.penalty(grads, n_threads)
+        return grads
 
     def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):
         """The backward pass as a Python loop of one kernel call per layer and pass: the

@@ -104,7 +104,8 @@ def class_weights(loss, Y, class_weight):
                         f"{type(class_weight).__name__}")
     table = np.ones(n_classes)
     for label, weight in class_weight.items():
-        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < n_classes:
+        if (isinstance(label, bool) or not isinstance(label, (int, np.integer))
+                or not 0 <= label < n_classes):
             raise ValueError(f"class_weight keys must be class labels, integers in [0, "
                              f"{n_classes}). Received: {label!r}")
         if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not (

@@ -1,4 +1,4 @@
-"""Weight penalties per layer (Keras' regularisers): ``bp.Dense(..., kernel_regularizer=bp.l2(1e-4))``.
+"""Weight penalties per layer (Keras' regularisers): ``bp.Dense(64, kernel_regularizer=bp.l2())``.
 
     R(W) = l1 sum |W| + l2 sum W^2        dR/dW = l1 sign(W) + 2 l2 W
 
@@ -84,7 +84,7 @@ _NAMES = {"l1": l1, "l2": l2, "l1_l2": l1_l2}
 
 
 def get(identifier, name="regularizer"):
-    """None, an L1L2, its config dict, or "l1" / "l2" / "l1_l2" (Keras' defaults) -> L1L2 or None."""
+    """An L1L2 (or None) from None, an L1L2, its config, or "l1" / "l2" / "l1_l2" (Keras')."""
     if identifier is None or isinstance(identifier, L1L2):
         return identifier
     if isinstance(identifier, dict) and set(identifier) <= {"l1", "l2"}:

@@ -77,17 +77,14 @@ class Sequential:
 
     # ---- a list of layers ----------------------------------------------------------------------
     def add(self, layer):
-        """Append a Dense layer, or a Dropout on the last one's output (before the model is
-        built)."""
+        """Append a Dense layer, or a Dropout of the last one's output (before building)."""
         if not isinstance(layer, (Dense, Dropout)):
-            raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: "
-                            f"{type(layer).__name__}")
+            raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: {type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
                              "build a new Sequential")
         if isinstance(layer, Dropout):
-            _passes.attach_dropout(self.layers, layer)
-            return
+            return _passes.attach_dropout(self.layers, layer)
         if layer._owner is not None:
             raise ValueError(f"{layer!r} already belongs to another model; use a new Dense")
         if layer.built:
@@ -157,9 +154,7 @@ class Sequential:
             rng.bit_generator.state = rng_state
             raise
         params = _passes.initial_params(self.layers, widths[:-1], initial, self.dtype)
-        for layer in self.layers:  # after the weights: a model without dropout draws the same
-            if layer.dropout is not None and layer.dropout._key is None:
-                layer.dropout._key = int(rng.integers(2**63))
+        _passes.draw_dropout_seeds(self.layers, rng)  # after the weights
         for layer, n in zip(self.layers, widths):
             layer.input_dim = n
         self.input_dim = n_in
@@ -221,8 +216,7 @@ class Sequential:
         return out
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
-        """A dict with the loss (with the layers' regularisers, as fit reports it) and accuracy
-        for classification on (X, y); no update.
+        """A dict with the loss (with the regularisers, as fit's) and accuracy on (X, y).
         (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
         check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
@@ -230,7 +224,6 @@ class Sequential:
         nt = _threads.ensure_blas_limit()
         f_in, f_out = self._passes.infer(X, nt)
         value = self._passes.loss_value(f_in, f_out, Y, w, loss, np.empty(len(X), self.dtype), nt)
-        value += self._passes.penalty(None, nt)  # the layers' regularisers (0 without)
         result = {"loss": float(value)}
         acc = _losses.accuracy(loss, f_out, Y, w)
         if acc is not None:
@@ -239,9 +232,7 @@ class Sequential:
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
-        """dL/dW and dL/db of every layer on the batch (X, y), with no update (L includes the
-        layers' regularisers, as a training step's does). Inference mode: a Dropout is the
-        identity, so these are the gradients of the function ``predict`` computes.
+        """dL/dW and dL/db of each layer on (X, y), no update (inference mode, with regularisers).
 
         Returns a list of (grad_W, grad_b) per Dense layer (grad_b None without bias). The error
         signals of this pass are then in ``model.error_signals``.
@@ -249,21 +240,14 @@ class Sequential:
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
         nt = _threads.ensure_blas_limit()
-        passes = self._passes
-        grads = np.zeros_like(self._params)
-        # its own workspace, buffer and engine: gradients() may run beside other calls
-        passes.backward(X, Y, w, passes.new_workspace(X.shape[0]), loss,
-                        _losses.default_scale(loss, *Y.shape), 0.0, grads, nt, private=True)
-        passes.penalty(grads, nt)  # the layers' regularisers, as in a training step
-        return [(gW.copy(), None if gb is None else gb.copy()) for gW, gb in passes.views(grads)]
+        grads = self._passes.full_gradient(X, Y, w, loss, nt)
+        return [(gW.copy(), None if gb is None else gb.copy()) for gW, gb in self._passes.views(grads)]
 
     @property
     def error_signals(self):
-        """The deltas dL/dz_in of the last backward pass, one read-only array per layer (after
-        ``gradients``, ``diagnose`` or ``backward``: inference mode, Dropout the identity; after
-        fit: the last training step's, through its dropout masks)
-        (None before any backward pass). Each access returns a snapshot: later passes, which
-        reuse the buffers, do not change arrays already handed out."""
+        """The deltas dL/dz_in of the last backward pass (fit's: training mode, through the masks),
+        one read-only array per layer (None before any). Each access returns a snapshot: later
+        passes, which reuse the buffers, do not change arrays already handed out."""
         return None if self._passes is None else self._passes.cached("delta")
 
     @property
@@ -284,13 +268,11 @@ class Sequential:
             self._grads[...] = 0
 
     def backward(self, X, y, loss=None, sample_weight=None, total_samples=None):
-        """Add this batch's gradient to the gradient buffer; returns the batch loss.
+        """Add this batch's gradient (inference mode, data loss) to the gradient buffer; returns L.
 
         total_samples : the size of the whole batch this one is part of (default: len(X)).
             With it, micro-batches accumulated by repeated calls give exactly the gradient of
             the whole batch (the mean is taken over total_samples, not over each micro-batch).
-        Inference mode (a Dropout is the identity) and the data loss (the layers' regularisers
-        are added by fit once per step, which a micro-batch cannot know).
         """
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         n_total = X.shape[0] if total_samples is None else check_positive_int("total_samples", total_samples)
@@ -334,8 +316,7 @@ class Sequential:
         validation_data : (X_val, y_val) instead of validation_split
         shuffle : reshuffle the training rows every epoch (seeded)
         sample_weight : array (n_samples,) of non-negative weights
-        class_weight : {label: weight} or "balanced" (n / (k n_c)); multiplies the training
-            rows' sample weights by their class's weight (classification losses)
+        class_weight : {label: weight} or "balanced" (n / (k n_c)), times sample_weight
         callbacks : list of bp.Callback (e.g. bp.EarlyStopping)
         accumulate : int >= 1; each update uses `accumulate` micro-batches of batch_size rows,
             exactly the update of one batch of accumulate * batch_size rows
@@ -350,9 +331,9 @@ class Sequential:
         """
         return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                              batch_size=batch_size, validation_split=validation_split,
-                             validation_data=validation_data, shuffle=shuffle,
+                             validation_data=validation_data, shuffle=shuffle, verbose=verbose,
                              sample_weight=sample_weight, class_weight=class_weight,
-                             callbacks=callbacks, accumulate=accumulate, verbose=verbose, on_nan=on_nan)
+                             callbacks=callbacks, accumulate=accumulate, on_nan=on_nan)
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0):
@@ -367,8 +348,7 @@ class Sequential:
     def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
         """||dl_s/d(W[i], b[i])|| per sample s and layer i, shape (n_samples, n_layers), from one
         batched pass: ||delta_s[i]|| * ||z_out_s[i-1]|| (see bp.insight.per_sample_gradient_norms;
-        reduction "none" is each sample's own loss, "mean" its share of the batch mean).
-        Inference mode (Dropout the identity), the data loss without regularisers."""
+        reduction "none" is each sample's own loss, "mean" its share; inference mode, data loss)."""
         return _insight.per_sample_gradient_norms(self, X, y, loss, reduction=reduction, bias=bias)
 
     def diagnose(self, X, y, loss=None):
