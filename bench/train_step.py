@@ -81,14 +81,21 @@ def make_data(shape, dtype, seed=0):
 # ---- the competitors, each a factory of a step function --------------------------------------
 
 
-def setup_bp(shape, dtype, threads):
+def setup_bp(shape, dtype, threads, variant=None):
     import bp
     import bpcore
 
     bp.set_num_threads(threads)
     widths, batch, act, loss = shape
-    layers = [bp.Dense(u, activation=act) for u in widths[1:-1]]
-    layers.append(bp.Dense(widths[-1], activation=output_activation(shape)))
+    # variants: a Dropout(0.5) after every hidden layer (masks drawn in the step), or an l2
+    # penalty on every layer's W (added in the step): their cost over the plain step
+    reg = bp.l2(1e-4) if variant == "l2" else None
+    layers = []
+    for u in widths[1:-1]:
+        layers.append(bp.Dense(u, activation=act, kernel_regularizer=reg))
+        if variant == "dropout":
+            layers.append(bp.Dropout(0.5))
+    layers.append(bp.Dense(widths[-1], activation=output_activation(shape), kernel_regularizer=reg))
     model = bp.Sequential(layers, dtype=dtype, seed=0, input_dim=widths[0]).build()
     X, Y = make_data(shape, dtype)
     passes = model._passes
@@ -100,7 +107,8 @@ def setup_bp(shape, dtype, threads):
     # fit's thread policy: steps below the crossover run BLAS on one thread too
     nt = passes.step_threads(batch, bp.get_num_threads())
     bp._threads.hold_blas(nt)
-    return lambda: net.train_step(X, Y, None, code, scale, opt, LR, 0, nt)
+    count = iter(range(1 << 62))  # the step count: each step draws new dropout masks
+    return lambda: net.train_step(X, Y, None, code, scale, opt, LR, next(count), nt)
 
 
 def setup_numpy(shape, dtype, threads):
@@ -194,7 +202,9 @@ def setup_jax(shape, dtype, threads):
     return step
 
 
-SETUPS = {"bp": setup_bp, "numpy": setup_numpy, "torch": setup_torch, "jax": setup_jax}
+SETUPS = {"bp": setup_bp, "numpy": setup_numpy, "torch": setup_torch, "jax": setup_jax,
+          "bp_dropout": lambda *a: setup_bp(*a, variant="dropout"),
+          "bp_l2": lambda *a: setup_bp(*a, variant="l2")}
 
 
 def gemm_peak(dtype, seconds=1.0):
@@ -286,7 +296,8 @@ class Worker:
 def available_peers(requested):
     peers = []
     for name in requested:
-        if name in ("bp", "numpy") or importlib.util.find_spec(name) is not None:
+        if name in SETUPS and (name.startswith("bp") or name == "numpy"
+                               or importlib.util.find_spec(name) is not None):
             peers.append(name)
         else:
             print(f"# {name} is not installed: skipped", file=sys.stderr)

@@ -631,12 +631,18 @@ cdef class Network:
             value = _backward(self.layers, self.n_layers, <double*>self.p, <double*>grads,
                               <double*>X, <double*>Y, <double*>w, n, loss, scale, beta,
                               <double*>self.per_sample, self.draw, nt)
+            if update and self.penalized:  # a training step: the layers' penalties
+                value += _penalties(self.layers, self.n_layers, <double*>self.p,
+                                    <double*>grads, nt)
             if update:
                 _update(&self.opt, <double*>self.p, <double*>grads, self.n_params, -1.0, nt)
         else:
             value = _backward(self.layers, self.n_layers, <float*>self.p, <float*>grads,
                               <float*>X, <float*>Y, <float*>w, n, loss, scale, <float>beta,
                               <float*>self.per_sample, self.draw, nt)
+            if update and self.penalized:
+                value += _penalties(self.layers, self.n_layers, <float*>self.p,
+                                    <float*>grads, nt)
             if update:
                 _update(&self.opt, <float*>self.p, <float*>grads, self.n_params, -1.0, nt)
         return value
@@ -678,7 +684,8 @@ cdef class Network:
                    int n_threads):
         """A whole training step in one compiled call: backward (beta 0) then the optimizer's
         update (clipping included), `opt` an Optimizer._engine_spec() and `iterations` its step
-        count (the new count is left in self.iterations). Returns the loss. Unguarded: for
+        count (the new count is left in self.iterations). Training mode: the dropout masks of
+        batch `iterations`, and the layers' penalties. Returns the loss. Unguarded: for
         benchmarks and explicit loops; fit uses train_epoch, which also stops at a non-finite
         loss or gradient."""
         cdef const void* xp
