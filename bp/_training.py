@@ -30,7 +30,7 @@ import numpy as np
 import bpcore
 from bpcore import _network
 
-from . import _interrupt, _passes, _threads
+from . import _interrupt, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validation import check_number, check_positive_int
@@ -84,6 +84,11 @@ class _Steps:
     def start_epoch(self, order):
         """order: the epoch's row order (int64 indices), or None for the rows as they are."""
         self.order = order
+
+    def set_data(self, X, Y, w):
+        """The rows the next runs train on (all of them, or a block of a streamed X)."""
+        self.X, self.Y, self.w = X, Y, w
+        self.n_steps = -(-X.shape[0] // (self.batch_size * self.accumulate))
 
     def batch_input(self, report):
         """The input of the report's last micro-batch, as the backward pass saw it."""
@@ -201,6 +206,17 @@ def _gather(ws, X, Y, w, order, start, rows):
     return Xb, Yb, wb
 
 
+def _parts(X, Y, w, train_rows, blocks, rng, shuffle):
+    """What one epoch trains on, part by part: (X, Y, w, order, rows of X); one part, the whole
+    training set in a seeded order, or for a streamed X its blocks (bp/_streaming.py)."""
+    if blocks is None:
+        yield X, Y, w, (rng.permutation(X.shape[0]) if shuffle else None), train_rows
+        return
+    for Xb, start, order in blocks.parts(rng, shuffle):
+        end = start + Xb.shape[0]
+        yield Xb, Y[start:end], None if w is None else w[start:end], order, np.arange(start, end)
+
+
 def _rows_of(order, train_rows, start, rows):
     """The rows of X that positions start .. start + rows of an epoch's batches come from."""
     idx = np.arange(start, start + rows) if order is None else order[start:start + rows]
@@ -256,7 +272,8 @@ def _check_validation_data(model, validation_data, loss, X):
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch):
     # -- everything is checked before anything changes --
-    loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
+    streamed = _streaming.streamable(X)  # a memory-mapped X is read in blocks (bp/_streaming.py)
+    loss, X, Y, w = (_streaming if streamed else _passes).prepare(model, X, y, loss, sample_weight)
     # class weights weigh the training rows only (as Keras): a validation split keeps its own
     cw = None if class_weight is None else _losses.class_weights(loss, Y, class_weight)
     epochs = check_positive_int("epochs", epochs)
@@ -283,6 +300,13 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     else:
         validation_split = check_number("validation_split", validation_split, low=0.0,
                                         high=1.0, high_open=True)
+    blocks = None
+    if streamed:
+        if validation_split:
+            raise ValueError("a memory-mapped X is read in blocks: give validation_data, not "
+                             f"validation_split. Received: validation_split={validation_split}")
+        blocks = _streaming.Blocks(X, model.dtype, min(batch_size, X.shape[0]) * accumulate)
+        blocks.check()
     rng = model._rng
     train_rows = None  # row i of the training set is row train_rows[i] of X (None: row i)
     if val is None and validation_split > 0:
@@ -328,27 +352,33 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                 cb.on_epoch_begin(epoch)
             opt.set_epoch(first_epoch + epoch)
             t0 = time.perf_counter()
-            runner.start_epoch(rng.permutation(n) if shuffle else None)
-            total, correct, seen, step = 0.0, 0.0, 0, 0
-            while step < runner.n_steps:
-                report = runner.run(step, chunk)
-                total, correct, seen = total + report.total, correct + report.correct, seen + report.seen
-                step += report.steps
-                if report.steps:
-                    history.stopped_at = {"epoch": epoch, "batch": step - 1}
-                if report.status in (DIVERGED, DIVERGED_IN_UPDATE):
-                    batch_rows = (None if report.status == DIVERGED_IN_UPDATE else
-                                  _rows_of(runner.order, train_rows, report.last_start,
-                                           report.last_rows))
-                    _diverged(model, passes, epoch, step, on_nan, progress,
-                              runner.batch_input(report), batch_rows,
-                              in_update=report.status == DIVERGED_IN_UPDATE)
-                    return history
-                progress.batch(epoch, min(step * accumulate, n_batches), total / max(seen, 1))
-                for cb in per_batch_callbacks:
-                    cb.on_batch_end(step - 1, {"loss": report.last_loss})
-                if report.status == INTERRUPTED or sigint.requested:
-                    raise KeyboardInterrupt
+            total, correct, seen, done = 0.0, 0.0, 0, 0  # done: the epoch's steps so far
+            for Xp, Yp, wp, order, rows in _parts(X, Y, w, train_rows, blocks, rng, shuffle):
+                runner.set_data(Xp, Yp, wp)
+                runner.start_epoch(order)
+                step = 0
+                while step < runner.n_steps:
+                    report = runner.run(step, chunk)
+                    total, correct, seen = (total + report.total, correct + report.correct,
+                                            seen + report.seen)
+                    step += report.steps
+                    if report.steps:
+                        history.stopped_at = {"epoch": epoch, "batch": done + step - 1}
+                    if report.status in (DIVERGED, DIVERGED_IN_UPDATE):
+                        batch_rows = (None if report.status == DIVERGED_IN_UPDATE else
+                                      _rows_of(runner.order, rows, report.last_start,
+                                               report.last_rows))
+                        _diverged(model, passes, epoch, done + step, on_nan, progress,
+                                  runner.batch_input(report), batch_rows,
+                                  in_update=report.status == DIVERGED_IN_UPDATE)
+                        return history
+                    progress.batch(epoch, min((done + step) * accumulate, n_batches),
+                                   total / max(seen, 1))
+                    for cb in per_batch_callbacks:
+                        cb.on_batch_end(done + step - 1, {"loss": report.last_loss})
+                    if report.status == INTERRUPTED or sigint.requested:
+                        raise KeyboardInterrupt
+                done += step
             seconds = time.perf_counter() - t0
             logs = {"loss": total / seen}
             if loss != "mse":  # accuracy of each batch before its update, as Keras reports
