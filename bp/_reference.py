@@ -202,15 +202,16 @@ def _mix(z):
 
 
 def dropout_mask(seed, draw, rows, units, rate):
-    """The (rows, units) 0/1 uint8 mask of training batch `draw` (bpcore/_dropout.pyx):
-    keep when the top 53 bits of mix(mix(mix(seed ^ mix((draw+1) G)) + (r+1) G) + (j+1) G)
-    reach floor(rate 2^53)."""
+    """The (rows, units) 0/1 uint8 mask of training batch `draw` (bpcore/_dropout.pyx): with
+    h = mix(mix(seed ^ mix((draw+1) G)) + (r+1) G) + (j//2+1) G), unit j is kept when the low
+    (j even) or high (j odd) 32 bits of h reach floor(rate 2^32)."""
     with np.errstate(over="ignore"):
         key = _mix(np.uint64(seed) ^ _mix(np.uint64(draw + 1) * _GOLDEN))
         r = np.arange(1, rows + 1, dtype=np.uint64)[:, None]
-        j = np.arange(1, units + 1, dtype=np.uint64)[None, :]
-        h = _mix(_mix(key + r * _GOLDEN) + j * _GOLDEN)
-    return ((h >> np.uint64(11)) >= np.uint64(int(rate * 2.0**53))).astype(np.uint8)
+        j = np.arange(units, dtype=np.uint64)[None, :]
+        h = _mix(_mix(key + r * _GOLDEN) + (j // np.uint64(2) + np.uint64(1)) * _GOLDEN)
+    bits = np.where(j % np.uint64(2) == 0, h & np.uint64(0xFFFFFFFF), h >> np.uint64(32))
+    return (bits >= np.uint64(int(rate * 2.0**32))).astype(np.uint8)
 
 
 def dropout_forward(z_out, mask, rate):

@@ -10,8 +10,10 @@
 # bits for any thread count), like sum_of_squares in _param_update.pyx.
 
 from cython.parallel cimport prange
+from libc.math cimport fabs
 
 from bpcore._openmp cimport COST_STREAM, work_threads
+from bpcore._param_update cimport sum_of_squares_core
 
 cdef extern from *:
     """
@@ -20,41 +22,64 @@ cdef extern from *:
     Py_ssize_t PENALTY_CHUNKS "BP_PENALTY_CHUNKS"
 
 
-cdef inline double _penalty_range(const floating* W, Py_ssize_t lo, Py_ssize_t hi, floating l1,
-                                  floating l2, floating* grad_W) noexcept nogil:
+cdef inline double _chunk_abs_sum(const floating* W, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # eight running sums (element i into sum i % 8, added in a fixed order), as _param_update's
+    # sum_of_squares: one sum would chain every addition on the one before; eight vectorise
+    cdef double acc[8]
+    cdef Py_ssize_t i, k
+    for k in range(8):
+        acc[k] = 0
+    i = lo
+    while i + 8 <= hi:
+        for k in range(8):
+            acc[k] = acc[k] + fabs(<double>W[i + k])
+        i = i + 8
+    while i < hi:
+        acc[0] = acc[0] + fabs(<double>W[i])
+        i = i + 1
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline void _grad_range(const floating* W, Py_ssize_t lo, Py_ssize_t hi, floating l1,
+                             floating two_l2, floating* grad_W) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating w, sign
-    cdef double abs_sum = 0, sq_sum = 0
+    cdef floating w
     for i in range(lo, hi):
         w = W[i]
-        sign = (w > 0) - (w < 0)
-        abs_sum += sign * w
-        sq_sum += (<double>w) * w
-        if grad_W != NULL:
-            grad_W[i] = grad_W[i] + (l1 * sign + 2 * l2 * w)
-    return l1 * abs_sum + l2 * sq_sum
+        grad_W[i] = grad_W[i] + (l1 * ((w > 0) - (w < 0)) + two_l2 * w)
 
 
 cdef double penalty_core(const floating* W, Py_ssize_t n, double l1, double l2, floating* grad_W,
                          int n_threads) noexcept nogil:
-    """R(W) in double; grad_W += dR/dW unless grad_W is NULL."""
+    """R(W) in double; grad_W += dR/dW unless grad_W is NULL. The sums are over fixed chunks
+    in a fixed order, and only the terms whose coefficient is not 0 are summed."""
     cdef double partial[64]
-    cdef double total = 0
+    cdef double value = 0, total
     cdef Py_ssize_t c, lo, size = (n + PENALTY_CHUNKS - 1) // PENALTY_CHUNKS
     cdef int nt = work_threads(n * COST_STREAM, PENALTY_CHUNKS, n_threads)
-    if nt == 1:
+    if l2 != 0:
+        value += l2 * sum_of_squares_core(W, n, n_threads)
+    if l1 != 0:
+        if nt == 1:
+            for c in range(PENALTY_CHUNKS):
+                lo = c * size
+                partial[c] = _chunk_abs_sum(W, lo, min(n, lo + size))
+        else:
+            for c in prange(PENALTY_CHUNKS, num_threads=nt, schedule="static"):
+                lo = c * size
+                partial[c] = _chunk_abs_sum(W, lo, min(n, lo + size))
+        total = 0
         for c in range(PENALTY_CHUNKS):
-            lo = c * size
-            partial[c] = _penalty_range(W, lo, min(n, lo + size), <floating>l1, <floating>l2,
-                                        grad_W)
-    else:
-        for c in prange(PENALTY_CHUNKS, num_threads=nt, schedule="static"):
-            lo = c * size
-            partial[c] = _penalty_range(W, lo, min(n, lo + size), <floating>l1, <floating>l2,
-                                        grad_W)
-    for c in range(PENALTY_CHUNKS):
-        total += partial[c]
-    return total
+            total += partial[c]
+        value += l1 * total
+    if grad_W != NULL:
+        if nt == 1:
+            _grad_range(W, 0, n, <floating>l1, <floating>(2 * l2), grad_W)
+        else:
+            for c in prange(PENALTY_CHUNKS, num_threads=nt, schedule="static"):
+                lo = c * size
+                _grad_range(W, lo, min(n, lo + size), <floating>l1, <floating>(2 * l2), grad_W)
+    return value
 
 
 def penalty(const floating[::1] W,  # IN
