@@ -307,7 +307,7 @@ class Sequential:
 
         Parameters
         ----------
-        X : array (n_samples, n_features);  y : targets (see bp.losses)
+        X : array (n_samples, n_features), or an np.memmap, streamed in blocks;  y : targets
         loss : "mse", "binary_cross_entropy" or "cross_entropy"; default from the output
             activation (softmax -> cross_entropy, sigmoid -> binary_cross_entropy, else mse)
         optimizer : bp.Optimizer or name; default the model's, else Adam()

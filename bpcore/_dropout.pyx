@@ -41,7 +41,7 @@ cdef inline void _forward_row(const floating* z_out, Py_ssize_t r, Py_ssize_t un
             h = h >> 32
         keep = (h & 0xFFFFFFFFULL) >= threshold
         mask[o + j] = keep
-        z_drop[o + j] = z_out[o + j] * (scale if keep else 0)
+        z_drop[o + j] = z_out[o + j] * (scale * keep)  # no branch: keep is 0 or 1 at random
 
 
 cdef void dropout_forward_core(const floating* z_out, Py_ssize_t n, Py_ssize_t units, u64 seed,
@@ -66,10 +66,10 @@ cdef void dropout_backward_core(const unsigned char* mask, Py_ssize_t count, flo
     cdef int nt = work_threads(count * COST_STREAM, count, n_threads)
     if nt == 1:
         for i in range(count):
-            delta[i] = delta[i] * scale if mask[i] else 0
+            delta[i] = delta[i] * (scale * mask[i])
     else:
         for i in prange(count, num_threads=nt, schedule="static"):
-            delta[i] = delta[i] * scale if mask[i] else 0
+            delta[i] = delta[i] * (scale * mask[i])
 
 
 def threshold(double rate):
