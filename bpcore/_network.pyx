@@ -555,6 +555,7 @@ cdef class Network:
         self.capacity = 0
         self.workspace = None
         self.penalized = False
+        self.draw = -1
 
     def set_penalties(self, penalties):
         """Per layer (kernel_l1, kernel_l2, bias_l1, bias_l2), all >= 0: train_epoch adds
