@@ -93,4 +93,88 @@ def prepare(model, X, y, loss, sample_weight):
     return loss, X, Y, w
 
 
-__all__ = ["BLOCK_BYTES", "Blocks", "prepare", "streamable"]
+
+
+def is_batches(X, y):
+    """True when fit is given an iterable of batches (a generator, an iterator, a loader
+    object) and no y: not an array, a list, a tuple or a table."""
+    return (y is None and hasattr(X, "__iter__") and not hasattr(X, "__array__")
+            and not hasattr(X, "to_numpy") and not isinstance(X, (list, tuple, str, bytes, dict)))
+
+
+class Batches:
+    """fit's data as an iterable of (X_batch, y_batch) or (X_batch, y_batch, w_batch): each batch
+    is one optimizer step, in the order given (no shuffling). The first batch is read at once (it
+    sets the batch size and is checked with the rest of fit's arguments); each later one is
+    checked as it comes. steps_per_epoch batches make an epoch (needed for an iterator that only
+    runs once when there is more than one epoch); without it, an epoch is one pass."""
+
+    def __init__(self, model, data, loss, class_weight, steps_per_epoch, epochs, accumulate):
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(
+                steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1):
+            raise ValueError(f"steps_per_epoch must be a positive integer or None. Received: "
+                             f"steps_per_epoch={steps_per_epoch!r}")
+        self.restarts = iter(data) is not data  # a list or a loader; a generator runs once
+        if not self.restarts and steps_per_epoch is None and epochs > 1:
+            raise ValueError(f"a generator runs once: give steps_per_epoch for epochs={epochs}")
+        if accumulate != 1:
+            raise ValueError(f"with an iterable of batches each batch is one step: accumulate "
+                             f"must be 1. Received: accumulate={accumulate}")
+        if isinstance(class_weight, str):
+            raise ValueError("class_weight='balanced' needs every label at once; with batches "
+                             "give a dict {label: weight}")
+        self.model, self.data, self.loss, self.class_weight = model, data, loss, class_weight
+        self.steps = steps_per_epoch
+        self.it = iter(data)
+        try:
+            self.first = self._prepare(next(self.it), 0)
+        except StopIteration:
+            raise ValueError("the iterable of batches gave no batch") from None
+        self.loss = self.first[0]
+        self.rows = self.first[1].shape[0]
+        self._pending = self.first
+
+    def _prepare(self, batch, k):
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            raise TypeError(f"batch {k} must be (X_batch, y_batch) or (X_batch, y_batch, "
+                            f"w_batch). Received: {type(batch).__name__}")
+        loss, X, Y, w = _passes.prepare(self.model, batch[0], batch[1], self.loss,
+                                        batch[2] if len(batch) == 3 else None)
+        if k and X.shape[0] > self.rows:
+            raise ValueError(f"batch {k} has {X.shape[0]} rows; the first had {self.rows}, and "
+                             f"no batch may be larger than the first")
+        if self.class_weight is not None:
+            cw = _losses.class_weights(loss, Y, self.class_weight)
+            w = (cw if w is None else w * cw).astype(self.model.dtype)
+        return loss, X, Y, w
+
+    def _next(self, k):
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            return batch
+        try:
+            return self._prepare(next(self.it), k)
+        except StopIteration:
+            if self.steps is None or not self.restarts:
+                raise
+        self.it = iter(self.data)  # a list or a loader starts again
+        return self._prepare(next(self.it), k)
+
+    def parts(self):
+        """The epoch's batches as fit's parts: (X, Y, w, order None, rows None)."""
+        if self.steps is None and self._pending is None:
+            self.it = iter(self.data)  # one pass of a list or a loader per epoch
+        k = 0
+        while self.steps is None or k < self.steps:
+            try:
+                _, X, Y, w = self._next(k)
+            except StopIteration:
+                if self.steps is not None:
+                    raise ValueError(f"the batches ran out after {k} of steps_per_epoch="
+                                     f"{self.steps}") from None
+                return
+            yield X, Y, w, None, None
+            k += 1
+
+
+__all__ = ["BLOCK_BYTES", "Batches", "Blocks", "is_batches", "prepare", "streamable"]

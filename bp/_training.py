@@ -247,12 +247,12 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
         validation_data=None, shuffle=True, sample_weight=None, class_weight=None, callbacks=None,
-        accumulate=1, verbose=1, on_nan="raise", first_epoch=0):
+        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None):
     """Sequential.fit (see its docstring for the parameters)."""
     with exclusive(model):
         return _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split,
                     validation_data, shuffle, sample_weight, class_weight, callbacks, accumulate,
-                    verbose, on_nan, first_epoch)
+                    verbose, on_nan, first_epoch, steps_per_epoch)
 
 
 def _check_validation_data(model, validation_data, loss, X):
@@ -270,13 +270,28 @@ def _check_validation_data(model, validation_data, loss, X):
 
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
-         shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch):
+         shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
+         steps_per_epoch):
     # -- everything is checked before anything changes --
-    streamed = _streaming.streamable(X)  # a memory-mapped X is read in blocks (bp/_streaming.py)
-    loss, X, Y, w = (_streaming if streamed else _passes).prepare(model, X, y, loss, sample_weight)
+    epochs = check_positive_int("epochs", epochs)
+    batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
+    if _streaming.is_batches(X, y):
+        if sample_weight is not None or validation_split:
+            raise ValueError("with an iterable of batches, give the weights in the batches "
+                             "(X_batch, y_batch, w_batch) and validation_data, not "
+                             "sample_weight or validation_split")
+        batches = _streaming.Batches(model, X, loss, class_weight, steps_per_epoch, epochs,
+                                     accumulate)
+        (loss, X, Y, w), class_weight = batches.first, None  # the first batch stands for them
+        batch_size = X.shape[0]
+    elif steps_per_epoch is not None:
+        raise ValueError("steps_per_epoch is for an iterable of batches (with y=None)")
+    streamed = batches is None and _streaming.streamable(X)  # a memory-mapped X: in blocks
+    if batches is None:
+        loss, X, Y, w = (_streaming if streamed else _passes).prepare(model, X, y, loss,
+                                                                      sample_weight)
     # class weights weigh the training rows only (as Keras): a validation split keeps its own
     cw = None if class_weight is None else _losses.class_weights(loss, Y, class_weight)
-    epochs = check_positive_int("epochs", epochs)
     batch_size = check_positive_int("batch_size", batch_size)
     accumulate = check_positive_int("accumulate", accumulate)
     if verbose not in (0, 1, 2, False, True):
@@ -329,7 +344,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     nt = _threads.ensure_blas_limit()
     n = X.shape[0]
     batch_size = min(batch_size, n)
-    n_batches = -(-n // batch_size)
+    n_batches = steps_per_epoch or -(-n // batch_size)
     history = model.history = History()
     model.stop_training, model._stop_reason = False, None
     for cb in callbacks:
@@ -353,7 +368,11 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
             opt.set_epoch(first_epoch + epoch)
             t0 = time.perf_counter()
             total, correct, seen, done = 0.0, 0.0, 0, 0  # done: the epoch's steps so far
-            for Xp, Yp, wp, order, rows in _parts(X, Y, w, train_rows, blocks, rng, shuffle):
+            weight = 0.0  # rows, or their weights: accuracy's denominator
+            parts = (batches.parts() if batches is not None
+                     else _parts(X, Y, w, train_rows, blocks, rng, shuffle))
+            for Xp, Yp, wp, order, rows in parts:
+                weight += Xp.shape[0] if wp is None else float(np.sum(wp))
                 runner.set_data(Xp, Yp, wp)
                 runner.start_epoch(order)
                 step = 0
@@ -382,7 +401,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
             seconds = time.perf_counter() - t0
             logs = {"loss": total / seen}
             if loss != "mse":  # accuracy of each batch before its update, as Keras reports
-                logs["accuracy"] = correct / ((n if w is None else float(np.sum(w))) or 1.0)
+                logs["accuracy"] = correct / (weight or 1.0)
             if val is not None:
                 ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
                 logs.update({"val_" + k: v for k, v in ev.items()})

@@ -300,22 +300,22 @@ class Sequential:
         return self
 
     # ---- training: bp/_training.py -------------------------------------------------------------
-    def fit(self, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
+    def fit(self, X, y=None, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
-            class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise"):
+            class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise",
+            steps_per_epoch=None):
         """Train by mini-batch backpropagation.
 
         Parameters
         ----------
-        X : array (n_samples, n_features), or an np.memmap, streamed in blocks;  y : targets
+        X : array (n_samples, n_features) or np.memmap (streamed in blocks);  y : targets; or X
+            an iterable of (X_batch, y_batch[, w_batch]), y None: a step a batch, steps_per_epoch
         loss : "mse", "binary_cross_entropy" or "cross_entropy"; default from the output
             activation (softmax -> cross_entropy, sigmoid -> binary_cross_entropy, else mse)
         optimizer : bp.Optimizer or name; default the model's, else Adam()
         epochs : int >= 1;  batch_size : int >= 1 (a batch larger than the data is the data)
-        validation_split : fraction held out for validation, after a seeded shuffle
-        validation_data : (X_val, y_val) instead of validation_split
-        shuffle : reshuffle the training rows every epoch (seeded)
-        sample_weight : array (n_samples,) of non-negative weights
+        validation_split : held-out fraction (seeded);  validation_data : (X_val, y_val) instead
+        shuffle : reshuffle every epoch (seeded);  sample_weight : (n_samples,) weights >= 0
         class_weight : {label: weight} or "balanced" (n / (k n_c)), times sample_weight
         callbacks : list of bp.Callback (e.g. bp.EarlyStopping)
         accumulate : int >= 1; each update uses `accumulate` micro-batches of batch_size rows,
@@ -326,14 +326,14 @@ class Sequential:
 
         Returns
         -------
-        History. On Ctrl-C, fit stops after the current step and returns the History with
-        ``stopped == "interrupted"``; the model is usable and savable.
+        History (on Ctrl-C: after the current step, ``stopped == "interrupted"``, model usable).
         """
         return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                              batch_size=batch_size, validation_split=validation_split,
                              validation_data=validation_data, shuffle=shuffle, verbose=verbose,
                              sample_weight=sample_weight, class_weight=class_weight,
-                             callbacks=callbacks, accumulate=accumulate, on_nan=on_nan)
+                             callbacks=callbacks, accumulate=accumulate, on_nan=on_nan,
+                             steps_per_epoch=steps_per_epoch)
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0):
