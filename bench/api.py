@@ -68,9 +68,11 @@ def compiled_step(model, X, y, lr):
     nt = passes.step_threads(X.shape[0], bp.get_num_threads())  # fit's thread policy
     bp._threads.hold_blas(nt)
 
+    count = iter(range(1 << 62))  # the step count: each step draws new dropout masks
+
     def step():
         net.bind(ws)
-        net.train_step(X, Y, None, code, scale, spec, lr, 0, nt)
+        net.train_step(X, Y, None, code, scale, spec, lr, next(count), nt)
 
     return step
 

@@ -95,23 +95,30 @@ def make_data(shape, dtype, seed=0):
 # ---- the competitors, each a factory of a step function --------------------------------------
 
 
-def _bp_model(shape, dtype, threads):
+def _bp_model(shape, dtype, threads, variant=None):
     import bp
 
     bp.set_num_threads(threads)
     widths, batch, act, loss = shape
-    layers = [bp.Dense(u, activation=act) for u in widths[1:-1]]
-    layers.append(bp.Dense(widths[-1], activation=output_activation(shape)))
+    # variants: a Dropout(0.5) after every hidden layer (masks drawn in the step), or an l2
+    # penalty on every layer's W (added in the step): their cost over the plain step
+    reg = bp.l2(1e-4) if variant == "l2" else None
+    layers = []
+    for u in widths[1:-1]:
+        layers.append(bp.Dense(u, activation=act, kernel_regularizer=reg))
+        if variant == "dropout":
+            layers.append(bp.Dropout(0.5))
+    layers.append(bp.Dense(widths[-1], activation=output_activation(shape), kernel_regularizer=reg))
     model = bp.Sequential(layers, dtype=dtype, seed=0, input_dim=widths[0]).build()
     model.compile(loss=loss)
     return model
 
 
-def setup_bp(shape, dtype, threads):
+def setup_bp(shape, dtype, threads, variant=None):
     from api import compiled_step  # the one place that reaches into bp's internals
 
     X, Y = make_data(shape, dtype)
-    return compiled_step(_bp_model(shape, dtype, threads), X, Y, LR)
+    return compiled_step(_bp_model(shape, dtype, threads, variant), X, Y, LR)
 
 
 def setup_blas_limit(shape, dtype, threads):
@@ -291,7 +298,9 @@ def setup_jax(shape, dtype, threads):
 
 
 SETUPS = {"bp": setup_bp, "blas limit": setup_blas_limit, "numpy": setup_numpy,
-          "reference": setup_reference, "torch": setup_torch, "jax": setup_jax}
+          "reference": setup_reference, "torch": setup_torch, "jax": setup_jax,
+          "bp_dropout": lambda *a: setup_bp(*a, variant="dropout"),
+          "bp_l2": lambda *a: setup_bp(*a, variant="l2")}
 
 
 # ---- worker process: reads commands from stdin, answers JSON lines on stdout ------------------
@@ -369,7 +378,8 @@ class Worker:
 def available_peers(requested):
     peers = []
     for name in requested:
-        if name in ("bp", "blas limit", "numpy", "reference") or importlib.util.find_spec(name):
+        if name in SETUPS and (name.startswith("bp") or name in ("blas limit", "numpy", "reference")
+                               or importlib.util.find_spec(name) is not None):
             peers.append(name)
         else:
             print(f"# {name} is not installed: skipped", file=sys.stderr)

@@ -8,11 +8,13 @@ error signal, gradients) and the parameter updates in Cython kernels (package ``
 >>> history = model.fit(X, y, loss="cross_entropy", optimizer=bp.Adam(1e-3), epochs=10)
 """
 
-from . import kernels, losses, schedules
+from . import kernels, losses, regularizers, schedules
 from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
-from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN
-from .layers import Dense
+from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback,
+                        ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN)
+from .layers import Dense, Dropout
+from .regularizers import l1, l1_l2, l2
 from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
 from .sequential import Sequential, TrainingDivergedError, load
@@ -20,10 +22,11 @@ from .insight import DiagnosticsLogger, explain
 from .export import from_torch, to_onnx, to_torch
 
 __all__ = [
-    "Sequential", "Dense", "load",
+    "Sequential", "Dense", "Dropout", "load", "l1", "l2", "l1_l2",
     "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
+    "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "explain", "DiagnosticsLogger", "to_onnx", "to_torch", "from_torch",
-    "kernels", "losses", "schedules",
+    "kernels", "losses", "regularizers", "schedules",
     "show_config", "effective_n_threads", "get_num_threads", "num_threads", "set_num_threads",
 ]

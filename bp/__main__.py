@@ -102,6 +102,13 @@ def digits(args):
     print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
     print(f"time per epoch {per_epoch * 1e3:.1f} ms (median over {len(history.epoch_times)} epochs)")
     print(f"model saved to {os.path.abspath(args.output)}")
+    if args.plot:
+        try:
+            history.plot(args.plot)
+        except ImportError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"training curves drawn in {os.path.abspath(args.plot)}")
     return 0
 
 
@@ -225,6 +232,9 @@ def _digits_options(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="bp_digits_model.npz", help="where to save the model")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw the training curves (History.plot) into this file (needs "
+                        "matplotlib: pip install 'bp[plot]')")
 
 
 def parse_args(argv=None):

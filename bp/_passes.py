@@ -25,11 +25,12 @@ import threading
 import numpy as np
 
 import bpcore
-from bpcore import (_dense_forward, _error_signal, _gradients, _infer, _loss, _network,
-                    _param_update)
+from bpcore import (_dense_forward, _dropout, _error_signal, _gradients, _infer, _loss,
+                    _network, _param_update, _regularize)
 
 from . import _threads
 from . import losses as _losses
+from . import regularizers as _regularizers
 from ._validation import as_float_array, check_finite
 
 
@@ -40,6 +41,33 @@ def check_layers(layers):
     """ValueError for a model with no layer: the one place this rule is written."""
     if not layers:
         raise ValueError("a Sequential needs at least one layer. Received: no layers")
+    if layers[-1].dropout is not None:
+        raise ValueError(f"a Dropout must be followed by a Dense layer; the output layer "
+                         f"{layers[-1]!r} has one after it")
+
+
+def attach_dropout(layers, dropout):
+    """Fold a Dropout into the Dense layer before it (its output is what gets dropped); rate 0
+    attaches nothing, so the model is the one without the layer, bit for bit."""
+    if not layers:
+        raise ValueError("a Dropout needs a Dense layer before it. Received: Dropout first")
+    layer = layers[-1]
+    if layer.dropout is not None:
+        raise ValueError(f"{layer!r} has a Dropout already; two in a row are one of rate "
+                         f"1 - (1 - a)(1 - b)")
+    if layer.activation == "softmax":
+        raise ValueError("a Dropout after a softmax layer is refused: softmax's derivative is "
+                         "not elementwise, so the mask cannot be applied to its error signal")
+    if dropout.rate > 0:
+        layer.dropout = dropout
+
+
+def draw_dropout_seeds(layers, rng):
+    """Give each Dropout without a seed one from the model's generator (at build, after the
+    weights: a model without dropout draws what it always drew)."""
+    for layer in layers:
+        if layer.dropout is not None and layer.dropout._key is None:
+            layer.dropout._key = int(rng.integers(2**63))
 
 
 def check_X(model, X, name="X"):
@@ -173,6 +201,12 @@ class Workspace:
         self.z_in = [np.empty((n_rows, layer.units), dtype) for layer in layers]
         self.z_out = [np.empty((n_rows, layer.units), dtype) for layer in layers]
         self.delta = [np.empty((n_rows, layer.units), dtype) for layer in layers]
+        # a Dropout's mask (bytes) and the dropped output z_out * mask / (1 - rate) the next
+        # layer reads in training; None for the layers without one
+        self.mask = [None if layer.dropout is None else np.empty((n_rows, layer.units), np.uint8)
+                     for layer in layers]
+        self.z_drop = [None if layer.dropout is None else np.empty((n_rows, layer.units), dtype)
+                       for layer in layers]
         self.per_sample = np.empty(n_rows, dtype)
         self.X = np.empty((n_rows, n_in), dtype)
         self.Y = np.empty((n_rows, layers[-1].units), dtype)
@@ -231,6 +265,11 @@ class Passes:
         self.param_views = split(params, self.layout)
         self.grad_views = split(self.grads, self.layout)
         self.compiled = compiled
+        # per layer (kernel l1, l2, bias l1, l2): the weight penalties of bp.regularizers
+        self.penalties = [(*_regularizers.coefficients(getattr(layer, "kernel_regularizer", None)),
+                           *_regularizers.coefficients(getattr(layer, "bias_regularizer", None)))
+                          for layer in layers]
+        self.penalized = any(any(p) for p in self.penalties)
         self.last = None  # (workspace, rows) of the last backward pass
         self._workspaces = {}
         self._engine = None
@@ -273,6 +312,12 @@ class Passes:
         if shared and self._engine is not None:
             return self._engine
         net = _network.Network(self.params, self.grads, self._table())
+        if self.penalized:
+            net.set_penalties(self.penalties)
+        if any(layer.dropout is not None for layer in self.layers):
+            net.set_dropout([None if layer.dropout is None else
+                             (layer.dropout._key, _dropout.threshold(layer.dropout.rate),
+                              1.0 / (1.0 - layer.dropout.rate)) for layer in self.layers])
         if shared:
             self._engine = net
         return net
@@ -284,13 +329,22 @@ class Passes:
         return n_threads if rows * self._step_flops_per_row >= MIN_PARALLEL_STEP_FLOPS else 1
 
     # ---- the passes ------------------------------------------------------------------------
-    def forward(self, X, z_in, z_out, n_threads):
-        """The forward pass of every layer into the given buffers; returns f_out."""
+    def forward(self, X, z_in, z_out, n_threads, dropout=None):
+        """The forward pass of every layer into the given buffers; returns f_out. Inference
+        unless dropout = (workspace, draw): then the Dropouts draw training batch `draw`'s masks
+        into the workspace and the next layer reads the dropped output."""
         z = X
-        for layer, (W, b), zi, zo in zip(self.layers, self.param_views, z_in, z_out):
+        layers = zip(self.layers, self.param_views, z_in, z_out)
+        for i, (layer, (W, b), zi, zo) in enumerate(layers):
             _dense_forward.dense_forward(z, W, b, zi, zo, bpcore.ACTIVATIONS[layer.activation],
                                          layer.alpha, n_threads)
             z = zo
+            if dropout is not None and layer.dropout is not None:
+                ws, draw = dropout
+                rows = zo.shape[0]
+                z = ws.z_drop[i][:rows]
+                _dropout.dropout_forward(zo, layer.dropout._key, draw, layer.dropout.rate,
+                                         ws.mask[i][:rows], z, n_threads)
         return z
 
     def predict(self, model, X, n_threads, out=None):
@@ -348,30 +402,35 @@ class Passes:
 
     def loss_value(self, f_in, f_out, Y, w, loss, per_sample, n_threads):
         """L = scale * sum_i w_i l_i of one batch with bp.losses' mean reduction (the per-sample
-        losses into per_sample)."""
+        losses into per_sample), plus the layers' regularisers as a training step adds them."""
         return _loss.loss_value(f_in, f_out, Y, w, bpcore.LOSSES[loss],
-                                _losses.default_scale(loss, *Y.shape), per_sample, n_threads)
+                                _losses.default_scale(loss, *Y.shape), per_sample,
+                                n_threads) + self.penalty(None, n_threads)
 
-    def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads):
+    def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, draw=None):
         """Forward, loss, error signals and gradients of one batch held in workspace ws
         (grads = beta * grads + this batch's, grads a flat buffer laid out as the parameters);
         returns the batch loss. One compiled call, or with compiled off the per-layer twin.
         Through the model's shared engine: calls that may run beside others use
-        private_gradients."""
+        private_gradients. draw=None is inference mode (Dropout the identity); an int >= 0 is
+        training batch `draw` (fit's: optimizer step x accumulate + micro-batch), whose dropout
+        masks it uses."""
         if self.compiled:
             net = self.engine()
             net.bind(ws)
-            value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, beta, n_threads, grads)
+            value = net.backward(X, Y, w, bpcore.LOSSES[loss], scale, beta, n_threads, grads,
+                                 -1 if draw is None else draw)
         else:
             views = self.grad_views if grads is self.grads else self.views(grads)
-            value = self.backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads)
+            value = self.backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads, draw)
         self.last = (ws, X.shape[0])
         return value
 
     def private_gradients(self, X, Y, w, loss, scale, n_threads):
-        """Forward, loss, error signals and gradients of one batch into a new flat buffer
-        laid out as the parameters, with an engine and a workspace no other call is using (so
-        that it may run beside training or another such call); returns (grads, loss).
+        """Forward, loss, error signals and gradients of one batch, plus the layers'
+        regularisers (inference mode: no dropout), into a new flat buffer laid out as the
+        parameters, with an engine and a workspace no other call is using (so that it may run
+        beside training or another such call); returns (grads, loss of the data).
 
         The pair comes from a pool: building one costs more than the pass on a small batch.
         It goes back to the pool only when a later private pass replaces it as the last one,
@@ -396,6 +455,7 @@ class Passes:
             with self._lock:
                 self._free.setdefault(rows, []).append((net, ws))
             raise
+        self.penalty(grads, n_threads)
         with self._lock:
             held, self._held = self._held, (net, ws)
             self.last = (ws, rows)
@@ -403,11 +463,13 @@ class Passes:
                 self._free.setdefault(held[1].n_rows, []).append(held)
         return grads, value
 
-    def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads):
+    def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):
         """The backward pass as a Python loop of one kernel call per layer and pass: the
         readable version, and the twin the engine is tested against."""
         layers = self.layers
-        f_out = self.forward(X, ws.z_in, ws.z_out, n_threads)
+        rows = X.shape[0]
+        f_out = self.forward(X, ws.z_in, ws.z_out, n_threads,
+                             None if draw is None else (ws, draw))
         out = layers[-1]
         loss_value = _loss.loss_value(ws.z_in[-1], f_out, Y, w, bpcore.LOSSES[loss], scale,
                                       ws.per_sample, n_threads)
@@ -417,7 +479,8 @@ class Passes:
                                    bpcore.ACTIVATIONS[out.activation], out.alpha, scale,
                                    ws.delta[-1], n_threads)
         for i in range(len(layers) - 1, -1, -1):
-            z_prev = X if i == 0 else ws.z_out[i - 1]
+            dropped = i > 0 and draw is not None and layers[i - 1].dropout is not None
+            z_prev = X if i == 0 else (ws.z_drop if dropped else ws.z_out)[i - 1][:rows]
             grad_W, grad_b = grad_views[i]
             _gradients.gradients(z_prev, ws.delta[i], beta, grad_W, grad_b, n_threads)
             if i > 0:
@@ -425,7 +488,26 @@ class Passes:
                 _error_signal.hidden_delta(ws.delta[i], self.param_views[i][0], ws.z_in[i - 1],
                                            ws.z_out[i - 1], bpcore.ACTIVATIONS[prev.activation],
                                            prev.alpha, ws.delta[i - 1], n_threads)
+                if dropped:  # the error signal through the forward pass's mask
+                    _dropout.dropout_backward(ws.mask[i - 1][:rows], prev.dropout.rate,
+                                              ws.delta[i - 1], n_threads)
         return loss_value
+
+    def penalty(self, grads, n_threads):
+        """The layers' weight penalties R(W) + R(b), with dR/dW, dR/db added to the flat
+        buffer `grads` (None: the value only). Once per optimizer step: the compiled step's
+        _penalties, as a Python loop."""
+        value = 0.0
+        views = None if grads is None else (
+            self.grad_views if grads is self.grads else self.views(grads))
+        for i, (kl1, kl2, bl1, bl2) in enumerate(self.penalties):
+            W, b = self.param_views[i]
+            for x, g, l1, l2 in ((W, None if views is None else views[i][0], kl1, kl2),
+                                 (b, None if views is None else views[i][1], bl1, bl2)):
+                if x is not None and (l1 or l2):
+                    value += _regularize.penalty(x.reshape(-1), l1, l2,
+                                                 None if g is None else g.reshape(-1), n_threads)
+        return value
 
     # ---- what the last backward pass left --------------------------------------------------
     def cached(self, name):

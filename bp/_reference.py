@@ -184,6 +184,41 @@ def sum_of_squares(x, *, n_threads=None):
     return float(x @ x)
 
 
+def penalty(W, l1=0.0, l2=0.0):
+    """(R, dR/dW) of the weight penalty R(W) = l1 sum|W| + l2 sum W^2 (bp.regularizers)."""
+    W = np.asarray(W, dtype=np.float64)
+    return (float(l1 * np.abs(W).sum() + l2 * (W * W).sum()), l1 * np.sign(W) + 2 * l2 * W)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z):
+    """splitmix64's finalizer on uint64 arrays (arithmetic modulo 2^64)."""
+    z = np.asarray(z, dtype=np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(seed, draw, rows, units, rate):
+    """The (rows, units) 0/1 uint8 mask of training batch `draw` (bpcore/_dropout.pyx): with
+    h = mix(mix(seed ^ mix((draw+1) G)) + (r+1) G) + (j//2+1) G), unit j is kept when the low
+    (j even) or high (j odd) 32 bits of h reach floor(rate 2^32)."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.uint64(seed) ^ _mix(np.uint64(draw + 1) * _GOLDEN))
+        r = np.arange(1, rows + 1, dtype=np.uint64)[:, None]
+        j = np.arange(units, dtype=np.uint64)[None, :]
+        h = _mix(_mix(key + r * _GOLDEN) + (j // np.uint64(2) + np.uint64(1)) * _GOLDEN)
+    bits = np.where(j % np.uint64(2) == 0, h & np.uint64(0xFFFFFFFF), h >> np.uint64(32))
+    return (bits >= np.uint64(int(rate * 2.0**32))).astype(np.uint8)
+
+
+def dropout_forward(z_out, mask, rate):
+    """z_out * mask / (1 - rate) (inverted dropout)."""
+    return z_out * mask * (1.0 / (1.0 - rate))
+
+
 # ---- a whole network -------------------------------------------------------------------------------
 
 

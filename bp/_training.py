@@ -30,11 +30,11 @@ import numpy as np
 import bpcore
 from bpcore import _network
 
-from . import _interrupt, _passes, _threads
+from . import _interrupt, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validation import check_number, check_positive_int
-from .callbacks import Callback, History, TerminateOnNaN, _Progress
+from .callbacks import Callback, History, TerminateOnNaN, _Progress, wants_every_batch
 
 DONE = _network.STATUS["done"]
 DIVERGED = _network.STATUS["diverged"]
@@ -85,6 +85,11 @@ class _Steps:
     def start_epoch(self, order):
         """order: the epoch's row order (int64 indices), or None for the rows as they are."""
         self.order = order
+
+    def set_data(self, X, Y, w):
+        """The rows the next runs train on (all of them, or a block of a streamed X)."""
+        self.X, self.Y, self.w = X, Y, w
+        self.n_steps = -(-X.shape[0] // (self.batch_size * self.accumulate))
 
     def batch_input(self, report):
         """The input of the report's last micro-batch, as the backward pass saw it."""
@@ -151,12 +156,15 @@ class PythonSteps(_Steps):
             step_rows = min(per_step, n - step_start)
             scale = _losses.default_scale(self.loss, step_rows, m)
             beta, step_loss = 0.0, 0.0
-            for mb_start in range(step_start, step_start + step_rows, self.batch_size):
+            for k, mb_start in enumerate(range(step_start, step_start + step_rows,
+                                               self.batch_size)):
                 rows = min(self.batch_size, step_start + step_rows - mb_start)
                 ws = passes.workspace(rows)
                 Xb, Yb, wb = _gather(ws, X, Y, w, order, mb_start, rows)
+                # training batch `draw` (the engine counts alike): its dropout masks
+                draw = opt.iterations * self.accumulate + k
                 batch_loss = passes.backward(Xb, Yb, wb, ws, self.loss, scale, beta,
-                                             passes.grads, nt)
+                                             passes.grads, nt, draw=draw)
                 report.last_start, report.last_rows = mb_start, rows
                 beta = 1.0
                 step_loss += batch_loss
@@ -165,6 +173,8 @@ class PythonSteps(_Steps):
                 hits = _losses.accuracy(self.loss, ws.z_out[-1][:rows], Yb, wb, count=True)
                 if hits is not None:
                     report.correct += hits
+            if passes.penalized and math.isfinite(step_loss):
+                step_loss += passes.penalty(passes.grads, nt)
             report.last_loss = step_loss
             if not math.isfinite(step_loss) or not _passes.all_finite(passes.grads, ew):
                 report.status = DIVERGED
@@ -204,6 +214,17 @@ def _gather(ws, X, Y, w, order, start, rows):
     return Xb, Yb, wb
 
 
+def _parts(X, Y, w, train_rows, blocks, rng, shuffle):
+    """What one epoch trains on, part by part: (X, Y, w, order, rows of X); one part, the whole
+    training set in a seeded order, or for a streamed X its blocks (bp/_streaming.py)."""
+    if blocks is None:
+        yield X, Y, w, (rng.permutation(X.shape[0]) if shuffle else None), train_rows
+        return
+    for Xb, start, order in blocks.parts(rng, shuffle):
+        end = start + Xb.shape[0]
+        yield Xb, Y[start:end], None if w is None else w[start:end], order, np.arange(start, end)
+
+
 def _rows_of(order, train_rows, start, rows):
     """The rows of X that positions start .. start + rows of an epoch's batches come from."""
     idx = np.arange(start, start + rows) if order is None else order[start:start + rows]
@@ -233,13 +254,13 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
-        validation_data=None, shuffle=True, sample_weight=None, callbacks=None, accumulate=1,
-        verbose=1, on_nan="raise", first_epoch=0):
+        validation_data=None, shuffle=True, sample_weight=None, class_weight=None, callbacks=None,
+        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None):
     """Sequential.fit (see its docstring for the parameters)."""
     with exclusive(model):
         return _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split,
-                    validation_data, shuffle, sample_weight, callbacks, accumulate, verbose,
-                    on_nan, first_epoch)
+                    validation_data, shuffle, sample_weight, class_weight, callbacks, accumulate,
+                    verbose, on_nan, first_epoch, steps_per_epoch)
 
 
 def _check_validation_data(model, validation_data, loss, X):
@@ -257,10 +278,28 @@ def _check_validation_data(model, validation_data, loss, X):
 
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
-         shuffle, sample_weight, callbacks, accumulate, verbose, on_nan, first_epoch):
+         shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
+         steps_per_epoch):
     # -- everything is checked before anything changes --
-    loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
     epochs = check_positive_int("epochs", epochs)
+    batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
+    if _streaming.is_batches(X, y):
+        if sample_weight is not None or validation_split:
+            raise ValueError("with an iterable of batches, give the weights in the batches "
+                             "(X_batch, y_batch, w_batch) and validation_data, not "
+                             "sample_weight or validation_split")
+        batches = _streaming.Batches(model, X, loss, class_weight, steps_per_epoch, epochs,
+                                     accumulate)
+        (loss, X, Y, w), class_weight = batches.first, None  # the first batch stands for them
+        batch_size = X.shape[0]
+    elif steps_per_epoch is not None:
+        raise ValueError("steps_per_epoch is for an iterable of batches (with y=None)")
+    streamed = batches is None and _streaming.streamable(X)  # a memory-mapped X: in blocks
+    if batches is None:
+        loss, X, Y, w = (_streaming if streamed else _passes).prepare(model, X, y, loss,
+                                                                      sample_weight)
+    # class weights weigh the training rows only (as Keras): a validation split keeps its own
+    cw = None if class_weight is None else _losses.class_weights(loss, Y, class_weight)
     batch_size = check_positive_int("batch_size", batch_size)
     accumulate = check_positive_int("accumulate", accumulate)
     if verbose not in (0, 1, 2, False, True):
@@ -284,6 +323,13 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     else:
         validation_split = check_number("validation_split", validation_split, low=0.0,
                                         high=1.0, high_open=True)
+    blocks = None
+    if streamed:
+        if validation_split:
+            raise ValueError("a memory-mapped X is read in blocks: give validation_data, not "
+                             f"validation_split. Received: validation_split={validation_split}")
+        blocks = _streaming.Blocks(X, model.dtype, min(batch_size, X.shape[0]) * accumulate)
+        blocks.check()
     rng = model._rng
     train_rows = None  # row i of the training set is row train_rows[i] of X (None: row i)
     if val is None and validation_split > 0:
@@ -296,6 +342,9 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         train_rows = ti
         val = (X[vi], Y[vi], None if w is None else w[vi])
         X, Y, w = X[ti], Y[ti], (None if w is None else w[ti])
+        cw = None if cw is None else cw[ti]
+    if cw is not None:
+        w = (cw if w is None else w * cw).astype(model.dtype)
     # -- from here on the model changes --
     if not model.built:
         model.build(X.shape[1])
@@ -303,15 +352,14 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     nt = _threads.ensure_blas_limit()
     n = X.shape[0]
     batch_size = min(batch_size, n)
-    n_batches = -(-n // batch_size)
+    n_batches = steps_per_epoch or -(-n // batch_size)
     history = model.history = History()
     model.stop_training, model._stop_reason = False, None
     for cb in callbacks:
         cb.set_model(model)
         cb.on_train_begin()
     progress = _Progress(verbose, epochs, n_batches)
-    per_batch_callbacks = [cb for cb in callbacks
-                           if type(cb).on_batch_end is not Callback.on_batch_end]
+    per_batch_callbacks = [cb for cb in callbacks if wants_every_batch(cb)]
     sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
     passes = model._passes
     runner_class = (CompiledSteps if passes.compiled and _optimizers.runs_in_engine(opt)
@@ -327,31 +375,41 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                 cb.on_epoch_begin(epoch)
             opt.set_epoch(first_epoch + epoch)
             t0 = time.perf_counter()
-            runner.start_epoch(rng.permutation(n) if shuffle else None)
-            total, correct, seen, step = 0.0, 0.0, 0, 0
-            while step < runner.n_steps:
-                report = runner.run(step, chunk)
-                total, correct, seen = total + report.total, correct + report.correct, seen + report.seen
-                step += report.steps
-                if report.steps:
-                    history.stopped_at = {"epoch": epoch, "batch": step - 1}
-                if report.status in (DIVERGED, DIVERGED_IN_UPDATE):
-                    batch_rows = (None if report.status == DIVERGED_IN_UPDATE else
-                                  _rows_of(runner.order, train_rows, report.last_start,
-                                           report.last_rows))
-                    _diverged(model, passes, epoch, step, on_nan, progress,
-                              runner.batch_input(report), batch_rows,
-                              in_update=report.status == DIVERGED_IN_UPDATE)
-                    return history
-                progress.batch(epoch, min(step * accumulate, n_batches), total / max(seen, 1))
-                for cb in per_batch_callbacks:
-                    cb.on_batch_end(step - 1, {"loss": report.last_loss})
-                if report.status == INTERRUPTED or sigint.requested:
-                    raise KeyboardInterrupt
+            total, correct, seen, done = 0.0, 0.0, 0, 0  # done: the epoch's steps so far
+            weight = 0.0  # rows, or their weights: accuracy's denominator
+            parts = (batches.parts() if batches is not None
+                     else _parts(X, Y, w, train_rows, blocks, rng, shuffle))
+            for Xp, Yp, wp, order, rows in parts:
+                weight += Xp.shape[0] if wp is None else float(np.sum(wp))
+                runner.set_data(Xp, Yp, wp)
+                runner.start_epoch(order)
+                step = 0
+                while step < runner.n_steps:
+                    report = runner.run(step, chunk)
+                    total, correct, seen = (total + report.total, correct + report.correct,
+                                            seen + report.seen)
+                    step += report.steps
+                    if report.steps:
+                        history.stopped_at = {"epoch": epoch, "batch": done + step - 1}
+                    if report.status in (DIVERGED, DIVERGED_IN_UPDATE):
+                        batch_rows = (None if report.status == DIVERGED_IN_UPDATE else
+                                      _rows_of(runner.order, rows, report.last_start,
+                                               report.last_rows))
+                        _diverged(model, passes, epoch, done + step, on_nan, progress,
+                                  runner.batch_input(report), batch_rows,
+                                  in_update=report.status == DIVERGED_IN_UPDATE)
+                        return history
+                    progress.batch(epoch, min((done + step) * accumulate, n_batches),
+                                   total / max(seen, 1))
+                    for cb in per_batch_callbacks:
+                        cb.on_batch_end(done + step - 1, {"loss": report.last_loss})
+                    if report.status == INTERRUPTED or sigint.requested:
+                        raise KeyboardInterrupt
+                done += step
             seconds = time.perf_counter() - t0
             logs = {"loss": total / seen}
             if loss != "mse":  # accuracy of each batch before its update, as Keras reports
-                logs["accuracy"] = correct / ((n if w is None else float(np.sum(w))) or 1.0)
+                logs["accuracy"] = correct / (weight or 1.0)
             if val is not None:
                 ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
                 logs.update({"val_" + k: v for k, v in ev.items()})

@@ -1,6 +1,8 @@
 """Training history, callbacks, early stopping and the progress display of ``fit``."""
 
+import csv
 import math
+import os
 import sys
 import time
 
@@ -45,6 +47,25 @@ class History:
 
     def __getitem__(self, key):
         return self.history[key]
+
+    def plot(self, path=None):
+        """The training curves: loss, accuracy (classification) with their validation values,
+        and the learning rate, per epoch (needs matplotlib: ``pip install "bp[plot]"``).
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Where to write the picture (PNG, or the format matplotlib infers from the suffix).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+
+        Examples
+        --------
+        >>> model.fit(X, y, validation_split=0.2, epochs=20).plot("curves.png")
+        """
+        return _plot_history(self, path)
 
     def __repr__(self):
         keys = ", ".join(self.history)
@@ -196,3 +217,274 @@ class _Progress:
                 self.file.write("\n")
             self.file.write(text + "\n")
             self.file.flush()
+
+
+# ---- History.plot -------------------------------------------------------------------------------
+
+
+def _plot_history(history, path=None):
+    """History.plot: panels of loss, accuracy and learning rate per epoch (matplotlib)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError('History.plot needs matplotlib: pip install "bp[plot]"') from exc
+    if not history.epoch:
+        raise ValueError("History.plot needs at least one completed epoch. Received: a History "
+                         "with no epochs")
+    h = history.history
+    epochs = [e + 1 for e in history.epoch]
+    panels = [name for name in ("loss", "accuracy", "learning_rate")
+              if name in h or "val_" + name in h]
+    fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
+    FigureCanvasAgg(fig)  # a canvas of its own: no pyplot, no global figure state
+    for k, name in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        for key, label in ((name, "training"), ("val_" + name, "validation")):
+            if key in h:
+                ax.plot(epochs, h[key], marker="o", markersize=3, label=label)
+        if name == "learning_rate":
+            ax.set_yscale("log")
+        elif "val_" + name in h:
+            ax.legend()
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+
+# ---- monitoring a logged quantity (ModelCheckpoint, ReduceLROnPlateau) -----------------------
+
+
+def _check_mode(mode):
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+    return mode
+
+
+def _monitored(who, monitor, logs):
+    """The key to read in `logs`: `monitor`, or "loss" for "val_loss" without validation data."""
+    key = monitor if monitor in logs else ("loss" if monitor == "val_loss" else monitor)
+    if key not in logs:
+        raise ValueError(f"{who} monitors {monitor!r}, which fit does not report. "
+                         f"Available: {', '.join(logs)}")
+    return key
+
+
+def _improves(value, best, mode, key, min_delta=0.0):
+    """True if `value` beats `best` by more than min_delta (max for accuracies under "auto")."""
+    if best is None:
+        return True
+    if mode == "max" or (mode == "auto" and "acc" in key):
+        return value > best + min_delta
+    return value < best - min_delta
+
+
+def wants_every_batch(callback):
+    """True if `callback` has an on_batch_end of its own (a subclass method or, as
+    LambdaCallback sets it, an instance attribute): fit then returns to Python every batch."""
+    return getattr(callback.on_batch_end, "__func__", None) is not Callback.on_batch_end
+
+
+class ModelCheckpoint(Callback):
+    """Save the model at the end of each epoch, or only when the monitored value improves.
+
+    Each save goes through ``model.save`` (atomic: a crash mid-save leaves the previous file
+    whole). ``{epoch}`` (from 1, as Keras counts) and the logged names format the path:
+    ``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``.
+
+    Parameters
+    ----------
+    filepath : str or path-like
+    monitor : str, default "val_loss"  (falls back to "loss" when there is no validation data)
+    save_best_only : bool, default False
+    mode : "auto", "min" or "max" ("max" for names containing "acc" under "auto")
+
+    Examples
+    --------
+    >>> model.fit(X, y, validation_split=0.1, callbacks=[bp.ModelCheckpoint("best.npz",
+    ...           save_best_only=True)])
+    """
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+        self.filepath = os.fspath(filepath)
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a str. Received: {type(monitor).__name__}")
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.mode = _check_mode(mode)
+        self.best = None
+        self.saved = []  # the paths written, in order
+
+    def on_train_begin(self, logs=None):
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            key = _monitored("ModelCheckpoint", self.monitor, logs)
+            value = logs[key]
+            if not math.isfinite(value) or not _improves(value, self.best, self.mode, key):
+                return
+            self.best = value
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint cannot format the path {self.filepath!r} with "
+                             f"epoch and {', '.join(logs)}: {exc!r}") from None
+        self.model.save(path)
+        self.saved.append(path)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` when the monitored value has not improved for
+    `patience` epochs (Keras' and torch.optim.lr_scheduler.ReduceLROnPlateau's rule):
+
+        lr <- max(lr * factor, min_lr),  then `cooldown` epochs without counting.
+
+    The new rate is the optimizer's ``learning_rate`` from the next epoch on (and is saved with
+    the model); an optimizer with a schedule is refused (the schedule owns the rate).
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"  (falls back to "loss" when there is no validation data)
+    factor : float in (0, 1), default 0.1
+    patience : int >= 0, default 10
+    min_lr : float >= 0, default 0
+    min_delta : float >= 0, default 1e-4   an improvement must exceed it
+    cooldown : int >= 0, default 0
+    mode : "auto", "min" or "max"
+
+    Examples
+    --------
+    >>> model.fit(X, y, validation_split=0.1, epochs=100,
+    ...           callbacks=[bp.ReduceLROnPlateau(factor=0.5, patience=3)])
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_lr=0.0, min_delta=1e-4,
+                 cooldown=0, mode="auto"):
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer. Received: "
+                                 f"{name}={value!r}")
+        self.monitor = monitor
+        self.factor = check_number("factor", factor, low=0.0, high=1.0, low_open=True,
+                                   high_open=True)
+        self.patience, self.cooldown = patience, cooldown
+        self.min_lr = check_number("min_lr", min_lr, low=0.0)
+        self.min_delta = check_number("min_delta", min_delta, low=0.0)
+        self.mode = _check_mode(mode)
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def on_train_begin(self, logs=None):
+        if callable(self.model.optimizer.learning_rate):
+            raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
+                            f"this one has the schedule {self.model.optimizer.learning_rate!r}")
+        self.best, self.wait, self.cooldown_counter = None, 0, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        key = _monitored("ReduceLROnPlateau", self.monitor, logs)
+        value = logs[key]
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if not math.isfinite(value):
+            return
+        if _improves(value, self.best, self.mode, key, self.min_delta):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                opt = self.model.optimizer
+                if opt.learning_rate > self.min_lr:
+                    opt.learning_rate = max(opt.learning_rate * self.factor, self.min_lr)
+                self.cooldown_counter, self.wait = self.cooldown, 0
+
+
+class CSVLogger(Callback):
+    """Write one CSV row per epoch: the epoch (from 0, as Keras) and every logged value.
+
+    Parameters
+    ----------
+    filename : str or path-like
+    separator : str, default ","
+    append : bool, default False   append to an existing file (no second header) instead of
+        replacing it
+
+    Examples
+    --------
+    >>> model.fit(X, y, epochs=10, callbacks=[bp.CSVLogger("training.csv")])
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        self.filename = os.fspath(filename)
+        self.separator = separator
+        self.append = bool(append)
+        self._file = self._writer = self._keys = None
+
+    def on_train_begin(self, logs=None):
+        has_rows = (self.append and os.path.exists(self.filename)
+                    and os.path.getsize(self.filename) > 0)
+        self._file = open(self.filename, "a" if self.append else "w", newline="")
+        self._writer = csv.writer(self._file, delimiter=self.separator)
+        self._keys = None if not has_rows else ()  # () : the file has a header already
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not self._keys:
+            if self._keys is None:
+                self._writer.writerow(["epoch", *logs])
+            self._keys = tuple(logs)
+        self._writer.writerow([epoch, *(logs.get(k, "") for k in self._keys)])
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class LambdaCallback(Callback):
+    """A callback from functions: ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``,
+    ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_batch_end(batch, logs)``.
+
+    Only a given on_batch_end makes fit return to Python after every batch.
+
+    Examples
+    --------
+    >>> losses = []
+    >>> cb = bp.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    """
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
+                 on_train_end=None, on_batch_end=None):
+        given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
+                 "on_train_begin": on_train_begin, "on_train_end": on_train_end,
+                 "on_batch_end": on_batch_end}
+        for name, fn in given.items():
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None. Received: {type(fn).__name__}")
+        self._fns = given
+        if on_batch_end is not None:
+            self.on_batch_end = lambda batch, logs=None: on_batch_end(batch, logs or {})
+
+    def _call(self, name, *args):
+        fn = self._fns[name]
+        if fn is not None:
+            fn(*args)
+
+    def on_train_begin(self, logs=None):
+        self._call("on_train_begin", logs or {})
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._call("on_epoch_begin", epoch, logs or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._call("on_epoch_end", epoch, logs or {})
+
+    def on_train_end(self, logs=None):
+        self._call("on_train_end", logs or {})

@@ -194,7 +194,9 @@ def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
     (1) the naive chain rule, (2) forward caching, (3) backpropagation (see bp.insight): exact
     multiply-add counts from the architecture, measured times (NumPy in float64 for all three,
     and bp's compiled kernels for backpropagation and the forward pass), and the gradients of
-    all three checked against each other and against bp's kernels.
+    all three checked against each other and against bp's kernels. Inference mode (a Dropout
+    is the identity) and the data loss (no regulariser penalty): the three ways of the seed's
+    mathematics.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Dense: the one layer of a multilayer perceptron.
+"""Dense: the one layer of a multilayer perceptron (and Dropout, folded into the Dense before it).
 
     z_in = z_out_prev @ W + b        z_out = sigma(z_in)
 
@@ -13,6 +13,7 @@ import numpy as np
 import bpcore
 
 from . import kernels
+from . import regularizers as _regularizers
 from ._validation import (FLOAT_DTYPES, as_dtype, as_float_array, check_choice, check_finite,
                           check_number, check_positive_int)
 
@@ -65,6 +66,8 @@ class Dense:
         ``f((n_in, n_out), rng) -> array``. Biases start at zero.
     alpha : float, default 0.01
         leaky_relu's negative slope (>= 0).
+    kernel_regularizer, bias_regularizer : bp.l1(c), bp.l2(c), bp.l1_l2(l1, l2) or None
+        A penalty R(W) (R(b)) added to the training loss and its gradient (bp.regularizers).
     input_dim : int, optional
         n_in. If omitted, it is taken from the data at first use (lazy build).
     name : str, optional
@@ -81,7 +84,8 @@ class Dense:
     """
 
     def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
-                 alpha=0.01, input_dim=None, name=None):
+                 alpha=0.01, kernel_regularizer=None, bias_regularizer=None, input_dim=None,
+                 name=None):
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
         if not isinstance(activation, str):
@@ -95,11 +99,14 @@ class Dense:
         self.kernel_initializer = kernel_initializer or (
             "he_normal" if activation in _RELU_LIKE else "glorot_uniform")
         self.alpha = check_number("alpha", alpha, low=0.0)
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer, "kernel_regularizer")
+        self.bias_regularizer = _regularizers.get(bias_regularizer, "bias_regularizer")
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
         self.name = name
         self._W = None
         self._b = None
         self._owner = None  # the Sequential whose flat buffer holds W and b
+        self.dropout = None  # a Dropout on this layer's output (a Sequential sets it)
 
     # -- building --------------------------------------------------------------------------------
     @property
@@ -202,7 +209,11 @@ class Dense:
         init = self.kernel_initializer
         return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
                 "kernel_initializer": init if isinstance(init, str) else None,
-                "alpha": self.alpha, "input_dim": self.input_dim, "name": self.name}
+                "alpha": self.alpha, "input_dim": self.input_dim, "name": self.name,
+                **{key: reg.get_config() for key, reg in (
+                    ("kernel_regularizer", self.kernel_regularizer),
+                    ("bias_regularizer", self.bias_regularizer),
+                    ("dropout", self.dropout)) if reg is not None}}
 
     def __repr__(self):
         args = [str(self.units), f"activation={self.activation!r}"]
@@ -210,8 +221,60 @@ class Dense:
             args.append("use_bias=False")
         if self.activation == "leaky_relu":
             args.append(f"alpha={self.alpha}")
+        for key in ("kernel_regularizer", "bias_regularizer"):
+            if getattr(self, key) is not None:
+                args.append(f"{key}={getattr(self, key)!r}")
         if self.input_dim is not None:
             args.append(f"input_dim={self.input_dim}")
         if self.name:
             args.append(f"name={self.name!r}")
+        if self.dropout is not None:
+            args.append(f"dropout={self.dropout.rate}")
         return f"Dense({', '.join(args)})"
+
+
+class Dropout:
+    """Inverted dropout on the output of the Dense layer before it.
+
+    In training each unit of that output is kept with probability 1 - rate and scaled by
+    1 / (1 - rate); in ``predict`` and ``evaluate`` the layer is the identity. The error signal
+    goes back through the same mask:
+
+        delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])
+
+    The masks are drawn inside the compiled step by a counter-based generator keyed by
+    (seed, training batch, row, unit) (bpcore/_dropout.pyx): the same seed gives the same masks
+    for any thread count. A Sequential folds a Dropout into the Dense before it (``model.layers``
+    holds the Dense layers; ``layer.dropout`` is this object).
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+        The probability of dropping a unit (rate 0: no dropout, the same bits as no layer).
+    seed : int >= 0 or None
+        None: drawn from the model's seeded generator when the model is built.
+
+    Examples
+    --------
+    >>> model = bp.Sequential([bp.Dense(256, activation="relu"), bp.Dropout(0.5),
+    ...                        bp.Dense(10, activation="softmax")], seed=0)
+    """
+
+    def __init__(self, rate, seed=None):
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"Dropout rate must be a number in [0, 1). Received: {rate!r}")
+        if not 0.0 <= float(rate) < 1.0:  # also refuses NaN
+            raise ValueError(f"Dropout rate must be in [0, 1). Received: rate={rate!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or not 0 <= seed < 2**64):
+            raise ValueError(f"Dropout seed must be an integer in [0, 2**64) or None. "
+                             f"Received: seed={seed!r}")
+        self.rate = float(rate)
+        self.seed = None if seed is None else int(seed)
+        self._key = self.seed  # the seed in use (drawn at build when seed is None)
+
+    def get_config(self):
+        return {"rate": self.rate, "seed": self._key}
+
+    def __repr__(self):
+        return f"Dropout({self.rate}" + ("" if self.seed is None else f", seed={self.seed}") + ")"

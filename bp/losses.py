@@ -79,6 +79,43 @@ def accuracy(loss, f_out, Y, w=None, count=False):
     return float(hit.sum() / denom) if denom else 0.0
 
 
+def class_weights(loss, Y, class_weight):
+    """Per-sample weights w_i = class_weight[label_i] for the prepared targets Y (float64).
+
+    The label of a row is argmax(Y) for cross-entropy, Y >= 0.5 for binary cross-entropy with one
+    output. class_weight is {label: weight} (labels absent from it weigh 1) or "balanced":
+    w_c = n / (k n_c) over the k classes present (scikit-learn's compute_class_weight).
+    """
+    if loss == "cross_entropy":
+        labels, n_classes = np.argmax(Y, axis=1), Y.shape[1]
+    elif loss == "binary_cross_entropy" and Y.shape[1] == 1:
+        labels, n_classes = (Y[:, 0] >= 0.5).astype(np.int64), 2
+    else:
+        raise ValueError(f"class_weight needs class labels: cross_entropy, or binary_cross_entropy "
+                         f"with one output. Received: loss={loss!r} with {Y.shape[1]} output(s)")
+    counts = np.bincount(labels, minlength=n_classes)
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        present = counts > 0
+        table = np.ones(n_classes)
+        table[present] = len(labels) / (present.sum() * counts[present])
+        return table[labels]
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{label: weight}} or 'balanced'. Received: "
+                        f"{type(class_weight).__name__}")
+    table = np.ones(n_classes)
+    for label, weight in class_weight.items():
+        if (isinstance(label, bool) or not isinstance(label, (int, np.integer))
+                or not 0 <= label < n_classes):
+            raise ValueError(f"class_weight keys must be class labels, integers in [0, "
+                             f"{n_classes}). Received: {label!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)) or not (
+                np.isfinite(weight) and weight >= 0):
+            raise ValueError(f"class_weight values must be finite non-negative numbers. "
+                             f"Received: {weight!r} for label {label}")
+        table[label] = weight
+    return table[labels]
+
+
 def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):
     """y as a C-contiguous (n_samples, n_outputs) array of `dtype`, checked for this loss.
 

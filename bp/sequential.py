@@ -27,7 +27,7 @@ from . import losses as _losses
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
 from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
-from .layers import Dense
+from .layers import Dense, Dropout
 
 _BUILD_LOCK = threading.Lock()
 
@@ -77,12 +77,14 @@ class Sequential:
 
     # ---- a list of layers ----------------------------------------------------------------------
     def add(self, layer):
-        """Append a Dense layer (before the model is built)."""
-        if not isinstance(layer, Dense):
-            raise TypeError(f"Sequential holds bp.Dense layers. Received: {type(layer).__name__}")
+        """Append a Dense layer, or a Dropout of the last one's output (before building)."""
+        if not isinstance(layer, (Dense, Dropout)):
+            raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: {type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
                              "build a new Sequential")
+        if isinstance(layer, Dropout):
+            return _passes.attach_dropout(self.layers, layer)
         if layer._owner is not None:
             raise ValueError(f"{layer!r} already belongs to another model; use a new Dense")
         if layer.built:
@@ -152,6 +154,7 @@ class Sequential:
             rng.bit_generator.state = rng_state
             raise
         params = _passes.initial_params(self.layers, widths[:-1], initial, self.dtype)
+        _passes.draw_dropout_seeds(self.layers, rng)  # after the weights
         for layer, n in zip(self.layers, widths):
             layer.input_dim = n
         self.input_dim = n_in
@@ -208,7 +211,7 @@ class Sequential:
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
-        """A dict with the loss (and accuracy for classification) on (X, y); no update.
+        """A dict with the loss (with the regularisers, as fit's) and accuracy on (X, y).
         (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
         check_positive_int("batch_size", batch_size, allow_none=True)
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
@@ -219,7 +222,7 @@ class Sequential:
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
-        """dL/dW and dL/db of every layer on the batch (X, y), with no update.
+        """dL/dW and dL/db of each layer on (X, y), no update (inference mode, with regularisers).
 
         Returns a list of (grad_W, grad_b) per Dense layer (grad_b None without bias). The error
         signals of this pass are then in ``model.error_signals``.
@@ -227,16 +230,17 @@ class Sequential:
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
         nt = _threads.ensure_blas_limit()
-        # a buffer, workspace and engine of its own: gradients() may run beside other calls
+        # a buffer, workspace and engine of its own: gradients() may run beside other calls;
+        # with the layers' regularisers, as a training step adds them
         grads, _ = self._passes.private_gradients(X, Y, w, loss,
                                                   _losses.default_scale(loss, *Y.shape), nt)
         return self._passes.views(grads)
 
     @property
     def error_signals(self):
-        """The deltas dL/dz_in of the last backward pass, one read-only array per layer
-        (None before any backward pass). Each access returns a snapshot: later passes, which
-        reuse the buffers, do not change arrays already handed out."""
+        """The deltas dL/dz_in of the last backward pass (fit's: training mode, through the masks),
+        one read-only array per layer (None before any). Each access returns a snapshot: later
+        passes, which reuse the buffers, do not change arrays already handed out."""
         return None if self._passes is None else self._passes.cached("delta")
 
     @property
@@ -257,7 +261,7 @@ class Sequential:
             self._grads[...] = 0
 
     def backward(self, X, y, loss=None, sample_weight=None, total_samples=None):
-        """Add this batch's gradient to the gradient buffer; returns the batch loss.
+        """Add this batch's gradient (inference mode, data loss) to the gradient buffer; returns L.
 
         total_samples : the size of the whole batch this one is part of (default: len(X)).
             With it, micro-batches accumulated by repeated calls give exactly the gradient of
@@ -290,22 +294,23 @@ class Sequential:
         return self
 
     # ---- training: bp/_training.py -------------------------------------------------------------
-    def fit(self, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32,
+    def fit(self, X, y=None, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
-            callbacks=None, accumulate=1, verbose=1, on_nan="raise"):
+            class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise",
+            steps_per_epoch=None):
         """Train by mini-batch backpropagation.
 
         Parameters
         ----------
-        X : array (n_samples, n_features);  y : targets (see bp.losses)
+        X : array (n_samples, n_features) or np.memmap (streamed in blocks);  y : targets; or X
+            an iterable of (X_batch, y_batch[, w_batch]), y None: a step a batch, steps_per_epoch
         loss : "mse", "binary_cross_entropy" or "cross_entropy"; default from the output
             activation (softmax -> cross_entropy, sigmoid -> binary_cross_entropy, else mse)
         optimizer : bp.Optimizer or name; default the model's, else Adam()
         epochs : int >= 1;  batch_size : int >= 1 (a batch larger than the data is the data)
-        validation_split : fraction held out for validation, after a seeded shuffle
-        validation_data : (X_val, y_val) instead of validation_split
-        shuffle : reshuffle the training rows every epoch (seeded)
-        sample_weight : array (n_samples,) of non-negative weights
+        validation_split : held-out fraction (seeded);  validation_data : (X_val, y_val) instead
+        shuffle : reshuffle every epoch (seeded);  sample_weight : (n_samples,) weights >= 0
+        class_weight : {label: weight} or "balanced" (n / (k n_c)), times sample_weight
         callbacks : list of bp.Callback (e.g. bp.EarlyStopping)
         accumulate : int >= 1; each update uses `accumulate` micro-batches of batch_size rows,
             exactly the update of one batch of accumulate * batch_size rows
@@ -315,14 +320,14 @@ class Sequential:
 
         Returns
         -------
-        History. On Ctrl-C, fit stops after the current step and returns the History with
-        ``stopped == "interrupted"``; the model is usable and savable.
+        History (on Ctrl-C: after the current step, ``stopped == "interrupted"``, model usable).
         """
         return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                              batch_size=batch_size, validation_split=validation_split,
-                             validation_data=validation_data, shuffle=shuffle,
-                             sample_weight=sample_weight, callbacks=callbacks,
-                             accumulate=accumulate, verbose=verbose, on_nan=on_nan)
+                             validation_data=validation_data, shuffle=shuffle, verbose=verbose,
+                             sample_weight=sample_weight, class_weight=class_weight,
+                             callbacks=callbacks, accumulate=accumulate, on_nan=on_nan,
+                             steps_per_epoch=steps_per_epoch)
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0):
@@ -337,7 +342,7 @@ class Sequential:
     def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
         """||dl_s/d(W[i], b[i])|| per sample s and layer i, shape (n_samples, n_layers), from one
         batched pass: ||delta_s[i]|| * ||z_out_s[i-1]|| (see bp.insight.per_sample_gradient_norms;
-        reduction "none" is each sample's own loss, "mean" its share of the batch mean)."""
+        reduction "none" is each sample's own loss, "mean" its share; inference mode, data loss)."""
         return _insight.per_sample_gradient_norms(self, X, y, loss, reduction=reduction, bias=bias)
 
     def diagnose(self, X, y, loss=None):
@@ -476,4 +481,12 @@ def _layer_config(layer):
 
 
 def _dense_layers(configs):
-    return [Dense(**cfg) for cfg in configs]
+    """The layers a config list describes: each Dense, then its Dropout if it has one."""
+    layers = []
+    for cfg in configs:
+        cfg = dict(cfg)
+        dropout = cfg.pop("dropout", None)
+        layers.append(Dense(**cfg))
+        if dropout is not None:
+            layers.append(Dropout(**dropout))
+    return layers

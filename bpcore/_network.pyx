@@ -7,6 +7,10 @@
 #     loss         loss_core
 #     error signal output_delta_core, then hidden_delta_core from the output backwards
 #     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates micro-batches)
+#     dropout      in training, dropout_forward_core after a layer with a Dropout (the next layer
+#                  reads z_drop), dropout_backward_core on its delta (Network.set_dropout)
+#     penalties    penalty_core once a step, for the layers with a regulariser (R(W) into the loss,
+#                  dR/dW into the gradient; Network.set_penalties)
 #     update       sgd_core / adam_core on the flat parameter vector
 #
 # Why: a Python loop over layers costs ~1-2 us per kernel call (argument parsing, memoryview
@@ -43,6 +47,8 @@ from bpcore._error_signal cimport output_delta_core, hidden_delta_core
 from bpcore._gradients cimport gradients_core
 from bpcore._loss cimport loss_core, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
 from bpcore._param_update cimport sgd_core, adam_core, sum_of_squares_core
+from bpcore._regularize cimport penalty_core
+from bpcore._dropout cimport u64, dropout_forward_core, dropout_backward_core
 
 import numpy as np
 cimport numpy as cnp
@@ -80,6 +86,12 @@ cdef struct Layer:
     Py_ssize_t n_in, n_out, w_off, b_off   # b_off < 0: no bias
     int act
     double alpha
+    double kernel_l1, kernel_l2, bias_l1, bias_l2   # the layer's penalties (0: none)
+    bint dropout                  # a Dropout on z_out: in training, mask and z_drop
+    u64 drop_seed, drop_threshold
+    double drop_scale             # 1 / (1 - rate)
+    void* mask                    # (rows, n_out) bytes
+    void* z_drop                  # (rows, n_out): z_out * mask * drop_scale
     void* z_in
     void* z_out
     void* delta
@@ -105,19 +117,26 @@ cdef inline long long _now_ns() noexcept nogil:
 cdef double _backward(const Layer* layers, Py_ssize_t n_layers, const floating* params,
                       floating* grads, const floating* X, const floating* Y,
                       const floating* w, Py_ssize_t n, int loss, double scale, floating beta,
-                      floating* per_sample, int nt) noexcept nogil:
-    """Forward, loss, error signals and gradients of one batch; returns the batch loss."""
+                      floating* per_sample, long long draw, int nt) noexcept nogil:
+    """Forward, loss, error signals and gradients of one batch; returns the batch loss.
+    draw < 0: inference mode (no dropout); else training batch `draw`'s dropout masks."""
     cdef Py_ssize_t i
     cdef const Layer* L
     cdef const Layer* P
     cdef const floating* z_prev = X
     cdef double value
+    cdef bint training = draw >= 0
     for i in range(n_layers):
         L = &layers[i]
         dense_forward_core(z_prev, n, L.n_in, L.n_in, params + L.w_off,
                            (params + L.b_off) if L.b_off >= 0 else NULL, L.n_out, L.act,
                            <floating>L.alpha, <floating*>L.z_in, <floating*>L.z_out, nt)
-        z_prev = <floating*>L.z_out
+        if training and L.dropout:
+            dropout_forward_core(<floating*>L.z_out, n, L.n_out, L.drop_seed, <u64>draw,
+                                 L.drop_threshold, <floating>L.drop_scale,
+                                 <unsigned char*>L.mask, <floating*>L.z_drop, nt)
+        # the next layer reads z_out, or in training after a Dropout z_drop
+        z_prev = <floating*>(L.z_drop if training and L.dropout else L.z_out)
     L = &layers[n_layers - 1]
     value = loss_core(<floating*>L.z_in, <floating*>L.z_out, Y, w, n, L.n_out, loss, scale,
                       per_sample, nt)
@@ -126,7 +145,8 @@ cdef double _backward(const Layer* layers, Py_ssize_t n_layers, const floating* 
     # Each delta is computed once and used twice: this layer's gradient, the previous delta.
     for i in range(n_layers - 1, -1, -1):
         L = &layers[i]
-        z_prev = X if i == 0 else <floating*>layers[i - 1].z_out
+        P = &layers[i - 1] if i > 0 else NULL
+        z_prev = X if i == 0 else <floating*>(P.z_drop if training and P.dropout else P.z_out)
         gradients_core(z_prev, n, L.n_in, L.n_in, <floating*>L.delta, L.n_out, beta,
                        grads + L.w_off, (grads + L.b_off) if L.b_off >= 0 else NULL, nt)
         if i > 0:
@@ -134,6 +154,26 @@ cdef double _backward(const Layer* layers, Py_ssize_t n_layers, const floating* 
             hidden_delta_core(<floating*>L.delta, n, L.n_out, params + L.w_off,
                               <floating*>P.z_in, <floating*>P.z_out, P.n_out, P.act,
                               <floating>P.alpha, <floating*>P.delta, nt)
+            if training and P.dropout:  # the error signal through the same mask
+                dropout_backward_core(<unsigned char*>P.mask, n * P.n_out,
+                                      <floating>P.drop_scale, <floating*>P.delta, nt)
+    return value
+
+
+cdef double _penalties(const Layer* layers, Py_ssize_t n_layers, const floating* params,
+                       floating* grads, int nt) noexcept nogil:
+    """sum of the layers' R(W) + R(b), with their gradients added to grads (once per step)."""
+    cdef Py_ssize_t i
+    cdef const Layer* L
+    cdef double value = 0
+    for i in range(n_layers):
+        L = &layers[i]
+        if L.kernel_l1 != 0 or L.kernel_l2 != 0:
+            value += penalty_core(params + L.w_off, L.n_in * L.n_out, L.kernel_l1, L.kernel_l2,
+                                  grads + L.w_off, nt)
+        if L.b_off >= 0 and (L.bias_l1 != 0 or L.bias_l2 != 0):
+            value += penalty_core(params + L.b_off, L.n_out, L.bias_l1, L.bias_l2,
+                                  grads + L.b_off, nt)
     return value
 
 
@@ -227,6 +267,7 @@ cdef struct Epoch:
     Py_ssize_t mean_width        # a step's loss is the mean over step_rows * mean_width numbers
     int loss
     bint count_hits, guard
+    bint penalized               # a layer has a regulariser: _penalties once a step
     # buffers of the workspace (capacity batch_size rows)
     void* Xb
     void* Yb
@@ -348,8 +389,10 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                 if w != NULL:
                     _gather(w, e.order + mb, rows, 1, <floating*>e.wb)
                     wb = <floating*>e.wb
+            # training batch o.iterations * accumulate + k (bp's PythonSteps counts alike)
             Lb = _backward(layers, n_layers, params, grads, Xb, Yb, wb, rows, e.loss, scale,
-                           beta, <floating*>e.per_sample, nt)
+                           beta, <floating*>e.per_sample,
+                           o.iterations * e.accumulate + (mb - step_start) // e.batch_size, nt)
             e.last_rows = rows
             beta = 1
             step_loss += Lb
@@ -359,6 +402,8 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                 e.correct += _batch_hits(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
                                          e.m, e.loss)
             mb += rows
+        if e.penalized and isfinite(step_loss):
+            step_loss += _penalties(layers, n_layers, params, grads, nt)
         e.last_loss = step_loss
         sumsq = -1
         if e.guard:
@@ -453,7 +498,8 @@ cdef class Network:
     cdef Layer* layers
     cdef Py_ssize_t n_layers, n_params, capacity, n_in, n_out
     cdef int typenum
-    cdef bint is_double, parallel_elementwise
+    cdef bint is_double, parallel_elementwise, penalized
+    cdef long long draw   # _compute's training batch (-1: inference)
     cdef readonly object params, grads, workspace
     cdef object _keep     # the workspace arrays the raw pointers point into
     cdef void* p          # the model's flat parameters and gradients (kept alive by params, grads)
@@ -495,6 +541,10 @@ cdef class Network:
             self.layers[i].act, self.layers[i].alpha = act, alpha
             self.layers[i].w_off, self.layers[i].b_off = w_off, b_off
             self.layers[i].z_in = self.layers[i].z_out = self.layers[i].delta = NULL
+            self.layers[i].kernel_l1 = self.layers[i].kernel_l2 = 0
+            self.layers[i].bias_l1 = self.layers[i].bias_l2 = 0
+            self.layers[i].dropout = False
+            self.layers[i].mask = self.layers[i].z_drop = NULL
             if i > 0 and n_in != self.layers[i - 1].n_out:
                 raise ValueError(f"layer {i} has n_in={n_in}, the previous layer n_out="
                                  f"{self.layers[i - 1].n_out}")
@@ -504,6 +554,35 @@ cdef class Network:
         self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
         self.capacity = 0
         self.workspace = None
+        self.penalized = False
+        self.draw = -1
+
+    def set_penalties(self, penalties):
+        """Per layer (kernel_l1, kernel_l2, bias_l1, bias_l2), all >= 0: train_epoch adds
+        R = l1 sum|x| + l2 sum x^2 of each W and b to every step's loss and dR/dx to its
+        gradient (bpcore/_regularize.pyx), after the micro-batches and before the update."""
+        cdef Py_ssize_t i
+        penalties = [tuple(map(float, p)) for p in penalties]
+        if len(penalties) != self.n_layers or any(len(p) != 4 or min(p) < 0 for p in penalties):
+            raise ValueError(f"penalties must be {self.n_layers} tuples of 4 numbers >= 0")
+        for i, (kl1, kl2, bl1, bl2) in enumerate(penalties):
+            self.layers[i].kernel_l1, self.layers[i].kernel_l2 = kl1, kl2
+            self.layers[i].bias_l1, self.layers[i].bias_l2 = bl1, bl2
+        self.penalized = any(any(p) for p in penalties)
+
+    def set_dropout(self, dropouts):
+        """Per layer None or (seed, threshold, scale) of a Dropout on its output
+        (bpcore._dropout.threshold(rate), 1 / (1 - rate)); bind() then needs the workspace's
+        mask and z_drop for those layers."""
+        cdef Py_ssize_t i
+        if len(dropouts) != self.n_layers or dropouts[self.n_layers - 1] is not None:
+            raise ValueError(f"dropouts must be {self.n_layers} entries, the last None")
+        for i, d in enumerate(dropouts):
+            self.layers[i].dropout = d is not None
+            if d is not None:
+                self.layers[i].drop_seed, self.layers[i].drop_threshold = d[0], d[1]
+                self.layers[i].drop_scale = d[2]
+        self.workspace = None  # bind again, with the masks
 
     def __dealloc__(self):
         free(self.layers)
@@ -520,11 +599,16 @@ cdef class Network:
             self.layers[i].z_in = _array(ws.z_in[i], tn, 2, rows, n_out, True, "z_in")
             self.layers[i].z_out = _array(ws.z_out[i], tn, 2, rows, n_out, True, "z_out")
             self.layers[i].delta = _array(ws.delta[i], tn, 2, rows, n_out, True, "delta")
+            if self.layers[i].dropout:
+                self.layers[i].mask = _array(ws.mask[i], cnp.NPY_UINT8, 2, rows, n_out, True,
+                                             "mask")
+                self.layers[i].z_drop = _array(ws.z_drop[i], tn, 2, rows, n_out, True, "z_drop")
         self.per_sample = _array(ws.per_sample, tn, 1, rows, 0, True, "per_sample")
         self.Xb = _array(ws.X, tn, 2, rows, self.n_in, True, "X buffer")
         self.Yb = _array(ws.Y, tn, 2, rows, self.n_out, True, "Y buffer")
         self.wb = _array(ws.w, tn, 1, rows, 0, True, "w buffer")
-        self._keep = (ws.z_in, ws.z_out, ws.delta, ws.per_sample, ws.X, ws.Y, ws.w)
+        self._keep = (ws.z_in, ws.z_out, ws.delta, ws.per_sample, ws.X, ws.Y, ws.w,
+                      getattr(ws, "mask", None), getattr(ws, "z_drop", None))
         self.capacity = rows
         self.workspace = ws
 
@@ -547,13 +631,19 @@ cdef class Network:
         if self.is_double:
             value = _backward(self.layers, self.n_layers, <double*>self.p, <double*>grads,
                               <double*>X, <double*>Y, <double*>w, n, loss, scale, beta,
-                              <double*>self.per_sample, nt)
+                              <double*>self.per_sample, self.draw, nt)
+            if update and self.penalized:  # a training step: the layers' penalties
+                value += _penalties(self.layers, self.n_layers, <double*>self.p,
+                                    <double*>grads, nt)
             if update:
                 _update(&self.opt, <double*>self.p, <double*>grads, self.n_params, -1.0, nt)
         else:
             value = _backward(self.layers, self.n_layers, <float*>self.p, <float*>grads,
                               <float*>X, <float*>Y, <float*>w, n, loss, scale, <float>beta,
-                              <float*>self.per_sample, nt)
+                              <float*>self.per_sample, self.draw, nt)
+            if update and self.penalized:
+                value += _penalties(self.layers, self.n_layers, <float*>self.p,
+                                    <float*>grads, nt)
             if update:
                 _update(&self.opt, <float*>self.p, <float*>grads, self.n_params, -1.0, nt)
         return value
@@ -575,16 +665,19 @@ cdef class Network:
         return n_threads if self.parallel_elementwise else 1
 
     # ---- one batch --------------------------------------------------------------------------
-    def backward(self, X, Y, w, int loss, double scale, double beta, int n_threads, grads=None):
+    def backward(self, X, Y, w, int loss, double scale, double beta, int n_threads, grads=None,
+                 long long draw=-1):
         """Forward, loss, error signals and gradients of the batch (X, Y, w) in one compiled
         call: grads = beta * grads + this batch's (into `grads`, a flat buffer laid out as the
-        parameters, default the bound one). Returns the batch loss."""
+        parameters, default the bound one). draw < 0: inference mode; else training batch
+        `draw` (its dropout masks). Returns the batch loss."""
         cdef const void* xp
         cdef const void* yp
         cdef const void* wp
         cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
         cdef void* g = self.g if grads is None or grads is self.grads else \
             _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
+        self.draw = draw
         return self._run_backward(xp, yp, wp, n, loss, scale, beta, g, self._omp(n_threads),
                                   False)
 
@@ -592,7 +685,8 @@ cdef class Network:
                    int n_threads):
         """A whole training step in one compiled call: backward (beta 0) then the optimizer's
         update (clipping included), `opt` an Optimizer._engine_spec() and `iterations` its step
-        count (the new count is left in self.iterations). Returns the loss. Unguarded: for
+        count (the new count is left in self.iterations). Training mode: the dropout masks of
+        batch `iterations`, and the layers' penalties. Returns the loss. Unguarded: for
         benchmarks and explicit loops; fit uses train_epoch, which also stops at a non-finite
         loss or gradient."""
         cdef const void* xp
@@ -601,6 +695,7 @@ cdef class Network:
         cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
         cdef double value
         self._set_opt(opt, lr, iterations)
+        self.draw = iterations  # training batch `iterations` (accumulate 1)
         value = self._run_backward(xp, yp, wp, n, loss, scale, 0.0, self.g,
                                    self._omp(n_threads), True)
         self.iterations = self.opt.iterations
@@ -694,6 +789,7 @@ cdef class Network:
         if n_steps < 0 or first_step + n_steps > total_steps:
             n_steps = max(0, total_steps - first_step)
         e.X, e.Y, e.w = xp, yp, wp
+        e.penalized = self.penalized
         e.n, e.n_in, e.m = n, self.n_in, self.n_out
         e.batch_size, e.accumulate = batch_size, accumulate
         e.first_step, e.n_steps = first_step, n_steps

@@ -13,3 +13,11 @@ def test_bench_kernels_quick_runs():
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "## Passes" in out.stdout and "error signal" in out.stdout
+
+
+def test_bench_streaming_small_runs():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "streaming.py"), "--rows", "2000",
+                          "--threads", "1", "--repeat", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "memmap / in memory" in out.stdout and "BLAS:" in out.stdout

@@ -60,6 +60,17 @@ def test_digits_subcommand_with_options_before_and_after_it(tmp_path):
     assert bp.load(out).dtype == np.float64
 
 
+def test_digits_job_draws_its_curves(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    result = run("--epochs", "2", "--layers", "8", "--verbose", "0", "--output",
+                 str(tmp_path / "m.npz"), "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    assert f"training curves drawn in {png}" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_xor_job_prints_predictions_and_error_signals():
     # its options (which options reach which command is checked in-process below)
     result = run("--threads", "1", "xor", "--epochs", "300", "--seed", "0")

@@ -1,0 +1,180 @@
+"""Training data larger than memory: fit on a memory-mapped X reads it in blocks of rows.
+
+An ``np.memmap`` (or ``np.load(path, mmap_mode="r")``) of C-ordered rows is read with plain file
+reads, one block of rows at a time, into a buffer of the model's dtype: the pages go through
+the page cache but never into the process's resident memory, which stays a few blocks (the
+block, its converted copy, the workspace) plus the targets y, which are kept in memory.
+
+Shuffling is by blocks: each epoch takes the full blocks in a seeded random order, then the
+short tail block, and shuffles the rows inside each block. So every epoch reads the file once,
+each block with one sequential read, and the model is the one an in-memory fit reaches on the
+rows in that order (blocks are whole optimizer steps, so no step straddles two blocks). What it
+costs: rows only mix with the rows of their own block within an epoch (a file sorted by label
+needs blocks holding many labels, or a shuffled file). Before training, X is checked block by
+block (finite values), which is one more read of the file per fit.
+"""
+
+import mmap
+import os
+
+import numpy as np
+
+from . import _passes
+from . import losses as _losses
+from ._validation import check_finite
+
+# The block budget: about this many bytes of X are read (and converted) at a time.
+BLOCK_BYTES = 32 << 20
+
+
+def streamable(X):
+    """True for an np.memmap over a whole file of C-ordered rows (np.load(mmap_mode="r") gives
+    one): the arrays fit reads block by block instead of taking in whole."""
+    return (isinstance(X, np.memmap) and isinstance(X.base, mmap.mmap) and X.ndim == 2
+            and X.flags.c_contiguous and X.dtype.kind in "fiu" and X.dtype.isnative
+            and X.filename is not None)
+
+
+class Blocks:
+    """The rows of a memory-mapped X in blocks of `block_rows` (a multiple of the rows of an
+    optimizer step), read from its file into the model's dtype."""
+
+    def __init__(self, X, dtype, per_step):
+        self.X, self.dtype = X, dtype
+        self.n, self.d = X.shape
+        row_bytes = self.d * X.dtype.itemsize
+        self.block_rows = max(per_step, BLOCK_BYTES // row_bytes // per_step * per_step)
+        self.n_blocks = -(-self.n // self.block_rows)
+        self.path, self.offset, self.row_bytes = X.filename, X.offset, row_bytes
+
+    def read(self, b, f):
+        """Block b of X, as a C-contiguous array of the model's dtype (one sequential read)."""
+        start = b * self.block_rows
+        rows = min(self.block_rows, self.n - start)
+        raw = np.empty((rows, self.d), self.X.dtype)
+        f.seek(self.offset + start * self.row_bytes)
+        if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
+            raise ValueError(f"X's file {self.path} is shorter than its {self.n} rows")
+        return raw if raw.dtype == self.dtype else raw.astype(self.dtype)
+
+    def check(self, name="X"):
+        """ValueError for a non-finite value, naming its row of X (one pass over the file)."""
+        with open(self.path, "rb") as f:
+            for b in range(self.n_blocks):
+                block = self.read(b, f)
+                try:
+                    check_finite(name, block)
+                except ValueError:
+                    r, c = np.argwhere(~np.isfinite(block))[0]
+                    raise ValueError(f"{name} must contain only finite values. Received: "
+                                     f"{block[r, c]} at row, column ({b * self.block_rows + r}, "
+                                     f"{c})") from None
+
+    def parts(self, rng, shuffle):
+        """Per block, in the epoch's order: (X_block, first row, order within the block)."""
+        full = self.n // self.block_rows
+        order = list(rng.permutation(full)) if shuffle else list(range(full))
+        if full < self.n_blocks:
+            order.append(full)  # the short tail block last: only the epoch's last step is short
+        with open(self.path, "rb") as f:
+            for b in order:
+                Xb = self.read(b, f)
+                yield Xb, b * self.block_rows, rng.permutation(len(Xb)) if shuffle else None
+
+
+def prepare(model, X, y, loss, sample_weight):
+    """_passes.prepare for a memory-mapped X: the shape checks now, the values block by block
+    (Blocks.check), y and the weights in memory."""
+    _passes.check_layers(model.layers)
+    loss = _passes.check_loss(model, loss)
+    _passes.check_X(model, X[:1])  # dtype, width (the first row stands for the shape)
+    Y = _losses.prepare_targets(loss, y, X.shape[0], model.layers[-1].units, model.dtype)
+    w = _passes.check_sample_weight(sample_weight, X.shape[0], model.dtype)
+    return loss, X, Y, w
+
+
+
+
+def is_batches(X, y):
+    """True when fit is given an iterable of batches (a generator, an iterator, a loader
+    object) and no y: not an array, a list, a tuple or a table."""
+    return (y is None and hasattr(X, "__iter__") and not hasattr(X, "__array__")
+            and not hasattr(X, "to_numpy") and not isinstance(X, (list, tuple, str, bytes, dict)))
+
+
+class Batches:
+    """fit's data as an iterable of (X_batch, y_batch) or (X_batch, y_batch, w_batch): each batch
+    is one optimizer step, in the order given (no shuffling). The first batch is read at once (it
+    sets the batch size and is checked with the rest of fit's arguments); each later one is
+    checked as it comes. steps_per_epoch batches make an epoch (needed for an iterator that only
+    runs once when there is more than one epoch); without it, an epoch is one pass."""
+
+    def __init__(self, model, data, loss, class_weight, steps_per_epoch, epochs, accumulate):
+        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(
+                steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1):
+            raise ValueError(f"steps_per_epoch must be a positive integer or None. Received: "
+                             f"steps_per_epoch={steps_per_epoch!r}")
+        self.restarts = iter(data) is not data  # a list or a loader; a generator runs once
+        if not self.restarts and steps_per_epoch is None and epochs > 1:
+            raise ValueError(f"a generator runs once: give steps_per_epoch for epochs={epochs}")
+        if accumulate != 1:
+            raise ValueError(f"with an iterable of batches each batch is one step: accumulate "
+                             f"must be 1. Received: accumulate={accumulate}")
+        if isinstance(class_weight, str):
+            raise ValueError("class_weight='balanced' needs every label at once; with batches "
+                             "give a dict {label: weight}")
+        self.model, self.data, self.loss, self.class_weight = model, data, loss, class_weight
+        self.steps = steps_per_epoch
+        self.it = iter(data)
+        try:
+            self.first = self._prepare(next(self.it), 0)
+        except StopIteration:
+            raise ValueError("the iterable of batches gave no batch") from None
+        self.loss = self.first[0]
+        self.rows = self.first[1].shape[0]
+        self._pending = self.first
+
+    def _prepare(self, batch, k):
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            raise TypeError(f"batch {k} must be (X_batch, y_batch) or (X_batch, y_batch, "
+                            f"w_batch). Received: {type(batch).__name__}")
+        loss, X, Y, w = _passes.prepare(self.model, batch[0], batch[1], self.loss,
+                                        batch[2] if len(batch) == 3 else None)
+        if k and X.shape[0] > self.rows:
+            raise ValueError(f"batch {k} has {X.shape[0]} rows; the first had {self.rows}, and "
+                             f"no batch may be larger than the first")
+        if self.class_weight is not None:
+            cw = _losses.class_weights(loss, Y, self.class_weight)
+            w = (cw if w is None else w * cw).astype(self.model.dtype)
+        return loss, X, Y, w
+
+    def _next(self, k):
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            return batch
+        try:
+            return self._prepare(next(self.it), k)
+        except StopIteration:
+            if self.steps is None or not self.restarts:
+                raise
+        self.it = iter(self.data)  # a list or a loader starts again
+        return self._prepare(next(self.it), k)
+
+    def parts(self):
+        """The epoch's batches as fit's parts: (X, Y, w, order None, rows None)."""
+        if self.steps is None and self._pending is None:
+            self.it = iter(self.data)  # one pass of a list or a loader per epoch
+        k = 0
+        while self.steps is None or k < self.steps:
+            try:
+                _, X, Y, w = self._next(k)
+            except StopIteration:
+                if self.steps is not None:
+                    raise ValueError(f"the batches ran out after {k} of steps_per_epoch="
+                                     f"{self.steps}") from None
+                return
+            yield X, Y, w, None, None
+            k += 1
+
+
+__all__ = ["BLOCK_BYTES", "Batches", "Blocks", "is_batches", "prepare", "streamable"]

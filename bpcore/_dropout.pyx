@@ -1,0 +1,105 @@
+# Inverted dropout on a layer's output, and its pass in the error signal.
+#
+#     forward    mask[r, j] = keep(seed, draw, r, j);  z_drop = z_out * mask / (1 - rate)
+#     backward   delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])
+#                (sigma' is elementwise, so the engine multiplies the mask into delta[i] after
+#                hidden_delta wrote it: dropout_backward, delta *= mask / (1 - rate))
+#
+# The masks come from a counter-based generator: keep(r, j) is a pure function of (seed, draw,
+# row, unit), draw counting the training batches (bp: optimizer step x accumulate + micro-batch).
+# No generator state moves between elements, so any split of the rows over threads gives the same
+# bits, and a step can be replayed. The hash is splitmix64's finalizer (Steele, Lea, Flood 2014),
+# keyed by the batch, then the row, then the pair of units (2j, 2j + 1): its low 32 bits decide
+# unit 2j, its high 32 bits unit 2j + 1, each kept when its 32 bits are >= floor(rate 2^32) (one
+# 64-bit hash per two units: the hash is most of the pass's cost). Masks are bytes (0/1), not
+# floats: an eighth of the memory of a float64 mask, read once in each pass.
+
+from cython.parallel cimport prange
+
+from bpcore._openmp cimport COST_STREAM, work_threads
+
+cdef u64 GOLDEN = 0x9E3779B97F4A7C15ULL
+
+
+cdef inline u64 _mix(u64 z) noexcept nogil:
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline void _forward_row(const floating* z_out, Py_ssize_t r, Py_ssize_t units, u64 key,
+                              u64 threshold, floating scale, unsigned char* mask,
+                              floating* z_drop) noexcept nogil:
+    cdef Py_ssize_t j, o = r * units
+    cdef u64 row_key = _mix(key + <u64>(r + 1) * GOLDEN)
+    cdef u64 h
+    cdef unsigned char keep
+    for j in range(units):
+        if j % 2 == 0:
+            h = _mix(row_key + <u64>(j // 2 + 1) * GOLDEN)
+        else:
+            h = h >> 32
+        keep = (h & 0xFFFFFFFFULL) >= threshold
+        mask[o + j] = keep
+        z_drop[o + j] = z_out[o + j] * (scale * keep)  # no branch: keep is 0 or 1 at random
+
+
+cdef void dropout_forward_core(const floating* z_out, Py_ssize_t n, Py_ssize_t units, u64 seed,
+                               u64 draw, u64 threshold, floating scale, unsigned char* mask,
+                               floating* z_drop, int n_threads) noexcept nogil:
+    """mask (n x units bytes) and z_drop = z_out * mask * scale for batch `draw`."""
+    cdef Py_ssize_t r
+    cdef u64 key = _mix(seed ^ _mix((draw + 1) * GOLDEN))
+    cdef int nt = work_threads(n * units * COST_STREAM, n, n_threads)
+    if nt == 1:
+        for r in range(n):
+            _forward_row(z_out, r, units, key, threshold, scale, mask, z_drop)
+    else:
+        for r in prange(n, num_threads=nt, schedule="static"):
+            _forward_row(z_out, r, units, key, threshold, scale, mask, z_drop)
+
+
+cdef void dropout_backward_core(const unsigned char* mask, Py_ssize_t count, floating scale,
+                                floating* delta, int n_threads) noexcept nogil:
+    """delta *= mask * scale (count elements)."""
+    cdef Py_ssize_t i
+    cdef int nt = work_threads(count * COST_STREAM, count, n_threads)
+    if nt == 1:
+        for i in range(count):
+            delta[i] = delta[i] * (scale * mask[i])
+    else:
+        for i in prange(count, num_threads=nt, schedule="static"):
+            delta[i] = delta[i] * (scale * mask[i])
+
+
+def threshold(double rate):
+    """The integer a unit's 32 hash bits must reach to be kept: floor(rate * 2^32)."""
+    return int(rate * 4294967296.0)
+
+
+def dropout_forward(const floating[:, ::1] z_out,  # IN
+                    u64 seed, u64 draw, double rate,
+                    unsigned char[:, ::1] mask, floating[:, ::1] z_drop,  # OUT
+                    int n_threads):
+    """Inverted dropout of z_out for training batch `draw`: mask (bytes) and
+    z_drop = z_out * mask / (1 - rate)."""
+    if z_out.shape[0] == 0 or z_out.shape[1] == 0:
+        return
+    cdef u64 thr = threshold(rate)
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    with nogil:
+        dropout_forward_core(&z_out[0, 0], z_out.shape[0], z_out.shape[1], seed, draw, thr,
+                             scale, &mask[0, 0], &z_drop[0, 0], n_threads)
+
+
+def dropout_backward(const unsigned char[:, ::1] mask,  # IN
+                     double rate,
+                     floating[:, ::1] delta,  # IN/OUT
+                     int n_threads):
+    """delta *= mask / (1 - rate): the error signal through the mask of the forward pass."""
+    if delta.shape[0] == 0 or delta.shape[1] == 0:
+        return
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    with nogil:
+        dropout_backward_core(&mask[0, 0], delta.shape[0] * delta.shape[1], scale, &delta[0, 0],
+                              n_threads)
