@@ -9,7 +9,7 @@ ways to get every gradient of one batch:
 
 and reports the ratios: backprop / forward pass (a small constant), naive / backprop and
 forward / backprop (growing with the number of parameters P). Ways (1)-(3) are timed in NumPy
-(float64, the implementations in bp/insight.py, whose gradients are checked against each other);
+(float64, the implementations in bp/_ways.py, whose gradients are checked against each other);
 the backprop / forward ratio is also timed with bp's compiled kernels. Cells whose count exceeds
 the limits (--naive-limit, --forward-limit) are not run and are marked "-": nothing is
 extrapolated.

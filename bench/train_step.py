@@ -91,15 +91,16 @@ def setup_bp(shape, dtype, threads):
     layers.append(bp.Dense(widths[-1], activation=output_activation(shape)))
     model = bp.Sequential(layers, dtype=dtype, seed=0, input_dim=widths[0]).build()
     X, Y = make_data(shape, dtype)
-    net = model._engine()
-    net.bind(model._workspace(batch))
-    opt = bp.SGD(LR)
+    passes = model._passes
+    net = passes.engine()
+    net.bind(passes.workspace(batch))
+    opt = bp.SGD(LR)._engine_spec()
     code = bpcore.LOSSES[loss]
     scale = 1.0 / batch if loss == "cross_entropy" else 1.0 / (batch * widths[-1])
     # fit's thread policy: steps below the crossover run BLAS on one thread too
-    nt = model._step_threads(batch, bp.get_num_threads())
+    nt = passes.step_threads(batch, bp.get_num_threads())
     bp._threads.hold_blas(nt)
-    return lambda: net.train_step(X, Y, None, code, scale, opt, LR, nt)
+    return lambda: net.train_step(X, Y, None, code, scale, opt, LR, 0, nt)
 
 
 def setup_numpy(shape, dtype, threads):

@@ -9,17 +9,14 @@ error signal, gradients) and the parameter updates in Cython kernels (package ``
 """
 
 from . import kernels, losses, schedules
-from ._config import show_config
-from ._io import load
+from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
 from .callbacks import Callback, EarlyStopping, History, TerminateOnNaN
 from .layers import Dense
 from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
-from .sequential import Sequential, TrainingDivergedError
+from .sequential import Sequential, TrainingDivergedError, load
 from .insight import DiagnosticsLogger, explain
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Sequential", "Dense", "load",

@@ -14,6 +14,11 @@ import time
 
 import numpy as np
 
+# The CLI sits on top of the package and is imported by nothing; it may import anything below it.
+from .layers import ACTIVATIONS
+from .losses import NATURAL_OUTPUT
+from .optimizers import OPTIMIZERS
+
 
 def _positive_int(text):
     try:
@@ -129,10 +134,55 @@ def xor(args):
     return 0
 
 
-def explain(args):
-    from .insight import explain_command
+def _explain_options(p):
+    """The options of ``python -m bp explain``."""
+    p.add_argument("--inputs", type=_positive_int, default=16, help="input width (default 16)")
+    p.add_argument("--layers", type=_widths, default=[32, 32],
+                   help="hidden widths, comma-separated (default 32,32)")
+    p.add_argument("--outputs", type=_positive_int, default=10, help="output width (default 10)")
+    p.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "softmax"],
+                   default="tanh", help="hidden activation (default tanh)")
+    p.add_argument("--loss", choices=tuple(NATURAL_OUTPUT), default="cross_entropy",
+                   help="cross_entropy (softmax output, default), binary_cross_entropy "
+                        "(sigmoid), mse (identity)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="samples N (default 16)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--diagnose", action="store_true",
+                   help="also print the per-layer diagnosis and per-sample gradient norms")
 
-    return explain_command(args)
+
+def explain(args):
+    """python -m bp explain: bp.explain on a random batch through a small network."""
+    import bp
+
+    rng = np.random.default_rng(args.seed)
+    N = args.batch_size
+    X = rng.standard_normal((N, args.inputs))
+    if args.loss == "cross_entropy":
+        y = rng.integers(0, args.outputs, N)
+    elif args.loss == "binary_cross_entropy":
+        y = rng.integers(0, 2, (N, args.outputs)).astype(float)
+    else:
+        y = rng.standard_normal((N, args.outputs))
+    layers = [bp.Dense(w, activation=args.activation) for w in args.layers]
+    layers.append(bp.Dense(args.outputs, activation=NATURAL_OUTPUT[args.loss]))
+    model = bp.Sequential(layers, dtype=args.dtype, seed=args.seed)
+    try:
+        result = bp.explain(model, X, y, loss=args.loss)
+    except ValueError as err:
+        print(f"python -m bp explain: {err}", file=sys.stderr)
+        return 2
+    print(result)
+    if args.diagnose:
+        print()
+        print("Diagnosis (model.diagnose):")
+        print(model.diagnose(X, y, loss=args.loss))
+        norms = model.per_sample_gradient_norms(X, y, loss=args.loss)
+        total = np.sqrt((norms ** 2).sum(axis=1))
+        print(f"per-sample gradient norms (model.per_sample_gradient_norms): "
+              f"min {total.min():.3g}, median {np.median(total):.3g}, max {total.max():.3g}")
+    return 0 if result.agree else 1
 
 
 def config(args):
@@ -157,9 +207,7 @@ def build_parser():
     p.add_argument("--explain", action="store_true",
                    help="show the final step in the seed's notation: z_in, z_out, delta, gradients")
     sub.add_parser("config", help="show how bp was built")
-    from .insight import add_explain_arguments
-
-    add_explain_arguments(sub.add_parser(
+    _explain_options(sub.add_parser(
         "explain", help="every gradient three ways (naive, forward caching, backpropagation): "
                         "multiply-adds, times, and the check that they agree"))
     _digits_options(parser)  # `python -m bp --epochs 10` means the digits job
@@ -171,7 +219,7 @@ def _digits_options(p):
                    help="hidden layer widths, comma-separated (default 128,64)")
     p.add_argument("--epochs", type=_positive_int, default=50)
     p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
     p.add_argument("--learning-rate", type=_positive_float, default=None)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--seed", type=int, default=0)

@@ -3,18 +3,19 @@
 import sys
 
 import numpy as np
+import scipy
+
+import bpcore
+from bpcore import _blas
+from bpcore._openmp import omp_max_threads, openmp_enabled
+
+from . import _threads
+
+__version__ = "0.1.0"
 
 
 def build_info():
     """A dict: versions, OpenMP on or off, the BLAS that gemm calls and its threads, thread count."""
-    import scipy
-
-    import bpcore
-    from bpcore import _blas
-    from bpcore._openmp import omp_max_threads, openmp_enabled
-
-    from . import _threads
-
     blas = []
     for lib in _threads.blas_info():
         blas.append({
@@ -26,7 +27,7 @@ def build_info():
             "filepath": lib.get("filepath"),
         })
     return {
-        "bp": __import__("bp").__version__,
+        "bp": __version__,
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "scipy": scipy.__version__,

@@ -1,4 +1,8 @@
-"""Saving and loading models: one .npz file, written atomically, read without pickle.
+"""The model file format: one .npz file, written atomically, read without pickle.
+
+This module knows the format, not the model: ``write(path, config, arrays)`` and
+``read(path) -> (config, arrays)``. Sequential.save builds the config and the arrays, and
+bp.load rebuilds the model from them with Sequential.from_config.
 
 File layout (all plain arrays; np.load(..., allow_pickle=False) reads it):
     bp_format    int64[1]   the format version (FORMAT_VERSION)
@@ -34,33 +38,15 @@ def _checksum(arrays):
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
-def _optimizer_config(opt):
-    if opt is None:
-        return None
-    cfg = opt.get_config()
-    if callable(cfg.get("learning_rate")):
-        # a schedule is code, not data: store the rate in force and say so
-        cfg["learning_rate"] = opt.current_learning_rate(0) if opt._lr is None else opt._lr
-        cfg["schedule_dropped"] = True
-    return {"class": type(opt).__name__, "config": cfg, "iterations": opt.iterations}
-
-
-def save(model, path):
-    model._require_built()
+def write(path, config, arrays):
+    """Write `config` (JSON-able) and `arrays` (name -> array: params, opt_<name>) to `path`,
+    with the format version and the checksum, atomically."""
     path = os.fspath(path)
-    config = model.get_config()
-    config["optimizer"] = _optimizer_config(model.optimizer)
-    # the generator that shuffles each epoch: without it a loaded model restarts it from the
-    # seed, and its shuffles differ from those the interrupted run would have drawn next
-    config["rng_state"] = model._rng.bit_generator.state
     arrays = {
         "bp_format": np.array([FORMAT_VERSION], dtype=np.int64),
         "config": np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8),
-        "params": model._params,
+        **arrays,
     }
-    if model.optimizer is not None:
-        for name, buf in model.optimizer._state.items():
-            arrays["opt_" + name] = buf
     arrays["checksum"] = _checksum(arrays)
     directory = os.path.dirname(os.path.abspath(path))
     mode = _file_mode(path)
@@ -114,16 +100,13 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def load(path):
-    """Read a model written by ``Sequential.save``.
+def read(path):
+    """(config, arrays) of a file written by ``write``: the parsed config, and every other entry
+    but the version and the checksum by name.
 
     Raises ValueError for a file that is not a bp model, is truncated or corrupted (checksum), or
     has another format version; never unpickles anything.
     """
-    from . import optimizers
-    from .layers import Dense
-    from .sequential import Sequential
-
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -162,32 +145,7 @@ def load(path):
         raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents")
     try:
         config = json.loads(arrays["config"].tobytes().decode("utf-8"))
-        model = Sequential([Dense(**cfg) for cfg in config["layers"]], dtype=config["dtype"],
-                           seed=config["seed"], input_dim=config["input_dim"])
-        model.build()
-        params = arrays["params"]
-        if params.shape != model._params.shape or params.dtype != model.dtype:
-            raise ValueError(f"params have shape {params.shape} and dtype {params.dtype}; the "
-                             f"architecture needs {model._params.shape} {model.dtype}")
-        model._params[...] = params
-        model.loss = config.get("loss")
-        if config.get("rng_state") is not None:
-            model._rng.bit_generator.state = config["rng_state"]
-        opt_cfg = config.get("optimizer")
-        if opt_cfg is not None:
-            cls = {"SGD": optimizers.SGD, "Adam": optimizers.Adam, "AdamW": optimizers.AdamW}[opt_cfg["class"]]
-            kwargs = {k: v for k, v in opt_cfg["config"].items() if k != "schedule_dropped"}
-            opt = cls(**kwargs)
-            opt.iterations = int(opt_cfg["iterations"])
-            for name in opt._state_names:
-                if "opt_" + name in arrays:
-                    buf = arrays["opt_" + name]
-                    if buf.shape != params.shape or buf.dtype != params.dtype:
-                        raise ValueError(f"optimizer state {name!r} has shape {buf.shape} and "
-                                         f"dtype {buf.dtype}; the parameters {params.shape} "
-                                         f"{params.dtype}")
-                    opt._state[name] = np.array(buf)
-            model.optimizer = opt
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except ValueError as exc:
         raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
-    return model
+    return config, {name: a for name, a in arrays.items()
+                    if name not in ("bp_format", "config", "checksum")}

@@ -12,6 +12,7 @@ import numpy as np
 
 import bpcore
 
+from . import kernels
 from ._validation import (FLOAT_DTYPES, as_dtype, as_float_array, check_choice, check_finite,
                           check_number, check_positive_int)
 
@@ -183,8 +184,6 @@ class Dense:
     # -- forward on its own ----------------------------------------------------------------------
     def __call__(self, X):
         """z_out for input X (builds the layer on first use when it is not part of a model)."""
-        from . import kernels
-
         # every check before the first-use build, so a rejected X leaves the layer unbuilt
         X = as_float_array("X", X, self._W.dtype if self.built else None, ndim=2)
         if X.dtype not in FLOAT_DTYPES:

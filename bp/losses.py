@@ -36,9 +36,47 @@ def get(loss):
     return name
 
 
+# The output activation each loss is made for: the CLI builds that output layer for a loss, and
+# a model whose output layer has it trains with that loss by default (any other output: mse).
+NATURAL_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "identity"}
+
+
+def default_loss(tau):
+    """The loss fit uses for a model whose output activation is tau, when none is given."""
+    for loss, output in NATURAL_OUTPUT.items():
+        if output == tau and loss != "mse":
+            return loss
+    return "mse"
+
+
+def mean_width(loss, n_outputs):
+    """How many outputs of a row the mean divides by: 1 for cross-entropy (a row's loss is one
+    number), m for the others (the mean over every output, as PyTorch's reduction="mean")."""
+    return 1 if loss == "cross_entropy" else n_outputs
+
+
 def default_scale(loss, n_samples, n_outputs):
     """The reduction factor: 1/N for cross-entropy, 1/(N m) for the others."""
-    return 1.0 / n_samples if loss == "cross_entropy" else 1.0 / (n_samples * n_outputs)
+    return 1.0 / (n_samples * mean_width(loss, n_outputs))
+
+
+def accuracy(loss, f_out, Y, w=None, count=False):
+    """Classification accuracy (weighted by w), or None for mse: the argmax of f_out against
+    the argmax of Y for cross-entropy, the share of outputs on the right side of 0.5 for binary
+    cross-entropy. count=True returns the weighted number of correct rows instead of the
+    fraction. (bpcore/_network.pyx's _batch_hits is the compiled twin fit's loop uses.)"""
+    if loss == "mse":
+        return None
+    if loss == "cross_entropy":
+        hit = (np.argmax(f_out, axis=1) == np.argmax(Y, axis=1)).astype(np.float64)
+    else:
+        hit = ((f_out >= 0.5) == (Y >= 0.5)).mean(axis=1)
+    if w is not None:
+        hit = hit * w
+    if count:
+        return float(hit.sum())
+    denom = float(len(hit) if w is None else np.sum(w))
+    return float(hit.sum() / denom) if denom else 0.0
 
 
 def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):

@@ -153,6 +153,13 @@ class Optimizer:
     def _update(self, params, grads, lr, grad_scale, n_threads):
         raise NotImplementedError
 
+    def _engine_spec(self):
+        """What the compiled engine (bpcore/_network.pyx) needs to run this optimizer's update:
+        a dict of plain values (kind, clip_norm, hyperparameters) and the state buffers with
+        their saved copies (see _checkpoint). Called after _ensure_state, for the optimizers that
+        ``runs_in_engine`` accepts; the engine reads nothing else of the object."""
+        raise NotImplementedError
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_saved"] = {}  # scratch space, not state
@@ -192,6 +199,11 @@ class SGD(Optimizer):
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
         self._state_names = ("velocity",) if self.momentum else ()
 
+    def _engine_spec(self):
+        return {"kind": "sgd", "clip_norm": self.clip_norm, "weight_decay": self.weight_decay,
+                "momentum": self.momentum, "nesterov": self.nesterov,
+                "state1": self._state.get("velocity"), "saved1": self._saved.get("velocity")}
+
     def _update(self, params, grads, lr, grad_scale, n_threads):
         _param_update.sgd_update(grads, lr, self.momentum, self.nesterov, self.weight_decay,
                                  grad_scale, params, self._state.get("velocity"), n_threads)
@@ -225,6 +237,13 @@ class Adam(Optimizer):
         self.eps = check_number("eps", eps, low=0.0, low_open=True)
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
 
+    def _engine_spec(self):
+        return {"kind": "adam", "clip_norm": self.clip_norm, "weight_decay": self.weight_decay,
+                "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "decoupled": self._decoupled, "state1": self._state["m"],
+                "state2": self._state["v"], "saved1": self._saved.get("m"),
+                "saved2": self._saved.get("v")}
+
     def _update(self, params, grads, lr, grad_scale, n_threads):
         _param_update.adam_update(grads, lr, self.beta1, self.beta2, self.eps, self.weight_decay,
                                   self._decoupled, self.iterations, grad_scale, params,
@@ -247,6 +266,56 @@ class AdamW(Adam):
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+# The classes whose update the compiled engine runs (through _engine_spec). Exact classes, not
+# their subclasses: a user's subclass may change the update in Python, so it runs in fit's
+# Python step. Another bp module adds its optimizers with ``engine_runs``.
+_ENGINE_CLASSES = set(OPTIMIZERS.values())
+
+
+def engine_runs(cls):
+    """Class decorator: the compiled engine runs this Optimizer class (it defines
+    _engine_spec with a kind that bpcore._network.OPTIMIZER_KINDS knows)."""
+    _ENGINE_CLASSES.add(cls)
+    return cls
+
+
+def runs_in_engine(optimizer):
+    """True when the compiled engine can run this optimizer's update."""
+    return type(optimizer) in _ENGINE_CLASSES
+
+
+def serialize(optimizer):
+    """The optimizer as JSON-able data for a model file: class, config, step count.
+    A learning-rate schedule is code, not data: the rate in force is stored, and said so."""
+    if optimizer is None:
+        return None
+    cfg = optimizer.get_config()
+    if callable(cfg.get("learning_rate")):
+        cfg["learning_rate"] = (optimizer.current_learning_rate(0) if optimizer._lr is None
+                                else optimizer._lr)
+        cfg["schedule_dropped"] = True
+    return {"class": type(optimizer).__name__, "config": cfg,
+            "iterations": optimizer.iterations}
+
+
+def deserialize(data, state, params):
+    """The optimizer ``serialize`` described, with its state buffers taken from `state` (a dict
+    name -> array, each checked against the flat parameters `params`)."""
+    classes = {cls.__name__: cls for cls in OPTIMIZERS.values()}
+    cls = classes[data["class"]]
+    kwargs = {k: v for k, v in data["config"].items() if k != "schedule_dropped"}
+    optimizer = cls(**kwargs)
+    optimizer.iterations = int(data["iterations"])
+    for name in optimizer._state_names:
+        if name in state:
+            buf = state[name]
+            if buf.shape != params.shape or buf.dtype != params.dtype:
+                raise ValueError(f"optimizer state {name!r} has shape {buf.shape} and dtype "
+                                 f"{buf.dtype}; the parameters {params.shape} {params.dtype}")
+            optimizer._state[name] = np.array(buf)
+    return optimizer
 
 
 def get(optimizer):

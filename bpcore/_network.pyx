@@ -18,7 +18,8 @@
 # flat buffers, the cached z_in, z_out and delta of every layer are the model's workspace arrays
 # (so model.z_out, model.error_signals and the divergence report read the same memory), and the
 # optimizer's hyperparameters and state buffers belong to the bp.optimizers object and are passed
-# in per call. Gradients, optimizer state and the loop therefore stay separable (a data-parallel
+# in per call as plain values (Optimizer._engine_spec()): like scikit-learn's _sgd_fast.pyx, which
+# never imports its estimator, the engine imports nothing from bp. Gradients, optimizer state and the loop therefore stay separable (a data-parallel
 # step would sum the flat gradient between `backward` and `update`).
 #
 # Threads: BLAS threads the products (its pool is held to bp's thread count by bp._threads); the
@@ -184,7 +185,7 @@ cdef inline bint _state_is_finite(Opt* o, floating* kind, Py_ssize_t n, int nt) 
 
 cdef double _batch_hits(const floating* f_out, const floating* Y, const floating* w,
                         Py_ssize_t n, Py_ssize_t m, int loss) noexcept nogil:
-    """The (weighted) number of correctly classified rows, as sequential's _accuracy(count=True):
+    """The (weighted) number of correctly classified rows, as bp.losses.accuracy(count=True):
     argmax agreement (first maximum, like np.argmax) for cross-entropy, the fraction of outputs on
     the right side of 0.5 for binary cross-entropy."""
     cdef Py_ssize_t i, j, a, b
@@ -223,6 +224,7 @@ cdef struct Epoch:
     const void* w                # NULL: no sample weights
     const long long* order       # NULL: rows in order (no copy, the batch is a slice)
     Py_ssize_t n, n_in, m, batch_size, accumulate, first_step, n_steps
+    Py_ssize_t mean_width        # a step's loss is the mean over step_rows * mean_width numbers
     int loss
     bint count_hits, guard
     # buffers of the workspace (capacity batch_size rows)
@@ -326,7 +328,7 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
         step_rows = min(per_step, e.n - step_start)
         if step_rows <= 0:
             break
-        scale = (1.0 / step_rows) if e.loss == CROSS_ENTROPY else 1.0 / (step_rows * e.m)
+        scale = 1.0 / (step_rows * e.mean_width)   # bp.losses.default_scale
         beta = 0
         step_loss = 0
         mb = step_start
@@ -437,8 +439,7 @@ cdef void* _array(object a, int typenum, int ndim, Py_ssize_t rows, Py_ssize_t c
 
 LOSS_CODES = {"mse": MSE, "binary_cross_entropy": BINARY_CROSS_ENTROPY,
               "cross_entropy": CROSS_ENTROPY}
-
-_optimizer_classes = None
+OPTIMIZER_KINDS = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 
 
 cdef class Network:
@@ -467,6 +468,7 @@ cdef class Network:
     cdef readonly Py_ssize_t steps_done, last_rows, last_start
     cdef readonly double total, seen, correct, last_loss
     cdef readonly int status
+    cdef readonly long iterations   # the optimizer's step count after the last call
 
     def __cinit__(self, params, grads, layers, parallel_elementwise=False):
         self.layers = NULL
@@ -507,7 +509,7 @@ cdef class Network:
         free(self.layers)
 
     def bind(self, ws):
-        """Point the engine at a workspace (bp.sequential._Workspace): its z_in, z_out and delta
+        """Point the engine at a workspace (bp._passes.Workspace): its z_in, z_out and delta
         of every layer, per_sample, and the X, Y, w batch buffers, all of ws.n_rows rows."""
         cdef Py_ssize_t i, rows = ws.n_rows
         if ws is self.workspace:
@@ -586,67 +588,67 @@ cdef class Network:
         return self._run_backward(xp, yp, wp, n, loss, scale, beta, g, self._omp(n_threads),
                                   False)
 
-    def train_step(self, X, Y, w, int loss, double scale, opt, double lr, int n_threads):
+    def train_step(self, X, Y, w, int loss, double scale, dict opt, double lr, long iterations,
+                   int n_threads):
         """A whole training step in one compiled call: backward (beta 0) then the optimizer's
-        update (clipping included). Returns the loss. Unguarded: for benchmarks and explicit
-        loops; fit uses train_epoch, which also stops at a non-finite loss or gradient."""
+        update (clipping included), `opt` an Optimizer._engine_spec() and `iterations` its step
+        count (the new count is left in self.iterations). Returns the loss. Unguarded: for
+        benchmarks and explicit loops; fit uses train_epoch, which also stops at a non-finite
+        loss or gradient."""
         cdef const void* xp
         cdef const void* yp
         cdef const void* wp
         cdef Py_ssize_t n = self._batch(X, Y, w, &xp, &yp, &wp)
         cdef double value
-        self._set_opt(opt, lr)
+        self._set_opt(opt, lr, iterations)
         value = self._run_backward(xp, yp, wp, n, loss, scale, 0.0, self.g,
                                    self._omp(n_threads), True)
-        opt.iterations = self.opt.iterations
+        self.iterations = self.opt.iterations
         return value
 
     # ---- the optimizer, passed in ----------------------------------------------------------
-    cdef int _set_opt(self, opt, double lr) except -1:
-        """Read a bp.optimizers object's hyperparameters and state pointers (it keeps owning
-        them). Its state buffers must already exist (Optimizer._ensure_state)."""
-        global _optimizer_classes
+    cdef void* _state(self, spec, str key, str name) except? NULL:
+        buf = spec.get(key)
+        if buf is None:
+            return NULL
+        return _array(buf, self.typenum, 1, self.n_params, 0, True, name)
+
+    cdef int _set_opt(self, dict spec, double lr, long iterations) except -1:
+        """Read an optimizer's hyperparameters and state pointers from its _engine_spec() (the
+        optimizer keeps owning the buffers; its state must already exist)."""
         cdef Opt* o = &self.opt
-        if _optimizer_classes is None:
-            from bp.optimizers import SGD, Adam
-            _optimizer_classes = (SGD, Adam)
-        sgd, adam = _optimizer_classes
+        kind = spec["kind"]
+        if kind not in OPTIMIZER_KINDS:
+            raise ValueError(f"the engine runs the optimizer kinds {', '.join(OPTIMIZER_KINDS)}. "
+                             f"Received: {kind!r}")
+        o.kind = OPTIMIZER_KINDS[kind]
         o.lr = lr
-        clip = opt.clip_norm
+        clip = spec["clip_norm"]
         o.clip_norm = -1.0 if clip is None else clip
-        o.iterations = opt.iterations
-        o.weight_decay = opt.weight_decay
-        o.state1 = o.state2 = o.saved1 = o.saved2 = NULL
-        if isinstance(opt, adam):
-            o.kind = OPT_ADAM
-            o.beta1, o.beta2, o.eps = opt.beta1, opt.beta2, opt.eps
-            o.decoupled = opt._decoupled
-            state = opt._state
-            o.state1 = _array(state["m"], self.typenum, 1, self.n_params, 0, True, "Adam m")
-            o.state2 = _array(state["v"], self.typenum, 1, self.n_params, 0, True, "Adam v")
-            saved = getattr(opt, "_saved", None) or {}
-            if saved.get("m") is not None and saved.get("v") is not None:
-                o.saved1 = _array(saved["m"], self.typenum, 1, self.n_params, 0, True, "saved m")
-                o.saved2 = _array(saved["v"], self.typenum, 1, self.n_params, 0, True, "saved v")
-        elif isinstance(opt, sgd):
-            o.kind = OPT_SGD
-            o.momentum, o.nesterov = opt.momentum, opt.nesterov
-            if o.momentum != 0:
-                o.state1 = _array(opt._state["velocity"], self.typenum, 1, self.n_params, 0,
-                                  True, "SGD velocity")
-                saved = getattr(opt, "_saved", None) or {}
-                if saved.get("velocity") is not None:
-                    o.saved1 = _array(saved["velocity"], self.typenum, 1, self.n_params, 0,
-                                      True, "saved velocity")
+        o.iterations = iterations
+        o.weight_decay = spec["weight_decay"]
+        o.state1 = self._state(spec, "state1", "optimizer state1")
+        o.state2 = self._state(spec, "state2", "optimizer state2")
+        o.saved1 = self._state(spec, "saved1", "saved state1")
+        o.saved2 = self._state(spec, "saved2", "saved state2")
+        if o.kind == OPT_ADAM:
+            o.beta1, o.beta2, o.eps = spec["beta1"], spec["beta2"], spec["eps"]
+            o.decoupled = spec["decoupled"]
+            if o.state1 == NULL or o.state2 == NULL:
+                raise ValueError("Adam needs its state buffers m and v")
         else:
-            raise TypeError(f"the engine runs SGD, Adam and AdamW. Received: {type(opt).__name__}")
+            o.momentum, o.nesterov = spec["momentum"], spec["nesterov"]
+            if o.momentum != 0 and o.state1 == NULL:
+                raise ValueError("SGD with momentum needs its velocity buffer")
+            if o.momentum == 0:
+                o.state1 = o.saved1 = NULL
         return 0
 
     # ---- an epoch -----------------------------------------------------------------------------
     def train_epoch(self, X, Y, w, order, Py_ssize_t batch_size, Py_ssize_t accumulate,
-                    int loss, opt, double lr, int n_threads, Py_ssize_t first_step=0,
-                    Py_ssize_t n_steps=-1, bint count_hits=False, bint guard=True, backup=None,
-                    stop=None):
+                    int loss, Py_ssize_t mean_width, dict opt, double lr, long iterations,
+                    int n_threads, Py_ssize_t first_step=0, Py_ssize_t n_steps=-1,
+                    bint count_hits=False, bint guard=True, backup=None, stop=None):
         """Run optimizer steps first_step ... of one epoch inside one nogil loop.
 
         Each step takes `accumulate` micro-batches of batch_size rows in the order `order`
@@ -657,8 +659,10 @@ cdef class Network:
         an update made one non-finite (DIVERGED_IN_UPDATE). Between steps Ctrl-C is honoured: the
         exception propagates after the current step, with steps_done etc. up to date. `stop`
         (bp._interrupt.defer_sigint) is read there too: its flag ends the run the same way.
-        With guard, the optimizer's state is saved in ``opt._saved`` (Optimizer._checkpoint
-        allocates it) and put back with the parameters when an update is undone.
+        With guard, the optimizer's state is saved in the spec's saved1/saved2 buffers
+        (Optimizer._checkpoint allocates them) and put back with the parameters when an update
+        is undone. `mean_width` is bp.losses.mean_width: a step of r rows has scale
+        1 / (r * mean_width). The optimizer's new step count is left in self.iterations.
 
         Afterwards: steps_done, total (sum of step loss * rows), seen (rows), correct (weighted
         hits, if count_hits), last_loss, last_rows, status.
@@ -682,7 +686,9 @@ cdef class Network:
         e.stop = NULL if stop is None else <void*>stop
         if guard:
             e.backup = _array(backup, self.typenum, 1, self.n_params, 0, True, "backup")
-        self._set_opt(opt, lr)
+        if mean_width < 1:
+            raise ValueError("mean_width must be >= 1")
+        self._set_opt(opt, lr, iterations)
         per_step = batch_size * accumulate
         total_steps = -(-n // per_step)
         if n_steps < 0 or first_step + n_steps > total_steps:
@@ -692,6 +698,7 @@ cdef class Network:
         e.batch_size, e.accumulate = batch_size, accumulate
         e.first_step, e.n_steps = first_step, n_steps
         e.loss, e.count_hits, e.guard = loss, count_hits, guard
+        e.mean_width = mean_width
         e.Xb, e.Yb, e.wb, e.per_sample = self.Xb, self.Yb, self.wb, self.per_sample
         e.steps_done = e.last_rows = e.last_start = 0
         e.total = e.seen = e.correct = e.last_loss = 0
@@ -704,7 +711,7 @@ cdef class Network:
             else:
                 _run_epoch(e, self.layers, self.n_layers, <float*>self.p, <float*>self.g,
                            self.n_params, &self.opt, nt)
-        opt.iterations = self.opt.iterations
+        self.iterations = self.opt.iterations
         self.steps_done, self.last_rows, self.last_start = e.steps_done, e.last_rows, e.last_start
         self.total, self.seen, self.correct = e.total, e.seen, e.correct
         self.last_loss, self.status = e.last_loss, e.status

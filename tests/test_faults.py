@@ -1,5 +1,5 @@
-"""Faults during fit: divergence and Ctrl-C. What must hold, for the Python loop in
-Sequential._fit and for any compiled loop that replaces it:
+"""Faults during fit: divergence and Ctrl-C. What must hold for both step runners of
+bp/_training.py (the compiled one and the Python one):
 
 * Divergence is detected before the update: when the loss, a gradient, an updated parameter or
   the optimizer's state becomes non-finite, fit raises TrainingDivergedError (or, with

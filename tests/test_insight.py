@@ -11,6 +11,7 @@ import pytest
 
 import bp
 from bp import _reference as R
+from bp import _ways as W
 from bp import insight as I
 from bp import losses as _losses
 
@@ -48,7 +49,7 @@ def _setup(widths, acts, loss, bias, n=5):
     model = _model(widths, acts, bias)
     X, y = _data(widths, loss, n)
     Xm, Y, loss = I._inputs(model, X, y, loss)
-    net = I._Net(model, loss)
+    net = W._Net(model, loss)
     return model, X, y, net, Xm.astype(np.float64), Y, _losses.default_scale(loss, n, widths[-1])
 
 
@@ -75,18 +76,18 @@ def test_counts_are_the_operations_performed(widths, acts, loss, bias):
     assert counts["n_params"] == model.n_params
     for way, fn in (("naive", I.naive_gradients), ("forward", I.forward_gradients),
                     ("backprop", I.backprop_gradients)):
-        counter = I._Counter()
+        counter = W._Counter()
         fn(net, X64, Y, scale, counter)
         assert counter.n == counts[way], way
-    counter = I._Counter()
-    I._forward_pass(net, X64, counter)
+    counter = W._Counter()
+    W._forward_pass(net, X64, counter)
     assert counter.n == counts["forward_pass"] == X.shape[0] * model.n_params
 
 
 def test_counts_do_not_depend_on_the_chunking(monkeypatch):
     model, X, y, net, X64, Y, scale = _setup(*NETWORKS[2])
-    monkeypatch.setattr(I, "_CHUNK_ELEMENTS", 7)  # a few parameters per chunk
-    counter = I._Counter()
+    monkeypatch.setattr(W, "_CHUNK_ELEMENTS", 7)  # a few parameters per chunk
+    counter = W._Counter()
     g_small = I.naive_gradients(net, X64, Y, scale, counter)
     assert counter.n == I.operation_counts(NETWORKS[2][0], 5, NETWORKS[2][3])["naive"]
     monkeypatch.undo()

@@ -27,6 +27,13 @@ def _model(dtype, acts=("tanh", "relu"), out="softmax", widths=(7, 5), n_out=3, 
     return bp.Sequential(layers, dtype=dtype, seed=seed)
 
 
+def _passes_by(model, use_engine, X):
+    """Build the model and choose its backward pass: the compiled engine or the Python twin."""
+    model.build(X.shape[1])
+    model._passes.compiled = use_engine
+    return model
+
+
 def _data(n=37, d=4, n_out=3, seed=1):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, d)), rng.integers(0, n_out, n), rng.uniform(0.2, 2.0, n)
@@ -40,8 +47,7 @@ def test_fit_engine_equals_python_loop(dtype, opt, accumulate, weighted):
     X, y, w = _data()
     results = []
     for use_engine in (True, False):
-        model = _model(dtype)
-        model._use_engine = use_engine
+        model = _passes_by(_model(dtype), use_engine, X)
         h = model.fit(X, y, loss="cross_entropy", optimizer=OPTIMIZERS[opt](), epochs=3,
                       batch_size=5, accumulate=accumulate, sample_weight=w if weighted else None,
                       verbose=0)
@@ -62,8 +68,8 @@ def test_fit_engine_other_losses_unshuffled(dtype, loss, out):
     y = (y > 0).astype(float)
     params = []
     for use_engine in (True, False):
-        model = _model(dtype, acts=("sigmoid", "leaky_relu"), out=out, n_out=1)
-        model._use_engine = use_engine
+        model = _passes_by(_model(dtype, acts=("sigmoid", "leaky_relu"), out=out, n_out=1),
+                           use_engine, X)
         model.fit(X, y, loss=loss, optimizer=bp.SGD(0.5, momentum=0.5), epochs=2, batch_size=8,
                   shuffle=False, verbose=0)
         params.append(model.get_flat_params())
@@ -99,7 +105,7 @@ def test_engine_backward_equals_layer_loop(dtype):
     X, y, w = _data(n=11)
     model = _model(dtype, acts=("gelu", "leaky_relu"))
     g_engine = model.gradients(X, y, loss="cross_entropy", sample_weight=w)
-    model._use_engine = False
+    model._passes.compiled = False
     g_layers = model.gradients(X, y, loss="cross_entropy", sample_weight=w)
     for (a, b), (c, d) in zip(g_engine, g_layers):
         np.testing.assert_array_equal(a, c)
@@ -111,8 +117,8 @@ def test_divergence_reported_alike():
     X = X * 1e3
     reports = []
     for use_engine in (True, False):
-        model = _model("float32", acts=("relu", "relu"), out="identity", n_out=1)
-        model._use_engine = use_engine
+        model = _passes_by(_model("float32", acts=("relu", "relu"), out="identity", n_out=1),
+                           use_engine, X)
         with pytest.raises(TrainingDivergedError) as info:
             model.fit(X, y.astype(float) * 1e30, loss="mse", optimizer=bp.SGD(1e10), epochs=5,
                       batch_size=8, verbose=0)
@@ -130,30 +136,30 @@ def test_steady_state_step_allocates_nothing(dtype):
     X, y, _ = _data(n=256, d=16)
     model = _model(dtype, widths=(32, 32))
     model.fit(X, y, loss="cross_entropy", optimizer="sgd", epochs=1, batch_size=32, verbose=0)
-    net = model._engine()
-    ws = model._workspace(32)
+    net = model._passes.engine()
+    ws = model._passes.workspace(32)
     net.bind(ws)
     Xb = np.ascontiguousarray(X[:32], dtype=dtype)
     Yb = np.eye(3, dtype=dtype)[y[:32]]
-    opt = model.optimizer
+    opt = model.optimizer._engine_spec()
     code = bpcore.LOSSES["cross_entropy"]
     for _ in range(50):
-        net.train_step(Xb, Yb, None, code, 1 / 32, opt, 0.01, 1)
+        net.train_step(Xb, Yb, None, code, 1 / 32, opt, 0.01, 0, 1)
     Xa = np.ascontiguousarray(X, dtype=dtype)
     Ya = np.eye(3, dtype=dtype)[y]
     order = np.random.default_rng(0).permutation(256)
     backup = np.empty_like(model._params)
     for _ in range(3):
-        net.train_epoch(Xa, Ya, None, order, 32, 1, code, opt, 0.01, 1, count_hits=True,
-                        guard=True, backup=backup)
+        net.train_epoch(Xa, Ya, None, order, 32, 1, code, 1, opt, 0.01, 0, 1,
+                        count_hits=True, guard=True, backup=backup)
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
         for _ in range(200):
-            net.train_step(Xb, Yb, None, code, 1 / 32, opt, 0.01, 1)
+            net.train_step(Xb, Yb, None, code, 1 / 32, opt, 0.01, 0, 1)
         for _ in range(20):
-            net.train_epoch(Xa, Ya, None, order, 32, 1, code, opt, 0.01, 1, count_hits=True,
-                            guard=True, backup=backup)
+            net.train_epoch(Xa, Ya, None, order, 32, 1, code, 1, opt, 0.01, 0, 1,
+                            count_hits=True, guard=True, backup=backup)
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
@@ -165,10 +171,17 @@ def test_engine_rebuilt_when_buffers_change():
     X, y, _ = _data()
     model = _model("float64")
     model.fit(X, y, epochs=1, verbose=0)
-    first = model._engine()
+    first = model._passes.engine()
     model._rebind(model.get_flat_params())
-    assert model._engine() is not first
-    model.fit(X, y, epochs=1, verbose=0)
+    assert model._passes.engine() is not first
+    # the new engine trains the new buffers: the same step as the old model from the same state
+    twin = _model("float64")
+    twin.build(X.shape[1])
+    twin.set_flat_params(model.get_flat_params())
+    for m in (model, twin):
+        m.fit(X, y, optimizer=bp.SGD(0.1), epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(model.get_flat_params(), twin.get_flat_params())
+    assert not np.array_equal(model.get_flat_params(), first.params)
 
 
 def test_ctrl_c_stops_the_compiled_loop_after_a_step():

@@ -1,0 +1,395 @@
+"""Training: the body of ``fit`` and ``partial_fit``, with one epoch loop.
+
+    for each epoch:
+        shuffle (seeded), then run the epoch's steps in chunks:
+            runner.run(first_step, count) -> Report     forward, loss, deltas, gradients, update
+        record the epoch (loss, accuracy, validation, learning rate); callbacks; stop?
+
+A step is `accumulate` micro-batches of batch_size rows, then one optimizer update. Two step
+runners do the same work behind one interface (Keras' ``steps_per_execution`` idea):
+
+    CompiledSteps   bpcore._network.Network.train_epoch: `count` whole steps in one nogil call
+    PythonSteps     the same steps as a Python loop over Passes.backward and Optimizer.apply,
+                    for optimizers the engine cannot run (a user's Optimizer subclass)
+
+The loop never knows which one runs. A chunk is the whole epoch, a fiftieth of it when a
+progress bar is drawn, or one step when a callback wants every batch. Both runners stop before
+the update at the first non-finite loss or gradient, undo an update that made a parameter or the
+optimizer's state non-finite, and stop after a completed step on Ctrl-C; they give the same
+bits (tests/test_network_engine.py).
+
+The model comes in as an argument: this module never imports ``bp.sequential``.
+"""
+
+import contextlib
+import math
+import time
+
+import numpy as np
+
+import bpcore
+from bpcore import _network
+
+from . import _interrupt, _passes, _threads
+from . import losses as _losses
+from . import optimizers as _optimizers
+from ._validation import check_number, check_positive_int
+from .callbacks import Callback, History, TerminateOnNaN, _Progress
+
+DONE = _network.STATUS["done"]
+DIVERGED = _network.STATUS["diverged"]
+DIVERGED_IN_UPDATE = _network.STATUS["diverged_in_update"]
+INTERRUPTED = _network.STATUS["interrupted"]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss or a gradient became non-finite during fit; the model keeps the last finite
+    weights and optimizer state. Attributes: epoch, batch, layer, sample (in the batch), row (of
+    X), where ("forward (z_out)", "loss", "error signal (delta)", "gradients" or "update")."""
+
+    def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None,
+                 row=None):
+        super().__init__(message)
+        self.epoch, self.batch, self.layer, self.sample, self.where = epoch, batch, layer, sample, where
+        self.row = row  # the sample's row in the X given to fit
+
+
+class Report:
+    """What one ``run(first_step, count)`` did: steps completed, the sum of step loss x rows,
+    rows seen, weighted correct rows, the last step's loss, the last micro-batch's position
+    (start, rows) in the epoch's order, and the status (DONE, DIVERGED, DIVERGED_IN_UPDATE,
+    INTERRUPTED)."""
+
+    __slots__ = ("steps", "total", "seen", "correct", "last_loss", "last_start", "last_rows",
+                 "status")
+
+    def __init__(self, steps=0, total=0.0, seen=0, correct=0.0, last_loss=0.0, last_start=0,
+                 last_rows=0, status=DONE):
+        self.steps, self.total, self.seen, self.correct = steps, total, seen, correct
+        self.last_loss, self.last_start, self.last_rows, self.status = (
+            last_loss, last_start, last_rows, status)
+
+
+class _Steps:
+    """What both runners hold: the training data, the step's shape and the optimizer."""
+
+    def __init__(self, passes, X, Y, w, batch_size, accumulate, loss, opt, n_threads, sigint):
+        self.passes = passes
+        self.X, self.Y, self.w = X, Y, w
+        self.batch_size, self.accumulate = batch_size, accumulate
+        self.loss, self.opt, self.nt, self.sigint = loss, opt, n_threads, sigint
+        self.order = None
+        self.n_steps = -(-X.shape[0] // (batch_size * accumulate))
+
+    def start_epoch(self, order):
+        """order: the epoch's row order (int64 indices), or None for the rows as they are."""
+        self.order = order
+
+    def batch_input(self, report):
+        """The input of the report's last micro-batch, as the backward pass saw it."""
+        start, rows = report.last_start, report.last_rows
+        return self.X[start:start + rows] if self.order is None else self.passes.last[0].X[:rows]
+
+
+class CompiledSteps(_Steps):
+    """Steps in the compiled engine: one nogil call runs `count` steps."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.ws = self.passes.workspace(self.batch_size)  # the last, smaller batch uses its rows
+        self.net = self.passes.engine()
+        self.backup = np.empty_like(self.passes.params)
+        self.step_nt = self.passes.step_threads(self.batch_size, self.nt)
+        self.mean_width = _losses.mean_width(self.loss, self.Y.shape[1])
+        self.count_hits = self.loss != "mse"
+
+    def run(self, first_step, count):
+        net, opt = self.net, self.opt
+        net.bind(self.ws)
+        opt._checkpoint(self.passes.params)  # allocates the buffers the engine saves state in
+        status = DONE
+        _threads.hold_blas(self.step_nt)  # one BLAS thread for small steps; given back below
+        try:
+            status = net.train_epoch(self.X, self.Y, self.w, self.order, self.batch_size,
+                                     self.accumulate, bpcore.LOSSES[self.loss], self.mean_width,
+                                     opt._engine_spec(), opt._lr, opt.iterations, self.step_nt,
+                                     first_step, count, self.count_hits, True, self.backup,
+                                     self.sigint)
+        except KeyboardInterrupt:
+            status = INTERRUPTED  # the engine stopped after a completed step
+        finally:
+            _threads.hold_blas(self.nt)
+            opt.iterations = net.iterations
+        if net.last_rows:
+            self.passes.last = (self.ws, net.last_rows)
+        return Report(net.steps_done, net.total, net.seen, net.correct, net.last_loss,
+                      net.last_start, net.last_rows, status)
+
+
+class PythonSteps(_Steps):
+    """The same steps as a Python loop: Passes.backward per micro-batch, Optimizer.apply."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.backup = np.empty_like(self.passes.params)
+
+    def run(self, first_step, count):
+        passes, opt, nt = self.passes, self.opt, self.nt
+        X, Y, w, order = self.X, self.Y, self.w, self.order
+        n, m, per_step = X.shape[0], Y.shape[1], self.batch_size * self.accumulate
+        report = Report()
+        for step in range(first_step, min(first_step + count, self.n_steps)):
+            step_start = step * per_step
+            step_rows = min(per_step, n - step_start)
+            scale = _losses.default_scale(self.loss, step_rows, m)
+            beta, step_loss = 0.0, 0.0
+            for mb_start in range(step_start, step_start + step_rows, self.batch_size):
+                rows = min(self.batch_size, step_start + step_rows - mb_start)
+                ws = passes.workspace(rows)
+                Xb, Yb, wb = _gather(ws, X, Y, w, order, mb_start, rows)
+                batch_loss = passes.backward(Xb, Yb, wb, ws, self.loss, scale, beta,
+                                             passes.grads, nt)
+                report.last_start, report.last_rows = mb_start, rows
+                beta = 1.0
+                step_loss += batch_loss
+                if not math.isfinite(batch_loss):
+                    break
+                hits = _losses.accuracy(self.loss, ws.z_out[-1][:rows], Yb, wb, count=True)
+                if hits is not None:
+                    report.correct += hits
+            report.last_loss = step_loss
+            if not math.isfinite(step_loss) or not _passes.all_finite(passes.grads, nt):
+                report.status = DIVERGED
+                return report
+            # the update is undone, parameters and optimizer state alike, if it goes non-finite:
+            # the model keeps the last finite step, nothing half-changed
+            np.copyto(self.backup, passes.params)
+            opt._checkpoint(passes.params)
+            opt.apply(passes.params, passes.grads, nt)
+            if not (_passes.all_finite(passes.params, nt) and opt._state_is_finite(nt)):
+                np.copyto(passes.params, self.backup)
+                opt._rollback()
+                report.status = DIVERGED_IN_UPDATE
+                return report
+            # the mean reduction makes step_loss a mean over step_rows samples
+            report.total += step_loss * step_rows
+            report.seen += step_rows
+            report.steps += 1
+            if self.sigint.requested:
+                report.status = INTERRUPTED
+                return report
+        return report
+
+
+def _gather(ws, X, Y, w, order, start, rows):
+    """The batch's rows, copied into the workspace (no allocation: np.take with out=)."""
+    if order is None:
+        return X[start:start + rows], Y[start:start + rows], (None if w is None else w[start:start + rows])
+    idx = order[start:start + rows]
+    Xb, Yb = ws.X[:rows], ws.Y[:rows]
+    np.take(X, idx, axis=0, out=Xb)
+    np.take(Y, idx, axis=0, out=Yb)
+    wb = None
+    if w is not None:
+        wb = ws.w[:rows]
+        np.take(w, idx, out=wb)
+    return Xb, Yb, wb
+
+
+def _rows_of(order, train_rows, start, rows):
+    """The rows of X that positions start .. start + rows of an epoch's batches come from."""
+    idx = np.arange(start, start + rows) if order is None else order[start:start + rows]
+    return idx if train_rows is None else train_rows[idx]
+
+
+@contextlib.contextmanager
+def exclusive(model):
+    """One fit of a model at a time: a second, from another thread, is refused."""
+    if not model._fit_lock.acquire(blocking=False):
+        raise RuntimeError("this model is already being fitted in another thread; "
+                           "wait for that fit to finish (or fit a copy)")
+    try:
+        yield
+    finally:
+        model._fit_lock.release()
+
+
+def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
+                shuffle=True, accumulate=1, verbose=0):
+    """Sequential.partial_fit: one epoch that goes on from the optimizer's last epoch."""
+    # fit starts a schedule at epoch 0; a pass goes on after the optimizer's last epoch
+    last = getattr(model.optimizer if optimizer is None else optimizer, "_epoch", None)
+    return fit(model, X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
+               shuffle=shuffle, sample_weight=sample_weight, accumulate=accumulate,
+               verbose=verbose, first_epoch=0 if last is None else last + 1)
+
+
+def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
+        validation_data=None, shuffle=True, sample_weight=None, callbacks=None, accumulate=1,
+        verbose=1, on_nan="raise", first_epoch=0):
+    """Sequential.fit (see its docstring for the parameters)."""
+    with exclusive(model):
+        return _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split,
+                    validation_data, shuffle, sample_weight, callbacks, accumulate, verbose,
+                    on_nan, first_epoch)
+
+
+def _check_validation_data(model, validation_data, loss, X):
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
+    Xv = _passes.check_X(model, validation_data[0], "X_val")
+    if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
+        raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
+                         f"Received: X_val with shape {Xv.shape}")
+    Yv = _losses.prepare_targets(loss, validation_data[1], Xv.shape[0],
+                                 model.layers[-1].units, model.dtype, name="y_val")
+    wv = (_passes.check_sample_weight(validation_data[2], Xv.shape[0], model.dtype)
+          if len(validation_data) == 3 else None)
+    return Xv, Yv, wv
+
+
+def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
+         shuffle, sample_weight, callbacks, accumulate, verbose, on_nan, first_epoch):
+    # -- everything is checked before anything changes --
+    loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
+    epochs = check_positive_int("epochs", epochs)
+    batch_size = check_positive_int("batch_size", batch_size)
+    accumulate = check_positive_int("accumulate", accumulate)
+    if verbose not in (0, 1, 2, False, True):
+        raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
+    if on_nan not in ("raise", "stop"):
+        raise ValueError(f"on_nan must be 'raise' or 'stop'. Received: on_nan={on_nan!r}")
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be bp.Callback instances. Received: {type(cb).__name__}")
+    if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
+        on_nan = "stop"
+    opt = _optimizers.get(optimizer) if optimizer is not None else (
+        model.optimizer or _optimizers.get(None))
+    opt.current_learning_rate(0)  # a schedule that fails at once is rejected before any change
+    val = None
+    if validation_data is not None:
+        if validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        val = _check_validation_data(model, validation_data, loss, X)
+    else:
+        validation_split = check_number("validation_split", validation_split, low=0.0,
+                                        high=1.0, high_open=True)
+    rng = model._rng
+    train_rows = None  # row i of the training set is row train_rows[i] of X (None: row i)
+    if val is None and validation_split > 0:
+        n_val = int(math.floor(X.shape[0] * validation_split))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(f"validation_split={validation_split} leaves {n_val} validation and "
+                             f"{X.shape[0] - n_val} training samples; both need at least one")
+        perm = rng.permutation(X.shape[0])
+        vi, ti = perm[:n_val], perm[n_val:]
+        train_rows = ti
+        val = (X[vi], Y[vi], None if w is None else w[vi])
+        X, Y, w = X[ti], Y[ti], (None if w is None else w[ti])
+    # -- from here on the model changes --
+    if not model.built:
+        model.build(X.shape[1])
+    model.loss, model.optimizer = loss, opt
+    nt = _threads.ensure_blas_limit()
+    n = X.shape[0]
+    batch_size = min(batch_size, n)
+    n_batches = -(-n // batch_size)
+    history = model.history = History()
+    model.stop_training, model._stop_reason = False, None
+    for cb in callbacks:
+        cb.set_model(model)
+        cb.on_train_begin()
+    progress = _Progress(verbose, epochs, n_batches)
+    per_batch_callbacks = [cb for cb in callbacks
+                           if type(cb).on_batch_end is not Callback.on_batch_end]
+    sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
+    passes = model._passes
+    runner_class = (CompiledSteps if passes.compiled and _optimizers.runs_in_engine(opt)
+                    else PythonSteps)
+    runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
+    # Back in Python after every step when a callback wants every batch, about 50 times an
+    # epoch to draw a progress bar, otherwise once an epoch.
+    chunk = (1 if per_batch_callbacks else
+             max(1, runner.n_steps // 50) if progress.bar else runner.n_steps)
+    try:
+        for epoch in range(epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            opt.set_epoch(first_epoch + epoch)
+            t0 = time.perf_counter()
+            runner.start_epoch(rng.permutation(n) if shuffle else None)
+            total, correct, seen, step = 0.0, 0.0, 0, 0
+            while step < runner.n_steps:
+                report = runner.run(step, chunk)
+                total, correct, seen = total + report.total, correct + report.correct, seen + report.seen
+                step += report.steps
+                if report.steps:
+                    history.stopped_at = {"epoch": epoch, "batch": step - 1}
+                if report.status in (DIVERGED, DIVERGED_IN_UPDATE):
+                    batch_rows = (None if report.status == DIVERGED_IN_UPDATE else
+                                  _rows_of(runner.order, train_rows, report.last_start,
+                                           report.last_rows))
+                    _diverged(model, passes, epoch, step, on_nan, progress,
+                              runner.batch_input(report), batch_rows,
+                              in_update=report.status == DIVERGED_IN_UPDATE)
+                    return history
+                progress.batch(epoch, min(step * accumulate, n_batches), total / max(seen, 1))
+                for cb in per_batch_callbacks:
+                    cb.on_batch_end(step - 1, {"loss": report.last_loss})
+                if report.status == INTERRUPTED or sigint.requested:
+                    raise KeyboardInterrupt
+            seconds = time.perf_counter() - t0
+            logs = {"loss": total / seen}
+            if loss != "mse":  # accuracy of each batch before its update, as Keras reports
+                logs["accuracy"] = correct / ((n if w is None else float(np.sum(w))) or 1.0)
+            if val is not None:
+                ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
+                logs.update({"val_" + k: v for k, v in ev.items()})
+            logs["learning_rate"] = opt._lr
+            history._record(epoch, logs, seconds)
+            progress.epoch_end(epoch, logs, seconds)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if sigint.requested:
+                raise KeyboardInterrupt
+            if model.stop_training:
+                history.stopped = model._stop_reason or "callback"
+                break
+    except KeyboardInterrupt:
+        # Raised between steps (see bp/_interrupt.py), so the step in flight finished: the
+        # parameters and optimizer state are those of the last completed step.
+        history.stopped = "interrupted"
+        progress.message(f"interrupted: stopped after {history.stopped_at}")
+    finally:
+        sigint.restore()
+        for cb in callbacks:
+            cb.on_train_end()
+    return history
+
+
+def _diverged(model, passes, epoch, batch, on_nan, progress, X_batch=None, batch_rows=None,
+              in_update=False):
+    """Name where the values went non-finite; the parameters are the last finite ones.
+
+    X_batch is the last micro-batch's input and batch_rows maps its positions to rows of X.
+    """
+    layer, sample, where = None, None, "update"
+    if not in_update and passes.last is not None:
+        layer, sample, where = passes.first_non_finite(X_batch)
+    row = None
+    if sample is not None and batch_rows is not None:
+        row = int(batch_rows[sample])
+    msg = (f"training diverged at epoch {epoch}, batch {batch}: non-finite values in the "
+           f"{where}" + (f" of layer {layer}" if layer is not None else "")
+           + (f", first at sample {sample} of the batch" if sample is not None else "")
+           + (f" (row {row} of X)" if row is not None else "")
+           + "; the model keeps the last finite weights (lower the learning rate, clip "
+           "gradients with clip_norm, or check the data)")
+    model.history.stopped = "diverged"
+    model.history.diverged = {"epoch": epoch, "batch": batch, "layer": layer,
+                              "sample": sample, "row": row, "where": where}
+    if on_nan == "raise":
+        raise TrainingDivergedError(msg, epoch, batch, layer, sample, where, row)
+    progress.message(msg)
