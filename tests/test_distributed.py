@@ -71,6 +71,17 @@ def test_explicit_loop_equals_one_process_on_the_union_batch(n_ranks):
     assert f"ok p={n_ranks}" in run_ranks(n_ranks, HERE / "mpi" / "explicit_loop.py")
 
 
+# ---- fit(..., comm=comm) ------------------------------------------------------------------------
+@needs_mpi
+@pytest.mark.parametrize("n_ranks", [2, 3, 4])
+def test_fit_over_ranks_equals_one_process_on_the_union_batches(n_ranks, tmp_path):
+    # the contract, for SGD with momentum (clipped by the global norm), Adam, AdamW, accumulate
+    # 1 and 2, sample weights, uneven shards, validation metrics, the compiled and the Python step
+    # loop; then shuffling, EarlyStopping, partial_fit, divergence on one rank, Ctrl-C on one
+    # rank, save from rank 0 (see the script)
+    assert f"ok p={n_ranks}" in run_ranks(n_ranks, HERE / "mpi" / "fit_contract.py", tmp_path)
+
+
 # ---- sharding (no MPI needed: a communicator is anything with Get_rank and Get_size) -----------
 class FakeComm:
     def __init__(self, rank, size):
