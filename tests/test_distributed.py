@@ -82,6 +82,22 @@ def test_fit_over_ranks_equals_one_process_on_the_union_batches(n_ranks, tmp_pat
     assert f"ok p={n_ranks}" in run_ranks(n_ranks, HERE / "mpi" / "fit_contract.py", tmp_path)
 
 
+@needs_mpi
+def test_cli_trains_digits_data_parallel_prints_and_saves_once(tmp_path):
+    pytest.importorskip("sklearn")
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "bp", "--distributed",
+           "--epochs", "2", "--verbose", "2", "--output", str(tmp_path / "model.npz")]
+    done = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "data-parallel over 2 MPI ranks: batch 32 per rank (global 64)" in out
+    for line in ("Epoch 2/2", "test accuracy", "model saved to", "total "):
+        assert out.count(line) == 1, f"{line!r} printed {out.count(line)} times:\n{out}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    assert bp.load(tmp_path / "model.npz").n_params == 64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+
+
 # ---- sharding (no MPI needed: a communicator is anything with Get_rank and Get_size) -----------
 class FakeComm:
     def __init__(self, rank, size):
