@@ -1,5 +1,9 @@
 """Data-parallel training over MPI: helpers around mpi4py on NumPy buffers.
 
+Most users need only ``model.fit(X_mine, y_mine, comm=comm)`` (README, "Training on many
+processes"), which runs the steps below inside its compiled loop. These helpers are the same
+mechanism (bp/_mpi.py) for a loop of your own.
+
 Each rank (process) holds the same model and its own shard of the rows. One step is
 
     zero_grad; backward(X_shard_batch, total_samples=global batch); allreduce_gradients; step

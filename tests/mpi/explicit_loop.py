@@ -115,6 +115,15 @@ except ValueError as exc:
     assert "rank 1: float32" in str(exc), str(exc)
 else:
     raise AssertionError("a rank with another dtype was not detected")
+same = bp.Sequential([bp.Dense(3, activation="softmax")], dtype="float64",
+                     input_dim=n_features).build()
+same.optimizer = bp.Adam(0.01 if rank == 0 else 0.02)
+try:
+    distributed.broadcast_parameters(same, comm)
+except ValueError as exc:
+    assert f"rank {p - 1}: Adam(learning_rate=0.02" in str(exc), str(exc)
+else:
+    raise AssertionError("ranks with different optimizers were not detected")
 assert distributed.check_world(comm) == p
 # all ranks of this job share one node: each gets its share of the cores
 assert distributed.local_threads(comm) == max(1, bp.effective_n_threads() // p)
