@@ -7,12 +7,12 @@ Usage:
     python bench/distributed.py --quick          # tiny configuration (what the tests run)
 
 Measured (``mpiexec -n p python -m mpi4py bench/distributed.py --worker ...``, one thread per rank,
-float32): epoch time at p = 1 and 2 on the mnist shape (784-256-128-10 relu, synthetic 60000 x 784,
-global batch 128: 64 rows per rank at p = 2) and on digits (64-128-64-10, global batch 32).
-Each rank runs the explicit step of bp.distributed (zero_grad; backward with the global count;
-allreduce_gradients; step); the step is split into compute (backward and update) and allreduce
-(the MPI_Allreduce call, which includes waiting for the slower rank). ``fit`` without MPI gives the
-baseline at p = 1. The p = 1 and p = 2 launches alternate (interleaved repeats); medians.
+float32, SGD, shuffled): epoch time of ``fit(..., comm=comm)`` at p = 1 and 2 on the mnist shape
+(784-256-128-10 relu, synthetic 60000 x 784, global batch 128: 64 rows per rank at p = 2) and on
+digits (64-128-64-10, global batch 32), against ``fit`` without MPI at p = 1 (the overhead of the
+per-step hand-off to the allreduce at p = 1 is the ratio of those two). A step is split into the
+allreduce (the StepReducer call, which includes waiting for the slower rank) and the rest. The
+p = 1 and p = 2 launches alternate (interleaved repeats); medians.
 
 Cost model: T_step(p) = T_compute(B / p) + T_allreduce(bytes, p), with the ring allreduce
 T_allreduce = 2 (p - 1) / p x bytes / bandwidth + 2 (p - 1) x latency (each of the 2 (p - 1)
@@ -209,11 +209,16 @@ def plot(compute, path):
 
 # ---- the measured part: a worker under mpiexec -------------------------------------------------
 def worker(dataset, epochs, quick):
-    """Runs on every rank: the explicit data-parallel step, timed; rank 0 prints JSON."""
+    """Runs on every rank: fit(comm=...) epochs, timed; rank 0 prints JSON.
+
+    Per epoch round: (p = 1 only) fit without MPI, then fit(comm=...), alternating, then one
+    fit(comm=...) epoch with the step's allreduce timed (StepReducer wrapped by a timer here in the
+    benchmark, not in bp): the split of a step into allreduce and the rest.
+    """
     from mpi4py import MPI
 
     import bp
-    from bp import distributed
+    from bp import _mpi, distributed
 
     comm = MPI.COMM_WORLD
     rank, p = comm.Get_rank(), comm.Get_size()
@@ -223,36 +228,48 @@ def worker(dataset, epochs, quick):
     w = spec["widths"]
     layers = [bp.Dense(u, activation="relu") for u in w[1:-1]] + [bp.Dense(w[-1], activation="softmax")]
     model = bp.Sequential(layers, dtype="float32", seed=0, input_dim=w[0]).build()
-    model.optimizer = bp.SGD(0.01)
-    distributed.broadcast_parameters(model, comm)
+    opt = bp.SGD(0.01)
     B = spec["global_batch"]
     b = B // p
-    n_steps = len(X) // B  # every rank runs the same steps; the last partial batch is dropped
-    X_mine, y_mine = distributed.shard_rows(X[:n_steps * B], comm), distributed.shard_rows(y[:n_steps * B], comm)
-    result = {"p": p, "steps": n_steps, "epochs": []}
-    for _ in range(epochs):
-        compute = reduce = 0.0
+    X_mine, y_mine = distributed.shard_rows(X, comm), distributed.shard_rows(y, comm)
+    n_steps = -(-len(X_mine) // b)
+
+    def epoch(c):
+        """The epoch times fit itself records (History.epoch_times: the epoch loop, without
+        fit's set-up, which with comm includes the broadcast of the parameters)."""
         comm.Barrier()
-        t_epoch = time.perf_counter()
-        for t in range(n_steps):
-            t0 = time.perf_counter()
-            model.zero_grad()
-            model.backward(X_mine[t * b:(t + 1) * b], y_mine[t * b:(t + 1) * b], total_samples=B)
-            t1 = time.perf_counter()
-            distributed.allreduce_gradients(model, comm)
-            t2 = time.perf_counter()
-            model.step()
-            compute += (t1 - t0) + (time.perf_counter() - t2)
-            reduce += t2 - t1
-        seconds = time.perf_counter() - t_epoch
-        result["epochs"].append({"seconds": seconds, "compute": compute, "allreduce": reduce})
-    if p == 1:  # the baseline: fit without MPI on the same rows, batch B
-        fit_times = []
-        for _ in range(epochs):
-            t0 = time.perf_counter()
-            model.fit(X[:n_steps * B], y[:n_steps * B], batch_size=B, shuffle=False, verbose=0)
-            fit_times.append(time.perf_counter() - t0)
-        result["fit"] = fit_times
+        history = model.fit(X_mine, y_mine, loss="cross_entropy", optimizer=opt, batch_size=b,
+                            epochs=epochs, verbose=0, comm=c)
+        return history.epoch_times
+
+    reduce_seconds = [0.0]
+    plain_call = _mpi.StepReducer.__call__
+
+    def timed_call(self):
+        t0 = time.perf_counter()
+        status = plain_call(self)
+        reduce_seconds[0] += time.perf_counter() - t0
+        return status
+
+    epoch(comm)  # warm-up
+    result = {"p": p, "steps": n_steps, "fit": [], "fit_comm": [], "allreduce": [], "timed": []}
+    for _ in range(2):
+        if p == 1:
+            result["fit"] += epoch(None)
+        result["fit_comm"] += epoch(comm)
+    _mpi.StepReducer.__call__ = timed_call
+    result["timed"] = epoch(comm)
+    result["allreduce"] = reduce_seconds[0] / epochs
+    _mpi.StepReducer.__call__ = plain_call
+    # the allreduce alone, back to back (no compute between: no rank waits for a slower one)
+    grads = np.zeros(model.n_params, np.float32)
+    times = []
+    for _ in range(5 if quick else 200):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        comm.Allreduce(MPI.IN_PLACE, grads, op=MPI.SUM)
+        times.append(time.perf_counter() - t0)
+    result["allreduce_alone"] = float(np.median(times))
     if rank == 0:
         print("RESULT " + json.dumps(result))
 
@@ -281,22 +298,23 @@ def measured_part(quick, rounds, epochs):
                 print(f"  measured {d} p={p} round {r}", file=sys.stderr)
     rows, raw = [], {}
     for d in MEASURED:
-        base = None
+        spec = (QUICK_MEASURED if quick else MEASURED)[d]
+        pooled = lambda p, key: [t for run in runs[d, p] for t in run[key]]
+        base = float(np.median(pooled(1, "fit")))
+        rows.append([d, 1, spec["global_batch"], "fit", f"{base:.3f}", "", "", "", "1.00"])
         for p in (1, 2):
-            epochs_all = [e for run in runs[d, p] for e in run["epochs"]]
-            med = lambda key: float(np.median([e[key] for e in epochs_all]))
             steps = runs[d, p][0]["steps"]
-            seconds = med("seconds")
-            if p == 1:
-                fit_s = float(np.median([t for run in runs[d, p] for t in run["fit"]]))
-                base = seconds
-                rows.append([d, 1, "fit (no MPI)", f"{fit_s:.3f}", "", "", ""])
-            rows.append([d, p, "explicit step + allreduce", f"{seconds:.3f}",
-                         f"{med('compute') / steps * 1e6:.0f}", f"{med('allreduce') / steps * 1e6:.0f}",
-                         f"{base / seconds:.2f}"])
+            seconds = float(np.median(pooled(p, "fit_comm")))
+            reduce = float(np.median([run["allreduce"] for run in runs[d, p]])) / steps
+            timed = float(np.median(pooled(p, "timed"))) / steps
+            alone = float(np.median([run["allreduce_alone"] for run in runs[d, p]]))
+            rows.append([d, p, f"{spec['global_batch'] // p} x {p}", "fit(comm=...)",
+                         f"{seconds:.3f}", f"{reduce * 1e6:.0f}", f"{alone * 1e6:.0f}",
+                         f"{(timed - reduce) * 1e6:.0f}", f"{base / seconds:.2f}"])
             raw[f"{d} p={p}"] = runs[d, p]
-    header = ["data", "p", "loop", "epoch s (median)", "compute us/step", "allreduce us/step",
-              "speed-up vs p=1"]
+    header = ["data", "p", "batch per rank x p", "call", "epoch s (median)",
+              "allreduce us/step", "allreduce alone us", "rest of step us",
+              "speed-up vs fit at p=1"]
     return markdown_table(header, rows), raw
 
 
