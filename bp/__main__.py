@@ -1,6 +1,8 @@
 """python -m bp: bp's main job.
 
     python -m bp [digits] [options]   train an MLP on scikit-learn's handwritten digits
+    mpiexec -n 2 python -m mpi4py -m bp --distributed
+                                      the same, data-parallel over MPI ranks (bp.distributed)
     python -m bp xor                  train the XOR network (2-2-1, sigmoid) and show its deltas
     python -m bp config               show how bp was built (OpenMP, BLAS, threads)
     python -m bp explain              count and time naive, forward and backprop gradients
@@ -82,33 +84,55 @@ def digits(args):
     except ImportError:
         print("the digits job needs scikit-learn: pip install 'bp[sklearn]'", file=sys.stderr)
         return 2
+    started = time.perf_counter()
+    comm, say = None, print
+    if args.distributed:
+        from ._mpi import local_threads, mpi, shard
+
+        try:
+            comm = mpi().COMM_WORLD
+        except ImportError as err:
+            print(f"python -m bp --distributed: {err}", file=sys.stderr)
+            return 2
+        if comm.Get_rank() != 0:  # every rank trains; rank 0 speaks
+            say = lambda *a, **k: None  # noqa: E731
+        if args.threads is None:  # its share of the node's cores, not all of them
+            bp.set_num_threads(local_threads(comm))
     X, y = load_digits(return_X_y=True)
     X = X / 16.0  # pixel intensities 0..16 -> 0..1
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, stratify=y, random_state=args.seed)
+    n_train = len(X_train)
+    if comm is not None:  # each rank its own contiguous block of the (already shuffled) rows
+        mine = shard(n_train, comm)
+        X_train, y_train = X_train[mine], y_train[mine]
     layers = [bp.Dense(w, activation="relu") for w in args.layers]
     layers.append(bp.Dense(10, activation="softmax"))
     model = bp.Sequential(layers, dtype=args.dtype, seed=args.seed)
-    print(f"digits: {len(X_train)} training and {len(X_test)} test images, 64 features, 10 classes")
-    print(f"network 64-{'-'.join(map(str, args.layers))}-10 ({args.dtype}), "
-          f"optimizer {args.optimizer}, batch {args.batch_size}, {bp.get_num_threads()} thread(s)")
+    say(f"digits: {n_train} training and {len(X_test)} test images, 64 features, 10 classes")
+    say(f"network 64-{'-'.join(map(str, args.layers))}-10 ({args.dtype}), "
+        f"optimizer {args.optimizer}, batch {args.batch_size}, {bp.get_num_threads()} thread(s)")
+    if comm is not None:
+        say(f"data-parallel over {comm.Get_size()} MPI ranks: batch {args.batch_size} per rank "
+            f"(global {args.batch_size * comm.Get_size()})")
     history = model.fit(X_train, y_train, loss="cross_entropy",
                         optimizer=_make_optimizer(args.optimizer, args.learning_rate),
                         epochs=args.epochs, batch_size=args.batch_size, validation_split=0.1,
-                        verbose=args.verbose)
+                        verbose=args.verbose, comm=comm)
     result = model.evaluate(X_test, y_test)
     per_epoch = np.median(history.epoch_times) if history.epoch_times else float("nan")
-    model.save(args.output)
-    print(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
-    print(f"time per epoch {per_epoch * 1e3:.1f} ms (median over {len(history.epoch_times)} epochs)")
-    print(f"model saved to {os.path.abspath(args.output)}")
-    if args.plot:
+    model.save(args.output)  # after a data-parallel fit, rank 0 writes and the others skip
+    say(f"test accuracy {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
+    say(f"time per epoch {per_epoch * 1e3:.1f} ms (median over {len(history.epoch_times)} epochs)")
+    say(f"model saved to {os.path.abspath(args.output)}")
+    if args.plot and (comm is None or comm.Get_rank() == 0):
         try:
             history.plot(args.plot)
         except ImportError as exc:
             print(exc, file=sys.stderr)
             return 2
-        print(f"training curves drawn in {os.path.abspath(args.plot)}")
+        say(f"training curves drawn in {os.path.abspath(args.plot)}")
+    say(f"total {time.perf_counter() - started:.1f} s")
     return 0
 
 
@@ -235,6 +259,10 @@ def _digits_options(p):
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="draw the training curves (History.plot) into this file (needs "
                         "matplotlib: pip install 'bp[plot]')")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: launch with mpiexec -n N python -m mpi4py -m bp "
+                        "--distributed (each rank trains on its share of the rows; rank 0 prints "
+                        "and saves)")
 
 
 def parse_args(argv=None):
@@ -276,11 +304,7 @@ def main(argv=None):
     if args.threads is not None:
         bp.set_num_threads(args.threads)
     command = {"xor": xor, "config": config, "explain": explain}.get(args.command, digits)
-    started = time.perf_counter()
-    code = command(args)
-    if args.command in (None, "digits"):
-        print(f"total {time.perf_counter() - started:.1f} s")
-    return code
+    return command(args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 import bpcore
 from bpcore import _network
 
-from . import _interrupt, _passes, _streaming, _threads
+from . import _interrupt, _mpi, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validation import check_number, check_positive_int
@@ -81,6 +81,14 @@ class _Steps:
         self.order = None
         self.n_steps = -(-X.shape[0] // (batch_size * accumulate))
         self.step_nt = passes.step_threads(batch_size, n_threads)
+        self.reducer = self.global_rows = None  # data-parallel: see distribute
+
+    def distribute(self, reducer, global_rows):
+        """Make every step one part of a data-parallel step (bp/_mpi.py): scaled by the step's
+        rows over all ranks (global_rows), its gradient summed by reducer before the update;
+        every rank runs len(global_rows) steps."""
+        self.reducer, self.global_rows = reducer, global_rows
+        self.n_steps = len(global_rows)
 
     def start_epoch(self, order):
         """order: the epoch's row order (int64 indices), or None for the rows as they are."""
@@ -89,7 +97,8 @@ class _Steps:
     def set_data(self, X, Y, w):
         """The rows the next runs train on (all of them, or a block of a streamed X)."""
         self.X, self.Y, self.w = X, Y, w
-        self.n_steps = -(-X.shape[0] // (self.batch_size * self.accumulate))
+        self.n_steps = (len(self.global_rows) if self.global_rows is not None
+                        else -(-X.shape[0] // (self.batch_size * self.accumulate)))
 
     def batch_input(self, report):
         """The input of the report's last micro-batch, as the backward pass saw it."""
@@ -109,7 +118,7 @@ class CompiledSteps(_Steps):
         self.count_hits = self.loss != "mse"
 
     def run(self, first_step, count):
-        net, opt = self.net, self.opt
+        net, opt, reducer = self.net, self.opt, self.reducer
         net.bind(self.ws)
         opt._checkpoint(self.passes.params)  # allocates the buffers the engine saves state in
         status = DONE
@@ -119,12 +128,15 @@ class CompiledSteps(_Steps):
                                      self.accumulate, bpcore.LOSSES[self.loss], self.mean_width,
                                      opt._engine_spec(), opt._lr, opt.iterations, self.step_nt,
                                      first_step, count, self.count_hits, True, self.backup,
-                                     self.sigint)
+                                     self.sigint, reducer, reducer and reducer.ctl,
+                                     self.global_rows)
         except KeyboardInterrupt:
             status = INTERRUPTED  # the engine stopped after a completed step
         finally:
             _threads.hold_blas(self.nt)
             opt.iterations = net.iterations
+        if reducer is not None and reducer.error is not None:
+            raise reducer.error
         if net.last_rows:
             self.passes.last = (self.ws, net.last_rows)
         return Report(net.steps_done, net.total, net.seen, net.correct, net.last_loss,
@@ -150,11 +162,14 @@ class PythonSteps(_Steps):
         ew = _passes.ELEMENTWISE_THREADS  # the update and its scans (see there)
         X, Y, w, order = self.X, self.Y, self.w, self.order
         n, m, per_step = X.shape[0], Y.shape[1], self.batch_size * self.accumulate
-        report = Report()
+        report, stop = Report(), False
         for step in range(first_step, min(first_step + count, self.n_steps)):
             step_start = step * per_step
-            step_rows = min(per_step, n - step_start)
-            scale = _losses.default_scale(self.loss, step_rows, m)
+            step_rows = max(0, min(per_step, n - step_start))
+            scale = _losses.default_scale(self.loss, step_rows if self.reducer is None
+                                          else self.global_rows[step], m)
+            if step_rows == 0:  # data-parallel: this rank's rows ran out; it adds nothing
+                passes.grads[...] = 0
             beta, step_loss = 0.0, 0.0
             for k, mb_start in enumerate(range(step_start, step_start + step_rows,
                                                self.batch_size)):
@@ -173,6 +188,10 @@ class PythonSteps(_Steps):
                 hits = _losses.accuracy(self.loss, ws.z_out[-1][:rows], Yb, wb, count=True)
                 if hits is not None:
                     report.correct += hits
+            if self.reducer is not None:  # the same numbers on every rank from here on
+                step_loss, stop = self.reducer.step(step_loss)
+                step_rows = int(self.global_rows[step])
+            # after the sum over ranks: the penalty belongs to the step once, not once per rank
             if passes.penalized and math.isfinite(step_loss):
                 step_loss += passes.penalty(passes.grads, nt)
             report.last_loss = step_loss
@@ -193,7 +212,7 @@ class PythonSteps(_Steps):
             report.total += step_loss * step_rows
             report.seen += step_rows
             report.steps += 1
-            if self.sigint.requested:
+            if stop or (self.reducer is None and self.sigint.requested):
                 report.status = INTERRUPTED
                 return report
         return report
@@ -244,23 +263,31 @@ def exclusive(model):
 
 
 def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
-                shuffle=True, accumulate=1, verbose=0):
+                shuffle=True, accumulate=1, verbose=0, comm=None):
     """Sequential.partial_fit: one epoch that goes on from the optimizer's last epoch."""
     # fit starts a schedule at epoch 0; a pass goes on after the optimizer's last epoch
     last = getattr(model.optimizer if optimizer is None else optimizer, "_epoch", None)
     return fit(model, X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
                shuffle=shuffle, sample_weight=sample_weight, accumulate=accumulate,
-               verbose=verbose, first_epoch=0 if last is None else last + 1)
+               verbose=verbose, first_epoch=0 if last is None else last + 1, comm=comm)
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
         validation_data=None, shuffle=True, sample_weight=None, class_weight=None, callbacks=None,
-        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None):
+        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None, comm=None):
     """Sequential.fit (see its docstring for the parameters)."""
+    args = (validation_split, validation_data, shuffle, sample_weight, class_weight, callbacks,
+            accumulate)
     with exclusive(model):
-        return _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split,
-                    validation_data, shuffle, sample_weight, class_weight, callbacks, accumulate,
-                    verbose, on_nan, first_epoch, steps_per_epoch)
+        if comm is None:
+            return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args, verbose, on_nan,
+                        first_epoch, steps_per_epoch, None)
+        _mpi.check_world(comm)  # a foreign mpiexec: an error before anything changes
+        share = _mpi.rank_threads(comm)
+        with (_threads.num_threads(share) if share else contextlib.nullcontext()):
+            return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
+                        verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
+                        steps_per_epoch, comm)
 
 
 def _check_validation_data(model, validation_data, loss, X):
@@ -279,7 +306,7 @@ def _check_validation_data(model, validation_data, loss, X):
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
-         steps_per_epoch):
+         steps_per_epoch, comm):
     # -- everything is checked before anything changes --
     epochs = check_positive_int("epochs", epochs)
     batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
@@ -295,6 +322,11 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     elif steps_per_epoch is not None:
         raise ValueError("steps_per_epoch is for an iterable of batches (with y=None)")
     streamed = batches is None and _streaming.streamable(X)  # a memory-mapped X: in blocks
+    if comm is not None and (batches is not None or streamed):
+        raise ValueError("fit(comm=...) trains on in-memory arrays (each rank's shard); a "
+                         "memory-mapped X or an iterable of batches is not distributed. Received: "
+                         + ("an iterable of batches" if batches is not None else
+                            "a memory-mapped X (np.asarray(X[shard]) loads a shard)"))
     if batches is None:
         loss, X, Y, w = (_streaming if streamed else _passes).prepare(model, X, y, loss,
                                                                       sample_weight)
@@ -349,9 +381,16 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     if not model.built:
         model.build(X.shape[1])
     model.loss, model.optimizer = loss, opt
+    model._comm = comm
+    if comm is not None:
+        # the same model everywhere (checked), rank 0's parameters and optimizer state; each rank
+        # shuffles its own rows from its own stream, drawn from the model's
+        _mpi.broadcast_parameters(model, comm)
+        rng = np.random.default_rng([int(rng.integers(2**63)), comm.Get_rank()])
     nt = _threads.ensure_blas_limit()
     n = X.shape[0]
-    batch_size = min(batch_size, n)
+    if comm is None:  # (data-parallel, every rank must keep the step's shape: no clamp)
+        batch_size = min(batch_size, n)
     n_batches = steps_per_epoch or -(-n // batch_size)
     history = model.history = History()
     model.stop_training, model._stop_reason = False, None
@@ -365,6 +404,9 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     runner_class = (CompiledSteps if passes.compiled and _optimizers.runs_in_engine(opt)
                     else PythonSteps)
     runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
+    if comm is not None:
+        runner.distribute(_mpi.StepReducer(comm, passes.grads, sigint),
+                          _mpi.global_step_rows(n, batch_size * accumulate, comm))
     # Back in Python after every step when a callback wants every batch, about 50 times an
     # epoch to draw a progress bar, otherwise once an epoch.
     chunk = (1 if per_batch_callbacks else
@@ -403,22 +445,23 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                                    total / max(seen, 1))
                     for cb in per_batch_callbacks:
                         cb.on_batch_end(done + step - 1, {"loss": report.last_loss})
-                    if report.status == INTERRUPTED or sigint.requested:
+                    # data-parallel, only the agreed stop (report.status) counts: a rank that
+                    # stopped on its own flag would leave the others waiting in the allreduce
+                    if report.status == INTERRUPTED or (sigint.requested and comm is None):
                         raise KeyboardInterrupt
                 done += step
             seconds = time.perf_counter() - t0
             logs = {"loss": total / seen}
             if loss != "mse":  # accuracy of each batch before its update, as Keras reports
-                logs["accuracy"] = correct / (weight or 1.0)
+                logs["accuracy"] = _ratio(comm, correct, weight)
             if val is not None:
-                ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
-                logs.update({"val_" + k: v for k, v in ev.items()})
+                logs.update(_validate(model, val, loss, comm))
             logs["learning_rate"] = opt._lr
             history._record(epoch, logs, seconds)
             progress.epoch_end(epoch, logs, seconds)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if sigint.requested:
+            if sigint.requested and comm is None:
                 raise KeyboardInterrupt
             if model.stop_training:
                 history.stopped = model._stop_reason or "callback"
@@ -433,6 +476,29 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def _ratio(comm, numerator, denominator):
+    """numerator / denominator (0 if empty), each summed over the ranks when data-parallel."""
+    if comm is not None:
+        numerator, denominator = _mpi.sum_over_ranks(comm, [numerator, denominator])
+    return float(numerator / (denominator or 1.0))
+
+
+def _validate(model, val, loss, comm):
+    """val_loss (and val_accuracy) on the validation rows; data-parallel, over all ranks' rows:
+    the loss is a mean over rows and the accuracy one over rows (or weights), so each rank's
+    value is weighted by its count before the sum."""
+    ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
+    if comm is not None:
+        n = len(val[0])
+        weight = n if val[2] is None else float(np.sum(val[2]))
+        sums = _mpi.sum_over_ranks(comm, [ev["loss"] * n, n, ev.get("accuracy", 0.0) * weight,
+                                          weight])
+        ev["loss"] = float(sums[0] / sums[1])
+        if "accuracy" in ev:
+            ev["accuracy"] = float(sums[2] / (sums[3] or 1.0))
+    return {"val_" + k: v for k, v in ev.items()}
 
 
 def _diverged(model, passes, epoch, batch, on_nan, progress, X_batch=None, batch_rows=None,

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _io, _passes, _threads, _torch, _training
+from . import _io, _mpi, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
@@ -70,6 +70,7 @@ class Sequential:
         self._params = None
         self._grads = None
         self._passes = None  # bp._passes.Passes over _params and _grads, once built
+        self._comm = None  # the communicator of the last fit (data-parallel), for save
         self._rng = np.random.default_rng(self.seed)
         self._fit_lock = threading.Lock()
         for layer in layers or ():
@@ -297,7 +298,7 @@ class Sequential:
     def fit(self, X, y=None, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
             class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise",
-            steps_per_epoch=None):
+            steps_per_epoch=None, comm=None):
         """Train by mini-batch backpropagation.
 
         Parameters
@@ -317,6 +318,9 @@ class Sequential:
         verbose : 0 silent, 1 progress bar (a line per epoch when not a terminal), 2 line/epoch
         on_nan : "raise" (TrainingDivergedError) or "stop" (end quietly, History.stopped set);
             either way the model keeps the last finite weights
+        comm : an mpi4py communicator for data-parallel training (README "Training on many
+            processes"): each rank passes its own rows; batch_size is per rank; each update is
+            the one a single process makes on the union of the ranks' micro-batches
 
         Returns
         -------
@@ -327,16 +331,17 @@ class Sequential:
                              validation_data=validation_data, shuffle=shuffle, verbose=verbose,
                              sample_weight=sample_weight, class_weight=class_weight,
                              callbacks=callbacks, accumulate=accumulate, on_nan=on_nan,
-                             steps_per_epoch=steps_per_epoch)
+                             steps_per_epoch=steps_per_epoch, comm=comm)
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
-                    shuffle=True, accumulate=1, verbose=0):
+                    shuffle=True, accumulate=1, verbose=0, comm=None):
         """One pass over (X, y), keeping the optimizer's state across calls: its moments, its
         step count and a learning-rate schedule's epoch (each pass is the epoch after the last
         one the optimizer ran), so k calls train as fit(epochs=k) does."""
         return _training.partial_fit(self, X, y, loss=loss, optimizer=optimizer,
                                      batch_size=batch_size, sample_weight=sample_weight,
-                                     shuffle=shuffle, accumulate=accumulate, verbose=verbose)
+                                     shuffle=shuffle, accumulate=accumulate, verbose=verbose,
+                                     comm=comm)
 
     # ---- insight: what the cached deltas tell (bp/insight.py) ----------------------------------
     def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
@@ -401,8 +406,11 @@ class Sequential:
     # ---- files and pickling --------------------------------------------------------------------
     def save(self, path):
         """Write the model (architecture, weights, loss, optimizer and its state) to an .npz file,
-        atomically, with a format version and a checksum. Load with bp.load(path)."""
+        atomically, with a format version and a checksum. Load with bp.load(path).
+        After a data-parallel fit only rank 0 writes; on the other ranks save does nothing."""
         self._require_built()
+        if not _mpi.writes_files(self):
+            return
         config = self.get_config()
         config["optimizer"] = _optimizers.serialize(self.optimizer)
         # the generator that shuffles each epoch: without it a loaded model restarts it from the
@@ -416,6 +424,7 @@ class Sequential:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_fit_lock"] = None
+        state["_comm"] = None  # a communicator belongs to its process
         state["_passes"] = None
         state["layers"] = [layer.get_config() for layer in self.layers]
         state["_params"] = None if self._params is None else self._params.copy()

@@ -37,7 +37,7 @@
 
 from cython cimport floating
 from libc.math cimport fabs, isfinite, pow, sqrt
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
@@ -275,6 +275,11 @@ cdef struct Epoch:
     void* per_sample
     void* backup                 # n_params entries, for the guard
     void* stop                   # an object whose .requested says "stop" (Ctrl-C), or NULL
+    # data-parallel steps (see "Handing the gradient to an allreduce" below); NULL: one process
+    void* reduce                 # a callable reduce() -> 0, or nonzero if it failed
+    double* ctl                  # [step loss, stop] that reduce() sums over the ranks
+    const long long* global_rows # the rows of step s summed over the ranks
+    Py_ssize_t n_global_steps
     # outputs
     Py_ssize_t steps_done, last_rows, last_start
     double total, seen, correct, last_loss
@@ -339,6 +344,29 @@ cdef inline bint _update_is_safe(Opt* o, double G, const Bounds* b, Bounds* nb,
             and isfinite(nb.P))
 
 
+# ---- handing the gradient to an allreduce (data-parallel fit, bp/_mpi.py) ------------------------
+# With e.reduce set, every rank runs the same steps, and step s of every rank is a part of one
+# global step of global_rows[s] rows: the scale is 1 / (global_rows[s] * mean_width), so the SUM of
+# the ranks' gradient buffers is the global batch's mean gradient. Between the micro-batches and the
+# guard the loop takes the GIL once and calls reduce(), which sums the gradient buffer and ctl =
+# [this rank's step loss, its Ctrl-C flag] over the ranks, in place. From there on every rank holds
+# the same numbers, so the guard, the clipping norm, the update and the stop decision agree bit for
+# bit. A rank whose rows ran out contributes a zero gradient. The loop's own Ctrl-C check is off:
+# one rank stopping alone would leave the others waiting in the allreduce.
+
+cdef inline bint _hand_to_reduce(Epoch* e, double* step_loss, bint* stop) noexcept nogil:
+    """Sum the gradient and ctl over the ranks; False if reduce() failed (its error is kept by the
+    caller's reducer object)."""
+    cdef int failed
+    e.ctl[0] = step_loss[0]
+    e.ctl[1] = 0
+    with gil:
+        failed = (<object>e.reduce)()
+    step_loss[0] = e.ctl[0]
+    stop[0] = e.ctl[1] != 0
+    return failed == 0
+
+
 cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floating* params,
                      floating* grads, Py_ssize_t n_params, Opt* o, int nt) noexcept nogil:
     """Optimizer steps first_step .. first_step + n_steps - 1 of an epoch, each over `accumulate`
@@ -360,16 +388,24 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
     cdef long iterations = o.iterations
     cdef Bounds bounds, next_bounds
     cdef double limit = 1e30 if floating is float else 1e300
-    cdef bint careful
+    cdef bint careful, stop = False
     e.status = DONE
     if e.guard:
         _exact_bounds(&bounds, o, params, n_params, nt)
     for s in range(e.first_step, e.first_step + e.n_steps):
         step_start = s * per_step
         step_rows = min(per_step, e.n - step_start)
-        if step_rows <= 0:
+        if e.reduce != NULL:
+            if s >= e.n_global_steps:
+                break
+            step_rows = max(0, step_rows)
+            scale = 1.0 / (e.global_rows[s] * e.mean_width)
+            if step_rows == 0:
+                memset(grads, 0, n_params * sizeof(floating))
+        elif step_rows <= 0:
             break
-        scale = 1.0 / (step_rows * e.mean_width)   # bp.losses.default_scale
+        else:
+            scale = 1.0 / (step_rows * e.mean_width)   # bp.losses.default_scale
         beta = 0
         step_loss = 0
         mb = step_start
@@ -402,6 +438,12 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                 e.correct += _batch_hits(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
                                          e.m, e.loss)
             mb += rows
+        if e.reduce != NULL:
+            if not _hand_to_reduce(e, &step_loss, &stop):
+                e.status = INTERRUPTED
+                return
+            step_rows = e.global_rows[s]
+        # after the sum over ranks: the penalty belongs to the step once, not once per rank
         if e.penalized and isfinite(step_loss):
             step_loss += _penalties(layers, n_layers, params, grads, nt)
         e.last_loss = step_loss
@@ -434,6 +476,11 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
         e.total += step_loss * step_rows
         e.seen += step_rows
         e.steps_done += 1
+        if e.reduce != NULL:
+            if stop:  # some rank's Ctrl-C: every rank stops after this same step
+                e.status = INTERRUPTED
+                return
+            continue
         # Ctrl-C: between steps, so the model is always at the last completed step.
         now = _now_ns()
         if now - last_check >= SIGNAL_NS:
@@ -743,7 +790,8 @@ cdef class Network:
     def train_epoch(self, X, Y, w, order, Py_ssize_t batch_size, Py_ssize_t accumulate,
                     int loss, Py_ssize_t mean_width, dict opt, double lr, long iterations,
                     int n_threads, Py_ssize_t first_step=0, Py_ssize_t n_steps=-1,
-                    bint count_hits=False, bint guard=True, backup=None, stop=None):
+                    bint count_hits=False, bint guard=True, backup=None, stop=None,
+                    reduce=None, ctl=None, global_rows=None):
         """Run optimizer steps first_step ... of one epoch inside one nogil loop.
 
         Each step takes `accumulate` micro-batches of batch_size rows in the order `order`
@@ -758,6 +806,11 @@ cdef class Network:
         (Optimizer._checkpoint allocates them) and put back with the parameters when an update
         is undone. `mean_width` is bp.losses.mean_width: a step of r rows has scale
         1 / (r * mean_width). The optimizer's new step count is left in self.iterations.
+
+        Data-parallel (bp/_mpi.py): `reduce` a callable, `ctl` a float64 array of 2, and
+        `global_rows` int64, the rows of each step of the epoch summed over the ranks (its length
+        is the number of steps every rank runs). Each step calls reduce() after its gradient (see
+        "Handing the gradient to an allreduce"); total, seen and last_loss are then global.
 
         Afterwards: steps_done, total (sum of step loss * rows), seen (rows), correct (weighted
         hits, if count_hits), last_loss, last_rows, status.
@@ -779,13 +832,22 @@ cdef class Network:
                 raise ValueError("order holds an index out of range")
         e.backup = NULL
         e.stop = NULL if stop is None else <void*>stop
+        e.reduce = NULL
+        if reduce is not None:
+            e.ctl = <double*>_array(ctl, cnp.NPY_FLOAT64, 1, 2, 0, True, "ctl")
+            e.global_rows = <const long long*>_array(global_rows, cnp.NPY_INT64, 1, -1, 0,
+                                                     False, "global_rows")
+            e.n_global_steps = global_rows.shape[0]
+            if e.n_global_steps and global_rows.min() < 1:
+                raise ValueError("global_rows must be >= 1")
+            e.reduce = <void*>reduce
         if guard:
             e.backup = _array(backup, self.typenum, 1, self.n_params, 0, True, "backup")
         if mean_width < 1:
             raise ValueError("mean_width must be >= 1")
         self._set_opt(opt, lr, iterations)
         per_step = batch_size * accumulate
-        total_steps = -(-n // per_step)
+        total_steps = -(-n // per_step) if reduce is None else e.n_global_steps
         if n_steps < 0 or first_step + n_steps > total_steps:
             n_steps = max(0, total_steps - first_step)
         e.X, e.Y, e.w = xp, yp, wp

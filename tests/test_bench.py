@@ -21,3 +21,17 @@ def test_bench_streaming_small_runs():
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "memmap / in memory" in out.stdout and "BLAS:" in out.stdout
+
+
+def test_bench_distributed_quick_runs(tmp_path):
+    # the measured part launches mpiexec; without mpi4py (outside CI) only the cost model runs
+    import importlib.util
+
+    part = "both" if importlib.util.find_spec("mpi4py") else "model"
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "distributed.py"), "--quick",
+                          "--part", part, "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "speed-up p=2/8/64" in out.stdout
+    if part == "both":
+        assert "allreduce us/step" in out.stdout
