@@ -28,7 +28,7 @@ from scipy.special import expit, xlogy
 import bpcore
 from bpcore import _dense_forward, _error_signal, _gradients, _loss, _param_update
 
-from ._passes import Passes
+from ._passes import MIN_PARALLEL_STEP_FLOPS, Passes
 from .layers import Dense
 
 HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -183,6 +183,12 @@ def predict(coefs, intercepts, activation, out_activation, X, n_threads):
     z_out = [np.empty((rows, layer.units), dtype) for layer in layers]
     f_out = _forward(layers, list(zip(coefs, intercepts)), X, z_in, z_out, n_threads)
     return np.exp(f_out, out=f_out) if out_activation == "exp" else f_out
+
+
+def predict_threads(coefs, rows, n_threads):
+    """n_threads, or 1 for a forward pass below bp's crossover (bp._passes)."""
+    flops = sum(2 * rows * W.size for W in coefs)
+    return n_threads if flops >= MIN_PARALLEL_STEP_FLOPS else 1
 
 
 def _poisson_loss(Y, f_out, w):

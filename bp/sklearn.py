@@ -75,7 +75,7 @@ class _BpMLP:
         X = X.tocsr().astype(dtype) if sp.issparse(X) else np.ascontiguousarray(X, dtype)
         coefs = [np.ascontiguousarray(W) for W in self.coefs_]
         intercepts = [np.ascontiguousarray(b) for b in self.intercepts_]
-        nt = self._n_threads()
+        nt = _sklearn_net.predict_threads(coefs, X.shape[0], self._n_threads())
         with _threads.num_threads(nt):
             return _sklearn_net.predict(coefs, intercepts, self.activation, self.out_activation_,
                                         X, nt)
@@ -135,7 +135,8 @@ class _BpMLP:
         X_train = X_train if sp.issparse(X_train) else np.ascontiguousarray(X_train)
         Y_train = np.ascontiguousarray(Y_train)
 
-        nt = self._n_threads()
+        # threads lose on small batches (bp's measured crossover): one below it
+        nt = net.passes.step_threads(batch_size, self._n_threads())
         try:
             with _threads.num_threads(nt):
                 self.n_iter_ = 0
@@ -206,7 +207,7 @@ class _BpMLP:
         sw_sum = X.shape[0] if w is None else float(w.sum())
         params, grads = net.passes.params, net.passes.grads
         packed_grad = np.empty(params.size)
-        nt = self._n_threads()
+        nt = net.passes.step_threads(X.shape[0], self._n_threads())
 
         def loss_grad(packed):
             params[...] = packed[to_bp]
