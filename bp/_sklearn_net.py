@@ -103,7 +103,9 @@ class Network:
             ws = passes.workspace(X.shape[0])
             scale = (0.5 if self.loss == "mse" else 1.0) / sw_sum
             value = passes.backward(X, Y, w, ws, self.loss, scale, 0.0, passes.grads, n_threads)
-            return value / self.n_outputs if self.loss == "mse" else value
+            if self.loss == "mse":
+                return value / self.n_outputs
+            return _clipped_log_loss(self.loss, ws.z_out[-1], Y, w, value)
         return self._backward_layers(X, Y, w, self.buffers(X.shape[0]), sw_sum, n_threads)
 
     def buffers(self, rows):
@@ -133,8 +135,8 @@ class Network:
             value = _loss.loss_value(f_in, z, Y, w, code, scale, ws.per_sample, nt)
             _error_signal.output_delta(f_in, z, Y, w, code, bpcore.ACTIVATIONS[out.activation],
                                        out.alpha, scale, delta, nt)
-            if self.loss == "mse":
-                value /= self.n_outputs
+            value = (value / self.n_outputs if self.loss == "mse" else
+                     _clipped_log_loss(self.loss, z, Y, w, value))
         for i in range(len(layers) - 1, -1, -1):
             grad_W, grad_b = grads[i]
             if i == 0 and sp.issparse(X):
@@ -189,6 +191,20 @@ def predict_threads(coefs, rows, n_threads):
     """n_threads, or 1 for a forward pass below bp's crossover (bp._passes)."""
     flops = sum(2 * rows * W.size for W in coefs)
     return n_threads if flops >= MIN_PARALLEL_STEP_FLOPS else 1
+
+
+def _clipped_log_loss(loss, f_out, Y, w, value):
+    """scikit-learn's log loss, which clips the probabilities to [eps, 1 - eps]: bp's value
+    (exact, from the logits) unless an output has saturated, then scikit-learn's formula. It
+    matters beyond the report: L-BFGS's line search compares these values."""
+    eps = np.finfo(f_out.dtype).eps
+    if f_out.min() >= eps and f_out.max() <= 1 - eps:
+        return value
+    p = np.clip(f_out, eps, 1 - eps)
+    per = xlogy(Y, p)
+    if loss == "binary_cross_entropy":
+        per += xlogy(1 - Y, 1 - p)
+    return float(-np.average(per, weights=w, axis=0).sum())
 
 
 def _poisson_loss(Y, f_out, w):
