@@ -57,8 +57,8 @@ class _BpMLP:
         dtype = self._param_dtype(X.dtype)
         if X.dtype != dtype:
             X = X.astype(dtype)
-        if sp.issparse(X):
-            X = X.tocsr()  # batches are row slices: CSR's
+        # batches are row slices: CSR's, or C-ordered rows
+        X = X.tocsr() if sp.issparse(X) else np.ascontiguousarray(X)
         return X, y
 
     def _param_dtype(self, X_dtype):
