@@ -18,6 +18,7 @@ BLAS; None: bp's default, which honours OMP_NUM_THREADS, as joblib's workers set
 """
 
 import warnings
+from contextlib import contextmanager
 from numbers import Integral
 
 import numpy as np
@@ -45,6 +46,19 @@ _EXTRA_CONSTRAINTS = {
     "n_threads": [Interval(Integral, -1, None, closed="left"), None],
     "dtype": [StrOptions({"float32", "float64"}), type, None],
 }
+
+
+@contextmanager
+def _blas_threads(n):
+    """Hold BLAS to n threads for a fit or a prediction (the kernels get n as an argument), then
+    give bp's count back; through bp's cached threadpoolctl controller (~10 us, where a fresh
+    threadpool_limits costs ~5 ms, much of a small fit in a grid search)."""
+    previous = _threads.get_num_threads()
+    _threads.hold_blas(n)
+    try:
+        yield
+    finally:
+        _threads.hold_blas(previous)
 
 
 class _BpMLP:
@@ -76,7 +90,7 @@ class _BpMLP:
         coefs = [np.ascontiguousarray(W) for W in self.coefs_]
         intercepts = [np.ascontiguousarray(b) for b in self.intercepts_]
         nt = _sklearn_net.predict_threads(coefs, X.shape[0], self._n_threads())
-        with _threads.num_threads(nt):
+        with _blas_threads(nt):
             return _sklearn_net.predict(coefs, intercepts, self.activation, self.out_activation_,
                                         X, nt)
 
@@ -138,7 +152,7 @@ class _BpMLP:
         # threads lose on small batches (bp's measured crossover): one below it
         nt = net.passes.step_threads(batch_size, self._n_threads())
         try:
-            with _threads.num_threads(nt):
+            with _blas_threads(nt):
                 self.n_iter_ = 0
                 for it in range(self.max_iter):
                     if self.shuffle:
@@ -224,7 +238,7 @@ class _BpMLP:
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
                    **_get_additional_lbfgs_options_dict("iprint", iprint)}
-        with _threads.num_threads(nt):
+        with _blas_threads(nt):
             opt_res = scipy.optimize.minimize(loss_grad, packed, method="L-BFGS-B", jac=True,
                                               options=options)
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)

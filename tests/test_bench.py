@@ -13,3 +13,11 @@ def test_bench_kernels_quick_runs():
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "## Passes" in out.stdout and "error signal" in out.stdout
+
+
+def test_bench_sklearn_quick_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sklearn.py"), "--quick",
+                          "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| digits | lbfgs |" in out.stdout and (tmp_path / "sklearn.json").exists()
