@@ -31,6 +31,7 @@ import warnings
 # This file is named sklearn.py: its own directory must not shadow the scikit-learn package.
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
@@ -42,7 +43,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import bp.sklearn as bps  # noqa: E402
 
-sys.path.insert(0, HERE)
+sys.path.append(HERE)  # last: after scikit-learn is imported, for train_step's helpers
 from train_step import machine_info, write_outputs  # noqa: E402
 
 
