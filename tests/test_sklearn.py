@@ -205,3 +205,16 @@ def test_bad_input_gets_sklearns_errors():
         clf.predict(X[:, :3])
     with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
         clf.partial_fit(X, y + 10)
+
+
+def _worker_threads():
+    from bp import _threads
+    return _threads.effective_n_threads(None)
+
+
+def test_joblib_workers_hold_bp_to_their_share_of_the_cores():
+    # loky sets OMP_NUM_THREADS to cpu_count // n_jobs in its workers, and bp's thread count
+    # (which n_threads=None uses for its kernels and BLAS) honours it: no oversubscription
+    from joblib import Parallel, delayed, cpu_count
+    counts = Parallel(n_jobs=2, backend="loky")(delayed(_worker_threads)() for _ in range(2))
+    assert all(c <= max(1, cpu_count() // 2) for c in counts)
