@@ -51,8 +51,11 @@ def sparse_text(n, d, density, seed=0):
     """A tf-idf-like CSR matrix (non-negative, rows scaled to unit norm) and labels from a
     sparse linear rule on it."""
     rng = np.random.default_rng(seed)
-    X = sp.random(n, d, density=density, format="csr", random_state=seed,
-                  data_rvs=lambda k: rng.exponential(1.0, k))
+    k = int(density * d)   # non-zeros per row (a repeated column adds up: a few fewer)
+    cols = rng.integers(0, d, (n, k))
+    X = sp.csr_matrix((rng.exponential(1.0, n * k), cols.ravel(), np.arange(0, n * k + 1, k)),
+                      shape=(n, d))
+    X.sum_duplicates()
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1))).ravel()
     X = sp.diags(1 / np.maximum(norms, 1e-12)) @ X
     coef = rng.standard_normal(d)
