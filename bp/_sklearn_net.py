@@ -251,6 +251,34 @@ class Optimizer:
                                             self.beta_2, self.epsilon, passes.params, self.state1,
                                             self.state2, n_threads)
 
+    def engine_spec(self, alpha, network):
+        """The plain values bpcore._network's epoch loop runs this optimizer from (its kinds
+        sklearn_sgd / sklearn_adam), with scikit-learn's loss conventions for the network's loss:
+        scale = loss_scale / sum(w) (squared error: 0.5), reported loss = loss_factor * L."""
+        mse = network.loss == "mse"
+        return {"kind": "sklearn_" + self.solver, "clip_norm": None, "weight_decay": 0.0,
+                "alpha": alpha, "loss_scale": 0.5 if mse else 1.0,
+                "loss_factor": 1.0 / network.n_outputs if mse else 1.0,
+                "momentum": self.momentum, "nesterov": self.nesterov, "beta1": self.beta_1,
+                "beta2": self.beta_2, "eps": self.epsilon, "decoupled": False,
+                "state1": self.state1, "state2": self.state2, "saved1": None, "saved2": None}
+
+    def run_epoch(self, network, X, Y, w, order, batch_size, alpha, n_threads):
+        """One epoch of scikit-learn's batches (rows in `order`, or as they are for None) in one
+        compiled call; returns sum_b rows_b * loss_b, as _fit_stochastic accumulates it."""
+        passes = network.passes
+        engine = passes.engine()
+        engine.bind(passes.workspace(min(batch_size, X.shape[0])))
+        engine.train_epoch(X, Y, w, order, batch_size, 1, bpcore.LOSSES[network.loss], 1,
+                           self.engine_spec(alpha, network), self.learning_rate_init
+                           if self.solver == "adam" else self.learning_rate, self.t,
+                           n_threads, guard=False)
+        self.t = engine.iterations
+        if self.solver == "adam" and self.t:
+            self.learning_rate = (self.learning_rate_init * np.sqrt(1 - self.beta_2 ** self.t)
+                                  / (1 - self.beta_1 ** self.t))
+        return engine.total
+
     def iteration_ends(self, time_step):
         if self.solver == "sgd" and self.lr_schedule == "invscaling":
             self.learning_rate = float(self.learning_rate_init) / (time_step + 1) ** self.power_t

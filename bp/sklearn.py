@@ -30,7 +30,7 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier as _MLPClassifier
     from sklearn.neural_network import MLPRegressor as _MLPRegressor
-    from sklearn.utils import gen_batches, shuffle
+    from sklearn.utils import gen_batches
     from sklearn.utils._param_validation import Interval, StrOptions
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
     from sklearn.utils.optimize import _check_optimize_result
@@ -138,7 +138,7 @@ class _BpMLP:
             X_val = y_val = w_val = None
 
         n_samples = X_train.shape[0]
-        sample_idx = np.arange(n_samples, dtype=int)
+        sample_idx = np.arange(n_samples, dtype=np.int64)
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)
         else:
@@ -155,8 +155,10 @@ class _BpMLP:
             with _blas_threads(nt):
                 self.n_iter_ = 0
                 for it in range(self.max_iter):
-                    if self.shuffle:
-                        sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    if self.shuffle:   # sklearn.utils.shuffle's draw, without its checks
+                        perm = np.arange(n_samples)
+                        self._random_state.shuffle(perm)
+                        sample_idx = sample_idx[perm]
                     accumulated_loss = self._epoch(net, opt, X_train, Y_train, w_train,
                                                    sample_idx, batch_size, nt)
                     self.n_iter_ += 1
@@ -191,6 +193,9 @@ class _BpMLP:
 
     def _epoch(self, net, opt, X, Y, w, sample_idx, batch_size, nt):
         """One pass over the data in scikit-learn's batches; returns sum_b rows_b * loss_b."""
+        if not (sp.issparse(X) or net.poisson):   # the whole epoch in one compiled call
+            return opt.run_epoch(net, X, Y, w, sample_idx if self.shuffle else None, batch_size,
+                                 self.alpha, nt)
         accumulated_loss = 0.0
         for batch in gen_batches(X.shape[0], batch_size):
             rows = batch.stop - batch.start

@@ -190,11 +190,6 @@ def sum_of_squares(const floating[::1] x, int n_threads):
 # segments are weights, odd ones biases (bp's layout W0, b0, W1, b1, ...). The update returns
 # sum p^2 over the weights before the step: the penalty's 0.5 alpha ||W||^2 / n_batch in the loss.
 
-cdef enum:
-    SKLEARN_SGD = 1
-    SKLEARN_ADAM = 2
-
-
 cdef inline double _sklearn_range(int kind, const floating* grad, Py_ssize_t lo, Py_ssize_t hi,
                                   floating l2, floating lr, floating momentum, bint nesterov,
                                   floating beta1, floating beta2, floating eps, floating* param,
