@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("sklearn")
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
+import bpcore
 from bpcore import _param_update
 
 from .conftest import DTYPES, assert_close
@@ -61,3 +62,29 @@ def test_sklearn_update_thread_count_does_not_change_the_result():
         results.append((flat, s))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-14)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_engine_epoch_with_sklearn_kinds_guarded_or_not_is_the_same(solver):
+    # bp.sklearn runs the engine unguarded; the guard's careful path (copy, update, scan) must
+    # give the same parameters, optimizer state and loss for scikit-learn's kinds too
+    from bp import _sklearn_net
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((50, 4)), np.eye(3)[rng.integers(0, 3, 50)]
+    coefs = [rng.standard_normal((4, 5)), rng.standard_normal((5, 3))]
+    intercepts = [rng.standard_normal(5), rng.standard_normal(3)]
+    results = []
+    for guard in (False, True):
+        net = _sklearn_net.Network(coefs, intercepts, "tanh", "softmax", np.float64)
+        opt = _sklearn_net.Optimizer(solver, net.passes.params.size, np.float64, 0.01)
+        engine = net.passes.engine()
+        engine.bind(net.passes.workspace(16))
+        spec = opt.engine_spec(0.3, net)
+        order = rng.permutation(50).astype(np.int64) if not results else results[0][3]
+        engine.train_epoch(X, Y, None, order, 16, 1, bpcore.LOSSES["cross_entropy"], 1, spec,
+                           0.01, 0, 1, guard=guard,
+                           backup=np.empty_like(net.passes.params))
+        results.append((net.passes.params.copy(), opt.state1.copy(), engine.total, order))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][2] == results[1][2]
