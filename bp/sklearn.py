@@ -76,7 +76,13 @@ class _BpMLP:
         return X, y
 
     def _param_dtype(self, X_dtype):
-        return np.dtype(self.dtype) if self.dtype is not None else np.dtype(X_dtype)
+        if self.dtype is None:
+            return np.dtype(X_dtype)
+        dtype = np.dtype(self.dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64 (or None: X's). "
+                             f"Received: dtype={self.dtype!r}")
+        return dtype
 
     def _n_threads(self):
         return _threads.effective_n_threads(self.n_threads)

@@ -182,6 +182,7 @@ def test_early_stopping_attributes():
     (MLPRegressor, {"loss": "huber"}, ValueError, "'loss' parameter of MLPRegressor"),
     (MLPClassifier, {"n_threads": "two"}, ValueError, "'n_threads' parameter"),
     (MLPClassifier, {"dtype": "float16"}, ValueError, "'dtype' parameter"),
+    (MLPClassifier, {"dtype": int}, ValueError, "dtype must be float32 or float64"),
 ])
 def test_bad_parameters_get_sklearns_errors(est, params, exc, msg):
     with pytest.raises(exc, match=re.escape(msg)):
