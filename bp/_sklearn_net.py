@@ -16,7 +16,7 @@ the error-signal scale is 1 / sum(w); its squared error halves the square and it
 Two cases leave the compiled pass for a per-layer one through the same kernels: a sparse X
 (the first layer's product X @ W0 and its gradient X.T @ delta0 through scipy.sparse, so the
 matrix is never densified; a Cython kernel of the same loops, written into the caller's arrays,
-measured no faster on bench/sklearn.py's text batches (200 x 50000, 1% dense, 64 outputs: ~25 ms
+measured no faster on bench/sklearn_mlp.py's text batches (200 x 50000, 1% dense, 64 outputs: ~25 ms
 each way for both, 2 threads no better: the random rows of W it reads bound it by memory)) and the Poisson loss (an exponential output, which bp's engine does
 not have: delta[O] = w_i (exp(f_in) - y) / sum(w), as scikit-learn).
 """

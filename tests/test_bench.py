@@ -16,7 +16,7 @@ def test_bench_kernels_quick_runs():
 
 
 def test_bench_sklearn_quick_runs(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sklearn.py"), "--quick",
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sklearn_mlp.py"), "--quick",
                           "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -1,9 +1,12 @@
 """Fit time and held-out score: bp.sklearn against scikit-learn, the same estimator parameters.
 
 Usage:
-    python bench/sklearn.py                   # the full table (a few minutes)
-    python bench/sklearn.py --threads 1 2 --repeat 5
-    python bench/sklearn.py --quick           # tiny configuration (what the tests run)
+    python bench/sklearn_mlp.py               # the full table (a few minutes)
+    python bench/sklearn_mlp.py --threads 1 2 --repeat 5
+    python bench/sklearn_mlp.py --quick       # tiny configuration (what the tests run)
+
+(Not named sklearn.py: the other benchmarks put bench/ on sys.path, where a sklearn.py would
+stand in for scikit-learn.)
 
 Problems (75/25 train/test split, random_state 0 everywhere, float64):
     digits      load_digits / 16, hidden (100,): adam and sgd (max_iter 50), lbfgs (max_iter 200)
@@ -28,9 +31,7 @@ import sys
 import time
 import warnings
 
-# This file is named sklearn.py: its own directory must not shadow the scikit-learn package.
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
 import numpy as np  # noqa: E402
@@ -43,7 +44,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 import bp.sklearn as bps  # noqa: E402
 
-sys.path.append(HERE)  # last: after scikit-learn is imported, for train_step's helpers
+sys.path.insert(0, HERE)
 from train_step import machine_info, write_outputs  # noqa: E402
 
 
