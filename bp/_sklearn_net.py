@@ -1,24 +1,28 @@
 """scikit-learn's MLP, as bp passes: the network, its loss, and scikit-learn's two optimizers.
 
 bp.sklearn's estimators keep scikit-learn's coefs_ and intercepts_ as views into one bp flat
-parameter buffer (W0, b0, W1, b1, ...), so one compiled call runs a batch's
+parameter buffer (W0, b0, W1, b1, ...), and a dense epoch of SGD or Adam is one compiled call
+(bpcore/_network.pyx's epoch loop, optimizer kinds sklearn_sgd / sklearn_adam) that runs, batch
+by batch in scikit-learn's shuffled order,
 
     forward      z_in[i] = z_out[i-1] @ W[i] + b[i];  z_out[i] = sigma(z_in[i])
     error signal delta[O] = w_i (f_out - y) / sum(w);  delta[i] = (delta[i+1] @ W[i+1].T) sigma'
     gradients    grad_W[i] = z_out[i-1].T @ delta[i];  grad_b[i] = sum_batch delta[i]
+    update       g = grad + alpha W / sum(w) on the weights; scikit-learn's SGD or Adam step
 
-and one fused kernel (bpcore._param_update.sklearn_update) adds the L2 term alpha W / sum(w)
-to the weights' gradient and takes scikit-learn's SGD or Adam step. That is scikit-learn's
-_backprop and _stochastic_optimizers term by term (its losses are means over the samples, so
-the error-signal scale is 1 / sum(w); its squared error halves the square and its gradient is
-(f_out - y) / sum(w), not the mean over the outputs that its reported loss takes).
+(bpcore._param_update.sklearn_update_core). That is scikit-learn's _backprop and
+_stochastic_optimizers term by term: its losses are means over the samples, so the error-signal
+scale is 1 / sum(w); its squared error halves the square and its gradient is (f_out - y) / sum(w),
+not the mean over the outputs that its reported loss takes. L-BFGS uses the same pass on the
+whole data.
 
-Two cases leave the compiled pass for a per-layer one through the same kernels: a sparse X
-(the first layer's product X @ W0 and its gradient X.T @ delta0 through scipy.sparse, so the
-matrix is never densified; a Cython kernel of the same loops, written into the caller's arrays,
-measured no faster on bench/sklearn_mlp.py's text batches (200 x 50000, 1% dense, 64 outputs: ~25 ms
-each way for both, 2 threads no better: the random rows of W it reads bound it by memory)) and the Poisson loss (an exponential output, which bp's engine does
-not have: delta[O] = w_i (exp(f_in) - y) / sum(w), as scikit-learn).
+Two cases leave the compiled loop for a per-layer pass through the same kernels, one batch per
+Python iteration: a sparse X (the first layer's X @ W0 and X.T @ delta0 through scipy.sparse, so
+the matrix is never densified; a Cython kernel of the same loops, written into the caller's
+arrays, measured no faster on bench/sklearn_mlp.py's text batches, 200 x 50000 at 1% and 64
+outputs, ~25 ms each way for both and no better on 2 threads: the random rows of W0 it touches
+bound it by memory) and the Poisson loss (an exponential output, which bp's engine does not
+have: delta[O] = w_i (exp(f_in) - y) / sum(w), as scikit-learn).
 """
 
 from types import SimpleNamespace

@@ -6,11 +6,12 @@ The same estimators (they subclass scikit-learn's, so the parameters, input chec
 handling, early-stopping split, stopping rules, attributes and errors are scikit-learn's own) and
 the same algorithm: scikit-learn's Glorot initialisation from its RandomState, its batch order,
 its losses, its L2 penalty alpha ||W||^2 / (2 sum(w)), its SGD and Adam updates and its L-BFGS
-route (scipy.optimize.minimize, method="L-BFGS-B"). What bp replaces is the arithmetic: a batch's
-forward pass, error signals and gradients run in bp's compiled engine, and the update is one
-fused kernel over a flat parameter buffer (bp._sklearn_net), so in float64 with the same
-random_state the fitted coefs_ equal scikit-learn's to rounding (tests/test_sklearn_equivalence.py
-says how close), only faster.
+route (scipy.optimize.minimize, method="L-BFGS-B"). What bp replaces is the arithmetic: an epoch
+of SGD or Adam runs in bp's compiled epoch loop (forward, error signals, gradients and
+scikit-learn's update, fused, over a flat parameter buffer: bp._sklearn_net), and L-BFGS gets
+the loss and gradient from bp's compiled full-batch pass. In float64 with the same random_state
+the fitted coefs_ equal scikit-learn's to rounding (tests/test_sklearn_equivalence.py says how
+close); how much faster is in bench/README.md.
 
 Extras beyond scikit-learn's parameters: ``n_threads`` (bp's thread count for the kernels and
 BLAS; None: bp's default, which honours OMP_NUM_THREADS, as joblib's workers set it) and

@@ -180,7 +180,8 @@ cdef void _update_sklearn(Opt* o, floating* params, const floating* grads, int n
     cdef double lr = o.lr
     o.iterations += 1
     if o.kind == OPT_SKLEARN_ADAM:   # lr_t, as AdamOptimizer._get_updates computes it
-        lr = o.lr * sqrt(1 - pow(o.beta2, <double>o.iterations)) / (1 - pow(o.beta1, <double>o.iterations))
+        lr = (o.lr * sqrt(1 - pow(o.beta2, <double>o.iterations))
+              / (1 - pow(o.beta1, <double>o.iterations)))
     o.wsumsq = 0
     for i in range(o.n_layers):
         L = &o.layers[i]
@@ -343,7 +344,7 @@ cdef inline bint _update_is_safe(Opt* o, double G, const Bounds* b, Bounds* nb,
                                  double limit) noexcept nogil:
     cdef double ge, v, d, m, P0, bias1
     if not isfinite(G) or o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM:
-        return False   # (scikit-learn's kinds: no bounds; every guarded step takes the careful path)
+        return False   # scikit-learn's kinds have no bounds: a guarded step goes the careful way
     if o.kind == OPT_SGD:
         ge = G + o.weight_decay * b.P
         if o.state1 != NULL:

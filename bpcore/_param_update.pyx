@@ -179,7 +179,7 @@ def sum_of_squares(const floating[::1] x, int n_threads):
     return total
 
 
-# ---- scikit-learn's MLP updates (bp.sklearn) ------------------------------------------------------
+# ---- scikit-learn's MLP updates (bp.sklearn) -------------------------------------------------
 # sklearn/neural_network/_stochastic_optimizers.py, element by element, so that bp.sklearn's
 # trajectories equal scikit-learn's to rounding:
 #   L2 penalty  g = grad + l2 p on the weights (l2 = alpha / n_batch), g = grad on the biases

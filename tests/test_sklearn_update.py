@@ -47,7 +47,8 @@ def test_sklearn_update_matches_sklearn_optimizers(dtype, solver, nesterov, size
         sumsq = _param_update.sklearn_update(grad, bounds, solver, l2, step_lr, momentum,
                                              nesterov, 0.85, 0.99, 1e-7, flat, state1, state2,
                                              n_threads)
-        np.testing.assert_allclose(sumsq, expected_sumsq, rtol=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(sumsq, expected_sumsq,
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12)
     assert_close(flat, np.concatenate(segments), dtype, err_msg=f"{solver} after {STEPS} steps")
 
 
