@@ -219,3 +219,15 @@ def test_joblib_workers_hold_bp_to_their_share_of_the_cores():
     from joblib import Parallel, delayed, cpu_count
     counts = Parallel(n_jobs=2, backend="loky")(delayed(_worker_threads)() for _ in range(2))
     assert all(c <= max(1, cpu_count() // 2) for c in counts)
+
+
+def test_without_scikit_learn_bp_imports_and_bp_sklearn_names_the_extra():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import bp\n"
+            "try:\n    import bp.sklearn\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "bp[sklearn]"' in out.stdout
