@@ -7,7 +7,8 @@
 #     loss         loss_core
 #     error signal output_delta_core, then hidden_delta_core from the output backwards
 #     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates micro-batches)
-#     update       sgd_core / adam_core on the flat parameter vector
+#     update       sgd_core / adam_core on the flat parameter vector (scikit-learn's rules for
+#                  bp.sklearn: sklearn_update_core, optimizer kinds sklearn_sgd / sklearn_adam)
 #
 # Why: a Python loop over layers costs ~1-2 us per kernel call (argument parsing, memoryview
 # acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us against well
@@ -178,6 +179,7 @@ cdef void _update_sklearn(Opt* o, floating* params, const floating* grads, int n
     cdef Py_ssize_t bounds[3]
     cdef const Layer* L
     cdef double lr = o.lr
+    cdef int rule = SKLEARN_ADAM if o.kind == OPT_SKLEARN_ADAM else SKLEARN_SGD
     o.iterations += 1
     if o.kind == OPT_SKLEARN_ADAM:   # lr_t, as AdamOptimizer._get_updates computes it
         lr = (o.lr * sqrt(1 - pow(o.beta2, <double>o.iterations))
@@ -186,8 +188,7 @@ cdef void _update_sklearn(Opt* o, floating* params, const floating* grads, int n
     for i in range(o.n_layers):
         L = &o.layers[i]
         bounds[0], bounds[1], bounds[2] = L.w_off, L.b_off, L.b_off + L.n_out
-        o.wsumsq += sklearn_update_core(SKLEARN_ADAM if o.kind == OPT_SKLEARN_ADAM else SKLEARN_SGD,
-                                        grads, bounds, 3, <floating>(o.alpha / o.sw),
+        o.wsumsq += sklearn_update_core(rule, grads, bounds, 3, <floating>(o.alpha / o.sw),
                                         <floating>lr, <floating>o.momentum, o.nesterov,
                                         <floating>o.beta1, <floating>o.beta2, <floating>o.eps,
                                         params, <floating*>o.state1, <floating*>o.state2, nt)
