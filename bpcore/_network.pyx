@@ -33,7 +33,7 @@
 # Network(..., parallel_elementwise=True) restores OpenMP for them (for measurements).
 
 from cython cimport floating
-from libc.math cimport fabs, isfinite, log, pow, sqrt
+from libc.math cimport fabs, isfinite, pow, sqrt
 from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -42,7 +42,8 @@ from bpcore._activations cimport SOFTMAX, SIGMOID
 from bpcore._dense_forward cimport dense_forward_core
 from bpcore._error_signal cimport output_delta_core, hidden_delta_core
 from bpcore._gradients cimport gradients_core
-from bpcore._loss cimport loss_core, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
+from bpcore._loss cimport (loss_core, clipped_log_loss_core, MSE, CROSS_ENTROPY,
+                           BINARY_CROSS_ENTROPY)
 from bpcore._param_update cimport (sgd_core, adam_core, sum_of_squares_core, sklearn_update_core,
                                    SKLEARN_SGD, SKLEARN_ADAM)
 
@@ -204,34 +205,6 @@ cdef double _weight_sum(const floating* w, const long long* order, Py_ssize_t st
     for r in range(start, start + rows):
         sw += w[order[r] if order != NULL else r]
     return sw
-
-
-cdef double _clipped_log_loss(const floating* f_out, const floating* Y, const floating* w,
-                              Py_ssize_t n, Py_ssize_t m, int loss, double sw,
-                              double value) noexcept nogil:
-    """scikit-learn's log loss clips the probabilities to [eps, 1 - eps]: `value` (exact, from
-    the logits) unless an output has saturated, then its formula (bp._sklearn_net's twin)."""
-    cdef Py_ssize_t i, j
-    cdef double eps = 1.1920928955078125e-07 if floating is float else 2.220446049250313e-16
-    cdef double p, y, total = 0, row
-    cdef bint saturated = False
-    for i in range(n * m):
-        if f_out[i] < eps or f_out[i] > 1 - eps:
-            saturated = True
-            break
-    if not saturated:
-        return value
-    for i in range(n):
-        row = 0
-        for j in range(m):
-            p = min(max(<double>f_out[i * m + j], eps), 1 - eps)
-            y = Y[i * m + j]
-            if y != 0:
-                row += y * log(p)
-            if loss == BINARY_CROSS_ENTROPY and y != 1:
-                row += (1 - y) * log(1 - p)
-        total -= row * (w[i] if w != NULL else 1)
-    return total / sw
 
 
 cdef inline void _save_state(Opt* o, size_t nbytes, bint restore) noexcept nogil:
@@ -432,8 +405,8 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
             e.last_rows = rows
             beta = 1
             if (o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM) and e.loss != MSE:
-                Lb = _clipped_log_loss(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
-                                       e.m, e.loss, o.sw, Lb)
+                Lb = clipped_log_loss_core(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
+                                            e.m, e.loss, o.sw, Lb)
             step_loss += Lb
             if not isfinite(Lb):
                 break

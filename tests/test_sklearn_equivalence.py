@@ -133,3 +133,16 @@ def test_warm_start_and_partial_fit_equal_sklearn():
     _assert_same_model(m_ours, m_theirs, STOCHASTIC_TOL)
     _assert_same_model(p_ours, p_theirs, STOCHASTIC_TOL)
     assert p_ours.t_ == p_theirs.t_ == len(y)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_saturated_outputs_report_sklearns_clipped_log_loss(binary):
+    # a large step on well separated data drives probabilities below float64's eps: scikit-learn
+    # then clips them (its loss_curve_ and stopping rule see the clipped loss), and so must bp
+    Xs, ys = make_classification(120, 10, n_informative=5, n_classes=3, random_state=0,
+                                 class_sep=3)
+    a, b = _fit_both(bps.MLPClassifier, skn.MLPClassifier, Xs * 5, ys > 0 if binary else ys,
+                     solver="adam", learning_rate_init=0.1, max_iter=30, alpha=0, tol=0,
+                     hidden_layer_sizes=(8,))
+    assert a.predict_proba(Xs * 5).min() < np.finfo(np.float64).eps
+    _assert_same_model(a, b, {"coefs": 1e-12, "loss": 1e-10})
