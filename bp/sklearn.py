@@ -32,7 +32,7 @@ try:
     from sklearn.neural_network import MLPClassifier as _MLPClassifier
     from sklearn.neural_network import MLPRegressor as _MLPRegressor
     from sklearn.utils import gen_batches
-    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
     from sklearn.utils.optimize import _check_optimize_result
     from sklearn.utils.validation import validate_data
@@ -44,7 +44,7 @@ from . import _sklearn_net, _threads
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _EXTRA_CONSTRAINTS = {
-    "n_threads": [Interval(Integral, -1, None, closed="left"), None],
+    "n_threads": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1}), None],
     "dtype": [StrOptions({"float32", "float64"}), type, None],
 }
 

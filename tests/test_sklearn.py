@@ -181,6 +181,7 @@ def test_early_stopping_attributes():
     (MLPClassifier, {"alpha": -1.0}, ValueError, "'alpha' parameter"),
     (MLPRegressor, {"loss": "huber"}, ValueError, "'loss' parameter of MLPRegressor"),
     (MLPClassifier, {"n_threads": "two"}, ValueError, "'n_threads' parameter"),
+    (MLPClassifier, {"n_threads": 0}, ValueError, "'n_threads' parameter"),
     (MLPClassifier, {"dtype": "float16"}, ValueError, "'dtype' parameter"),
     (MLPClassifier, {"dtype": int}, ValueError, "dtype must be float32 or float64"),
 ])
