@@ -10,3 +10,7 @@ cdef double loss_core(const floating* f_in, const floating* f_out, const floatin
                       const floating* sample_weight, Py_ssize_t n, Py_ssize_t m,
                       int loss, double scale, floating* per_sample,
                       int n_threads) noexcept nogil
+
+cdef double clipped_log_loss_core(const floating* f_out, const floating* Y, const floating* w,
+                                  Py_ssize_t n, Py_ssize_t m, int loss, double sw,
+                                  double value) noexcept nogil

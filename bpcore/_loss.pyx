@@ -84,3 +84,33 @@ def loss_value(const floating[:, ::1] f_in, const floating[:, ::1] f_out,  # IN
         total = loss_core(&f_in[0, 0], &f_out[0, 0], &y[0, 0], w, n, m, loss, scale,
                           &per_sample[0], n_threads)
     return total
+
+
+# scikit-learn's log loss (bp.sklearn's compiled epoch): -sum_i w_i sum_j xlogy(y, p) / sum(w)
+# (+ xlogy(1 - y, 1 - p) for binary cross-entropy) with p clipped to [eps, 1 - eps].
+cdef double clipped_log_loss_core(const floating* f_out, const floating* Y, const floating* w,
+                                  Py_ssize_t n, Py_ssize_t m, int loss, double sw,
+                                  double value) noexcept nogil:
+    """scikit-learn's log loss clips the probabilities to [eps, 1 - eps]: `value` (exact, from
+    the logits) unless an output has saturated, then its formula (bp._sklearn_net's twin)."""
+    cdef Py_ssize_t i, j
+    cdef double eps = 1.1920928955078125e-07 if floating is float else 2.220446049250313e-16
+    cdef double p, y, total = 0, row
+    cdef bint saturated = False
+    for i in range(n * m):
+        if f_out[i] < eps or f_out[i] > 1 - eps:
+            saturated = True
+            break
+    if not saturated:
+        return value
+    for i in range(n):
+        row = 0
+        for j in range(m):
+            p = min(max(<double>f_out[i * m + j], eps), 1 - eps)
+            y = Y[i * m + j]
+            if y != 0:
+                row += y * f_log(p)
+            if loss == BINARY_CROSS_ENTROPY and y != 1:
+                row += (1 - y) * f_log(1 - p)
+        total -= row * (w[i] if w != NULL else 1)
+    return total / sw

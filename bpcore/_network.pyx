@@ -11,7 +11,8 @@
 #                  reads z_drop), dropout_backward_core on its delta (Network.set_dropout)
 #     penalties    penalty_core once a step, for the layers with a regulariser (R(W) into the loss,
 #                  dR/dW into the gradient; Network.set_penalties)
-#     update       sgd_core / adam_core on the flat parameter vector
+#     update       sgd_core / adam_core on the flat parameter vector (scikit-learn's rules for
+#                  bp.sklearn: sklearn_update_core, optimizer kinds sklearn_sgd / sklearn_adam)
 #
 # Why: a Python loop over layers costs ~1-2 us per kernel call (argument parsing, memoryview
 # acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us against well
@@ -45,8 +46,10 @@ from bpcore._activations cimport SOFTMAX, SIGMOID
 from bpcore._dense_forward cimport dense_forward_core
 from bpcore._error_signal cimport output_delta_core, hidden_delta_core
 from bpcore._gradients cimport gradients_core
-from bpcore._loss cimport loss_core, MSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY
-from bpcore._param_update cimport sgd_core, adam_core, sum_of_squares_core
+from bpcore._loss cimport (loss_core, clipped_log_loss_core, MSE, CROSS_ENTROPY,
+                           BINARY_CROSS_ENTROPY)
+from bpcore._param_update cimport (sgd_core, adam_core, sum_of_squares_core, sklearn_update_core,
+                                   SKLEARN_SGD, SKLEARN_ADAM)
 from bpcore._regularize cimport penalty_core
 from bpcore._dropout cimport u64, dropout_forward_core, dropout_backward_core
 
@@ -70,6 +73,8 @@ cdef long long SIGNAL_NS = 2000000
 cdef enum:
     OPT_SGD = 1
     OPT_ADAM = 2
+    OPT_SKLEARN_SGD = 3     # scikit-learn's MLP rules, for bp.sklearn (_update_sklearn)
+    OPT_SKLEARN_ADAM = 4
 
 # Status of an epoch run
 cdef enum:
@@ -106,6 +111,12 @@ cdef struct Opt:
     void* saved1          # where the guard keeps state1 / state2 during a step (NULL: none)
     void* saved2
     long iterations       # the optimizer's step count before this call
+    # scikit-learn's kinds only: its L2 penalty alpha ||W||^2 / (2 sum(w)) and its loss
+    # conventions (a batch's loss is a mean over the sum of its weights, sw)
+    double alpha, loss_scale, loss_factor   # scale = loss_scale / sw; reported = factor * L
+    double sw, wsumsq                       # this step's sum(w); ||W||^2 before its update
+    const Layer* layers                     # the weight segments the penalty applies to
+    Py_ssize_t n_layers
 
 
 cdef inline long long _now_ns() noexcept nogil:
@@ -182,6 +193,9 @@ cdef void _update(Opt* o, floating* params, const floating* grads, Py_ssize_t n_
     """One optimizer step (bp.optimizers.Optimizer.apply without the Python): global-norm
     clipping from the gradient's sum of squares, then the fused update."""
     cdef double grad_scale = 1.0, norm
+    if o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM:
+        _update_sklearn(o, params, grads, nt)
+        return
     if o.clip_norm > 0:
         if grad_sumsq < 0:
             grad_sumsq = sum_of_squares_core(grads, n_params, nt)
@@ -197,6 +211,40 @@ cdef void _update(Opt* o, floating* params, const floating* grads, Py_ssize_t n_
         adam_core(grads, n_params, <floating>o.lr, <floating>o.beta1, <floating>o.beta2,
                   <floating>o.eps, <floating>o.weight_decay, o.decoupled, o.iterations,
                   <floating>grad_scale, params, <floating*>o.state1, <floating*>o.state2, nt)
+
+
+cdef void _update_sklearn(Opt* o, floating* params, const floating* grads, int nt) noexcept nogil:
+    """scikit-learn's SGD or Adam step (sklearn_update_core) with the L2 term alpha W / sw on
+    each layer's weights, not its biases; leaves ||W||^2 before the step in o.wsumsq."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t bounds[3]
+    cdef const Layer* L
+    cdef double lr = o.lr
+    cdef int rule = SKLEARN_ADAM if o.kind == OPT_SKLEARN_ADAM else SKLEARN_SGD
+    o.iterations += 1
+    if o.kind == OPT_SKLEARN_ADAM:   # lr_t, as AdamOptimizer._get_updates computes it
+        lr = (o.lr * sqrt(1 - pow(o.beta2, <double>o.iterations))
+              / (1 - pow(o.beta1, <double>o.iterations)))
+    o.wsumsq = 0
+    for i in range(o.n_layers):
+        L = &o.layers[i]
+        bounds[0], bounds[1], bounds[2] = L.w_off, L.b_off, L.b_off + L.n_out
+        o.wsumsq += sklearn_update_core(rule, grads, bounds, 3, <floating>(o.alpha / o.sw),
+                                        <floating>lr, <floating>o.momentum, o.nesterov,
+                                        <floating>o.beta1, <floating>o.beta2, <floating>o.eps,
+                                        params, <floating*>o.state1, <floating*>o.state2, nt)
+
+
+cdef double _weight_sum(const floating* w, const long long* order, Py_ssize_t start,
+                        Py_ssize_t rows) noexcept nogil:
+    """sum(w) over a step's rows (rows itself without weights), in double."""
+    cdef Py_ssize_t r
+    cdef double sw = 0
+    if w == NULL:
+        return rows
+    for r in range(start, start + rows):
+        sw += w[order[r] if order != NULL else r]
+    return sw
 
 
 cdef inline void _save_state(Opt* o, size_t nbytes, bint restore) noexcept nogil:
@@ -315,8 +363,8 @@ cdef inline void _exact_bounds(Bounds* b, Opt* o, floating* params, Py_ssize_t n
 cdef inline bint _update_is_safe(Opt* o, double G, const Bounds* b, Bounds* nb,
                                  double limit) noexcept nogil:
     cdef double ge, v, d, m, P0, bias1
-    if not isfinite(G):
-        return False
+    if not isfinite(G) or o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM:
+        return False   # scikit-learn's kinds have no bounds: a guarded step goes the careful way
     if o.kind == OPT_SGD:
         ge = G + o.weight_decay * b.P
         if o.state1 != NULL:
@@ -404,6 +452,11 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                 memset(grads, 0, n_params * sizeof(floating))
         elif step_rows <= 0:
             break
+        elif o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM:
+            # scikit-learn's scale: its loss is a weighted mean over the batch (bp.sklearn
+            # takes no comm, so the reduce branch above never meets these kinds)
+            o.sw = _weight_sum(w, e.order, step_start, step_rows)
+            scale = o.loss_scale / o.sw
         else:
             scale = 1.0 / (step_rows * e.mean_width)   # bp.losses.default_scale
         beta = 0
@@ -431,6 +484,9 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                            o.iterations * e.accumulate + (mb - step_start) // e.batch_size, nt)
             e.last_rows = rows
             beta = 1
+            if (o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM) and e.loss != MSE:
+                Lb = clipped_log_loss_core(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
+                                            e.m, e.loss, o.sw, Lb)
             step_loss += Lb
             if not isfinite(Lb):
                 break
@@ -473,6 +529,8 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                 return
             else:
                 _exact_bounds(&bounds, o, params, n_params, nt)
+        if o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM:   # + the penalty
+            step_loss = step_loss * o.loss_factor + 0.5 * o.alpha * o.wsumsq / o.sw
         e.total += step_loss * step_rows
         e.seen += step_rows
         e.steps_done += 1
@@ -531,7 +589,8 @@ cdef void* _array(object a, int typenum, int ndim, Py_ssize_t rows, Py_ssize_t c
 
 LOSS_CODES = {"mse": MSE, "binary_cross_entropy": BINARY_CROSS_ENTROPY,
               "cross_entropy": CROSS_ENTROPY}
-OPTIMIZER_KINDS = {"sgd": OPT_SGD, "adam": OPT_ADAM}
+OPTIMIZER_KINDS = {"sgd": OPT_SGD, "adam": OPT_ADAM, "sklearn_sgd": OPT_SKLEARN_SGD,
+                   "sklearn_adam": OPT_SKLEARN_ADAM}
 
 
 cdef class Network:
@@ -773,7 +832,15 @@ cdef class Network:
         o.state2 = self._state(spec, "state2", "optimizer state2")
         o.saved1 = self._state(spec, "saved1", "saved state1")
         o.saved2 = self._state(spec, "saved2", "saved state2")
-        if o.kind == OPT_ADAM:
+        if o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM:
+            o.alpha, o.loss_scale, o.loss_factor = (spec["alpha"], spec["loss_scale"],
+                                                    spec["loss_factor"])
+            o.momentum, o.nesterov = spec["momentum"], spec["nesterov"]
+            o.beta1, o.beta2, o.eps = spec["beta1"], spec["beta2"], spec["eps"]
+            o.layers, o.n_layers, o.sw = self.layers, self.n_layers, 1
+            if o.state1 == NULL or (o.kind == OPT_SKLEARN_ADAM and o.state2 == NULL):
+                raise ValueError("scikit-learn's SGD needs its velocity, its Adam m and v")
+        elif o.kind == OPT_ADAM:
             o.beta1, o.beta2, o.eps = spec["beta1"], spec["beta2"], spec["eps"]
             o.decoupled = spec["decoupled"]
             if o.state1 == NULL or o.state2 == NULL:

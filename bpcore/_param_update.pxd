@@ -10,3 +10,14 @@ cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating be
                     int n_threads) noexcept nogil
 
 cdef double sum_of_squares_core(const floating* x, Py_ssize_t n, int n_threads) noexcept nogil
+
+# scikit-learn's MLP updates (bp.sklearn)
+cdef enum:
+    SKLEARN_SGD = 1
+    SKLEARN_ADAM = 2
+
+cdef double sklearn_update_core(int kind, const floating* grad, const Py_ssize_t* bounds,
+                                Py_ssize_t n_bounds, floating l2, floating lr,
+                                floating momentum, bint nesterov, floating beta1,
+                                floating beta2, floating eps, floating* param, floating* s1,
+                                floating* s2, int n_threads) noexcept nogil

@@ -177,3 +177,89 @@ def sum_of_squares(const floating[::1] x, int n_threads):
     with nogil:
         total = sum_of_squares_core(&x[0], x.shape[0], n_threads)
     return total
+
+
+# ---- scikit-learn's MLP updates (bp.sklearn) -------------------------------------------------
+# sklearn/neural_network/_stochastic_optimizers.py, element by element, so that bp.sklearn's
+# trajectories equal scikit-learn's to rounding:
+#   L2 penalty  g = grad + l2 p on the weights (l2 = alpha / n_batch), g = grad on the biases
+#   SGD         v = mu v - lr g;  p += (mu v - lr g) if nesterov else v
+#   Adam        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p += -lr_t m / (sqrt(v) + eps)
+#               (lr_t = lr sqrt(1 - b2^t) / (1 - b1^t), computed by the caller)
+# The flat vector is cut into segments at `bounds` (0 = bounds[0] < ... < bounds[k] = n): even
+# segments are weights, odd ones biases (bp's layout W0, b0, W1, b1, ...). The update returns
+# sum p^2 over the weights before the step: the penalty's 0.5 alpha ||W||^2 / n_batch in the loss.
+
+cdef inline double _sklearn_range(int kind, const floating* grad, Py_ssize_t lo, Py_ssize_t hi,
+                                  floating l2, floating lr, floating momentum, bint nesterov,
+                                  floating beta1, floating beta2, floating eps, floating* param,
+                                  floating* s1, floating* s2) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, p, v
+    cdef floating c1 = 1 - beta1, c2 = 1 - beta2
+    cdef double sumsq = 0
+    for i in range(lo, hi):
+        p = param[i]
+        sumsq += (<double>p) * p
+        g = grad[i] + l2 * p
+        if kind == SKLEARN_SGD:
+            v = momentum * s1[i] - lr * g
+            s1[i] = v
+            param[i] = p + ((momentum * v - lr * g) if nesterov else v)
+        else:
+            s1[i] = beta1 * s1[i] + c1 * g
+            s2[i] = beta2 * s2[i] + c2 * (g * g)
+            param[i] = p + (-lr * s1[i]) / (f_sqrt(s2[i]) + eps)
+    return sumsq
+
+
+cdef double sklearn_update_core(int kind, const floating* grad, const Py_ssize_t* bounds,
+                                Py_ssize_t n_bounds, floating l2, floating lr,
+                                floating momentum, bint nesterov, floating beta1,
+                                floating beta2, floating eps, floating* param, floating* s1,
+                                floating* s2, int n_threads) noexcept nogil:
+    cdef double partial[64]
+    cdef double weights_sumsq = 0, part
+    cdef Py_ssize_t j, c, lo, hi, size
+    cdef floating seg_l2
+    cdef int nt
+    for j in range(n_bounds - 1):
+        lo = bounds[j]
+        hi = bounds[j + 1]
+        seg_l2 = l2 if j % 2 == 0 else 0
+        nt = min(64, work_threads((hi - lo) * COST_STREAM, hi - lo, n_threads))
+        if nt == 1:
+            part = _sklearn_range(kind, grad, lo, hi, seg_l2, lr, momentum, nesterov, beta1,
+                                  beta2, eps, param, s1, s2)
+        else:
+            size = (hi - lo + nt - 1) // nt
+            for c in prange(nt, num_threads=nt, schedule="static"):
+                partial[c] = _sklearn_range(kind, grad, lo + c * size, min(hi, lo + (c + 1) * size),
+                                            seg_l2, lr, momentum, nesterov, beta1, beta2, eps,
+                                            param, s1, s2)
+            part = 0
+            for c in range(nt):
+                part += partial[c]
+        if j % 2 == 0:
+            weights_sumsq += part
+    return weights_sumsq
+
+
+def sklearn_update(const floating[::1] grad,  # IN
+                   const Py_ssize_t[::1] bounds, str kind, double l2, double learning_rate,
+                   double momentum, bint nesterov, double beta1, double beta2, double eps,
+                   floating[::1] param, floating[::1] state1, floating[::1] state2,  # OUT
+                   int n_threads):
+    """One step of scikit-learn's MLP SGD (state1 = velocity) or Adam (state1 = m, state2 = v;
+    learning_rate = lr_t) with the L2 penalty on the weight segments; returns sum W^2 before it."""
+    cdef int code = SKLEARN_SGD if kind == "sgd" else SKLEARN_ADAM
+    cdef floating* s2 = NULL if state2 is None else &state2[0]
+    cdef double sumsq
+    if param.shape[0] == 0:
+        return 0.0
+    with nogil:
+        sumsq = sklearn_update_core(code, &grad[0], &bounds[0], bounds.shape[0], <floating>l2,
+                                    <floating>learning_rate, <floating>momentum, nesterov,
+                                    <floating>beta1, <floating>beta2, <floating>eps, &param[0],
+                                    &state1[0], s2, n_threads)
+    return sumsq

@@ -35,3 +35,11 @@ def test_bench_distributed_quick_runs(tmp_path):
     assert "speed-up p=2/8/64" in out.stdout
     if part == "both":
         assert "allreduce us/step" in out.stdout
+
+
+def test_bench_sklearn_quick_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "sklearn_mlp.py"), "--quick",
+                          "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| digits | lbfgs |" in out.stdout and (tmp_path / "sklearn.json").exists()
