@@ -46,6 +46,17 @@ def check_layers(layers):
                          f"{layers[-1]!r} has one after it")
 
 
+def layer_widths(layers, n_in):
+    """[n_in, units of each layer], after checking that each layer's own input_dim (if it
+    has one) is the width it receives."""
+    widths = [n_in] + [layer.units for layer in layers]
+    for i, layer in enumerate(layers):
+        if layer.input_dim is not None and layer.input_dim != widths[i]:
+            raise ValueError(f"layer {i} ({layer!r}) expects input_dim={layer.input_dim} but "
+                             f"receives {widths[i]} features")
+    return widths
+
+
 def attach_dropout(layers, dropout):
     """Fold a Dropout into the Dense layer before it (its output is what gets dropped); rate 0
     attaches nothing, so the model is the one without the layer, bit for bit."""

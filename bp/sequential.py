@@ -139,11 +139,7 @@ class Sequential:
         if n_in is None:
             raise ValueError("the input width is unknown: give input_dim or call fit/predict")
         n_in = check_positive_int("input_dim", n_in)
-        widths = [n_in] + [layer.units for layer in self.layers]
-        for i, layer in enumerate(self.layers):
-            if layer.input_dim is not None and layer.input_dim != widths[i]:
-                raise ValueError(f"layer {i} ({layer!r}) expects input_dim={layer.input_dim} but "
-                                 f"receives {widths[i]} features")
+        widths = _passes.layer_widths(self.layers, n_in)
         # Draw every layer's weights before binding any: a kernel_initializer that fails on a later
         # layer then leaves no layer half-built, and the seeded generator as it was.
         rng = self._rng
@@ -389,17 +385,7 @@ class Sequential:
 
     def summary(self, file=None):
         """Print (and return) a table of the layers, their output shapes and parameter counts."""
-        rows = [("Layer", "Output shape", "Activation", "Params")]
-        n_in = self.input_dim or (self.layers[0].input_dim if self.layers else None)
-        total = 0
-        for i, layer in enumerate(self.layers):
-            count = None if n_in is None else n_in * layer.units + (layer.units if layer.use_bias else 0)
-            total = None if (total is None or count is None) else total + count
-            rows.append((f"dense_{i}" if not layer.name else layer.name, f"(None, {layer.units})",
-                         layer.activation, "?" if count is None else f"{count:,}"))
-            n_in = layer.units
-        out = _text_table(rows, f"Total params: {'? (not built)' if total is None else f'{total:,}'}"
-                                f"  ({self.dtype.name})")
+        out = _summary_table(self.layers, self.input_dim, self.dtype)
         print(out, file=file)
         return out
 
@@ -468,6 +454,21 @@ def load(path):
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
     return model
+
+
+def _summary_table(layers, input_dim, dtype):
+    """Sequential.summary's table: a row per layer, the total (unknown until the input width is)."""
+    rows = [("Layer", "Output shape", "Activation", "Params")]
+    n_in = input_dim or (layers[0].input_dim if layers else None)
+    total = 0
+    for i, layer in enumerate(layers):
+        count = None if n_in is None else n_in * layer.units + (layer.units if layer.use_bias else 0)
+        total = None if (total is None or count is None) else total + count
+        rows.append((f"dense_{i}" if not layer.name else layer.name, f"(None, {layer.units})",
+                     layer.activation, "?" if count is None else f"{count:,}"))
+        n_in = layer.units
+    return _text_table(rows, f"Total params: {'? (not built)' if total is None else f'{total:,}'}"
+                             f"  ({dtype.name})")
 
 
 def _text_table(rows, footer):
