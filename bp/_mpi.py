@@ -119,8 +119,8 @@ def check_world(comm=None):
 def _signature(model):
     """What must agree across ranks: dtype, input width and each layer's width, activation and
     bias."""
-    layers = ", ".join(f"{L.units} {L.activation}" + ("" if L.use_bias else " no-bias")
-                       for L in model.layers)
+    layers = ", ".join(f"{layer.units} {layer.activation}" + ("" if layer.use_bias else " no-bias")
+                       for layer in model.layers)
     return f"{model.dtype.name} input {model.input_dim}: [{layers}]"
 
 

@@ -236,7 +236,7 @@ def forward(X, Ws, bs, activations, alpha=0.01):
 def backward(X, y, Ws, bs, activations, loss, alpha=0.01, sample_weight=None, scale=None):
     """(loss, deltas, grads_W, grads_b) for the whole network by backpropagation."""
     z_ins, z_outs = forward(X, Ws, bs, activations, alpha)
-    L = loss_value(z_ins[-1], z_outs[-1], y, loss, sample_weight, scale)
+    value = loss_value(z_ins[-1], z_outs[-1], y, loss, sample_weight, scale)
     n_layers = len(Ws)
     deltas = [None] * n_layers
     deltas[-1] = output_delta(z_ins[-1], z_outs[-1], y, loss, activations[-1], alpha,
@@ -250,7 +250,7 @@ def backward(X, y, Ws, bs, activations, loss, alpha=0.01, sample_weight=None, sc
         gW, gb = gradients(z_prev, deltas[i], use_bias=bs[i] is not None)
         grads_W.append(gW)
         grads_b.append(gb)
-    return L, deltas, grads_W, grads_b
+    return value, deltas, grads_W, grads_b
 
 
 def network_loss(X, y, Ws, bs, activations, loss, alpha=0.01, sample_weight=None, scale=None):
