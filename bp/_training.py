@@ -274,25 +274,47 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
         validation_data=None, shuffle=True, sample_weight=None, class_weight=None, callbacks=None,
-        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None, comm=None):
+        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None, comm=None,
+        validation_steps=None):
     """Sequential.fit (see its docstring for the parameters)."""
     args = (validation_split, validation_data, shuffle, sample_weight, class_weight, callbacks,
             accumulate)
     with exclusive(model):
         if comm is None:
             return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args, verbose, on_nan,
-                        first_epoch, steps_per_epoch, None)
+                        first_epoch, steps_per_epoch, None, validation_steps)
         _mpi.check_world(comm)  # a foreign mpiexec: an error before anything changes
         share = _mpi.rank_threads(comm)
         with (_threads.num_threads(share) if share else contextlib.nullcontext()):
             return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
                         verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
-                        steps_per_epoch, comm)
+                        steps_per_epoch, comm, validation_steps)
 
 
-def _check_validation_data(model, validation_data, loss, X):
+def _check_validation_data(model, validation_data, loss, X, steps, epochs, comm):
+    """(X_val, Y_val, w_val) in memory, or for a memory-mapped X_val or an iterable of batches
+    an object whose parts() are evaluated in turn (bp/_streaming.py)."""
+    batches = _streaming.is_batches(validation_data, None)
+    if steps is not None and not batches:
+        raise ValueError("validation_steps is for validation_data given as an iterable of "
+                         "batches (a generator or a loader)")
+    streamed = (not batches and isinstance(validation_data, (tuple, list))
+                and len(validation_data) in (2, 3) and _streaming.streamable(validation_data[0]))
+    if comm is not None and (batches or streamed):
+        raise ValueError("fit(comm=...) evaluates in-memory validation arrays (each rank's "
+                         "share); an iterable of validation batches or a memory-mapped X_val "
+                         "is not distributed. Received: " + (
+                             "an iterable of validation batches" if batches else
+                             "a memory-mapped X_val (np.asarray(X_val) loads it)"))
+    if batches:
+        return _streaming.ValidationBatches(model, validation_data, loss, X.shape[1], steps,
+                                            epochs)
+    if streamed:
+        return _streaming.ValidationBlocks(model, validation_data, loss, X.shape[1])
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-        raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
+        raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, "
+                        "sample_weight_val), or an iterable of such batches (a generator, a "
+                        f"loader). Received: {type(validation_data).__name__}")
     Xv = _passes.check_X(model, validation_data[0], "X_val")
     if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
         raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
@@ -306,7 +328,7 @@ def _check_validation_data(model, validation_data, loss, X):
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
-         steps_per_epoch, comm):
+         steps_per_epoch, comm, validation_steps=None):
     # -- everything is checked before anything changes --
     epochs = check_positive_int("epochs", epochs)
     batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
@@ -351,7 +373,10 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     if validation_data is not None:
         if validation_split:
             raise ValueError("give validation_data or validation_split, not both")
-        val = _check_validation_data(model, validation_data, loss, X)
+        val = _check_validation_data(model, validation_data, loss, X, validation_steps, epochs,
+                                     comm)
+    elif validation_steps is not None:
+        raise ValueError("validation_steps needs validation_data (an iterable of batches)")
     else:
         validation_split = check_number("validation_split", validation_split, low=0.0,
                                         high=1.0, high_open=True)
@@ -488,7 +513,15 @@ def _ratio(comm, numerator, denominator):
 def _validate(model, val, loss, comm):
     """val_loss (and val_accuracy) on the validation rows; data-parallel, over all ranks' rows:
     the loss is a mean over rows and the accuracy one over rows (or weights), so each rank's
-    value is weighted by its count before the sum."""
+    value is weighted by its count before the sum. Validation in parts (batches, blocks): the
+    same sums over the parts, with the layers' penalty added once."""
+    if not isinstance(val, tuple):
+        nt = _threads.get_num_threads()
+        total, rows, hits, weight = val.sums(model._passes, loss, nt)
+        ev = {"loss": float(total / rows + model._passes.penalty(None, nt))}
+        if loss != "mse":
+            ev["accuracy"] = float(hits / weight) if weight else 0.0
+        return {"val_" + k: v for k, v in ev.items()}
     ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
     if comm is not None:
         n = len(val[0])
