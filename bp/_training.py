@@ -312,9 +312,12 @@ def _check_validation_data(model, validation_data, loss, X, steps, epochs, comm)
     if streamed:
         return _streaming.ValidationBlocks(model, validation_data, loss, X.shape[1])
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        got = type(validation_data).__name__
         raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, "
                         "sample_weight_val), or an iterable of such batches (a generator, a "
-                        f"loader). Received: {type(validation_data).__name__}")
+                        "loader; a list of batches: iter(batches)). Received: " + (
+                            f"{got} of {len(validation_data)}"
+                            if isinstance(validation_data, (tuple, list)) else got))
     Xv = _passes.check_X(model, validation_data[0], "X_val")
     if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
         raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "

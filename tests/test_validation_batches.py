@@ -170,7 +170,9 @@ def test_bad_uses_are_refused_before_anything_changes():
          r"validation batch 0: sample_weight must be non-negative"),
         (dict(validation_data=XV), TypeError,
          r"validation_data must be \(X_val, y_val\) or \(X_val, y_val, sample_weight_val\), "
-         r"or an iterable of such batches"),
+         r"or an iterable of such batches .*Received: ndarray"),
+        (dict(validation_data=list(_pieces(XV, YV))), TypeError,
+         r"a list of batches: iter\(batches\)\). Received: list of 4"),
     ]
     for kw, error, match in cases:
         with pytest.raises(error, match=match):
