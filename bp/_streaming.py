@@ -1,4 +1,6 @@
-"""Training data larger than memory: fit on a memory-mapped X reads it in blocks of rows.
+"""Data that comes in parts: fit on a memory-mapped X reads it in blocks of rows; fit on an
+iterable of batches takes a step a batch; validation_data may come in blocks or batches too
+(validation_set: each evaluation sums over the parts, the numbers evaluate gives at once).
 
 An ``np.memmap`` (or ``np.load(path, mmap_mode="r")``) of C-ordered rows is read with plain file
 reads, one block of rows at a time, into a buffer of the model's dtype: the pages go through
@@ -285,5 +287,42 @@ class ValidationBatches(_ValidationParts):
             k += 1
 
 
+def validation_set(model, validation_data, loss, X, steps, epochs, comm):
+    """fit's validation_data, checked against fit's X: (X_val, Y_val, w_val) in memory, or for
+    a memory-mapped X_val or an iterable of batches an object whose sums() evaluate its parts."""
+    batches = is_batches(validation_data, None)
+    if steps is not None and not batches:
+        raise ValueError("validation_steps is for validation_data given as an iterable of "
+                         "batches (a generator or a loader)")
+    streamed = (not batches and isinstance(validation_data, (tuple, list))
+                and len(validation_data) in (2, 3) and streamable(validation_data[0]))
+    if comm is not None and (batches or streamed):
+        raise ValueError("fit(comm=...) evaluates in-memory validation arrays (each rank's "
+                         "share); an iterable of validation batches or a memory-mapped X_val "
+                         "is not distributed. Received: " + (
+                             "an iterable of validation batches" if batches else
+                             "a memory-mapped X_val (np.asarray(X_val) loads it)"))
+    if batches:
+        return ValidationBatches(model, validation_data, loss, X.shape[1], steps, epochs)
+    if streamed:
+        return ValidationBlocks(model, validation_data, loss, X.shape[1])
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        got = type(validation_data).__name__
+        raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, "
+                        "sample_weight_val), or an iterable of such batches (a generator, a "
+                        "loader; a list of batches: iter(batches)). Received: " + (
+                            f"{got} of {len(validation_data)}"
+                            if isinstance(validation_data, (tuple, list)) else got))
+    Xv = _passes.check_X(model, validation_data[0], "X_val")
+    if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
+        raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
+                         f"Received: X_val with shape {Xv.shape}")
+    Yv = _losses.prepare_targets(loss, validation_data[1], Xv.shape[0],
+                                 model.layers[-1].units, model.dtype, name="y_val")
+    wv = (_passes.check_sample_weight(validation_data[2], Xv.shape[0], model.dtype)
+          if len(validation_data) == 3 else None)
+    return Xv, Yv, wv
+
+
 __all__ = ["BLOCK_BYTES", "Batches", "Blocks", "ValidationBatches", "ValidationBlocks",
-           "is_batches", "prepare", "streamable"]
+           "is_batches", "prepare", "streamable", "validation_set"]

@@ -291,44 +291,6 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, vali
                         steps_per_epoch, comm, validation_steps)
 
 
-def _check_validation_data(model, validation_data, loss, X, steps, epochs, comm):
-    """(X_val, Y_val, w_val) in memory, or for a memory-mapped X_val or an iterable of batches
-    an object whose parts() are evaluated in turn (bp/_streaming.py)."""
-    batches = _streaming.is_batches(validation_data, None)
-    if steps is not None and not batches:
-        raise ValueError("validation_steps is for validation_data given as an iterable of "
-                         "batches (a generator or a loader)")
-    streamed = (not batches and isinstance(validation_data, (tuple, list))
-                and len(validation_data) in (2, 3) and _streaming.streamable(validation_data[0]))
-    if comm is not None and (batches or streamed):
-        raise ValueError("fit(comm=...) evaluates in-memory validation arrays (each rank's "
-                         "share); an iterable of validation batches or a memory-mapped X_val "
-                         "is not distributed. Received: " + (
-                             "an iterable of validation batches" if batches else
-                             "a memory-mapped X_val (np.asarray(X_val) loads it)"))
-    if batches:
-        return _streaming.ValidationBatches(model, validation_data, loss, X.shape[1], steps,
-                                            epochs)
-    if streamed:
-        return _streaming.ValidationBlocks(model, validation_data, loss, X.shape[1])
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-        got = type(validation_data).__name__
-        raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, "
-                        "sample_weight_val), or an iterable of such batches (a generator, a "
-                        "loader; a list of batches: iter(batches)). Received: " + (
-                            f"{got} of {len(validation_data)}"
-                            if isinstance(validation_data, (tuple, list)) else got))
-    Xv = _passes.check_X(model, validation_data[0], "X_val")
-    if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
-        raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
-                         f"Received: X_val with shape {Xv.shape}")
-    Yv = _losses.prepare_targets(loss, validation_data[1], Xv.shape[0],
-                                 model.layers[-1].units, model.dtype, name="y_val")
-    wv = (_passes.check_sample_weight(validation_data[2], Xv.shape[0], model.dtype)
-          if len(validation_data) == 3 else None)
-    return Xv, Yv, wv
-
-
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
          steps_per_epoch, comm, validation_steps=None):
@@ -376,8 +338,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     if validation_data is not None:
         if validation_split:
             raise ValueError("give validation_data or validation_split, not both")
-        val = _check_validation_data(model, validation_data, loss, X, validation_steps, epochs,
-                                     comm)
+        val = _streaming.validation_set(model, validation_data, loss, X, validation_steps,
+                                        epochs, comm)
     elif validation_steps is not None:
         raise ValueError("validation_steps needs validation_data (an iterable of batches)")
     else:
