@@ -326,11 +326,10 @@ class Sequential:
         """
         return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                              batch_size=batch_size, validation_split=validation_split,
-                             validation_data=validation_data, shuffle=shuffle, verbose=verbose,
-                             sample_weight=sample_weight, class_weight=class_weight,
-                             callbacks=callbacks, accumulate=accumulate, on_nan=on_nan,
-                             steps_per_epoch=steps_per_epoch, comm=comm,
-                             validation_steps=validation_steps)
+                             validation_data=validation_data, validation_steps=validation_steps,
+                             shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
+                             class_weight=class_weight, callbacks=callbacks, accumulate=accumulate,
+                             on_nan=on_nan, steps_per_epoch=steps_per_epoch, comm=comm)
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0, comm=None):
