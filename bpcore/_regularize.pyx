@@ -66,9 +66,10 @@ cdef inline double _chunk_sum(const floating* W, Py_ssize_t lo, Py_ssize_t hi,
 
 cdef inline void _grad_range(const floating* W, Py_ssize_t lo, Py_ssize_t hi, floating l1,
                              floating two_l2, floating* grad_W) noexcept nogil:
-    # Plain loops the compiler vectorises (l2 alone, the common case, is an axpy). With the
-    # sign written as an int difference in the one loop for both, nothing vectorised and this
-    # pass took as long as NumPy's four.
+    # Plain loops the compiler vectorises: l2 alone, the common case, is an axpy; with l1 the
+    # sign is two selects. Written as l1 ((w > 0) - (w < 0)) in one loop for both (int
+    # arithmetic, then a conversion), nothing vectorised: 63 us on 235k float32 weights, where
+    # NumPy's g += c * W takes 18.
     cdef Py_ssize_t i
     cdef floating w
     if l1 == 0:
