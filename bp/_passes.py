@@ -394,16 +394,17 @@ class Passes:
         _threads.hold_blas(1)
         return self.step_threads(rows, n_threads)
 
-    def evaluate(self, X, Y, w, loss, n_threads):
+    def evaluate(self, X, Y, w, loss, n_threads, penalty=True):
         """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
         f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
-        BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1)."""
+        BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1). penalty=False
+        leaves the layers' regularisers out (fit's validation in parts adds them once)."""
         rows, n_out = X.shape[0], self.layers[-1].units
         n_threads = self._predict_threads(rows, n_threads)
         f_in, f_out = np.empty((rows, n_out), self.dtype), np.empty((rows, n_out), self.dtype)
         self._get_inference().run(X, f_out, self._block_rows(), n_threads, f_in,
                                   _helpers(n_threads))
-        value = self.loss_value(f_in, f_out, Y, w, loss, np.empty(rows, self.dtype), 1)
+        value = self.loss_value(f_in, f_out, Y, w, loss, np.empty(rows, self.dtype), 1, penalty)
         return value, f_out
 
     def _table(self):
@@ -411,12 +412,13 @@ class Passes:
         return [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
                 for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
 
-    def loss_value(self, f_in, f_out, Y, w, loss, per_sample, n_threads):
+    def loss_value(self, f_in, f_out, Y, w, loss, per_sample, n_threads, penalty=True):
         """L = scale * sum_i w_i l_i of one batch with bp.losses' mean reduction (the per-sample
-        losses into per_sample), plus the layers' regularisers as a training step adds them."""
-        return _loss.loss_value(f_in, f_out, Y, w, bpcore.LOSSES[loss],
-                                _losses.default_scale(loss, *Y.shape), per_sample,
-                                n_threads) + self.penalty(None, n_threads)
+        losses into per_sample), plus (unless penalty=False) the layers' regularisers as a
+        training step adds them."""
+        value = _loss.loss_value(f_in, f_out, Y, w, bpcore.LOSSES[loss],
+                                 _losses.default_scale(loss, *Y.shape), per_sample, n_threads)
+        return value + self.penalty(None, n_threads) if penalty else value
 
     def backward(self, X, Y, w, ws, loss, scale, beta, grads, n_threads, draw=None):
         """Forward, loss, error signals and gradients of one batch held in workspace ws

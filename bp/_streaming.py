@@ -1,4 +1,6 @@
-"""Training data larger than memory: fit on a memory-mapped X reads it in blocks of rows.
+"""Data that comes in parts: fit on a memory-mapped X reads it in blocks of rows; fit on an
+iterable of batches takes a step a batch; validation_data may come in blocks or batches too
+(validation_set: each evaluation sums over the parts, the numbers evaluate gives at once).
 
 An ``np.memmap`` (or ``np.load(path, mmap_mode="r")``) of C-ordered rows is read with plain file
 reads, one block of rows at a time, into a buffer of the model's dtype: the pages go through
@@ -93,8 +95,6 @@ def prepare(model, X, y, loss, sample_weight):
     return loss, X, Y, w
 
 
-
-
 def is_batches(X, y):
     """True when fit is given an iterable of batches (a generator, an iterator, a loader
     object) and no y: not an array, a list, a tuple or a table."""
@@ -177,4 +177,152 @@ class Batches:
             k += 1
 
 
-__all__ = ["BLOCK_BYTES", "Batches", "Blocks", "is_batches", "prepare", "streamable"]
+class _ValidationParts:
+    """Validation data evaluated part by part after each epoch. sums() gives the sample-weighted
+    loss of the data over all the parts' rows and the weighted hits, so that the validation loss
+    and accuracy are those ``evaluate`` gives on the rows at once (to rounding)."""
+
+    def sums(self, passes, loss, n_threads):
+        """(sum over the parts of their data loss x rows, rows, weighted hits, weight): the
+        data loss of all the rows is the first over the second (the layers' penalty not in)."""
+        total, rows, hits, weight = 0.0, 0, 0.0, 0.0
+        for X, Y, w in self.parts():
+            value, f_out = passes.evaluate(X, Y, w, loss, n_threads, penalty=False)
+            total += value * X.shape[0]  # the mean reduction: value is a mean over the rows
+            rows += X.shape[0]
+            hits += _losses.accuracy(loss, f_out, Y, w, count=True) or 0.0
+            weight += X.shape[0] if w is None else float(np.sum(w, dtype=np.float64))
+        if rows == 0:
+            raise ValueError("validation_data gave no batch")
+        return total, rows, hits, weight
+
+
+class ValidationBlocks(_ValidationParts):
+    """validation_data (X_val, y_val[, w_val]) with a memory-mapped X_val: read in blocks of
+    rows, as fit's X is (Blocks), y_val and w_val in memory; checked (finite) once, up front."""
+
+    def __init__(self, model, data, loss, width):
+        X = data[0]
+        _passes.check_X(model, X[:1], "X_val")  # dtype (the first row stands for the shape)
+        if X.shape[1] != width:
+            raise ValueError(f"X_val must have {width} features, as X has. Received: X_val "
+                             f"with shape {X.shape}")
+        self.Y = _losses.prepare_targets(loss, data[1], X.shape[0], model.layers[-1].units,
+                                         model.dtype, name="y_val")
+        self.w = (_passes.check_sample_weight(data[2], X.shape[0], model.dtype)
+                  if len(data) == 3 else None)
+        self.blocks = Blocks(X, model.dtype, 1)
+        self.blocks.check("X_val")
+
+    def parts(self):
+        blocks = self.blocks
+        with open(blocks.path, "rb") as f:
+            for b in range(blocks.n_blocks):
+                Xb = blocks.read(b, f)
+                start, end = b * blocks.block_rows, b * blocks.block_rows + Xb.shape[0]
+                yield Xb, self.Y[start:end], None if self.w is None else self.w[start:end]
+
+
+class ValidationBatches(_ValidationParts):
+    """validation_data as an iterable of (X_val, y_val) or (X_val, y_val, w_val) batches (a
+    generator, a loader object), as Keras takes it: each evaluation is one pass, or `steps`
+    batches (validation_steps). A loader (iter(data) is not data) starts again at each
+    evaluation; a generator goes on where the last one stopped, so with more than one epoch it
+    needs validation_steps. The first batch is read and checked with fit's arguments; each
+    later one is checked as it comes."""
+
+    def __init__(self, model, data, loss, width, steps, epochs):
+        if steps is not None and (isinstance(steps, bool) or not isinstance(
+                steps, (int, np.integer)) or steps < 1):
+            raise ValueError(f"validation_steps must be a positive integer or None. Received: "
+                             f"validation_steps={steps!r}")
+        self.restarts = iter(data) is not data
+        if not self.restarts and steps is None and epochs > 1:
+            raise ValueError(f"validation_data is a generator, which runs once: give "
+                             f"validation_steps (batches per evaluation) for epochs={epochs}, "
+                             f"or a re-iterable loader")
+        self.model, self.data, self.loss, self.width, self.steps = model, data, loss, width, steps
+        self.it = iter(data)
+        try:
+            first = next(self.it)
+        except StopIteration:
+            raise ValueError("validation_data gave no batch") from None
+        self._pending = self._prepare(first, 0)
+
+    def _prepare(self, batch, k):
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            raise TypeError(f"validation batch {k} must be (X_val, y_val) or (X_val, y_val, "
+                            f"w_val). Received: {type(batch).__name__}")
+        model = self.model
+        try:
+            X = _passes.check_X(model, batch[0], "X_val")
+            if X.shape[1] != self.width:
+                raise ValueError(f"X_val must have {self.width} features, as X has. "
+                                 f"Received: X_val with shape {X.shape}")
+            Y = _losses.prepare_targets(self.loss, batch[1], X.shape[0],
+                                        model.layers[-1].units, model.dtype, name="y_val")
+            w = (_passes.check_sample_weight(batch[2], X.shape[0], model.dtype)
+                 if len(batch) == 3 else None)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"validation batch {k}: {exc}") from None
+        return X, Y, w
+
+    def parts(self):
+        """One evaluation's batches, checked: (X_val, Y_val, w_val)."""
+        if self.restarts and self._pending is None:
+            self.it = iter(self.data)
+        k = 0
+        while self.steps is None or k < self.steps:
+            if self._pending is not None:
+                batch, self._pending = self._pending, None
+            else:
+                try:
+                    batch = self._prepare(next(self.it), k)
+                except StopIteration:
+                    if self.steps is not None:
+                        raise ValueError(f"the validation batches ran out after {k} of "
+                                         f"validation_steps={self.steps}") from None
+                    return
+            yield batch
+            k += 1
+
+
+def validation_set(model, validation_data, loss, X, steps, epochs, comm):
+    """fit's validation_data, checked against fit's X: (X_val, Y_val, w_val) in memory, or for
+    a memory-mapped X_val or an iterable of batches an object whose sums() evaluate its parts."""
+    batches = is_batches(validation_data, None)
+    if steps is not None and not batches:
+        raise ValueError("validation_steps is for validation_data given as an iterable of "
+                         "batches (a generator or a loader)")
+    streamed = (not batches and isinstance(validation_data, (tuple, list))
+                and len(validation_data) in (2, 3) and streamable(validation_data[0]))
+    if comm is not None and (batches or streamed):
+        raise ValueError("fit(comm=...) evaluates in-memory validation arrays (each rank's "
+                         "share); an iterable of validation batches or a memory-mapped X_val "
+                         "is not distributed. Received: " + (
+                             "an iterable of validation batches" if batches else
+                             "a memory-mapped X_val (np.asarray(X_val) loads it)"))
+    if batches:
+        return ValidationBatches(model, validation_data, loss, X.shape[1], steps, epochs)
+    if streamed:
+        return ValidationBlocks(model, validation_data, loss, X.shape[1])
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        got = type(validation_data).__name__
+        raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, "
+                        "sample_weight_val), or an iterable of such batches (a generator, a "
+                        "loader; a list of batches: iter(batches)). Received: " + (
+                            f"{got} of {len(validation_data)}"
+                            if isinstance(validation_data, (tuple, list)) else got))
+    Xv = _passes.check_X(model, validation_data[0], "X_val")
+    if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
+        raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
+                         f"Received: X_val with shape {Xv.shape}")
+    Yv = _losses.prepare_targets(loss, validation_data[1], Xv.shape[0],
+                                 model.layers[-1].units, model.dtype, name="y_val")
+    wv = (_passes.check_sample_weight(validation_data[2], Xv.shape[0], model.dtype)
+          if len(validation_data) == 3 else None)
+    return Xv, Yv, wv
+
+
+__all__ = ["BLOCK_BYTES", "Batches", "Blocks", "ValidationBatches", "ValidationBlocks",
+           "is_batches", "prepare", "streamable", "validation_set"]

@@ -274,39 +274,26 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
         validation_data=None, shuffle=True, sample_weight=None, class_weight=None, callbacks=None,
-        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None, comm=None):
+        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None, comm=None,
+        validation_steps=None):
     """Sequential.fit (see its docstring for the parameters)."""
     args = (validation_split, validation_data, shuffle, sample_weight, class_weight, callbacks,
             accumulate)
     with exclusive(model):
         if comm is None:
             return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args, verbose, on_nan,
-                        first_epoch, steps_per_epoch, None)
+                        first_epoch, steps_per_epoch, None, validation_steps)
         _mpi.check_world(comm)  # a foreign mpiexec: an error before anything changes
         share = _mpi.rank_threads(comm)
         with (_threads.num_threads(share) if share else contextlib.nullcontext()):
             return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
                         verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
-                        steps_per_epoch, comm)
-
-
-def _check_validation_data(model, validation_data, loss, X):
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-        raise TypeError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
-    Xv = _passes.check_X(model, validation_data[0], "X_val")
-    if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
-        raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
-                         f"Received: X_val with shape {Xv.shape}")
-    Yv = _losses.prepare_targets(loss, validation_data[1], Xv.shape[0],
-                                 model.layers[-1].units, model.dtype, name="y_val")
-    wv = (_passes.check_sample_weight(validation_data[2], Xv.shape[0], model.dtype)
-          if len(validation_data) == 3 else None)
-    return Xv, Yv, wv
+                        steps_per_epoch, comm, validation_steps)
 
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
-         steps_per_epoch, comm):
+         steps_per_epoch, comm, validation_steps=None):
     # -- everything is checked before anything changes --
     epochs = check_positive_int("epochs", epochs)
     batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
@@ -351,7 +338,10 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     if validation_data is not None:
         if validation_split:
             raise ValueError("give validation_data or validation_split, not both")
-        val = _check_validation_data(model, validation_data, loss, X)
+        val = _streaming.validation_set(model, validation_data, loss, X, validation_steps,
+                                        epochs, comm)
+    elif validation_steps is not None:
+        raise ValueError("validation_steps needs validation_data (an iterable of batches)")
     else:
         validation_split = check_number("validation_split", validation_split, low=0.0,
                                         high=1.0, high_open=True)
@@ -488,7 +478,15 @@ def _ratio(comm, numerator, denominator):
 def _validate(model, val, loss, comm):
     """val_loss (and val_accuracy) on the validation rows; data-parallel, over all ranks' rows:
     the loss is a mean over rows and the accuracy one over rows (or weights), so each rank's
-    value is weighted by its count before the sum."""
+    value is weighted by its count before the sum. Validation in parts (batches, blocks): the
+    same sums over the parts, with the layers' penalty added once."""
+    if not isinstance(val, tuple):
+        nt = _threads.get_num_threads()
+        total, rows, hits, weight = val.sums(model._passes, loss, nt)
+        ev = {"loss": float(total / rows + model._passes.penalty(None, nt))}
+        if loss != "mse":
+            ev["accuracy"] = float(hits / weight) if weight else 0.0
+        return {"val_" + k: v for k, v in ev.items()}
     ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
     if comm is not None:
         n = len(val[0])

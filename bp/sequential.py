@@ -294,7 +294,7 @@ class Sequential:
     def fit(self, X, y=None, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
             class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise",
-            steps_per_epoch=None, comm=None):
+            steps_per_epoch=None, validation_steps=None, comm=None):
         """Train by mini-batch backpropagation.
 
         Parameters
@@ -305,7 +305,9 @@ class Sequential:
             activation (softmax -> cross_entropy, sigmoid -> binary_cross_entropy, else mse)
         optimizer : bp.Optimizer or name; default the model's, else Adam()
         epochs : int >= 1;  batch_size : int >= 1 (a batch larger than the data is the data)
-        validation_split : held-out fraction (seeded);  validation_data : (X_val, y_val) instead
+        validation_split : held-out fraction (seeded);  validation_data : (X_val, y_val[, w_val])
+            (X_val may be an np.memmap, read in blocks) or an iterable of such batches,
+            validation_steps of them per evaluation (needed for a generator when epochs > 1)
         shuffle : reshuffle every epoch (seeded);  sample_weight : (n_samples,) weights >= 0
         class_weight : {label: weight} or "balanced" (n / (k n_c)), times sample_weight
         callbacks : list of bp.Callback (e.g. bp.EarlyStopping)
@@ -324,10 +326,10 @@ class Sequential:
         """
         return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
                              batch_size=batch_size, validation_split=validation_split,
-                             validation_data=validation_data, shuffle=shuffle, verbose=verbose,
-                             sample_weight=sample_weight, class_weight=class_weight,
-                             callbacks=callbacks, accumulate=accumulate, on_nan=on_nan,
-                             steps_per_epoch=steps_per_epoch, comm=comm)
+                             validation_data=validation_data, validation_steps=validation_steps,
+                             shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
+                             class_weight=class_weight, callbacks=callbacks, accumulate=accumulate,
+                             on_nan=on_nan, steps_per_epoch=steps_per_epoch, comm=comm)
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0, comm=None):

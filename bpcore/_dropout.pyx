@@ -30,18 +30,23 @@ cdef inline u64 _mix(u64 z) noexcept nogil:
 cdef inline void _forward_row(const floating* z_out, Py_ssize_t r, Py_ssize_t units, u64 key,
                               u64 threshold, floating scale, unsigned char* mask,
                               floating* z_drop) noexcept nogil:
-    cdef Py_ssize_t j, o = r * units
+    # a pair of units per hash, the pairs independent of each other (a loop over units that
+    # hashed on even j and shifted on odd j carried h from one unit to the next, and ran 1.6x
+    # slower)
+    cdef Py_ssize_t p, j, o = r * units
     cdef u64 row_key = _mix(key + <u64>(r + 1) * GOLDEN)
     cdef u64 h
-    cdef unsigned char keep
-    for j in range(units):
-        if j % 2 == 0:
-            h = _mix(row_key + <u64>(j // 2 + 1) * GOLDEN)
-        else:
-            h = h >> 32
-        keep = (h & 0xFFFFFFFFULL) >= threshold
-        mask[o + j] = keep
-        z_drop[o + j] = z_out[o + j] * (scale * keep)  # no branch: keep is 0 or 1 at random
+    for p in range(units // 2):
+        h = _mix(row_key + <u64>(p + 1) * GOLDEN)
+        mask[o + 2 * p] = (h & 0xFFFFFFFFULL) >= threshold
+        mask[o + 2 * p + 1] = (h >> 32) >= threshold
+    if units % 2:
+        h = _mix(row_key + <u64>(units // 2 + 1) * GOLDEN)
+        mask[o + units - 1] = (h & 0xFFFFFFFFULL) >= threshold
+    # then the row through its mask, a loop of its own that vectorises (no branch: keep is 0
+    # or 1 at random)
+    for j in range(o, o + units):
+        z_drop[j] = z_out[j] * (scale * mask[j])
 
 
 cdef void dropout_forward_core(const floating* z_out, Py_ssize_t n, Py_ssize_t units, u64 seed,

@@ -15,11 +15,12 @@ TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("l1, l2", [(0.0, 0.3), (0.2, 0.0), (0.05, 0.7)])
-def test_penalty_kernel_matches_the_reference(dtype, l1, l2):
+@pytest.mark.parametrize("n", [1000, 100_003])  # chunks of 16 (all tail), of 1563 (runs of 64)
+def test_penalty_kernel_matches_the_reference(dtype, l1, l2, n):
     rng = np.random.default_rng(1)
-    W = rng.standard_normal(1000).astype(dtype)
+    W = rng.standard_normal(n).astype(dtype)
     W[::17] = 0  # sign(0) = 0
-    grad0 = rng.standard_normal(1000).astype(dtype)
+    grad0 = rng.standard_normal(n).astype(dtype)
     grad = grad0.copy()
     value = _regularize.penalty(W, l1, l2, grad, 1)
     R, dR = ref.penalty(W, l1, l2)
