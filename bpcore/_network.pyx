@@ -884,6 +884,7 @@ cdef class Network:
         """
         cdef Epoch* e = &self.ep
         cdef int nt
+        cdef Py_ssize_t i
         cdef const void* xp
         cdef const void* yp
         cdef const void* wp
@@ -895,8 +896,9 @@ cdef class Network:
         e.order = NULL
         if order is not None:
             e.order = <const long long*>_array(order, cnp.NPY_INT64, 1, n, 0, False, "order")
-            if order.min() < 0 or order.max() >= n:
-                raise ValueError("order holds an index out of range")
+            for i in range(n):  # (order.min() and order.max() took ~2 us of a one-step call)
+                if e.order[i] < 0 or e.order[i] >= n:
+                    raise ValueError("order holds an index out of range")
         e.backup = NULL
         e.stop = NULL if stop is None else <void*>stop
         e.reduce = NULL
