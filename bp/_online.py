@@ -33,7 +33,7 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     if (comm is not None or verbose or opt is None or passes is None or not passes.compiled
             or not _optimizers.runs_in_engine(opt) or type(batch_size) is not int
             or type(accumulate) is not int or batch_size < 1 or accumulate < 1
-            or not isinstance(X, np.ndarray) or _streaming.streamable(X)
+            or y is None or _streaming.streamable(X)  # (y None: an iterable of batches)
             or not lock.acquire(blocking=False)):  # (a fit in another thread: fit refuses)
         return _training.partial_fit(model, X, y, loss=loss, optimizer=optimizer,
                                      batch_size=batch_size, sample_weight=sample_weight,
