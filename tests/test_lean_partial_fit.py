@@ -273,3 +273,44 @@ def test_prepare_quick_and_long_answers_agree(monkeypatch):
     np.testing.assert_array_equal(quick[1], slow[1])
     np.testing.assert_array_equal(quick[2], slow[2])
     assert quick[2].dtype == slow[2].dtype and quick[2].flags.c_contiguous
+
+
+def _sum_of_squares_in_order(x):
+    """sum_of_squares' order spelled out: 64 chunks; in each, eight running sums (element i into
+    sum i % 8 while a whole group of eight remains, the rest into sum 0), added pairwise; then
+    the chunks in order. Plain Python floats: every addition rounds once, in this order."""
+    n = len(x)
+    size = -(-n // 64)
+    total = 0.0
+    for c in range(64):
+        lo, hi = c * size, min(n, (c + 1) * size)
+        acc = [0.0] * 8
+        i = lo
+        while i + 8 <= hi:
+            for k in range(8):
+                acc[k] = acc[k] + float(x[i + k]) * float(x[i + k])
+            i += 8
+        while i < hi:
+            acc[0] = acc[0] + float(x[i]) * float(x[i])
+            i += 1
+        total += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    return total
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_guards_sums_keep_their_order_bit_for_bit(dtype):
+    from bpcore import _param_update
+
+    rng = np.random.default_rng(11)
+    for n in [0, 1, 7, 8, 9, 63, 64, 65, 130, 515, 1031, 4099]:
+        x = (rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3], n)).astype(dtype)
+        y = (rng.standard_normal(n) * 10).astype(dtype)
+        expected = _sum_of_squares_in_order(x), _sum_of_squares_in_order(y)
+        for n_threads in (1, 2):
+            assert _param_update.sum_of_squares(x, n_threads) == expected[0]
+            assert _param_update.sums_of_squares(x, y, n_threads) == expected
+    x = np.ones(100, dtype)
+    for bad in (np.inf, np.nan):
+        x[37] = bad
+        sx, sy = _param_update.sums_of_squares(x, np.ones(100, dtype), 1)
+        assert not np.isfinite(sx) and sy == 100.0
