@@ -4,15 +4,16 @@
 Online learning calls it once per batch, so on a small batch fit's set-up costs as much as the
 step itself (a 32-row digits step: ~30 us of set-up around a ~30 us engine call). When there is
 nothing for that set-up to serve (no communicator, no progress display, no callbacks, no
-validation, no streaming, a built model whose optimizer runs in the compiled engine) this module
-runs the same epoch as one ``CompiledSteps.run`` over all its steps, the run fit makes then:
+validation, no streaming, a built model whose own optimizer runs in the compiled engine) this
+module runs the same epoch as one ``CompiledSteps.run`` over all its steps, the run fit makes
+then:
 
     checks  ->  model.loss, optimizer, History  ->  shuffle  ->  runner.run(0, n_steps)  ->  record
 
 Everything else goes to ``_training.partial_fit``, and so does any call whose arguments are not
 plainly valid, so that every error is fit's own, raised before anything changes. The results are
 fit's bit for bit: the same runner, the same shuffle drawn from the model's generator, the same
-History (tests/test_entry_points.py compares the two paths).
+History (tests/test_lean_partial_fit.py compares the two paths).
 """
 
 import time
