@@ -31,7 +31,7 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     opt = model.optimizer if optimizer is None else None
     passes = model._passes
     lock = model._fit_lock
-    if (comm is not None or verbose or opt is None or passes is None or not passes.compiled
+    if (comm is not None or verbose != 0 or opt is None or passes is None or not passes.compiled
             or not _optimizers.runs_in_engine(opt) or type(batch_size) is not int
             or type(accumulate) is not int or batch_size < 1 or accumulate < 1
             or y is None or _streaming.streamable(X)  # (y None: an iterable of batches)

@@ -132,9 +132,21 @@ def _bad_inputs():
     }
 
 
-@pytest.mark.parametrize("case", sorted(_bad_inputs()))
+def _bad_calls():
+    cases = {name: (X, y, {}) for name, (X, y) in _bad_inputs().items()}
+    X, y = _data(6, 0)
+    cases.update({"verbose_none": (X, y, {"verbose": None}),
+                  "batch_size_zero": (X, y, {"batch_size": 0}),
+                  "accumulate_float": (X, y, {"accumulate": 2.0}),
+                  "bad_loss": (X, y, {"loss": "hinge"}),
+                  "loss_for_another_output": (X, y, {"loss": "binary_cross_entropy"}),
+                  "bad_weights": (X, y, {"sample_weight": -np.ones(6)})})
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_bad_calls()))
 def test_bad_input_gets_fit_paths_error_and_changes_nothing(case):
-    X, y = _bad_inputs()[case]
+    X, y, kwargs = _bad_calls()[case]
     lean, full = _model(), _model()
     lean.partial_fit(*_data(6, 9))  # a model with optimizer state and a history
     full.partial_fit(*_data(6, 9))
@@ -142,9 +154,9 @@ def test_bad_input_gets_fit_paths_error_and_changes_nothing(case):
     before = lean.get_flat_params()
     rng_state = lean._rng.bit_generator.state
     with pytest.raises((ValueError, TypeError)) as lean_error:
-        lean.partial_fit(X, y)
+        lean.partial_fit(X, y, **kwargs)
     with pytest.raises((ValueError, TypeError)) as full_error:
-        _training.partial_fit(full, X, y)
+        _training.partial_fit(full, X, y, **kwargs)
     assert type(lean_error.value) is type(full_error.value)
     assert str(lean_error.value) == str(full_error.value)
     np.testing.assert_array_equal(lean.get_flat_params(), before)
