@@ -291,9 +291,10 @@ cdef void sums_of_squares_core(const floating* x, const floating* y, Py_ssize_t 
 
 
 def sums_of_squares(const floating[::1] x, const floating[::1] y, int n_threads):
-    """(sum_i x_i^2, sum_i y_i^2) in one sweep, each what sum_of_squares gives (x, y of one
-    length; checked by the caller)."""
+    """(sum_i x_i^2, sum_i y_i^2) in one sweep, each what sum_of_squares gives."""
     cdef double sx = 0, sy = 0
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must have one length. Received: {x.shape[0]} and {y.shape[0]}")
     if x.shape[0] == 0:
         return 0.0, 0.0
     with nogil:

@@ -326,3 +326,5 @@ def test_the_guards_sums_keep_their_order_bit_for_bit(dtype):
         x[37] = bad
         sx, sy = _param_update.sums_of_squares(x, np.ones(100, dtype), 1)
         assert not np.isfinite(sx) and sy == 100.0
+    with pytest.raises(ValueError, match="one length"):
+        _param_update.sums_of_squares(x, x[1:], 1)
