@@ -146,12 +146,38 @@ def check_sample_weight(sample_weight, n, dtype):
 
 def prepare(model, X, y, loss, sample_weight=None):
     """(loss, X, Y, w) checked for a backward pass or an evaluation: Y as (n, n_outputs) rows."""
+    quick = _prepare_quickly(model, X, y, loss, sample_weight)
+    if quick is not None:
+        return quick
     check_layers(model.layers)
     loss = check_loss(model, loss)
     X = check_X(model, X)
     Y = _losses.prepare_targets(loss, y, X.shape[0], model.layers[-1].units, model.dtype)
     w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
     return loss, X, Y, w
+
+
+def _prepare_quickly(model, X, y, loss, sample_weight):
+    """prepare's answer in a few microseconds for the common batch (a finite C-ordered X of the
+    model's dtype and width, int64 class labels, cross-entropy, no weights), else None: then
+    prepare's full checks run and name what is wrong. Nothing is cached: each call checks the
+    arrays it is given (partial_fit and backward on a 32-row batch paid ~8 us for the checks)."""
+    layers = model.layers
+    if (sample_weight is not None or type(X) is not np.ndarray or type(y) is not np.ndarray
+            or X.dtype != model.dtype or X.ndim != 2 or not X.flags.c_contiguous
+            or y.dtype != np.int64 or y.ndim != 1 or not y.flags.c_contiguous or not layers or layers[-1].dropout is not None):
+        return None
+    n, width = X.shape
+    expected = model.input_dim if model.input_dim is not None else layers[0].input_dim
+    if n == 0 or width == 0 or width != expected or y.shape[0] != n:
+        return None
+    loss = check_loss(model, loss)
+    if loss != "cross_entropy" or not all_finite(X.reshape(-1), 1):
+        return None
+    Y = np.empty((n, layers[-1].units), model.dtype)
+    if _loss.one_hot(y, Y) >= 0:  # a label out of range: losses.prepare_targets says which
+        return None
+    return loss, X, Y, None
 
 
 # ---- the flat layout -----------------------------------------------------------------------------

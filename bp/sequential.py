@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import _io, _mpi, _passes, _threads, _torch, _training
+from . import _io, _mpi, _online, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
@@ -336,10 +336,10 @@ class Sequential:
         """One pass over (X, y), keeping the optimizer's state across calls: its moments, its
         step count and a learning-rate schedule's epoch (each pass is the epoch after the last
         one the optimizer ran), so k calls train as fit(epochs=k) does."""
-        return _training.partial_fit(self, X, y, loss=loss, optimizer=optimizer,
-                                     batch_size=batch_size, sample_weight=sample_weight,
-                                     shuffle=shuffle, accumulate=accumulate, verbose=verbose,
-                                     comm=comm)
+        return _online.partial_fit(self, X, y, loss=loss, optimizer=optimizer,
+                                   batch_size=batch_size, sample_weight=sample_weight,
+                                   shuffle=shuffle, accumulate=accumulate, verbose=verbose,
+                                   comm=comm)
 
     # ---- insight: what the cached deltas tell (bp/insight.py) ----------------------------------
     def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):

@@ -14,6 +14,8 @@
 
 from cython.parallel cimport prange
 from libc.math cimport fabs
+from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from bpcore._activations cimport f_exp, f_log, f_log1p
 from bpcore._openmp cimport COST_STREAM, COST_TRANSCENDENTAL, work_threads
@@ -84,6 +86,26 @@ def loss_value(const floating[:, ::1] f_in, const floating[:, ::1] f_out,  # IN
         total = loss_core(&f_in[0, 0], &f_out[0, 0], &y[0, 0], w, n, m, loss, scale,
                           &per_sample[0], n_threads)
     return total
+
+
+def one_hot(const int64_t[::1] labels,  # IN
+            floating[:, ::1] Y):  # OUT
+    """Y[i, j] = 1 if j == labels[i] else 0: the cross-entropy targets of class labels in
+    [0, m), m = Y.shape[1]. Returns the index of the first label outside [0, m), else -1 (Y is
+    then partly written: the caller discards it and lets bp.losses name the label)."""
+    cdef Py_ssize_t i, n = labels.shape[0], m = Y.shape[1], bad = -1
+    cdef int64_t label
+    if n == 0:
+        return bad
+    with nogil:
+        memset(&Y[0, 0], 0, n * m * sizeof(floating))
+        for i in range(n):
+            label = labels[i]
+            if label < 0 or label >= m:
+                bad = i
+                break
+            Y[i, label] = 1
+    return bad
 
 
 # scikit-learn's log loss (bp.sklearn's compiled epoch): -sum_i w_i sum_j xlogy(y, p) / sum(w)

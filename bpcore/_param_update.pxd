@@ -11,6 +11,9 @@ cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating be
 
 cdef double sum_of_squares_core(const floating* x, Py_ssize_t n, int n_threads) noexcept nogil
 
+cdef void sums_of_squares_core(const floating* x, const floating* y, Py_ssize_t n,
+                               double* sx, double* sy, int n_threads) noexcept nogil
+
 # scikit-learn's MLP updates (bp.sklearn)
 cdef enum:
     SKLEARN_SGD = 1

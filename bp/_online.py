@@ -1,0 +1,92 @@
+"""partial_fit's straight line: one epoch of in-memory rows, with nothing listening.
+
+``partial_fit`` is ``fit(epochs=1)`` going on from the optimizer's last epoch (bp/_training.py).
+Online learning calls it once per batch, so on a small batch fit's set-up costs as much as the
+step itself (a 32-row digits step: ~30 us of set-up around a ~30 us engine call). When there is
+nothing for that set-up to serve (no communicator, no progress display, no callbacks, no
+validation, no streaming, a built model whose own optimizer runs in the compiled engine) this
+module runs the same epoch as one ``CompiledSteps.run`` over all its steps, the run fit makes
+then:
+
+    checks  ->  model.loss, optimizer, History  ->  shuffle  ->  runner.run(0, n_steps)  ->  record
+
+Everything else goes to ``_training.partial_fit``, and so does any call whose arguments are not
+plainly valid, so that every error is fit's own, raised before anything changes. The results are
+fit's bit for bit: the same runner, the same shuffle drawn from the model's generator, the same
+History (tests/test_lean_partial_fit.py compares the two paths).
+"""
+
+import time
+
+import numpy as np
+
+from . import _interrupt, _passes, _streaming, _threads, _training
+from . import optimizers as _optimizers
+from .callbacks import History
+
+
+def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
+                shuffle=True, accumulate=1, verbose=0, comm=None):
+    """Sequential.partial_fit: one epoch that goes on from the optimizer's last epoch."""
+    opt = model.optimizer if optimizer is None else None
+    passes = model._passes
+    lock = model._fit_lock
+    if (comm is not None or verbose != 0 or opt is None or passes is None or not passes.compiled
+            or not _optimizers.runs_in_engine(opt) or type(batch_size) is not int
+            or type(accumulate) is not int or batch_size < 1 or accumulate < 1
+            or y is None or _streaming.streamable(X)  # (y None: an iterable of batches)
+            or not lock.acquire(blocking=False)):  # (a fit in another thread: fit refuses)
+        return _training.partial_fit(model, X, y, loss=loss, optimizer=optimizer,
+                                     batch_size=batch_size, sample_weight=sample_weight,
+                                     shuffle=shuffle, accumulate=accumulate, verbose=verbose,
+                                     comm=comm)
+    try:  # one fit of a model at a time (_training.exclusive)
+        # fit's checks, in fit's order; a schedule that fails at once is rejected here too
+        loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
+        opt.current_learning_rate(0)
+        # -- from here on the model changes --
+        model.loss, model._comm = loss, None
+        nt = _threads.ensure_blas_limit()
+        n = X.shape[0]
+        history = model.history = History()
+        model.stop_training, model._stop_reason = False, None
+        sigint = _interrupt.defer_sigint()
+        try:
+            runner = _training.CompiledSteps(passes, X, Y, w, min(batch_size, n), accumulate,
+                                             loss, opt, nt, sigint)
+            _run_epoch(model, runner, opt, history, shuffle, sigint)
+        except KeyboardInterrupt:  # between steps: the model is at the last completed one
+            history.stopped = "interrupted"
+        finally:
+            sigint.restore()
+    finally:
+        lock.release()
+    return history
+
+
+def _run_epoch(model, runner, opt, history, shuffle, sigint):
+    """The epoch _training._fit runs for one in-memory part and no listener, as one run."""
+    last = opt._epoch  # each pass is the epoch after the optimizer's last one
+    opt.set_epoch(0 if last is None else last + 1)
+    t0 = time.perf_counter()
+    X, w = runner.X, runner.w
+    weight = X.shape[0] if w is None else float(np.sum(w))
+    runner.start_epoch(model._rng.permutation(X.shape[0]) if shuffle else None)
+    report = runner.run(0, runner.n_steps)
+    if report.steps:
+        history.stopped_at = {"epoch": 0, "batch": report.steps - 1}
+    if report.status in (_training.DIVERGED, _training.DIVERGED_IN_UPDATE):
+        in_update = report.status == _training.DIVERGED_IN_UPDATE
+        rows = None if in_update else _training._rows_of(runner.order, None, report.last_start,
+                                                          report.last_rows)
+        _training._diverged(model, model._passes, 0, report.steps, "raise", None,
+                            runner.batch_input(report), rows, in_update=in_update)
+    if report.status == _training.INTERRUPTED or sigint.requested:
+        raise KeyboardInterrupt
+    logs = {"loss": report.total / report.seen}
+    if runner.loss != "mse":  # accuracy of each batch before its update, as fit reports
+        logs["accuracy"] = float(report.correct / (weight or 1.0))
+    logs["learning_rate"] = opt._lr
+    history._record(0, logs, time.perf_counter() - t0)
+    if sigint.requested:  # Ctrl-C while the epoch was recorded: fit looks once more, so do we
+        raise KeyboardInterrupt
