@@ -75,17 +75,10 @@ def _run_epoch(model, runner, opt, history, shuffle, sigint):
     report = runner.run(0, runner.n_steps)
     if report.steps:
         history.stopped_at = {"epoch": 0, "batch": report.steps - 1}
-    if report.status in (_training.DIVERGED, _training.DIVERGED_IN_UPDATE):
-        in_update = report.status == _training.DIVERGED_IN_UPDATE
-        rows = None if in_update else _training._rows_of(runner.order, None, report.last_start,
-                                                          report.last_rows)
-        _training._diverged(model, model._passes, 0, report.steps, "raise", None,
-                            runner.batch_input(report), rows, in_update=in_update)
+    _training.stop_if_diverged(model, runner, report, 0, report.steps, "raise", None)
     if report.status == _training.INTERRUPTED or sigint.requested:
         raise KeyboardInterrupt
-    logs = {"loss": report.total / report.seen}
-    if runner.loss != "mse":  # accuracy of each batch before its update, as fit reports
-        logs["accuracy"] = float(report.correct / (weight or 1.0))
+    logs = _training.epoch_logs(runner.loss, report.total, report.seen, report.correct, weight)
     logs["learning_rate"] = opt._lr
     history._record(0, logs, time.perf_counter() - t0)
     if sigint.requested:  # Ctrl-C while the epoch was recorded: fit looks once more, so do we

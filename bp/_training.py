@@ -423,13 +423,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                     step += report.steps
                     if report.steps:
                         history.stopped_at = {"epoch": epoch, "batch": done + step - 1}
-                    if report.status in (DIVERGED, DIVERGED_IN_UPDATE):
-                        batch_rows = (None if report.status == DIVERGED_IN_UPDATE else
-                                      _rows_of(runner.order, rows, report.last_start,
-                                               report.last_rows))
-                        _diverged(model, passes, epoch, done + step, on_nan, progress,
-                                  runner.batch_input(report), batch_rows,
-                                  in_update=report.status == DIVERGED_IN_UPDATE)
+                    if stop_if_diverged(model, runner, report, epoch, done + step, on_nan,
+                                        progress, rows):
                         return history
                     progress.batch(epoch, min((done + step) * accumulate, n_batches),
                                    total / max(seen, 1))
@@ -441,9 +436,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                         raise KeyboardInterrupt
                 done += step
             seconds = time.perf_counter() - t0
-            logs = {"loss": total / seen}
-            if loss != "mse":  # accuracy of each batch before its update, as Keras reports
-                logs["accuracy"] = _ratio(comm, correct, weight)
+            logs = epoch_logs(loss, total, seen, correct, weight, comm)
             if val is not None:
                 logs.update(_validate(model, val, loss, comm))
             logs["learning_rate"] = opt._lr
@@ -466,6 +459,29 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def epoch_logs(loss, total, seen, correct, weight, comm=None):
+    """An epoch's loss (the mean of its steps' losses over rows) and, for a classifier, its
+    accuracy (of each batch before its update, as Keras reports), over all ranks' rows when
+    data-parallel."""
+    logs = {"loss": total / seen}
+    if loss != "mse":
+        logs["accuracy"] = _ratio(comm, correct, weight)
+    return logs
+
+
+def stop_if_diverged(model, runner, report, epoch, batch, on_nan, progress, train_rows=None):
+    """True if the run's last step diverged, after reporting it (_diverged: raise
+    TrainingDivergedError, or for on_nan="stop" record it in the History and say it)."""
+    if report.status not in (DIVERGED, DIVERGED_IN_UPDATE):
+        return False
+    in_update = report.status == DIVERGED_IN_UPDATE
+    rows = None if in_update else _rows_of(runner.order, train_rows, report.last_start,
+                                           report.last_rows)
+    _diverged(model, runner.passes, epoch, batch, on_nan, progress, runner.batch_input(report),
+              rows, in_update=in_update)
+    return True
 
 
 def _ratio(comm, numerator, denominator):
