@@ -1,19 +1,13 @@
 """fit on a memory-mapped X: read in blocks (bp/_streaming.py), the same model as the in-memory
 array on the same row order, and resident memory that does not grow with the file."""
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import bp
 from bp import _streaming
 
-ROOT = Path(__file__).resolve().parents[1]
+from ._rss import peak_growth_mb
 
 
 def _file(tmp_path, n=1000, d=8, dtype=np.float32, seed=0):
@@ -101,43 +95,18 @@ def test_float64_file_into_a_float32_model(tmp_path, small_blocks):
     np.testing.assert_array_equal(a.get_flat_params(), b.get_flat_params())
 
 
-RSS_SCRIPT = textwrap.dedent("""
-    import resource, sys
-    import numpy as np
-    import bp
-    from bp import _streaming
-
-    def peak_mb():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    path, n, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    _streaming.BLOCK_BYTES = 4 << 20
-    rng = np.random.default_rng(0)
-    with open(path, "wb") as f:  # the file, written a few MB at a time
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": "<f4", "fortran_order": False, "shape": (n, d)})
-        for start in range(0, n, 8192):
-            f.write(rng.standard_normal((min(8192, n - start), d)).astype(np.float32).tobytes())
-    X = np.load(path, mmap_mode="r")
-    y = (np.arange(n) % 2)
-    model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2, activation="softmax")],
-                          seed=0)
-    model.fit(np.asarray(X[:4096]), y[:4096], epochs=1, batch_size=512, verbose=0)  # warm up
-    before = peak_mb()
-    model.fit(X, y, epochs=2, batch_size=512, verbose=0)
-    print(before, peak_mb())
-""")
-
-
 def test_resident_memory_does_not_grow_with_the_file(tmp_path):
     n, d = 240_000, 128  # 123 MB of float32, 30 blocks of 4 MB
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path / "big.npy"),
-                             str(n), str(d)], capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    before, after = map(float, result.stdout.split())
+    before, after = peak_growth_mb(tmp_path / "big.npy", n, d, """
+        X = np.load(path, mmap_mode="r")
+        y = (np.arange(n) % 2)
+        model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2, activation="softmax")],
+                              seed=0)
+        model.fit(np.asarray(X[:4096]), y[:4096], epochs=1, batch_size=512, verbose=0)  # warm up
+        before = peak_mb()
+        model.fit(X, y, epochs=2, batch_size=512, verbose=0)
+        print(before, peak_mb())
+    """)
     file_mb = n * d * 4 / 2**20
     # the block, its copy and the workspace: a few 4 MB blocks, not the 117 MB file
     assert after - before < 32, (before, after, file_mb)

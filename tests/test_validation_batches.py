@@ -3,11 +3,6 @@ for a generator) or with a memory-mapped X_val read in blocks: the validation lo
 are evaluate's on all the validation rows at once, and the History is the arrays' History."""
 
 import itertools
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +11,7 @@ import bp
 from bp import _mpi, _streaming
 
 from ._reliability import data
-
-ROOT = Path(__file__).resolve().parents[1]
+from ._rss import peak_growth_mb
 
 X, Y = data(40)
 XV, YV = data(30, seed=5)
@@ -275,43 +269,19 @@ def test_a_memmap_validation_set_is_checked_before_training(tmp_path):
     assert not unbuilt.built
 
 
-RSS_SCRIPT = textwrap.dedent("""
-    import resource, sys
-    import numpy as np
-    import bp
-    from bp import _streaming
-
-    def peak_mb():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    path, n, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    _streaming.BLOCK_BYTES = 4 << 20
-    rng = np.random.default_rng(0)
-    with open(path, "wb") as f:  # the file, written a few MB at a time
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": "<f4", "fortran_order": False, "shape": (n, d)})
-        for start in range(0, n, 8192):
-            f.write(rng.standard_normal((min(8192, n - start), d)).astype(np.float32).tobytes())
-    X_val = np.load(path, mmap_mode="r")
-    y_val = np.arange(n) % 2
-    X, y = rng.standard_normal((4096, d)).astype(np.float32), np.arange(4096) % 2
-    model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2, activation="softmax")],
-                          seed=0)
-    model.fit(X, y, epochs=1, batch_size=512, verbose=0, validation_data=(X[:100], y[:100]))
-    before = peak_mb()
-    model.fit(X, y, epochs=2, batch_size=512, verbose=0, validation_data=(X_val, y_val))
-    print(before, peak_mb())
-""")
-
-
 def test_resident_memory_does_not_grow_with_the_validation_file(tmp_path):
     n, d = 160_000, 128  # 82 MB of float32, 20 blocks of 4 MB
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path / "val.npy"),
-                             str(n), str(d)], capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    before, after = map(float, result.stdout.split())
+    before, after = peak_growth_mb(tmp_path / "val.npy", n, d, """
+        X_val = np.load(path, mmap_mode="r")
+        y_val = np.arange(n) % 2
+        X, y = rng.standard_normal((4096, d)).astype(np.float32), np.arange(4096) % 2
+        model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2, activation="softmax")],
+                              seed=0)
+        model.fit(X, y, epochs=1, batch_size=512, verbose=0,
+                  validation_data=(X[:100], y[:100]))
+        before = peak_mb()
+        model.fit(X, y, epochs=2, batch_size=512, verbose=0, validation_data=(X_val, y_val))
+        print(before, peak_mb())
+    """)
     # a block, the outputs of its rows and y_val (1.3 MB): a few MB, not the 78 MB file
     assert after - before < 24, (before, after)
