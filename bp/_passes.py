@@ -165,7 +165,8 @@ def _prepare_quickly(model, X, y, loss, sample_weight):
     layers = model.layers
     if (sample_weight is not None or type(X) is not np.ndarray or type(y) is not np.ndarray
             or X.dtype != model.dtype or X.ndim != 2 or not X.flags.c_contiguous
-            or y.dtype != np.int64 or y.ndim != 1 or not y.flags.c_contiguous or not layers or layers[-1].dropout is not None):
+            or y.dtype != np.int64 or y.ndim != 1 or not y.flags.c_contiguous or not layers
+            or layers[-1].dropout is not None):
         return None
     n, width = X.shape
     expected = model.input_dim if model.input_dim is not None else layers[0].input_dim
