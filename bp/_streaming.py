@@ -204,13 +204,7 @@ class ValidationBlocks(_ValidationParts):
     def __init__(self, model, data, loss, width):
         X = data[0]
         _passes.check_X(model, X[:1], "X_val")  # dtype (the first row stands for the shape)
-        if X.shape[1] != width:
-            raise ValueError(f"X_val must have {width} features, as X has. Received: X_val "
-                             f"with shape {X.shape}")
-        self.Y = _losses.prepare_targets(loss, data[1], X.shape[0], model.layers[-1].units,
-                                         model.dtype, name="y_val")
-        self.w = (_passes.check_sample_weight(data[2], X.shape[0], model.dtype)
-                  if len(data) == 3 else None)
+        self.Y, self.w = _targets(model, X, data, loss, width)
         self.blocks = Blocks(X, model.dtype, 1)
         self.blocks.check("X_val")
 
@@ -256,13 +250,7 @@ class ValidationBatches(_ValidationParts):
         model = self.model
         try:
             X = _passes.check_X(model, batch[0], "X_val")
-            if X.shape[1] != self.width:
-                raise ValueError(f"X_val must have {self.width} features, as X has. "
-                                 f"Received: X_val with shape {X.shape}")
-            Y = _losses.prepare_targets(self.loss, batch[1], X.shape[0],
-                                        model.layers[-1].units, model.dtype, name="y_val")
-            w = (_passes.check_sample_weight(batch[2], X.shape[0], model.dtype)
-                 if len(batch) == 3 else None)
+            Y, w = _targets(model, X, batch, self.loss, self.width)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"validation batch {k}: {exc}") from None
         return X, Y, w
@@ -314,14 +302,20 @@ def validation_set(model, validation_data, loss, X, steps, epochs, comm):
                             f"{got} of {len(validation_data)}"
                             if isinstance(validation_data, (tuple, list)) else got))
     Xv = _passes.check_X(model, validation_data[0], "X_val")
-    if Xv.shape[1] != X.shape[1]:  # an unbuilt model has no width to check X_val against
-        raise ValueError(f"X_val must have {X.shape[1]} features, as X has. "
-                         f"Received: X_val with shape {Xv.shape}")
-    Yv = _losses.prepare_targets(loss, validation_data[1], Xv.shape[0],
-                                 model.layers[-1].units, model.dtype, name="y_val")
-    wv = (_passes.check_sample_weight(validation_data[2], Xv.shape[0], model.dtype)
-          if len(validation_data) == 3 else None)
-    return Xv, Yv, wv
+    return (Xv, *_targets(model, Xv, validation_data, loss, X.shape[1]))
+
+
+def _targets(model, X_val, data, loss, width):
+    """(Y_val, w_val) of validation data (X_val, y_val[, w_val]), after checking X_val's width
+    against fit's X (an unbuilt model has no width of its own to check it against)."""
+    if X_val.shape[1] != width:
+        raise ValueError(f"X_val must have {width} features, as X has. Received: X_val "
+                         f"with shape {X_val.shape}")
+    Y = _losses.prepare_targets(loss, data[1], X_val.shape[0], model.layers[-1].units,
+                                model.dtype, name="y_val")
+    w = (_passes.check_sample_weight(data[2], X_val.shape[0], model.dtype)
+         if len(data) == 3 else None)
+    return Y, w
 
 
 __all__ = ["BLOCK_BYTES", "Batches", "Blocks", "ValidationBatches", "ValidationBlocks",
