@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _passes
 from . import losses as _losses
-from ._validation import check_finite
+from ._validation import check_finite, check_positive_int
 
 # The block budget: about this many bytes of X are read (and converted) at a time.
 BLOCK_BYTES = 32 << 20
@@ -110,10 +110,7 @@ class Batches:
     runs once when there is more than one epoch); without it, an epoch is one pass."""
 
     def __init__(self, model, data, loss, class_weight, steps_per_epoch, epochs, accumulate):
-        if steps_per_epoch is not None and (isinstance(steps_per_epoch, bool) or not isinstance(
-                steps_per_epoch, (int, np.integer)) or steps_per_epoch < 1):
-            raise ValueError(f"steps_per_epoch must be a positive integer or None. Received: "
-                             f"steps_per_epoch={steps_per_epoch!r}")
+        steps_per_epoch = check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         self.restarts = iter(data) is not data  # a list or a loader; a generator runs once
         if not self.restarts and steps_per_epoch is None and epochs > 1:
             raise ValueError(f"a generator runs once: give steps_per_epoch for epochs={epochs}")
@@ -226,10 +223,7 @@ class ValidationBatches(_ValidationParts):
     later one is checked as it comes."""
 
     def __init__(self, model, data, loss, width, steps, epochs):
-        if steps is not None and (isinstance(steps, bool) or not isinstance(
-                steps, (int, np.integer)) or steps < 1):
-            raise ValueError(f"validation_steps must be a positive integer or None. Received: "
-                             f"validation_steps={steps!r}")
+        steps = check_positive_int("validation_steps", steps, allow_none=True)
         self.restarts = iter(data) is not data
         if not self.restarts and steps is None and epochs > 1:
             raise ValueError(f"validation_data is a generator, which runs once: give "

@@ -148,7 +148,7 @@ def test_bad_uses_are_refused_before_anything_changes():
          r"validation_steps is for validation_data given as an iterable of batches"),
         (dict(validation_steps=2), ValueError, r"validation_steps needs validation_data"),
         (dict(validation_data=Loader(XV, YV), validation_steps=0), ValueError,
-         r"validation_steps must be a positive integer or None. Received: validation_steps=0"),
+         r"validation_steps must be a positive integer. Received: validation_steps=0"),
         (dict(validation_data=iter([])), ValueError, r"validation_data gave no batch"),
         (dict(validation_data=iter([XV])), TypeError,
          r"validation batch 0 must be \(X_val, y_val\) or \(X_val, y_val, w_val\). "
