@@ -21,7 +21,6 @@ import time
 import numpy as np
 
 from . import _interrupt, _passes, _streaming, _threads, _training
-from . import optimizers as _optimizers
 from .callbacks import History
 
 
@@ -31,8 +30,9 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     opt = model.optimizer if optimizer is None else None
     passes = model._passes
     lock = model._fit_lock
-    if (comm is not None or verbose != 0 or opt is None or passes is None or not passes.compiled
-            or not _optimizers.runs_in_engine(opt) or type(batch_size) is not int
+    if (comm is not None or verbose != 0 or opt is None or passes is None
+            or _training.runner_for(passes, opt) is not _training.CompiledSteps
+            or type(batch_size) is not int
             or type(accumulate) is not int or batch_size < 1 or accumulate < 1
             or y is None or _streaming.streamable(X)  # (y None: an iterable of batches)
             or not lock.acquire(blocking=False)):  # (a fit in another thread: fit refuses)

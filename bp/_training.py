@@ -391,8 +391,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     per_batch_callbacks = [cb for cb in callbacks if wants_every_batch(cb)]
     sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
     passes = model._passes
-    runner_class = (CompiledSteps if passes.compiled and _optimizers.runs_in_engine(opt)
-                    else PythonSteps)
+    runner_class = runner_for(passes, opt)
     runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
     if comm is not None:
         runner.distribute(_mpi.StepReducer(comm, passes.grads, sigint),
@@ -459,6 +458,12 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def runner_for(passes, opt):
+    """The step runner for these passes and optimizer: the compiled engine when both can run
+    in it (the engine's optimizer kinds), else the Python loop: the one place this is chosen."""
+    return CompiledSteps if passes.compiled and _optimizers.runs_in_engine(opt) else PythonSteps
 
 
 def epoch_logs(loss, total, seen, correct, weight, comm=None):

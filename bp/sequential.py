@@ -7,6 +7,7 @@ description and its files. The rest is handed off, each to one module:
     bp/_passes.py     the flat layout, the workspaces, the input checks, the forward and
                       backward passes (the compiled engine or its Python twin)
     bp/_training.py   fit and partial_fit: the epoch loop and its two step runners
+    bp/_online.py     partial_fit's straight line when nothing listens (else _training's)
     bp/insight.py     explain, per-sample gradient norms, diagnose
 
 All of a model's parameters live in one flat buffer (``get_flat_params``); each layer's W and b
