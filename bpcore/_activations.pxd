@@ -18,7 +18,8 @@
 # own prange over rows.
 
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf, erf, erff, log, logf, log1p, log1pf, sqrt, sqrtf
+from libc.math cimport (exp, expf, tanh, tanhf, erf, erff, log, logf, log1p, log1pf, sqrt, sqrtf,
+                        fabs, fabsf)
 
 from bpcore._openmp cimport COST_EPILOGUE, COST_TRANSCENDENTAL
 
@@ -78,6 +79,14 @@ cdef inline floating f_sqrt(floating x) noexcept nogil:
         return sqrtf(x)
     else:
         return sqrt(x)
+
+
+cdef inline floating f_abs(floating x) noexcept nogil:
+    # fabsf for float32 (a mask on the sign bit, which vectorises), not a round trip to double
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
 
 
 # ---- sigmoid ---------------------------------------------------------------------------------

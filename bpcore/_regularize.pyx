@@ -13,8 +13,8 @@
 # (bench/README.md, issue 15: 121 us -> 46 us on the mnist network's 235k float32 weights).
 
 from cython.parallel cimport prange
-from libc.math cimport fabs, fabsf
 
+from bpcore._activations cimport f_abs
 from bpcore._openmp cimport COST_STREAM, work_threads
 
 cdef extern from *:
@@ -24,16 +24,8 @@ cdef extern from *:
     Py_ssize_t PENALTY_CHUNKS "BP_PENALTY_CHUNKS"
 
 
-cdef inline floating _abs(floating w) noexcept nogil:
-    # fabsf for float32 (a mask on the sign bit, which vectorises), not a round trip to double
-    if floating is float:
-        return fabsf(w)
-    else:
-        return fabs(w)
-
-
 cdef inline floating _term(floating w, bint absolute) noexcept nogil:
-    return _abs(w) if absolute else w * w
+    return f_abs(w) if absolute else w * w
 
 
 cdef inline double _chunk_sum(const floating* W, Py_ssize_t lo, Py_ssize_t hi,
