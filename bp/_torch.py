@@ -16,7 +16,7 @@ torch is imported only when a hand-over runs: it is the optional extra ``bp[torc
 import numpy as np
 
 from ._validation import as_dtype
-from .layers import Dense
+from .layers import Dense, refuse_beyond_dense
 
 
 def _import_torch():
@@ -51,6 +51,7 @@ def to_torch(model):
     >>> module = bp.to_torch(model)
     >>> module(torch.from_numpy(X)).detach().numpy()          # == model.predict(X)
     """
+    refuse_beyond_dense(getattr(model, "layers", []), "to_torch")
     layers = getattr(model, "layers", None)
     if not hasattr(model, "built") or not isinstance(layers, list):
         raise TypeError(f"to_torch takes a bp.Sequential. Received: {type(model).__name__}")
