@@ -352,3 +352,28 @@ def test_features_for_dense_stacks_refuse_other_layers_by_name():
                        (lambda: model[1:], "a slice")]:
         with pytest.raises(ValueError, match=rf"{what}.*Received: .*LayerNormalization"):
             call()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_new_operations_are_bit_identical_for_1_and_2_threads(dtype):
+    # batches of 512 rows x 64 units: the row passes of the norms and activations run on 2
+    # threads; BLAS is held to 1 thread in both runs, as in test_threads_api.py
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((1024, 32)), rng.integers(0, 3, 1024)
+
+    def train(n_threads):
+        model = bp.Sequential([bp.Dense(64), bp.Residual([bp.LayerNormalization(),
+                                                          bp.Dense(64, "gelu"), bp.Dropout(0.2),
+                                                          bp.Dense(64)]),
+                               bp.BatchNormalization(), bp.Activation("tanh"),
+                               bp.Dense(3, "softmax")], dtype=dtype, seed=1)
+        with bp.num_threads(n_threads), threadpool_limits(limits=1, user_api="blas"):
+            model.fit(X, y, optimizer=bp.Adam(1e-3), epochs=2, batch_size=512, verbose=0)
+            model._passes.engine(shared=False)  # (the table is per model, not per thread)
+        return model.get_flat_params(), model.predict(X)
+
+    (p1, f1), (p2, f2) = train(1), train(2)
+    assert p1.tobytes() == p2.tobytes()
+    assert f1.tobytes() == f2.tobytes()
