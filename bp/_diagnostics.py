@@ -11,7 +11,7 @@ import numpy as np
 from . import _ops, _passes
 from . import losses as _losses
 from ._validation import check_choice
-from .layers import refuse_beyond_dense
+from ._ops import refuse_beyond_dense
 from .callbacks import Callback
 
 

@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from ._config import __version__
-from .layers import refuse_beyond_dense
+from ._ops import refuse_beyond_dense
 
 DEFAULT_OPSET = 17  # ONNX Runtime runs it from 1.14 on
 MIN_OPSET = 14  # Relu on float64 (14); Softmax over the last axis alone (13)

@@ -24,7 +24,7 @@ from bpcore import (_activation, _batch_norm, _dense, _dense_forward, _dropout, 
                     _layer_norm, _loss, _residual)
 
 from . import regularizers as _regularizers
-from .layers import LAYER_TYPES, Input
+from .layers import LAYER_TYPES, Dropout, Input, Residual
 
 PARAMETRIC = ("dense", "layer_norm", "batch_norm")
 
@@ -106,9 +106,23 @@ def set_widths(layers, n_in):
             set_widths(layer.layers, n)
 
 
-def append_layer(layers, layer, owner, input_dim):
+def input_dim_of(input_shape, input_dim):
+    """Keras' input_shape=(n,) as an input width (bp.Input's rule), or input_dim without it."""
+    if input_shape is None:
+        return input_dim
+    n = Input(shape=input_shape).n
+    if input_dim is not None and input_dim != n:
+        raise ValueError(f"give input_dim or input_shape, not both. Received: "
+                         f"input_dim={input_dim!r}, input_shape={input_shape!r}")
+    return n
+
+
+def append_layer(layers, layer, owner, input_dim, built=False):
     """Sequential.add: append `layer` to the model's `layers` (a Dropout right after a Dense
     folds into it); returns the input width (bp.Input(n), first, sets it)."""
+    if built and not isinstance(layer, Input):
+        raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
+                         "build a new Sequential")
     if isinstance(layer, Input):
         if layers or (input_dim is not None and input_dim != layer.n):
             raise ValueError(f"an Input comes first and once. Received: {layer!r} after "
@@ -207,6 +221,47 @@ def initial_params(layers, input_dims, initial_W, dtype):
         if b is not None:
             b[...] = 0
     return params
+
+
+# ---- layers as config entries, and the features that take Dense stacks only --------------
+
+
+LAYER_CLASSES = {cls.__name__: cls for cls in LAYER_TYPES}
+
+
+def layer_config(layer):
+    """A layer's entry in a model's config: a Dense's own config (with its folded Dropout, the
+    form of format 1), any other layer as {"class_name", "config"}."""
+    if layer._kind == "dense":
+        return layer.get_config()
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def layers_from_config(configs):
+    """The layers a list of config entries (layer_config's) describes."""
+    layers = []
+    for cfg in configs:
+        name = cfg.get("class_name", "Dense")
+        cfg = dict(cfg["config"] if "class_name" in cfg else cfg)
+        if name not in LAYER_CLASSES:
+            raise ValueError(f"unknown layer class. Received: class_name={name!r}")
+        if name == "Residual":
+            layers.append(Residual(layers_from_config(cfg.pop("layers")), **cfg))
+            continue
+        dropout = cfg.pop("dropout", None) if name == "Dense" else None
+        layers.append(LAYER_CLASSES[name](**cfg))
+        if dropout is not None:
+            layers.append(Dropout(**dropout))
+    return layers
+
+
+def refuse_beyond_dense(layers, what):
+    """ValueError naming the first layer that is not a Dense (a Dense's folded Dropout is part
+    of it), for the features that handle Dense stacks only so far."""
+    other = [layer for layer in layers if layer._kind != "dense"]
+    if other:
+        raise ValueError(f"{what}: only models of Dense layers (and the Dropouts after them) so "
+                         f"far. Received: a model with {other[0]!r}")
 
 
 # ---- the table of operations ----------------------------------------------------------------

@@ -16,7 +16,8 @@ torch is imported only when a hand-over runs: it is the optional extra ``bp[torc
 import numpy as np
 
 from ._validation import as_dtype
-from .layers import Dense, refuse_beyond_dense
+from ._ops import refuse_beyond_dense
+from .layers import Dense
 
 
 def _import_torch():

@@ -20,7 +20,7 @@ import numpy as np
 from . import _passes, _threads
 from . import _reference as R
 from . import losses as _losses
-from .layers import refuse_beyond_dense
+from ._ops import refuse_beyond_dense
 from ._diagnostics import (EXPLODING, SATURATION, VANISHING, Diagnosis,  # noqa: F401
                            DiagnosticsLogger, _inputs, diagnose, per_sample_gradient_norms)
 from ._ways import (MAX_NAIVE_MULTIPLY_ADDS, _Net, backprop_gradients,  # noqa: F401

@@ -51,7 +51,6 @@ def initialize(name, shape, rng, dtype):
 
 
 class Dense:
-    _kind = "dense"
     """A fully connected layer: ``z_out = sigma(z_out_prev @ W + b)``.
 
     Parameters
@@ -84,6 +83,8 @@ class Dense:
     >>> layer
     Dense(64, activation='relu')
     """
+
+    _kind = "dense"
 
     def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
                  alpha=0.01, kernel_regularizer=None, bias_regularizer=None, input_dim=None,
@@ -238,21 +239,9 @@ class Dense:
 
 
 class Dropout:
-    _kind = "dropout"
-    dropout = None      # as a layer of its own (first, or after another kind of layer)
-    input_dim = None    # its width, set when the model is built
-    use_bias = False
-    name = None
-    activation = "identity"
-    n_params = 0
-    _owner = None
+    """Inverted dropout: on the output of the Dense layer before it, or as a layer of its own.
 
-    @property
-    def units(self):
-        return self.input_dim
-    """Inverted dropout on the output of the Dense layer before it.
-
-    In training each unit of that output is kept with probability 1 - rate and scaled by
+    In training each unit of its input is kept with probability 1 - rate and scaled by
     1 / (1 - rate); in ``predict`` and ``evaluate`` the layer is the identity. The error signal
     goes back through the same mask:
 
@@ -260,8 +249,10 @@ class Dropout:
 
     The masks are drawn inside the compiled step by a counter-based generator keyed by
     (seed, training batch, row, unit) (bpcore/_dropout.pyx): the same seed gives the same masks
-    for any thread count. A Sequential folds a Dropout into the Dense before it (``model.layers``
-    holds the Dense layers; ``layer.dropout`` is this object).
+    for any thread count. A Sequential folds a Dropout that follows a Dense into it
+    (``layer.dropout`` is this object, the form of files of format 1); first in the model (input
+    dropout) or after another kind of layer it is a layer of its own, with the error signal
+    ``g_prev = g * mask / (1 - rate)``.
 
     Parameters
     ----------
@@ -275,6 +266,19 @@ class Dropout:
     >>> model = bp.Sequential([bp.Dense(256, activation="relu"), bp.Dropout(0.5),
     ...                        bp.Dense(10, activation="softmax")], seed=0)
     """
+
+    _kind = "dropout"
+    dropout = None      # as a layer of its own (first, or after another kind of layer)
+    input_dim = None    # its width, set when the model is built
+    use_bias = False
+    name = None
+    activation = "identity"
+    n_params = 0
+    _owner = None
+
+    @property
+    def units(self):
+        return self.input_dim
 
     def __init__(self, rate, seed=None):
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
@@ -315,7 +319,6 @@ class _WidthPreserving:
 
 
 class Activation(_WidthPreserving):
-    _kind = "activation"
     """An activation as a layer of its own: ``z_out = sigma(z_in)``, the width unchanged.
 
     Its error signal is ``g_prev = g * sigma'(z_in)`` (softmax: its Jacobian-vector product),
@@ -335,6 +338,8 @@ class Activation(_WidthPreserving):
     >>> model[1]
     Activation('relu')
     """
+
+    _kind = "activation"
 
     def __init__(self, activation, *, alpha=0.01, name=None):
         if not isinstance(activation, str):
@@ -391,7 +396,6 @@ class _Normalization(_WidthPreserving):
 
 
 class LayerNormalization(_Normalization):
-    _kind = "layer_norm"
     """Normalise each row (sample) over its features, then scale and shift:
 
         z_out = gamma (z_in - mu) / sqrt(var + epsilon) + beta,   mu, var over the row's features
@@ -420,6 +424,8 @@ class LayerNormalization(_Normalization):
     LayerNormalization(epsilon=0.001)
     """
 
+    _kind = "layer_norm"
+
     def __init__(self, epsilon=1e-3, *, center=True, scale=True, name=None):
         self._check(epsilon, center, scale)
         self.name = name
@@ -433,7 +439,6 @@ class LayerNormalization(_Normalization):
 
 
 class BatchNormalization(_Normalization):
-    _kind = "batch_norm"
     """Normalise each feature over the batch in training, over its running statistics in
     inference, then scale and shift:
 
@@ -469,6 +474,8 @@ class BatchNormalization(_Normalization):
     BatchNormalization(momentum=0.99, epsilon=0.001)
     """
 
+    _kind = "batch_norm"
+
     def __init__(self, momentum=0.99, epsilon=1e-3, *, center=True, scale=True, name=None):
         self.momentum = check_number("momentum", momentum, low=0.0)
         if self.momentum >= 1:
@@ -491,7 +498,6 @@ class BatchNormalization(_Normalization):
 
 
 class Residual(_WidthPreserving):
-    _kind = "residual"
     """A residual block: ``z_out = block(z_in) + z_in``, block a list of layers that keeps the
     width.
 
@@ -511,6 +517,8 @@ class Residual(_WidthPreserving):
     ...                      bp.Dense(16)])
     >>> model = bp.Sequential([bp.Dense(16), block, bp.Dense(3)])
     """
+
+    _kind = "residual"
 
     def __init__(self, layers, *, name=None):
         if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
@@ -560,40 +568,3 @@ class Input:
 
 
 LAYER_TYPES = (Dense, Dropout, Activation, LayerNormalization, BatchNormalization, Residual)
-
-LAYER_CLASSES = {cls.__name__: cls for cls in LAYER_TYPES}
-
-
-def layer_config(layer):
-    """A layer's entry in a model's config: a Dense's own config (with its folded Dropout, the
-    form of format 1), any other layer as {"class_name", "config"}."""
-    if layer._kind == "dense":
-        return layer.get_config()
-    return {"class_name": type(layer).__name__, "config": layer.get_config()}
-
-
-def layers_from_config(configs):
-    """The layers a list of config entries (layer_config's) describes."""
-    layers = []
-    for cfg in configs:
-        name = cfg.get("class_name", "Dense")
-        cfg = dict(cfg["config"] if "class_name" in cfg else cfg)
-        if name not in LAYER_CLASSES:
-            raise ValueError(f"unknown layer class. Received: class_name={name!r}")
-        if name == "Residual":
-            layers.append(Residual(layers_from_config(cfg.pop("layers")), **cfg))
-            continue
-        dropout = cfg.pop("dropout", None) if name == "Dense" else None
-        layers.append(LAYER_CLASSES[name](**cfg))
-        if dropout is not None:
-            layers.append(Dropout(**dropout))
-    return layers
-
-
-def refuse_beyond_dense(layers, what):
-    """ValueError naming the first layer that is not a Dense (a Dense's folded Dropout is part
-    of it), for the features that handle Dense stacks only so far."""
-    other = [layer for layer in layers if layer._kind != "dense"]
-    if other:
-        raise ValueError(f"{what}: only models of Dense layers (and the Dropouts after them) so "
-                         f"far. Received: a model with {other[0]!r}")

@@ -28,18 +28,19 @@ from . import losses as _losses
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
 from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
-from .layers import Input, layer_config, layers_from_config, refuse_beyond_dense
+from ._ops import layer_config, layers_from_config, refuse_beyond_dense
 
 _BUILD_LOCK = threading.Lock()
 
 
 class Sequential:
-    """A multilayer perceptron: Dense layers applied in order, trained by backpropagation.
+    """A multilayer perceptron: layers applied in order, trained by backpropagation.
 
     Parameters
     ----------
-    layers : list of Dense, optional
-        The last layer's activation is the output activation tau.
+    layers : list of layers, optional
+        Dense, Activation, Dropout, LayerNormalization, BatchNormalization, Residual, Input; the
+        last is a Dense or an Activation, whose activation is the output activation tau.
     dtype : "float32" or "float64", default "float32"
         The dtype of the weights and of every computation; inputs are cast to it.
     seed : int or None
@@ -47,6 +48,8 @@ class Sequential:
         bit-identical training (see README for what threads change).
     input_dim : int, optional
         The input width; if omitted, taken from the first layer's input_dim or from the data.
+    input_shape : tuple (n,), optional
+        Keras' spelling of input_dim=n.
 
     Examples
     --------
@@ -57,7 +60,9 @@ class Sequential:
     (n_samples, 3)
     """
 
-    def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None):
+    def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None,
+                 input_shape=None):
+        input_dim = _ops.input_dim_of(input_shape, input_dim)
         self.dtype = as_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
@@ -81,10 +86,7 @@ class Sequential:
     def add(self, layer):
         """Append a layer (before building): a Dropout right after a Dense is folded into it
         (``layer.dropout``); bp.Input(n) first sets the input width."""
-        if self.built and not isinstance(layer, Input):
-            raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
-                             "build a new Sequential")
-        self.input_dim = _ops.append_layer(self.layers, layer, self, self.input_dim)
+        self.input_dim = _ops.append_layer(self.layers, layer, self, self.input_dim, self.built)
 
     def __len__(self):
         return len(self.layers)
@@ -93,14 +95,13 @@ class Sequential:
         return iter(self.layers)
 
     def __getitem__(self, index):
-        """An int gives the layer; a slice gives a new Sequential of copies of those layers
-        (with their weights, when built): each model owns its own parameter buffer."""
+        """An int gives the layer; a slice a new Sequential of copies of those (built: weights too)."""
         if not isinstance(index, slice):
             return self.layers[index]
         picked = self.layers[index]
         if not picked:
             raise IndexError("a slice of a Sequential must keep at least one layer")
-        refuse_beyond_dense(picked, "a slice of a Sequential")
+        refuse_beyond_dense(picked, "a slice of a Sequential")  # (copies W and b below)
         # a slice that starts at the input keeps the model's input width; it has no loss yet
         new = Sequential.from_config({
             **self.get_config(), "loss": None, "layers": [_layer_config(layer) for layer in picked],

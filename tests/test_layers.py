@@ -377,3 +377,11 @@ def test_new_operations_are_bit_identical_for_1_and_2_threads(dtype):
     (p1, f1), (p2, f2) = train(1), train(2)
     assert p1.tobytes() == p2.tobytes()
     assert f1.tobytes() == f2.tobytes()
+
+
+def test_input_shape_is_input_dim():
+    assert bp.Sequential([bp.Dense(2)], input_shape=(5,)).input_dim == 5
+    with pytest.raises(ValueError, match=r"not both\. Received: input_dim=4, input_shape=\(5,\)"):
+        bp.Sequential([bp.Dense(2)], input_dim=4, input_shape=(5,))
+    with pytest.raises(ValueError, match=r"1-tuple"):
+        bp.Sequential([bp.Dense(2)], input_shape=5)
