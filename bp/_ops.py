@@ -317,6 +317,10 @@ def operations(layers, layout):
                 ops[fork]["link"] = add("add", width, layer, link=fork)
 
     emit(layers)
+    # each operation's layer in model.layers (a block's operations: their Residual's index)
+    top = {id(each): k for k, layer in enumerate(layers) for each in walk([layer])}
+    for op in ops:
+        op["top"] = top[id(op["layer"])]
     return ops
 
 

@@ -499,8 +499,7 @@ class Passes:
 
     def _layer_of(self, i):
         """The index in model.layers of the layer operation i belongs to."""
-        layer = self.ops[i]["layer"]
-        return next(k for k, other in enumerate(self.layers) if other is layer)
+        return self.ops[i]["top"]
 
     def first_non_finite(self, X_batch):
         """(layer, sample, where) of the first non-finite value of the last backward pass, in

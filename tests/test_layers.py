@@ -385,3 +385,14 @@ def test_input_shape_is_input_dim():
         bp.Sequential([bp.Dense(2)], input_dim=4, input_shape=(5,))
     with pytest.raises(ValueError, match=r"1-tuple"):
         bp.Sequential([bp.Dense(2)], input_shape=5)
+
+
+def test_a_non_finite_value_inside_a_residual_block_names_its_layer():
+    X, y = _data(n=8)
+    model = _model([bp.Dense(4), bp.Residual([bp.Dense(4, "relu"), bp.Dense(4)]), bp.Dense(3)])
+    model.layers[1].layers[1].W = np.full((4, 4), 1e308)  # the block's last Dense overflows
+    passes = model._passes
+    loss, Xc, Y, w = bp._passes.prepare(model, X, np.eye(3)[y], "mse")
+    passes.backward(Xc, Y, w, passes.workspace(8), loss, 1.0, 0.0, passes.grads, 1)
+    layer, sample, where = passes.first_non_finite(Xc)
+    assert (layer, where) == (1, "forward (z_out)")  # the Residual, model.layers[1]
