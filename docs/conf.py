@@ -1,0 +1,102 @@
+"""Sphinx configuration for bp's documentation.
+
+Built offline: no intersphinx, no remote images or fonts, alabaster (which ships with Sphinx).
+``.ci/docs`` builds it with warnings as errors::
+
+    sphinx-build -W --keep-going -b html docs docs/_build/html
+
+The API reference is generated from the package (autosummary over each module's ``__all__``), so
+a public name added to ``bp.__all__`` gets its page on the next build; numpydoc checks every
+docstring it renders (``numpydoc_validation_checks`` below).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# The docs document the checkout (built in place: python setup.py build_ext --inplace) unless an
+# installed bp comes first on the path.
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+# The gallery's examples run on one thread each: the docs build must fit in a few CI minutes on
+# two cores, and threads only pay on large layers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import bp  # noqa: E402
+import _generate  # noqa: E402
+
+project = "bp"
+author = "the bp developers"
+copyright = "the bp developers"
+release = version = bp.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "numpydoc",
+    "sphinx_gallery.gen_gallery",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "**/sg_execution_times.rst"]
+html_theme = "alabaster"
+html_static_path = ["_static"]
+html_title = f"bp {release}"
+html_theme_options = {
+    "description": "backpropagation, compiled",
+    "fixed_sidebar": True,
+    "font_family": "sans-serif",
+    "head_font_family": "sans-serif",
+    "code_font_family": "monospace",
+    "font_size": "16px",
+    "page_width": "1100px",
+}
+html_sidebars = {"**": ["about.html", "navigation.html", "searchbox.html"]}
+pygments_style = "sphinx"
+
+# --- API reference -----------------------------------------------------------------------------
+autosummary_generate = True
+autodoc_typehints = "none"  # numpydoc's Parameters section says the types
+numpydoc_show_class_members = False  # the class template lists the members itself
+numpydoc_class_members_toctree = False
+numpydoc_attributes_as_param_list = False
+# numpydoc's validation, for every docstring the API reference renders (a failure is a warning,
+# which -W turns into an error). The checks:
+#   GL06 / GL07  unknown section name / sections in the wrong order
+#   GL08         the object has no docstring
+#   PR01 / PR02  a parameter is not documented / a documented parameter does not exist
+#   PR10         "name:type" without the space before the colon
+#   RT02         the Returns section names a variable where only the type belongs
+#   SS03         the summary does not end with a period
+#   SS05         the summary starts with a verb's third person ("Returns" instead of "Return")
+#   YD01         a generator without a Yields section
+# An Examples section on every public class and function (EX01) is checked by
+# tests/test_docstrings.py, which also runs this validation without Sphinx.
+numpydoc_validation_checks = {"GL06", "GL07", "GL08", "PR01", "PR02", "PR10", "RT02", "SS03",
+                              "SS05", "YD01"}
+numpydoc_validation_exclude = {
+    r"\.__init__$",  # the class docstring documents the constructor (numpydoc's convention)
+}
+
+# --- the gallery -------------------------------------------------------------------------------
+sphinx_gallery_conf = {
+    "examples_dirs": str(ROOT / "examples"),
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",  # every example runs when the docs build
+    "abort_on_example_error": True,
+    "only_warn_on_example_error": False,
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "within_subsection_order": "FileNameSortKey",
+    "matplotlib_animations": False,
+    "image_scrapers": ("matplotlib",),
+    "reset_modules": ("matplotlib",),
+    "show_memory": False,
+    "plot_gallery": "True",
+}
+
+# --- generated pages (the CLI's --help text) ---------------------------------------------------
+_generate.cli_help(HERE / "api" / "_generated")
+_generate.api_pages(HERE / "api" / "_generated")
