@@ -870,7 +870,7 @@ class Sequential:
         Examples
         --------
         >>> model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)], seed=0).build(3)
-        >>> model.to_torch()                                         # doctest: +SKIP
+        >>> model.to_torch()
         Sequential(
           (0): Linear(in_features=3, out_features=4, bias=True)
           (1): ReLU()
@@ -901,9 +901,9 @@ class Sequential:
 
         Examples
         --------
-        >>> import torch                                             # doctest: +SKIP
-        >>> module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())  # doctest: +SKIP
-        >>> bp.Sequential.from_torch(module).layers[0].W.shape      # doctest: +SKIP
+        >>> import torch
+        >>> module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())
+        >>> bp.Sequential.from_torch(module).layers[0].W.shape
         (3, 4)
         """
         return _torch.from_torch(cls, module, dtype)
