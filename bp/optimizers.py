@@ -220,7 +220,7 @@ class Optimizer:
         Examples
         --------
         >>> bp.SGD(learning_rate=0.1, clip_norm=1.0).grad_scale(np.array([3.0, 4.0]), 1)
-        0.19999996000000802
+        0.19999996
         """
         if self.clip_norm is None:
             return 1.0
