@@ -191,34 +191,55 @@ def _fmt_time(seconds):
 def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
     """Count and time the three ways to get every gradient of `model` on the batch (X, y).
 
-    (1) the naive chain rule, (2) forward caching, (3) backpropagation (see bp.insight): exact
-    multiply-add counts from the architecture, measured times (NumPy in float64 for all three,
-    and bp's compiled kernels for backpropagation and the forward pass), and the gradients of
-    all three checked against each other and against bp's kernels. Inference mode (a Dropout
-    is the identity) and the data loss (no regulariser penalty): the three ways of the seed's
-    mathematics.
+    (1) the naive chain rule, (2) forward caching, (3) backpropagation: exact multiply-add counts
+    from the architecture, measured times (NumPy in float64 for all three, and bp's compiled
+    kernels for backpropagation and the forward pass), and the gradients of all three checked
+    against each other and against bp's kernels. Inference mode (a Dropout is the identity) and
+    the data loss (no regulariser penalty).
+
+    The naive way costs about N P^2 multiply-adds, so explain refuses a network and batch whose
+    naive count exceeds ``bp.insight.MAX_NAIVE_MULTIPLY_ADDS`` (1e9, a few seconds; e.g. P = 5,000
+    parameters at N = 32 is accepted), and hidden activations must act elementwise (no hidden
+    softmax).
 
     Parameters
     ----------
-    model : bp.Sequential (built from X if it is not yet)
-    X : array (N, n_features);  y : targets, as for fit
-    loss : str, optional        default: the model's loss, else the output activation's natural one
-    budget : float              seconds of timing per measured way (a slow way runs once)
-    n_threads : int, optional   threads of bp's kernels (default bp's setting)
-
-    Limits: the naive way costs about N P^2 multiply-adds, so explain refuses a network and
-    batch whose naive count exceeds ``bp.insight.MAX_NAIVE_MULTIPLY_ADDS`` (1e9, a few seconds;
-    e.g. P = 5,000 parameters at N = 32 is accepted), and hidden activations must act
-    elementwise (no hidden softmax).
+    model : Sequential
+        The network (built from X if it is not yet).
+    X : array-like of shape (N, n_features)
+        The batch.
+    y : array-like
+        Its targets, as for fit.
+    loss : str, optional
+        Default: the model's loss, else the output activation's natural one.
+    budget : float, default=0.1
+        Seconds of timing per measured way (a slow way runs once).
+    n_threads : int, optional
+        Threads of bp's kernels; default bp's setting.
 
     Returns
     -------
-    Explanation (print it for the table; the numbers are attributes)
+    bp.insight.Explanation
+        Print it for the table; the counts, times, gradients and ``agree`` are attributes.
+
+    See Also
+    --------
+    Sequential.diagnose : The error signals of each layer.
 
     Examples
     --------
-    >>> model = bp.Sequential([bp.Dense(16, activation="tanh"), bp.Dense(3, activation="softmax")])
-    >>> print(bp.explain(model, X[:16], y[:16]))
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((16, 5)), np.arange(16) % 3
+    >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
+    ...                       seed=0)
+    >>> result = bp.explain(model, X, y, budget=0.01)
+    >>> result.agree, result.n_params
+    (True, 75)
+    >>> result.counts["naive"] > result.counts["forward"] > result.counts["backprop"]
+    True
+    >>> print(result)                                   # doctest: +ELLIPSIS
+    bp.explain: network 5-8-3 (tanh, softmax), loss cross_entropy, batch N = 16
+    ...
     """
     X, Y, loss = _inputs(model, X, y, loss)
     net = _Net(model, loss)
