@@ -46,8 +46,9 @@ def _import_onnx():
 
 
 def to_onnx(model, path=None, *, opset=None):
-    """Convert a trained network to an ONNX graph: ``f_out = tau(... sigma(X @ W_1 + b_1) ... @ W_L + b_L)``.
+    """Convert a trained network to an ONNX graph.
 
+    The graph computes ``f_out = tau(sigma(X @ W_1 + b_1) @ ... @ W_L + b_L)``.
     Every activation (gelu is the exact erf form), float32 and float64, a dynamic batch axis. For a
     fitted scikit-learn MLP the outputs are those skl2onnx gives. Needs ``pip install "bp[onnx]"``.
 

@@ -57,7 +57,7 @@ class Optimizer:
         evaluated at the start of each epoch.
     clip_norm : float or None, default=None
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
-        most ``clip_norm`` (torch.nn.utils.clip_grad_norm_), fused into the update.
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
 
     Attributes
     ----------
@@ -310,7 +310,7 @@ class SGD(Optimizer):
         An L2 term ``weight_decay * p`` added to the gradient (as torch.optim.SGD).
     clip_norm : float or None, default=None
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
-        most ``clip_norm`` (torch.nn.utils.clip_grad_norm_), fused into the update.
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
 
     See Also
     --------
@@ -386,7 +386,7 @@ class Adam(Optimizer):
         An L2 term ``weight_decay * p`` added to the gradient.
     clip_norm : float or None, default=None
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
-        most ``clip_norm`` (torch.nn.utils.clip_grad_norm_), fused into the update.
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
 
     See Also
     --------
@@ -462,7 +462,7 @@ class AdamW(Adam):
         The decoupled decay rate (0.01, as in torch.optim.AdamW).
     clip_norm : float or None, default=None
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
-        most ``clip_norm`` (torch.nn.utils.clip_grad_norm_), fused into the update.
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
 
     See Also
     --------

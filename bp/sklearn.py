@@ -10,7 +10,7 @@ route (scipy.optimize.minimize, method="L-BFGS-B"). What bp replaces is the arit
 of SGD or Adam runs in bp's compiled epoch loop (forward, error signals, gradients and
 scikit-learn's update, fused, over a flat parameter buffer: bp._sklearn_net), and L-BFGS gets
 the loss and gradient from bp's compiled full-batch pass. In float64 with the same random_state
-the fitted coefs_ equal scikit-learn's to rounding (tests/test_sklearn_equivalence.py says how
+the fitted ``coefs_`` equal scikit-learn's to rounding (tests/test_sklearn_equivalence.py says how
 close); how much faster is in bench/README.md.
 
 Extras beyond scikit-learn's parameters: ``n_threads`` (bp's thread count for the kernels and
