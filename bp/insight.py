@@ -311,7 +311,7 @@ def explain_xor(model, X, y, file=None):
     hidden, output = model.layers[0], model.layers[-1]
     if (len(model) != 2 or output.units != 1 or hidden.activation != "sigmoid"
             or output.activation != "sigmoid" or not hidden.use_bias or not output.use_bias):
-        raise ValueError(f"explain_xor explains the seed's XOR network (Dense(k, sigmoid), "
+        raise ValueError(f"explain_xor explains the XOR network (Dense(k, sigmoid), "
                          f"Dense(1, sigmoid), with biases). Received: {model!r}")
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64).reshape(-1, 1)
@@ -341,7 +341,7 @@ def explain_xor(model, X, y, file=None):
                and history.epoch else "at its current weights")
     k = hidden.units
     say(f"The XOR network 2-{k}-1 (sigmoid hidden, sigmoid output, mse), {trained}:")
-    say("one more backpropagation, step by step, in the seed's notation. Layer 1 is hidden, O is")
+    say("one more backpropagation, step by step, in bp's notation. Layer 1 is hidden, O is")
     say("the output layer, x = z_out[0] is the input, rows s = 0..3 are the four samples.")
     say("  z_in[1] = x @ W[1] + b[1]      z_out[1] = sigma(z_in[1])      sigma = sigmoid")
     say("  f_in = z_out[1] @ W[O] + b[O]  f_out = tau(f_in)              tau = sigmoid")
