@@ -51,6 +51,7 @@ def show_config(file=None):
 
     Examples
     --------
+    >>> import bp
     >>> import io
     >>> text = io.StringIO()
     >>> bp.show_config(file=text)

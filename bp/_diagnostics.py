@@ -205,6 +205,8 @@ class DiagnosticsLogger(Callback):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 3
     >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],

@@ -110,6 +110,7 @@ def shard_rows(X, comm):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from bp import distributed
     >>> from mpi4py import MPI
     >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
@@ -194,6 +195,7 @@ def check_same_model(model, comm):
 
     Examples
     --------
+    >>> import bp
     >>> from bp import distributed
     >>> from mpi4py import MPI
     >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
@@ -240,6 +242,7 @@ def broadcast_parameters(model, comm, root=0):
 
     Examples
     --------
+    >>> import bp
     >>> from bp import distributed
     >>> from mpi4py import MPI
     >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
@@ -300,6 +303,8 @@ def allreduce_gradients(model, comm):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> from bp import distributed
     >>> from mpi4py import MPI
     >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec

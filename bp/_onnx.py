@@ -75,6 +75,8 @@ def to_onnx(model, path=None, *, opset=None):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> import os, tempfile
     >>> import onnxruntime
     >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(3, activation="softmax")],

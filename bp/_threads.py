@@ -86,6 +86,7 @@ def effective_n_threads(n_threads=None, only_physical_cores=True):
 
     Examples
     --------
+    >>> import bp
     >>> bp.effective_n_threads(3)
     3
     >>> bp.effective_n_threads(-1) >= 1
@@ -136,6 +137,7 @@ def get_num_threads():
 
     Examples
     --------
+    >>> import bp
     >>> with bp.num_threads(1):
     ...     bp.get_num_threads()
     1
@@ -163,6 +165,7 @@ def set_num_threads(n_threads):
 
     Examples
     --------
+    >>> import bp
     >>> bp.set_num_threads(1)
     >>> bp.get_num_threads()
     1
@@ -191,6 +194,7 @@ def num_threads(n_threads):
 
     Examples
     --------
+    >>> import bp
     >>> with bp.num_threads(1):
     ...     bp.get_num_threads()
     1

@@ -55,6 +55,8 @@ def to_torch(model):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> import torch
     >>> model = bp.Sequential([bp.Dense(4, activation="tanh"), bp.Dense(2)], seed=0).build(3)
     >>> module = bp.to_torch(model)

@@ -70,6 +70,8 @@ class TrainingDivergedError(FloatingPointError):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> X, y = np.ones((4, 2)), np.full(4, 1e30)
     >>> model = bp.Sequential([bp.Dense(1)], dtype="float32", seed=0)
     >>> try:

@@ -35,6 +35,8 @@ class History:
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
     >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
@@ -78,6 +80,8 @@ class History:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> import os, tempfile
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
@@ -114,6 +118,8 @@ class Callback:
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> class PrintLoss(bp.Callback):
     ...     def on_epoch_end(self, epoch, logs=None):
     ...         print(f"epoch {epoch}: loss {logs['loss']:.2f}")
@@ -232,6 +238,8 @@ class EarlyStopping(Callback):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
     >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
@@ -336,6 +344,8 @@ class TerminateOnNaN(Callback):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
     >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
@@ -485,6 +495,8 @@ class ModelCheckpoint(Callback):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "best.npz")
     >>> rng = np.random.default_rng(0)
@@ -572,6 +584,8 @@ class ReduceLROnPlateau(Callback):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
     >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
@@ -655,6 +669,8 @@ class CSVLogger(Callback):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "training.csv")
     >>> rng = np.random.default_rng(0)
@@ -740,6 +756,8 @@ class LambdaCallback(Callback):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
     >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],

@@ -28,6 +28,8 @@ Examples
 --------
 A loop of your own; under ``mpiexec -n p`` each rank runs it on its own rows:
 
+>>> import numpy as np
+>>> import bp
 >>> from bp import distributed
 >>> from mpi4py import MPI
 >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec

@@ -43,6 +43,8 @@ def from_torch(module, dtype=None):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> import torch
     >>> module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     >>> model = bp.from_torch(module)

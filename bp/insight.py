@@ -228,6 +228,8 @@ def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((16, 5)), np.arange(16) % 3
     >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],

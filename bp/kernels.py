@@ -73,6 +73,7 @@ def check_loss_pair(loss, tau):
 
     Examples
     --------
+    >>> import bp
     >>> bp.kernels.check_loss_pair("cross_entropy", "softmax")
     >>> bp.kernels.check_loss_pair("cross_entropy", "sigmoid")
     Traceback (most recent call last):
@@ -136,6 +137,8 @@ def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> x = np.array([[1.0, -1.0]])
     >>> W = np.array([[1.0, 2.0], [3.0, 4.0]])
     >>> z_in, z_out = bp.kernels.dense_forward(x, W, np.zeros(2), "relu")
@@ -197,6 +200,8 @@ def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scal
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> f_in = np.zeros((2, 2))
     >>> f_out = np.full((2, 2), 0.5)                    # softmax(f_in)
     >>> y = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -250,6 +255,8 @@ def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> delta_next = np.array([[1.0]])
     >>> W_next = np.array([[2.0], [3.0]])
     >>> z_in = np.array([[1.0, -1.0]])
@@ -303,6 +310,8 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
     >>> delta = np.array([[1.0], [-1.0]])
     >>> grad_W, grad_b = bp.kernels.gradients(x, delta)
@@ -377,6 +386,8 @@ def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_samp
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> f = np.array([[0.5], [1.5]])
     >>> bp.kernels.loss_value(f, f, np.ones((2, 1)), "mse")             # mean of 0.25 and 0.25
     0.25
@@ -449,6 +460,8 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> param, velocity = np.ones(2), np.zeros(2)
     >>> bp.kernels.sgd_update(param, np.array([1.0, 2.0]), velocity, learning_rate=0.1, momentum=0.9)
     array([0.9, 0.8])
@@ -511,6 +524,8 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> param, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
     >>> bp.kernels.adam_update(param, np.array([1.0, -1.0]), m, v, step=1, learning_rate=0.1)
     array([-0.1,  0.1])
@@ -551,6 +566,8 @@ def sum_of_squares(x, *, n_threads=None):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> bp.kernels.sum_of_squares(np.array([3.0, 4.0]))
     25.0
     """

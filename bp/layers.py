@@ -88,6 +88,8 @@ class Dense:
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> layer = bp.Dense(64, activation="relu")
     >>> layer
     Dense(64, activation='relu')
@@ -129,6 +131,7 @@ class Dense:
 
         Examples
         --------
+        >>> import bp
         >>> bp.Dense(2).built
         False
         """
@@ -140,6 +143,7 @@ class Dense:
 
         Examples
         --------
+        >>> import bp
         >>> bp.Dense(2, input_dim=3).n_params
         8
         """
@@ -183,6 +187,7 @@ class Dense:
 
         Examples
         --------
+        >>> import bp
         >>> bp.Dense(4).build(3, dtype="float64", seed=0).W.dtype
         dtype('float64')
         """
@@ -209,6 +214,8 @@ class Dense:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> layer = bp.Dense(2).build(3, seed=0)
         >>> layer.W = np.zeros((3, 2))
         >>> float(layer.W.sum())
@@ -228,6 +235,7 @@ class Dense:
 
         Examples
         --------
+        >>> import bp
         >>> bp.Dense(2).build(3).b
         array([0., 0.], dtype=float32)
         """
@@ -279,6 +287,7 @@ class Dense:
 
         Examples
         --------
+        >>> import bp
         >>> config = bp.Dense(8, activation="tanh").get_config()
         >>> config["units"], config["activation"]
         (8, 'tanh')
@@ -338,6 +347,7 @@ class Dropout:
 
     Examples
     --------
+    >>> import bp
     >>> model = bp.Sequential([bp.Dense(256, activation="relu"), bp.Dropout(0.5),
     ...                        bp.Dense(10, activation="softmax")], seed=0)
     >>> len(model), model.layers[0].dropout
@@ -367,6 +377,7 @@ class Dropout:
 
         Examples
         --------
+        >>> import bp
         >>> bp.Dropout(0.25, seed=3).get_config()
         {'rate': 0.25, 'seed': 3}
         """

@@ -70,6 +70,8 @@ class Optimizer:
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> opt = bp.SGD(learning_rate=0.5)
     >>> params, grads = np.ones(3), np.full(3, 0.2)
     >>> opt.apply(params, grads)
@@ -106,6 +108,7 @@ class Optimizer:
 
         Examples
         --------
+        >>> import bp
         >>> bp.SGD(learning_rate=bp.StepDecay(0.1, step_size=2)).current_learning_rate(2)
         0.01
         """
@@ -142,6 +145,8 @@ class Optimizer:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> opt = bp.Adam()
         >>> opt.apply(np.ones(2), np.ones(2))
         >>> sorted(opt.state_dict())
@@ -160,6 +165,8 @@ class Optimizer:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> opt = bp.SGD(learning_rate=0.1, momentum=0.9)
         >>> opt.apply(np.ones(2), np.ones(2))
         >>> fresh = bp.SGD(learning_rate=0.1, momentum=0.9)
@@ -219,6 +226,8 @@ class Optimizer:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> bp.SGD(learning_rate=0.1, clip_norm=1.0).grad_scale(np.array([3.0, 4.0]), 1)
         0.19999996
         """
@@ -244,6 +253,8 @@ class Optimizer:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> params = np.zeros(2)
         >>> bp.SGD(learning_rate=0.1).apply(params, np.array([1.0, -1.0]))
         >>> params
@@ -282,6 +293,7 @@ class Optimizer:
 
         Examples
         --------
+        >>> import bp
         >>> bp.SGD(learning_rate=0.1, momentum=0.9).get_config()["momentum"]
         0.9
         """
@@ -318,6 +330,8 @@ class SGD(Optimizer):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> opt = bp.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((50, 3)), rng.standard_normal(50)
@@ -356,6 +370,7 @@ class SGD(Optimizer):
 
         Examples
         --------
+        >>> import bp
         >>> bp.SGD(learning_rate=0.1, momentum=0.9).get_config()["momentum"]
         0.9
         """
@@ -394,6 +409,8 @@ class Adam(Optimizer):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> opt = bp.Adam(learning_rate=1e-2, clip_norm=1.0)
     >>> params = np.zeros(2)
     >>> opt.apply(params, np.array([1.0, -1.0]))
@@ -434,6 +451,7 @@ class Adam(Optimizer):
 
         Examples
         --------
+        >>> import bp
         >>> bp.SGD(learning_rate=0.1, momentum=0.9).get_config()["momentum"]
         0.9
         """
@@ -470,6 +488,8 @@ class AdamW(Adam):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> opt = bp.AdamW(learning_rate=0.1, weight_decay=0.5)
     >>> params = np.ones(2)
     >>> opt.apply(params, np.zeros(2))           # no gradient: only the decay

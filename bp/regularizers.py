@@ -27,6 +27,8 @@ class L1L2:
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> reg = bp.l1_l2(l1=1e-5, l2=1e-4)
     >>> reg(np.ones((2, 3)))  # 6e-5 + 6e-4
     0.00066
@@ -90,6 +92,8 @@ def l1(l1=0.01):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> layer = bp.Dense(64, activation="relu", kernel_regularizer=bp.l1(1e-4))
     >>> bp.l1(0.5)(np.array([1.0, -2.0]))
     1.5
@@ -112,6 +116,8 @@ def l2(l2=0.01):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> layer = bp.Dense(64, activation="relu", kernel_regularizer=bp.l2(1e-4))
     >>> bp.l2(0.5)(np.array([1.0, -2.0]))
     2.5
@@ -136,6 +142,8 @@ def l1_l2(l1=0.01, l2=0.01):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> bp.l1_l2(l1=0.5, l2=0.5)(np.array([1.0, -2.0]))
     4.0
     """

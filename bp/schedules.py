@@ -29,6 +29,7 @@ class StepDecay:
 
     Examples
     --------
+    >>> import bp
     >>> schedule = bp.StepDecay(0.1, step_size=10, gamma=0.5)
     >>> schedule(25)
     0.025
@@ -68,6 +69,7 @@ class CosineDecay:
 
     Examples
     --------
+    >>> import bp
     >>> schedule = bp.CosineDecay(0.1, total_epochs=10)
     >>> schedule(0), schedule(5), schedule(10)
     (0.1, 0.05, 0.0)

@@ -73,6 +73,8 @@ class Sequential:
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
     >>> model = bp.Sequential([bp.Dense(16, activation="relu"), bp.Dense(3, activation="softmax")],
@@ -115,6 +117,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> model = bp.Sequential()
         >>> model.add(bp.Dense(8, activation="tanh"))
         >>> model.add(bp.Dense(1))
@@ -168,6 +171,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(2)])
         >>> model.built
         False
@@ -191,6 +195,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)], seed=0).build(3)
         >>> model.layers[0].W.shape
         (3, 4)
@@ -244,6 +249,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> bp.Sequential([bp.Dense(4), bp.Dense(2)]).build(3).n_params
         26
         """
@@ -259,6 +265,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
         >>> model.get_flat_params().shape
         (8,)
@@ -276,6 +283,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
         >>> model.set_flat_params(np.zeros(model.n_params))
         >>> float(np.abs(model.layers[0].W).sum())
@@ -298,6 +307,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(1)], seed=0)
         >>> loss = model.backward(np.ones((4, 3)), np.zeros(4))
         >>> model.get_flat_grads().shape
@@ -334,6 +345,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
         >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
@@ -369,6 +382,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
         >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
@@ -407,6 +422,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
         >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
@@ -433,6 +450,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
         >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
@@ -449,6 +468,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(2), bp.Dense(1)], seed=0)
         >>> _ = model.gradients(np.ones((5, 3)), np.zeros(5))
         >>> [z.shape for z in model.z_in]
@@ -462,6 +483,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(2), bp.Dense(1)], seed=0)
         >>> _ = model.gradients(np.ones((5, 3)), np.zeros(5))
         >>> [z.shape for z in model.z_out]
@@ -478,6 +501,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(1)], seed=0)
         >>> _ = model.backward(np.ones((4, 3)), np.ones(4))
         >>> model.zero_grad()
@@ -519,6 +544,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((64, 4)), np.arange(64) % 3
         >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
@@ -547,6 +574,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(1)], seed=0)
         >>> _ = model.backward(np.ones((4, 3)), np.ones(4))
         >>> model.step(bp.SGD(learning_rate=0.1))
@@ -578,6 +607,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(3, activation="softmax")]).compile(
         ...     loss="cross_entropy", optimizer=bp.SGD(learning_rate=0.05))
         >>> model.loss
@@ -665,6 +695,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((200, 4))
         >>> y = (X[:, 0] + X[:, 1] > 0).astype(int)
@@ -721,6 +753,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
         >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
@@ -761,6 +795,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((10, 4)), np.arange(10) % 3
         >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
@@ -796,6 +832,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> rng = np.random.default_rng(0)
         >>> X, y = rng.standard_normal((50, 4)), np.arange(50) % 3
         >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(3, activation="softmax")],
@@ -817,6 +855,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> config = bp.Sequential([bp.Dense(4, activation="relu")], seed=1).get_config()
         >>> config["seed"], config["layers"][0]["units"]
         (1, 4)
@@ -842,6 +881,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(1)], seed=1)
         >>> copy = bp.Sequential.from_config(model.get_config())
         >>> [layer.units for layer in copy]
@@ -869,6 +909,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)], seed=0).build(3)
         >>> model.to_torch()
         Sequential(
@@ -901,6 +942,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> import torch
         >>> module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())
         >>> bp.Sequential.from_torch(module).layers[0].W.shape
@@ -931,6 +973,7 @@ class Sequential:
 
         Examples
         --------
+        >>> import bp
         >>> _ = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)]).build(3).summary()
         Layer    Output shape  Activation  Params
         -----------------------------------------
@@ -962,6 +1005,8 @@ class Sequential:
 
         Examples
         --------
+        >>> import numpy as np
+        >>> import bp
         >>> import os, tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
         >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
@@ -1032,6 +1077,7 @@ def load(path):
 
     Examples
     --------
+    >>> import bp
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
     >>> bp.Sequential([bp.Dense(2)], seed=0).build(3).save(path)

@@ -348,6 +348,7 @@ class MLPClassifier(_BpMLP, _MLPClassifier):
 
     Examples
     --------
+    >>> import bp
     >>> from sklearn.datasets import load_iris
     >>> from bp.sklearn import MLPClassifier
     >>> X, y = load_iris(return_X_y=True)
@@ -467,6 +468,8 @@ class MLPRegressor(_BpMLP, _MLPRegressor):
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> from bp.sklearn import MLPRegressor
     >>> rng = np.random.default_rng(0)
     >>> X = rng.uniform(-1, 1, (200, 2))

@@ -16,9 +16,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-# The docs document the checkout (built in place: python setup.py build_ext --inplace) unless an
-# installed bp comes first on the path.
-sys.path.insert(0, str(ROOT))
+# The docs document the checkout when it is built in place (python setup.py build_ext --inplace),
+# else the installed bp.
+if list((ROOT / "bpcore").glob("_network*.so")) or list((ROOT / "bpcore").glob("_network*.pyd")):
+    sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 # The gallery's examples run on one thread each: the docs build must fit in a few CI minutes on
 # two cores, and threads only pay on large layers.
