@@ -2,13 +2,13 @@
 
 ``bp.explain`` gets every gradient of a network three ways (the naive chain rule, forward caching,
 backpropagation: bp/_ways.py, with their exact multiply-add counts) and times them beside bp's
-compiled kernels; ``explain_xor`` walks through one backward pass of the seed's XOR network in
-the README's notation; per-sample gradient norms and the per-layer diagnosis of the error
-signals are in bp/_diagnostics.py and exported here. All of it takes a model object and works
-through bp._passes and the model's public methods.
+compiled kernels; ``explain_xor`` walks through one backward pass of the XOR network in the
+notation of the user guide's mathematics page; per-sample gradient norms and the per-layer
+diagnosis of the error signals are in bp/_diagnostics.py and exported here. All of it takes a
+model object and works through bp._passes and the model's public methods.
 
-Layers are numbered from 0 here, as in ``model.layers``; the seed's notation (``python -m bp xor
---explain``) numbers the hidden layer 1 and calls the output layer O.
+Layers are numbered from 0 here, as in ``model.layers``; the mathematics' notation
+(``python -m bp xor --explain``) numbers the hidden layer 1 and calls the output layer O.
 """
 
 import math
@@ -302,9 +302,9 @@ def _matrix(name, A, indent):
 
 
 def explain_xor(model, X, y, file=None):
-    """The seed's XOR network (2-2-1, sigmoid, mse), one backward pass step by step in the seed's
-    notation: the forward values, delta[O], the hidden deltas from the recursion, and every
-    gradient as a delta times the input it multiplies; checked against bp's kernels."""
+    """The XOR network (2-2-1, sigmoid, mse), one backward pass step by step in the notation of
+    the mathematics: the forward values, delta[O], the hidden deltas from the recursion, and
+    every gradient as a delta times the input it multiplies; checked against bp's kernels."""
     out = file or sys.stdout
 
     def say(text=""):
