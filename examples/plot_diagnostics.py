@@ -37,9 +37,9 @@ model, history = runs["sigmoid"]
 print(history.history["diagnostics"][-1])
 
 # %%
-# Over training: ``history.history["mean_abs_delta_<i>"]`` holds layer i's mean |delta| after
-# every epoch. Divided by the output layer's, it shows how much of the error signal reaches each
-# layer on its way back.
+# Over training: ``history.history["mean_abs_delta_<i>"]`` holds layer i's mean absolute error
+# signal after every epoch. Divided by the output layer's, it shows how much of the error signal
+# reaches each layer on its way back.
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
 for ax, (act, (model, history)) in zip(axes, runs.items()):
     h = history.history
