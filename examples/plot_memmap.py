@@ -62,7 +62,8 @@ print(f"memory-mapped: {t_stream:.2f} s, in memory: {t_mem:.2f} s (3 epochs each
 fig, ax = plt.subplots(figsize=(5, 3.4))
 ax.plot(np.arange(1, 4), streamed.history["accuracy"], "o-", label="memory-mapped, by blocks")
 ax.plot(np.arange(1, 4), in_memory.history["accuracy"], "s--", label="in memory")
-ax.set(xlabel="epoch", ylabel="training accuracy", title="the same training, two sources")
+ax.set(xlabel="epoch", ylabel="training accuracy", title="the same training, two sources",
+       xticks=[1, 2, 3])
 ax.legend()
 fig.tight_layout()
 del X

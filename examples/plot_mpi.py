@@ -38,17 +38,19 @@ print(f"largest |weight difference| to one process with batch "
 # to float64 rounding. (The ranks themselves stay bit for bit identical: the initial parameters
 # are broadcast from rank 0 and every rank applies the same summed update.)
 epochs = np.arange(1, run["epochs"] + 1)
-fig, (ax_loss, ax_time) = plt.subplots(1, 2, figsize=(9, 3.4))
+fig, ax_loss = plt.subplots(figsize=(5.5, 3.6))
 ax_loss.plot(epochs, run["loss_single"], "o-", label="1 process, batch 64")
 ax_loss.plot(epochs, run["loss_parallel"], "x--", label="2 ranks, 32 rows each")
 ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="the same training")
 ax_loss.legend()
+fig.tight_layout()
 
 # %%
 # Time. The digits network is far too small to split: a 32-row step computes in tens of
 # microseconds, about what the allreduce of its gradients costs, so two ranks are slower than
 # one here. On the 784-256-128-10 network with 128 rows per step, two ranks on two cores ran
 # 1.41-1.44x faster than one process (``bench/README.md``, "Scaling out").
+fig, ax_time = plt.subplots(figsize=(4.5, 3.4))
 ax_time.bar(["1 process", "2 ranks"],
             [np.median(run["epoch_times_single"]) * 1e3,
              np.median(run["epoch_times_parallel"]) * 1e3], color=["C0", "C1"])

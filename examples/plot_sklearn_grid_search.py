@@ -48,7 +48,7 @@ print("scikit-learn:", gs_sk.best_params_, f"score {gs_sk.best_score_:.3f}, {t_s
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
 for ax, (name, gs) in zip(axes, (("bp.sklearn", gs_bp), ("scikit-learn", gs_sk))):
     scores = gs.cv_results_["mean_test_score"].reshape(3, 3)  # alpha x width (sorted keys)
-    im = ax.imshow(scores, vmin=0.8, vmax=1.0, cmap="viridis")
+    im = ax.imshow(scores, vmin=0.5, vmax=1.0, cmap="viridis")
     for (i, j), s in np.ndenumerate(scores):
         ax.text(j, i, f"{s:.3f}", ha="center", va="center", color="w")
     ax.set(xticks=range(3), xticklabels=["16", "32", "64"], yticks=range(3),

@@ -41,13 +41,14 @@ for w in widths:
     for way in ways:
         ratios[way].append(c[way] / c["forward_pass"])
 
-fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(9, 3.6))
+fig, ax_c = plt.subplots(figsize=(5.5, 3.8))
 for way, label in zip(ways, ("(1) naive chain rule", "(2) forward caching",
                              "(3) backpropagation")):
     ax_c.plot(params, ratios[way], "o-", label=label)
 ax_c.set(xscale="log", yscale="log", xlabel="parameters P (16-w-w-4 network)",
          ylabel="multiply-adds / one forward pass", title="counted")
 ax_c.legend()
+fig.tight_layout()
 
 # %%
 # And measured, on the network above: the NumPy twins of the three ways (float64) and bp's
@@ -56,6 +57,7 @@ t = result.times
 bars = {"naive": t["naive"] / t["forward_pass"], "forward": t["forward"] / t["forward_pass"],
         "backprop": t["backprop"] / t["forward_pass"],
         "bp kernels": t["bp_backprop"] / t["bp_forward_pass"]}
+fig, ax_t = plt.subplots(figsize=(5.5, 3.6))
 ax_t.bar(list(bars), list(bars.values()), color=["C0", "C1", "C2", "C3"])
 ax_t.set(yscale="log", ylabel="time / one forward pass",
          title=f"measured, P = {result.n_params:,}")
