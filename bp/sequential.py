@@ -130,7 +130,8 @@ class Sequential:
             raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
                              "build a new Sequential")
         if isinstance(layer, Dropout):
-            return _passes.attach_dropout(self.layers, layer)
+            _passes.attach_dropout(self.layers, layer)
+            return
         if layer._owner is not None:
             raise ValueError(f"{layer!r} already belongs to another model; use a new Dense")
         if layer.built:

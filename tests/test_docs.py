@@ -26,12 +26,16 @@ MODULES = ("bp", "bp.sklearn", "bp.distributed", "bp.kernels")
 
 
 def _configured_checks():
-    """numpydoc_validation_checks as docs/conf.py sets it (a literal set of codes)."""
+    """The codes numpydoc_validation_checks in docs/conf.py selects: a literal set of codes, or
+    numpydoc's {"all", <codes left out>}."""
     tree = ast.parse((ROOT / "docs" / "conf.py").read_text())
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and getattr(node.targets[0], "id", None) == "numpydoc_validation_checks"):
-            return set(ast.literal_eval(node.value))
+            codes = set(ast.literal_eval(node.value))
+            if "all" in codes and numpydoc_validate is not None:
+                return set(numpydoc_validate.ERROR_MSGS) - codes
+            return codes
     raise AssertionError("docs/conf.py sets no numpydoc_validation_checks")
 
 
