@@ -25,8 +25,9 @@ sys.path.insert(0, str(HERE))
 # two cores, and threads only pay on large layers.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import bp  # noqa: E402
-import _generate  # noqa: E402
+import _generate
+
+import bp
 
 project = "bp"
 author = "the bp developers"

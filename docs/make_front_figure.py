@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 MS_PER_EPOCH = {  # bench/README.md, bench/fit.py, digits, 1 thread
     "bp": 1.4,

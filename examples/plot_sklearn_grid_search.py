@@ -21,7 +21,8 @@ from sklearn.neural_network import MLPClassifier as SkMLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from bp.sklearn import MLPClassifier  # was: from sklearn.neural_network import MLPClassifier
+# was: from sklearn.neural_network import MLPClassifier
+from bp.sklearn import MLPClassifier
 
 X, y = load_digits(return_X_y=True)
 grid = {"mlpclassifier__hidden_layer_sizes": [(16,), (32,), (64,)],

@@ -57,7 +57,7 @@ fig.tight_layout()
 # The last backward pass, written out: each gradient is a cached delta times the input it
 # multiplies, ``dL/dW[i] = z_out[i-1].T @ delta[i]``. ``python -m bp xor --explain`` prints the
 # same walk-through.
-from bp.insight import explain_xor  # noqa: E402
+from bp.insight import explain_xor
 
 explain_xor(model, X, y)
 

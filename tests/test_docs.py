@@ -54,8 +54,8 @@ def _public_objects():
                 for attr, value in vars(obj).items():
                     if attr.startswith("_"):
                         continue
-                    if (inspect.isfunction(value) or isinstance(value, property)
-                            or isinstance(value, (classmethod, staticmethod))):
+                    if inspect.isfunction(value) or isinstance(
+                            value, (property, classmethod, staticmethod)):
                         found.append((f"{qualified}.{attr}", False))
     return found
 
@@ -107,13 +107,13 @@ def test_the_readme_quick_start_runs_as_written(tmp_path, monkeypatch):
     import re
 
     text = (ROOT / "README.md").read_text()
-    match = re.search(r"^## Quick start\n\n```python\n(.*?)^```", text, re.S | re.M)
+    match = re.search(r"^## Quick start\n\n```python\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
     assert match, "README.md has no '## Quick start' section with a python code block"
     code = match.group(1)
     assert "fit(" in code and "evaluate(" in code
     monkeypatch.chdir(tmp_path)  # it saves a file
     namespace = {}
-    exec(compile(code, "README.md (quick start)", "exec"), namespace)
+    exec(compile(code, "README.md (quick start)", "exec"), namespace)  # noqa: S102 (the point)
     model = namespace["model"]
     assert model.evaluate(namespace["X_test"], namespace["y_test"])["accuracy"] > 0.9
     assert (tmp_path / "digits.npz").exists()
