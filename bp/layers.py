@@ -53,35 +53,50 @@ def initialize(name, shape, rng, dtype):
 class Dense:
     """A fully connected layer: ``z_out = sigma(z_out_prev @ W + b)``.
 
+    Shape: input ``(n_samples, n_in)`` -> output ``(n_samples, units)``; ``W`` is
+    ``(n_in, units)`` (the transpose of PyTorch's ``Linear.weight``) and ``b`` is ``(units,)``.
+
     Parameters
     ----------
     units : int
-        Output width n_out (> 0).
-    activation : str or None, default "identity"
-        sigma: one of identity, sigmoid, tanh, relu, leaky_relu, gelu (exact), softmax; None and
-        "linear" (Keras' names) mean identity.
-    use_bias : bool, default True
+        The output width n_out (> 0).
+    activation : str or None, default="identity"
+        sigma: one of "identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu" (the exact erf
+        form), "softmax" (output layer only); None and "linear" (Keras' names) mean identity.
+    use_bias : bool, default=True
+        Whether the layer adds a bias b.
     kernel_initializer : str or callable, optional
         "glorot_uniform" (default for sigmoid, tanh, softmax, identity), "he_normal" (default
         for relu, leaky_relu, gelu), "glorot_normal", "he_uniform", "zeros", or a callable
         ``f((n_in, n_out), rng) -> array``. Biases start at zero.
-    alpha : float, default 0.01
+    alpha : float, default=0.01
         leaky_relu's negative slope (>= 0).
-    kernel_regularizer, bias_regularizer : bp.l1(c), bp.l2(c), bp.l1_l2(l1, l2) or None
-        A penalty R(W) (R(b)) added to the training loss and its gradient (bp.regularizers).
+    kernel_regularizer : L1L2, optional
+        A penalty on W (``bp.l1``, ``bp.l2``, ``bp.l1_l2``) added to the training loss and its
+        gradient.
+    bias_regularizer : L1L2, optional
+        The same for b.
     input_dim : int, optional
         n_in. If omitted, it is taken from the data at first use (lazy build).
     name : str, optional
+        A name for ``summary``.
 
-    Shape
-    -----
-    input (n_samples, n_in) -> output (n_samples, units); W (n_in, units), b (units,).
+    See Also
+    --------
+    Dropout : Inverted dropout on this layer's output.
+    Sequential : The stack of layers.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> layer = bp.Dense(64, activation="relu")
     >>> layer
     Dense(64, activation='relu')
+    >>> layer.build(3, seed=0).W.shape
+    (3, 64)
+    >>> layer(np.ones((5, 3))).shape
+    (5, 64)
     """
 
     _kind = "dense"
@@ -116,10 +131,26 @@ class Dense:
     # -- building --------------------------------------------------------------------------------
     @property
     def built(self):
+        """Whether W and b are allocated.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(2).built
+        False
+        """
         return self._W is not None
 
     @property
     def n_params(self):
+        """The number of parameters (weights and bias), None while the input width is unknown.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(2, input_dim=3).n_params
+        8
+        """
         if self.input_dim is None:
             return None
         return self.input_dim * self.units + (self.units if self.use_bias else 0)
@@ -142,7 +173,28 @@ class Dense:
         self._b = b_view
 
     def build(self, input_dim, dtype="float32", seed=None):
-        """Allocate and initialise W and b for a layer used on its own (a model does this itself)."""
+        """Allocate and initialise W and b of a layer used on its own (not in a model).
+
+        Parameters
+        ----------
+        input_dim : int
+            The input width n_in.
+        dtype : {"float32", "float64"}, default="float32"
+            The dtype of W and b.
+        seed : int, optional
+            Seeds the initialisation.
+
+        Returns
+        -------
+        Dense
+            The layer itself.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(4).build(3, dtype="float64", seed=0).W.dtype
+        dtype('float64')
+        """
         if self._owner is not None:
             raise ValueError("this layer belongs to a Sequential; build the model instead")
         dtype = as_dtype(dtype)
@@ -160,7 +212,19 @@ class Dense:
 
     @property
     def W(self):
-        """The weights, shape (n_in, units): a view into the model's parameters (writes go in)."""
+        """The weights, shape ``(n_in, units)``: a view into the model's parameters.
+
+        Assigning writes into them (shape checked).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> layer = bp.Dense(2).build(3, seed=0)
+        >>> layer.W = np.zeros((3, 2))
+        >>> float(layer.W.sum())
+        0.0
+        """
         self._require_built()
         return self._W
 
@@ -171,7 +235,14 @@ class Dense:
 
     @property
     def b(self):
-        """The bias, shape (units,), or None when use_bias=False."""
+        """The bias, shape ``(units,)``, or None when ``use_bias=False`` (assignable).
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(2).build(3).b
+        array([0., 0.], dtype=float32)
+        """
         self._require_built()
         return self._b
 
@@ -211,6 +282,20 @@ class Dense:
 
     # -- description -----------------------------------------------------------------------------
     def get_config(self):
+        """Describe the layer as plain data (a callable initializer is left out: it is code).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer (and its dropout, if any).
+
+        Examples
+        --------
+        >>> import bp
+        >>> config = bp.Dense(8, activation="tanh").get_config()
+        >>> config["units"], config["activation"]
+        (8, 'tanh')
+        """
         init = self.kernel_initializer
         return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
                 "kernel_initializer": init if isinstance(init, str) else None,
@@ -244,27 +329,34 @@ class Dropout:
     In training each unit of its input is kept with probability 1 - rate and scaled by
     1 / (1 - rate); in ``predict`` and ``evaluate`` the layer is the identity. The error signal
     goes back through the same mask:
+    ``delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])``.
 
-        delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])
-
-    The masks are drawn inside the compiled step by a counter-based generator keyed by
-    (seed, training batch, row, unit) (bpcore/_dropout.pyx): the same seed gives the same masks
-    for any thread count. A Sequential folds a Dropout that follows a Dense into it
-    (``layer.dropout`` is this object, the form of files of format 1); first in the model (input
-    dropout) or after another kind of layer it is a layer of its own, with the error signal
-    ``g_prev = g * mask / (1 - rate)``.
+    The masks are drawn inside the compiled step by a counter-based generator keyed by (seed,
+    training batch, row, unit): the same seed gives the same masks for any thread count. A
+    Sequential folds a Dropout that follows a Dense into it (``layer.dropout`` is this object,
+    the form of files of format 1); first in the model (input dropout) or after another kind of
+    layer it is a layer of its own, with the error signal ``g_prev = g * mask / (1 - rate)``.
 
     Parameters
     ----------
-    rate : float in [0, 1)
-        The probability of dropping a unit (rate 0: no dropout, the same bits as no layer).
-    seed : int >= 0 or None
-        None: drawn from the model's seeded generator when the model is built.
+    rate : float
+        The probability of dropping a unit, in [0, 1) (rate 0: no dropout, the same bits as no
+        layer).
+    seed : int, optional
+        An integer in [0, 2**64); None draws it from the model's seeded generator when the model is
+        built.
+
+    See Also
+    --------
+    Dense
 
     Examples
     --------
+    >>> import bp
     >>> model = bp.Sequential([bp.Dense(256, activation="relu"), bp.Dropout(0.5),
     ...                        bp.Dense(10, activation="softmax")], seed=0)
+    >>> len(model), model.layers[0].dropout
+    (2, Dropout(0.5))
     """
 
     _kind = "dropout"
@@ -278,6 +370,7 @@ class Dropout:
 
     @property
     def units(self):
+        """int or None: the width, as a layer of its own (its input's, once built)."""
         return self.input_dim
 
     def __init__(self, rate, seed=None):
@@ -294,6 +387,19 @@ class Dropout:
         self._key = self.seed  # the seed in use (drawn at build when seed is None)
 
     def get_config(self):
+        """Describe the layer as plain data: its rate and the seed in use.
+
+        Returns
+        -------
+        dict
+            ``{"rate": float, "seed": int or None}``.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dropout(0.25, seed=3).get_config()
+        {'rate': 0.25, 'seed': 3}
+        """
         return {"rate": self.rate, "seed": self._key}
 
     def __repr__(self):
@@ -327,13 +433,16 @@ class Activation(_WidthPreserving):
     Parameters
     ----------
     activation : str
-        sigma: one of identity (also "linear"), sigmoid, tanh, relu, leaky_relu, gelu, softmax.
-    alpha : float, default 0.01
+        sigma: one of "identity" (also "linear"), "sigmoid", "tanh", "relu", "leaky_relu",
+        "gelu", "softmax".
+    alpha : float, default=0.01
         leaky_relu's negative slope (>= 0).
     name : str, optional
+        A name for summary().
 
     Examples
     --------
+    >>> import bp
     >>> model = bp.Sequential([bp.Dense(16), bp.Activation("relu"), bp.Dense(3)])
     >>> model[1]
     Activation('relu')
@@ -351,6 +460,19 @@ class Activation(_WidthPreserving):
         self.name = name
 
     def get_config(self):
+        """Describe the layer as plain data.
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Activation("tanh").get_config()["activation"]
+        'tanh'
+        """
         return {"activation": self.activation, "alpha": self.alpha, "name": self.name}
 
     def __repr__(self):
@@ -396,9 +518,9 @@ class _Normalization(_WidthPreserving):
 
 
 class LayerNormalization(_Normalization):
-    """Normalise each row (sample) over its features, then scale and shift:
+    """Normalise each row (sample) over its features, then scale and shift.
 
-        z_out = gamma (z_in - mu) / sqrt(var + epsilon) + beta,   mu, var over the row's features
+    ``z_out = gamma (z_in - mu) / sqrt(var + epsilon) + beta``, mu and var over the row's features.
 
     The biased variance, the same in training and inference (no running statistics). Keras'
     name and default epsilon (1e-3; PyTorch's nn.LayerNorm uses 1e-5: pass epsilon=1e-5 for its
@@ -409,16 +531,18 @@ class LayerNormalization(_Normalization):
 
     Parameters
     ----------
-    epsilon : float, default 1e-3
+    epsilon : float, default=1e-3
         Added to the variance (> 0).
-    center : bool, default True
+    center : bool, default=True
         Learn beta (False: beta = 0).
-    scale : bool, default True
+    scale : bool, default=True
         Learn gamma (False: gamma = 1).
     name : str, optional
+        A name for summary().
 
     Examples
     --------
+    >>> import bp
     >>> model = bp.Sequential([bp.Dense(16), bp.LayerNormalization(), bp.Dense(3)])
     >>> model[1]
     LayerNormalization(epsilon=0.001)
@@ -431,6 +555,19 @@ class LayerNormalization(_Normalization):
         self.name = name
 
     def get_config(self):
+        """Describe the layer as plain data.
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.LayerNormalization().get_config()["epsilon"]
+        0.001
+        """
         return {"epsilon": self.epsilon, "center": self.center, "scale": self.scale,
                 "name": self.name}
 
@@ -439,8 +576,9 @@ class LayerNormalization(_Normalization):
 
 
 class BatchNormalization(_Normalization):
-    """Normalise each feature over the batch in training, over its running statistics in
-    inference, then scale and shift:
+    """Normalise each feature by batch statistics in training, running ones in inference.
+
+    Then scale and shift::
 
         training   z_out = gamma (z_in - mu_B) / sqrt(var_B + epsilon) + beta
                    running_mean = momentum running_mean + (1 - momentum) mu_B
@@ -459,16 +597,20 @@ class BatchNormalization(_Normalization):
 
     Parameters
     ----------
-    momentum : float, default 0.99
-        In [0, 1).
-    epsilon : float, default 1e-3
+    momentum : float, default=0.99
+        The share of the running statistics kept at each training batch, in [0, 1).
+    epsilon : float, default=1e-3
         Added to the variance (> 0).
-    center : bool, default True
-    scale : bool, default True
+    center : bool, default=True
+        Learn beta (False: beta = 0).
+    scale : bool, default=True
+        Learn gamma (False: gamma = 1).
     name : str, optional
+        A name for summary().
 
     Examples
     --------
+    >>> import bp
     >>> model = bp.Sequential([bp.Dense(16), bp.BatchNormalization(), bp.Dense(3)])
     >>> model[1]
     BatchNormalization(momentum=0.99, epsilon=0.001)
@@ -484,12 +626,30 @@ class BatchNormalization(_Normalization):
         self.name = name
         self.running = None  # [mean, var] (2 width,): a view into the model's state, once built
 
-    moving_mean = property(lambda self: None if self.running is None
-                           else self.running[:self.input_dim])
-    moving_variance = property(lambda self: None if self.running is None
-                               else self.running[self.input_dim:])
+    @property
+    def moving_mean(self):
+        """ndarray or None: the running mean, a view (None until the model is built)."""
+        return None if self.running is None else self.running[:self.input_dim]
+
+    @property
+    def moving_variance(self):
+        """ndarray or None: the running (unbiased) variance, a view."""
+        return None if self.running is None else self.running[self.input_dim:]
 
     def get_config(self):
+        """Describe the layer as plain data.
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.BatchNormalization().get_config()["epsilon"]
+        0.001
+        """
         return {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
                 "scale": self.scale, "name": self.name}
 
@@ -498,8 +658,7 @@ class BatchNormalization(_Normalization):
 
 
 class Residual(_WidthPreserving):
-    """A residual block: ``z_out = block(z_in) + z_in``, block a list of layers that keeps the
-    width.
+    """A residual block: ``z_out = block(z_in) + z_in``, the block keeping the width.
 
     The skip carries the error signal back unchanged and the block's own error signal is added
     to it where the block begins: ``g_prev = g_block + g``.
@@ -510,9 +669,11 @@ class Residual(_WidthPreserving):
         Dense, Activation, Dropout, LayerNormalization, BatchNormalization or Residual layers;
         the block's output must be as wide as its input.
     name : str, optional
+        A name for summary().
 
     Examples
     --------
+    >>> import bp
     >>> block = bp.Residual([bp.LayerNormalization(), bp.Dense(64, activation="relu"),
     ...                      bp.Dense(16)])
     >>> model = bp.Sequential([bp.Dense(16), block, bp.Dense(3)])
@@ -533,11 +694,25 @@ class Residual(_WidthPreserving):
         self.name = name
 
     def get_config(self):
+        """Describe the block as plain data.
+
+        Returns
+        -------
+        dict
+            ``{"layers": [{"class_name", "config"} per layer], "name"}``.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Residual([bp.Dense(4)]).get_config()["layers"][0]["class_name"]
+        'Dense'
+        """
         return {"layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
                            for layer in self.layers], "name": self.name}
 
     @property
     def n_params(self):
+        """int or None: the block's parameter count (None until the width is known)."""
         return sum(layer.n_params or 0 for layer in self.layers) if self.input_dim else None
 
     def __repr__(self):
@@ -545,11 +720,20 @@ class Residual(_WidthPreserving):
 
 
 class Input:
-    """The model's input width, as Keras' ``Input(shape=(n,))``: ``bp.Input(n)`` first in a
-    Sequential is ``Sequential(..., input_dim=n)``.
+    """The model's input width, as Keras' ``Input(shape=(n,))``.
+
+    ``bp.Input(n)`` first in a Sequential is ``Sequential(..., input_dim=n)``.
+
+    Parameters
+    ----------
+    n : int, optional
+        The number of input features (> 0).
+    shape : tuple of one int, optional
+        Keras' spelling: ``shape=(n,)`` instead of n.
 
     Examples
     --------
+    >>> import bp
     >>> model = bp.Sequential([bp.Input(4), bp.Dense(3)])
     >>> model.input_dim
     4
