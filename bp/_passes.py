@@ -267,6 +267,12 @@ PREDICT_BLOCK_BYTES = 512 * 1024
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
+# Workspaces kept per model, the most recently used batch sizes first (fit meets two: the batch
+# and the last, smaller one; accumulation a third): a loop over many distinct sizes (micro-batches
+# of 1..600 rows, partial_fit on chunks of every length) would otherwise keep one per size for
+# ever (measured: bench/README.md, "Memory"). The same bound holds the private pool.
+WORKSPACE_CACHE = 4
+
 
 _pools = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
 
@@ -332,9 +338,12 @@ class Passes:
 
     def workspace(self, n_rows):
         """The model's shared workspace for batches of n_rows rows (made on first use)."""
-        ws = self._workspaces.get(n_rows)
+        ws = self._workspaces.pop(n_rows, None)
         if ws is None:
-            ws = self._workspaces[n_rows] = self.new_workspace(n_rows)
+            ws = self.new_workspace(n_rows)
+        self._workspaces[n_rows] = ws  # a dict keeps insertion order: the last is the newest
+        while len(self._workspaces) > WORKSPACE_CACHE:
+            del self._workspaces[next(iter(self._workspaces))]
         return ws
 
     def backup(self):
@@ -493,15 +502,25 @@ class Passes:
                                              n_threads)
         except BaseException:
             with self._lock:
-                self._free.setdefault(rows, []).append((net, ws))
+                self._release(rows, (net, ws))
             raise
         self.penalty(grads, n_threads)
         with self._lock:
             held, self._held = self._held, (net, ws)
             self.last = (ws, rows)
             if held is not None:
-                self._free.setdefault(held[1].n_rows, []).append(held)
+                self._release(held[1].n_rows, held)
         return grads, value
+
+    def _release(self, rows, pair):
+        """Return an (engine, workspace) pair to the private pool (under self._lock), dropping
+        the oldest pairs beyond WORKSPACE_CACHE."""
+        self._free[rows] = self._free.pop(rows, []) + [pair]
+        while sum(len(v) for v in self._free.values()) > WORKSPACE_CACHE:
+            oldest = next(iter(self._free))
+            self._free[oldest].pop(0)
+            if not self._free[oldest]:
+                del self._free[oldest]
 
     def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):
         """The backward pass as a Python loop of one kernel call per layer and pass: the
