@@ -21,7 +21,9 @@ try to unpickle it), and every failure is a ValueError naming the file: no half-
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -38,10 +40,44 @@ def _checksum(arrays):
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
+def check_target(path, what="path"):
+    """The file a write to `path` replaces: `path`, or through a symlink its final target.
+
+    ValueError (naming `what` and the path) for "", a directory, a FIFO, a device or a socket,
+    or a missing folder: a save replaces a regular file or creates one, nothing else (a FIFO or
+    a device node would otherwise be silently replaced by a regular file, and a symlink by a
+    file while its target stays stale). Checked before anything is written.
+    """
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if path == "":
+        raise ValueError(f"{what} must name a file. Received: {what}=''")
+    target = os.path.realpath(path)  # a symlink's final target; the path itself otherwise
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise ValueError(f"{what} must be in an existing folder. Received: {path!r} (the "
+                             f"folder {folder!r} does not exist)") from None
+        return target
+    except OSError as exc:
+        raise ValueError(f"{what} cannot be written: {exc}. Received: {path!r}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise ValueError(f"{what} must be a regular file (or a new one). Received: {path!r}, "
+                         f"which is {kind}" + ("" if target == os.path.abspath(path)
+                                               else f" (through a link to {target!r})"))
+    return target
+
+
 def write(path, config, arrays):
     """Write `config` (JSON-able) and `arrays` (name -> array: params, opt_<name>) to `path`,
-    with the format version and the checksum, atomically."""
-    path = os.fspath(path)
+    with the format version and the checksum, atomically (through a symlink: to its target)."""
+    path = check_target(path)
     arrays = {
         "bp_format": np.array([FORMAT_VERSION], dtype=np.int64),
         "config": np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8),

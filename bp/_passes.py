@@ -267,10 +267,8 @@ PREDICT_BLOCK_BYTES = 512 * 1024
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
-# Workspaces kept per model, the most recently used batch sizes first (fit meets two: the batch
-# and the last, smaller one; accumulation a third): a loop over many distinct sizes (micro-batches
-# of 1..600 rows, partial_fit on chunks of every length) would otherwise keep one per size for
-# ever (measured: bench/README.md, "Memory"). The same bound holds the private pool.
+# Workspaces kept per model, for the batch sizes used last (fit meets two): one per distinct
+# size, kept for ever, grew without bound (bench/README.md, "Memory"). Bounds the private pool too.
 WORKSPACE_CACHE = 4
 
 
@@ -318,8 +316,8 @@ class Passes:
         self._workspaces = {}
         self._engine = None
         self._backup = None
-        # private (engine, workspace) pairs for calls that may run beside others, by rows
-        self._free = {}
+        # private (engine, workspace) pairs for calls that may run beside others, newest last
+        self._free = []
         self._held = None  # the pair the last private pass used: kept out of the pool
         self._lock = threading.Lock()
         self._step_flops_per_row = sum((2 if i == 0 else 3) * 2 * n_in * n_out
@@ -338,10 +336,8 @@ class Passes:
 
     def workspace(self, n_rows):
         """The model's shared workspace for batches of n_rows rows (made on first use)."""
-        ws = self._workspaces.pop(n_rows, None)
-        if ws is None:
-            ws = self.new_workspace(n_rows)
-        self._workspaces[n_rows] = ws  # a dict keeps insertion order: the last is the newest
+        # popped and put back: a dict keeps insertion order, so the first is the least recent
+        ws = self._workspaces[n_rows] = self._workspaces.pop(n_rows, None) or self.new_workspace(n_rows)
         while len(self._workspaces) > WORKSPACE_CACHE:
             del self._workspaces[next(iter(self._workspaces))]
         return ws
@@ -486,8 +482,8 @@ class Passes:
         so ``cached`` (error_signals, z_in, z_out) never reads a workspace being rewritten."""
         rows = X.shape[0]
         with self._lock:
-            free = self._free.get(rows)
-            net, ws = free.pop() if free else (None, None)
+            i = next((i for i, (_, w) in enumerate(self._free) if w.n_rows == rows), None)
+            net, ws = (None, None) if i is None else self._free.pop(i)
         if ws is None:
             ws = self.new_workspace(rows)
         if self.compiled and net is None:
@@ -502,25 +498,17 @@ class Passes:
                                              n_threads)
         except BaseException:
             with self._lock:
-                self._release(rows, (net, ws))
+                self._free.append((net, ws))
+                del self._free[:-WORKSPACE_CACHE]  # the oldest go
             raise
         self.penalty(grads, n_threads)
         with self._lock:
             held, self._held = self._held, (net, ws)
             self.last = (ws, rows)
             if held is not None:
-                self._release(held[1].n_rows, held)
+                self._free.append(held)
+                del self._free[:-WORKSPACE_CACHE]
         return grads, value
-
-    def _release(self, rows, pair):
-        """Return an (engine, workspace) pair to the private pool (under self._lock), dropping
-        the oldest pairs beyond WORKSPACE_CACHE."""
-        self._free[rows] = self._free.pop(rows, []) + [pair]
-        while sum(len(v) for v in self._free.values()) > WORKSPACE_CACHE:
-            oldest = next(iter(self._free))
-            self._free[oldest].pop(0)
-            if not self._free[oldest]:
-                del self._free[oldest]
 
     def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):
         """The backward pass as a Python loop of one kernel call per layer and pass: the

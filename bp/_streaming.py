@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _passes
 from . import losses as _losses
-from ._validation import check_finite, check_positive_int
+from ._validation import as_float_array, check_positive_int
 
 # The block budget: about this many bytes of X are read (and converted) at a time.
 BLOCK_BYTES = 32 << 20
@@ -49,28 +49,33 @@ class Blocks:
         self.n_blocks = -(-self.n // self.block_rows)
         self.path, self.offset, self.row_bytes = X.filename, X.offset, row_bytes
 
-    def read(self, b, f):
-        """Block b of X, as a C-contiguous array of the model's dtype (one sequential read)."""
+    def read(self, b, f, cast=True):
+        """Block b of X, as a C-contiguous array of the model's dtype (one sequential read;
+        with cast=False in X's own dtype)."""
         start = b * self.block_rows
         rows = min(self.block_rows, self.n - start)
         raw = np.empty((rows, self.d), self.X.dtype)
         f.seek(self.offset + start * self.row_bytes)
         if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
             raise ValueError(f"X's file {self.path} is shorter than its {self.n} rows")
-        return raw if raw.dtype == self.dtype else raw.astype(self.dtype)
+        return raw if raw.dtype == self.dtype or not cast else raw.astype(self.dtype)
 
     def check(self, name="X"):
-        """ValueError for a non-finite value, naming its row of X (one pass over the file)."""
+        """ValueError for a non-finite value, or one too large for the model's dtype (1e300 in
+        a float64 X of a float32 model), naming its value and row of X (one pass over the file)."""
+        top = np.finfo(self.dtype).max
         with open(self.path, "rb") as f:
             for b in range(self.n_blocks):
-                block = self.read(b, f)
-                try:
-                    check_finite(name, block)
-                except ValueError:
-                    r, c = np.argwhere(~np.isfinite(block))[0]
-                    raise ValueError(f"{name} must contain only finite values. Received: "
-                                     f"{block[r, c]} at row, column ({b * self.block_rows + r}, "
-                                     f"{c})") from None
+                block = self.read(b, f, cast=False)
+                bad = ~np.isfinite(block)
+                if not bad.any():
+                    bad = np.abs(block) > top
+                if bad.any():
+                    r, c = np.argwhere(bad)[0]
+                    what = ("must contain only finite values" if not np.isfinite(block[r, c])
+                            else f"must fit in {self.dtype.name} (largest {top:.4g})")
+                    raise ValueError(f"{name} {what}. Received: {block[r, c]} at row, column "
+                                     f"({b * self.block_rows + r}, {c})")
 
     def parts(self, rng, shuffle):
         """Per block, in the epoch's order: (X_block, first row, order within the block)."""
@@ -142,7 +147,7 @@ class Batches:
                              f"no batch may be larger than the first")
         if self.class_weight is not None:
             cw = _losses.class_weights(loss, Y, self.class_weight)
-            w = (cw if w is None else w * cw).astype(self.model.dtype)
+            w = as_float_array("class_weight", cw if w is None else w * cw, self.model.dtype)
         return loss, X, Y, w
 
     def _next(self, k):

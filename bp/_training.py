@@ -33,7 +33,7 @@ from bpcore import _network
 from . import _interrupt, _mpi, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._validation import check_number, check_positive_int
+from ._validation import MAX_COUNT, as_float_array, check_number, check_positive_int, check_size
 from .callbacks import Callback, History, TerminateOnNaN, _Progress, wants_every_batch
 
 DONE = _network.STATUS["done"]
@@ -283,17 +283,23 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, vali
         if comm is None:
             return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args, verbose, on_nan,
                         first_epoch, steps_per_epoch, None, validation_steps)
+        _mpi.check_comm(comm)
         _mpi.check_world(comm)  # a foreign mpiexec: an error before anything changes
         share = _mpi.rank_threads(comm)
+        agreement = _mpi.Agreement(comm)
         with (_threads.num_threads(share) if share else contextlib.nullcontext()):
-            return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
-                        verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
-                        steps_per_epoch, comm, validation_steps)
+            try:
+                return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
+                            verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
+                            steps_per_epoch, comm, validation_steps, agreement)
+            except Exception as exc:
+                agreement.fail(exc)  # a rank's own refusal reaches the others' collective check
+                raise
 
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
-         steps_per_epoch, comm, validation_steps=None):
+         steps_per_epoch, comm, validation_steps=None, agreement=None):
     # -- everything is checked before anything changes --
     epochs = check_positive_int("epochs", epochs)
     batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
@@ -319,8 +325,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                                                                       sample_weight)
     # class weights weigh the training rows only (as Keras): a validation split keeps its own
     cw = None if class_weight is None else _losses.class_weights(loss, Y, class_weight)
-    batch_size = check_positive_int("batch_size", batch_size)
-    accumulate = check_positive_int("accumulate", accumulate)
+    batch_size = check_positive_int("batch_size", batch_size, high=MAX_COUNT)
+    accumulate = check_positive_int("accumulate", accumulate, high=MAX_COUNT)
     if verbose not in (0, 1, 2, False, True):
         raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
     if on_nan not in ("raise", "stop"):
@@ -331,7 +337,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
             raise TypeError(f"callbacks must be bp.Callback instances. Received: {type(cb).__name__}")
     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
         on_nan = "stop"
-    opt = _optimizers.get(optimizer) if optimizer is not None else (
+    opt = _optimizers.get(optimizer) if optimizer is not None else (  # a schedule: checked below
         model.optimizer or _optimizers.get(None))
     opt.current_learning_rate(0)  # a schedule that fails at once is rejected before any change
     val = None
@@ -352,6 +358,26 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                              f"validation_split. Received: validation_split={validation_split}")
         blocks = _streaming.Blocks(X, model.dtype, min(batch_size, X.shape[0]) * accumulate)
         blocks.check()
+    # sample_weight times class_weight: each value must fit the model's dtype, and not all be 0
+    # (the loss would be 0, yet Adam's moments would still move the weights; scikit-learn refuses)
+    wc = None if cw is None else as_float_array("class_weight", cw if w is None else w * cw,
+                                                model.dtype)
+    if (w if wc is None else wc) is not None and not np.any(w if wc is None else wc):
+        raise ValueError("sample_weight and class_weight give every training sample the weight 0: "
+                         "there is nothing to learn from. Received: all-zero "
+                         + ("class_weight" if wc is not None else "sample_weight"))
+    # what the callbacks will read, checked now (paths, monitored names, the optimizer)
+    keys = ["loss"] + (["accuracy"] if loss != "mse" else [])
+    if val is not None or validation_split > 0:
+        keys += ["val_" + k for k in keys]
+    for cb in callbacks:
+        cb.check_before_fit(model, opt, keys + ["learning_rate"])
+    if not model.built:
+        check_size(model.layers, X.shape[1], model.dtype)
+    if agreement is not None:
+        agreement.check(_mpi_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate,
+                                      shuffle, on_nan, callbacks, val, validation_split,
+                                      first_epoch))
     rng = model._rng
     train_rows = None  # row i of the training set is row train_rows[i] of X (None: row i)
     if val is None and validation_split > 0:
@@ -364,9 +390,9 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         train_rows = ti
         val = (X[vi], Y[vi], None if w is None else w[vi])
         X, Y, w = X[ti], Y[ti], (None if w is None else w[ti])
-        cw = None if cw is None else cw[ti]
-    if cw is not None:
-        w = (cw if w is None else w * cw).astype(model.dtype)
+        wc = None if wc is None else wc[ti]
+    if wc is not None:
+        w = wc
     # -- from here on the model changes --
     if not model.built:
         model.build(X.shape[1])
@@ -458,6 +484,19 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def _mpi_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate, shuffle, on_nan,
+                  callbacks, val, validation_split, first_epoch):
+    """What every rank of a data-parallel fit must agree on, by name (bp/_mpi.Agreement)."""
+    return {"model": (model.dtype.name, X.shape[1], [(L.units, L.activation, L.use_bias)
+                                                     for L in model.layers]),
+            "targets width": Y.shape[1], "loss": loss, "optimizer": type(opt).__name__,
+            "epochs": epochs, "batch_size": batch_size, "accumulate": accumulate,
+            "shuffle": bool(shuffle), "on_nan": on_nan, "first epoch": first_epoch,
+            "callbacks": [type(cb).__name__ for cb in callbacks],
+            "validation": (val is not None and not isinstance(val, tuple), val is not None,
+                           float(validation_split or 0.0))}
 
 
 def runner_for(passes, opt):

@@ -5,6 +5,7 @@ and optimizer state exactly as they were. Messages name what was expected and wh
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -138,14 +139,35 @@ def check_finite(name, arr):
         )
 
 
-def check_positive_int(name, value, allow_none=False):
+# The largest count the compiled code takes (a C int's range: rows, micro-batches, steps).
+MAX_COUNT = 2**31 - 1
+
+
+def check_positive_int(name, value, allow_none=False, high=None):
+    """A positive int (numpy integers accepted, booleans not), at most `high` when given."""
     if value is None and allow_none:
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer. Received: {name}={value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be a positive integer of at most {high}. "
+                         f"Received: {name}={value!r}")
     return int(value)
+
+
+def check_bytes(what, n_bytes):
+    """ValueError if allocating n_bytes can never succeed on this machine (more than its
+    physical memory): a request that cannot fit is an argument error, named with its size,
+    not a MemoryError after part of the work."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = 2**63 - 1
+    if n_bytes > total:
+        raise ValueError(f"{what} would need {n_bytes:,} bytes ({n_bytes / 2**30:.1f} GiB); this "
+                         f"machine has {total:,} bytes of memory")
 
 
 def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
@@ -171,3 +193,26 @@ def check_choice(name, value, choices):
         valid = ", ".join(repr(c) for c in choices)
         raise ValueError(f"Unknown {name} {value!r}. Valid values: {valid}")
     return value
+
+
+def check_size(layers, n_in, dtype):
+    """ValueError, before anything is allocated or drawn, if the parameters of these layers
+    (each with .units and .use_bias) on n_in inputs, and their gradients, can never fit in
+    this machine's memory; returns the parameter count."""
+    widths = [n_in] + [layer.units for layer in layers]
+    count = sum(a * layer.units + (layer.units if layer.use_bias else 0)
+                for a, layer in zip(widths, layers))
+    check_bytes(f"a model of {count:,} parameters on {n_in:,} inputs (its parameters and their "
+                f"gradients, {np.dtype(dtype).name})", 2 * count * np.dtype(dtype).itemsize)
+    return count
+
+
+def check_seed(seed):
+    """A seed for numpy's generator: None or a non-negative int (numpy integers accepted)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None. Received: seed={seed!r}")
+    return int(seed)

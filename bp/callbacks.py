@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from . import _io
 from ._validation import check_number
 
 
@@ -84,6 +85,11 @@ class Callback:
     def set_model(self, model):
         self.model = model
 
+    def check_before_fit(self, model, optimizer, keys):
+        """Called by fit before it changes anything: raise ValueError or TypeError to refuse
+        the fit (a path that cannot be written, a monitored name that fit will not log). `keys`
+        are the names fit logs each epoch; `optimizer` the one it will train with."""
+
     def on_train_begin(self, logs=None):
         pass
 
@@ -130,6 +136,9 @@ class EarlyStopping(Callback):
         self.best_epoch = None
         self.best_params = None
         self.wait = 0
+
+    def check_before_fit(self, model, optimizer, keys):
+        _monitored("EarlyStopping", self.monitor, dict.fromkeys(keys))
 
     def on_train_begin(self, logs=None):
         self.best = None
@@ -319,6 +328,18 @@ class ModelCheckpoint(Callback):
         self.best = None
         self.saved = []  # the paths written, in order
 
+    def check_before_fit(self, model, optimizer, keys):
+        if self.save_best_only:
+            _monitored("ModelCheckpoint", self.monitor, dict.fromkeys(keys))
+        _io.check_target(self._path(0, dict.fromkeys(keys, 0.0)), "ModelCheckpoint's filepath")
+
+    def _path(self, epoch, logs):
+        try:
+            return self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint cannot format the path {self.filepath!r} with "
+                             f"epoch and {', '.join(logs)}: {exc!r}") from None
+
     def on_train_begin(self, logs=None):
         self.best = None
 
@@ -330,11 +351,7 @@ class ModelCheckpoint(Callback):
             if not math.isfinite(value) or not _improves(value, self.best, self.mode, key):
                 return
             self.best = value
-        try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"ModelCheckpoint cannot format the path {self.filepath!r} with "
-                             f"epoch and {', '.join(logs)}: {exc!r}") from None
+        path = self._path(epoch, logs)
         self.model.save(path)
         self.saved.append(path)
 
@@ -379,10 +396,13 @@ class ReduceLROnPlateau(Callback):
         self.mode = _check_mode(mode)
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
-    def on_train_begin(self, logs=None):
-        if callable(self.model.optimizer.learning_rate):
+    def check_before_fit(self, model, optimizer, keys):
+        if callable(optimizer.learning_rate):
             raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
-                            f"this one has the schedule {self.model.optimizer.learning_rate!r}")
+                            f"this one has the schedule {optimizer.learning_rate!r}")
+        _monitored("ReduceLROnPlateau", self.monitor, dict.fromkeys(keys))
+
+    def on_train_begin(self, logs=None):
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -425,6 +445,9 @@ class CSVLogger(Callback):
         self.separator = separator
         self.append = bool(append)
         self._file = self._writer = self._keys = None
+
+    def check_before_fit(self, model, optimizer, keys):
+        _io.check_target(self.filename, "CSVLogger's filename")
 
     def on_train_begin(self, logs=None):
         has_rows = (self.append and os.path.exists(self.filename)

@@ -27,7 +27,8 @@ from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
-from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
+from ._validation import (as_dtype, as_float_array, check_finite, check_positive_int,
+                          check_seed, check_size)
 from .layers import Dense, Dropout
 
 _BUILD_LOCK = threading.Lock()
@@ -59,9 +60,7 @@ class Sequential:
 
     def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None):
         self.dtype = as_dtype(dtype)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
-        self.seed = None if seed is None else int(seed)
+        self.seed = check_seed(seed)
         self.layers = []
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
         self.loss = None
@@ -141,6 +140,7 @@ class Sequential:
             raise ValueError("the input width is unknown: give input_dim or call fit/predict")
         n_in = check_positive_int("input_dim", n_in)
         widths = _passes.layer_widths(self.layers, n_in)
+        check_size(self.layers, n_in, self.dtype)
         # Draw every layer's weights before binding any: a kernel_initializer that fails on a later
         # layer then leaves no layer half-built, and the seeded generator as it was.
         rng = self._rng

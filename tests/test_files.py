@@ -107,7 +107,7 @@ def test_failed_first_save_creates_nothing(tmp_path, monkeypatch):
 
 def test_save_to_a_directory_is_refused_cleanly(tmp_path):
     (tmp_path / "adir").mkdir()
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(ValueError, match=r"path must be a regular file .*which is a directory"):
         trained().save(tmp_path / "adir")
     assert temp_files(tmp_path) == []
 
