@@ -136,12 +136,24 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def read(path):
+# The small entries' largest declared sizes, checked before anything is inflated (a 1 MB archive
+# can declare an entry of gigabytes: zip bombs). The arrays' budget comes from the config.
+SMALL_ENTRIES = {"bp_format": 4096, "checksum": 4096, "config": 1 << 20}
+
+
+class _Refused(ValueError):
+    """A refusal of read's own, already naming the file (other errors are the reader's)."""
+
+
+def read(path, expected=None):
     """(config, arrays) of a file written by ``write``: the parsed config, and every other entry
     but the version and the checksum by name.
 
-    Raises ValueError for a file that is not a bp model, is truncated or corrupted (checksum), or
-    has another format version; never unpickles anything.
+    expected(config) -> {name: bytes}, when given, is the most bytes each other entry may hold
+    (it raises for a config that makes no model): checked against each entry's declared size
+    before any is inflated. Raises ValueError for a file that is not a bp model, is truncated
+    or corrupted (checksum), declares more than the budget, or has another format version;
+    never unpickles anything.
     """
     path = os.fspath(path)
     try:
@@ -157,31 +169,58 @@ def read(path):
                          + (f"a file starting with {magic!r}" if magic else "an empty file"))
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            config, arrays = _read_checked(path, data, expected)
+    except _Refused:
+        raise
     except Exception as exc:  # noqa: BLE001
         # A damaged archive surfaces as whatever the zip and .npy readers meet first: BadZipFile,
         # EOFError, NotImplementedError (a flipped version or compression byte), zlib.error,
         # RuntimeError (a flipped "encrypted" flag), MemoryError (a header claiming an absurd
         # shape)... To the caller each means the same thing.
         raise ValueError(f"{path!r} is not a readable bp model file (.npz): {exc}") from None
-    if "bp_format" not in arrays:
-        raise ValueError(f"{path!r} is not a bp model file: no 'bp_format' entry")
-    fmt = arrays["bp_format"]
-    if fmt.shape != (1,) or fmt.dtype.kind not in "iu":
-        raise ValueError(f"{path!r} is not a bp model file: 'bp_format' must be one integer. "
-                         f"Received: dtype {fmt.dtype}, shape {fmt.shape}")
-    version = int(fmt[0])
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has bp file format version {version}; this bp reads version "
-                         f"{FORMAT_VERSION}")
-    for key in ("config", "params", "checksum"):
-        if key not in arrays:
-            raise ValueError(f"{path!r} is not a complete bp model file: no {key!r} entry")
     if not np.array_equal(arrays["checksum"], _checksum(arrays)):
         raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents")
-    try:
-        config = json.loads(arrays["config"].tobytes().decode("utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
     return config, {name: a for name, a in arrays.items()
                     if name not in ("bp_format", "config", "checksum")}
+
+
+def _read_checked(path, data, expected):
+    """The entries of an open archive, each inflated only after its declared size is checked."""
+    sizes = {}
+    for info in data.zip.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        sizes[name] = max(sizes.get(name, 0), info.file_size)
+    if "bp_format" not in sizes:
+        raise _Refused(f"{path!r} is not a bp model file: no 'bp_format' entry")
+    for key, limit in SMALL_ENTRIES.items():
+        if sizes.get(key, 0) > limit:
+            raise _Refused(f"{path!r} is not a bp model file: its {key!r} entry declares "
+                           f"{sizes[key]:,} bytes (at most {limit:,})")
+    fmt = data["bp_format"]
+    if fmt.shape != (1,) or fmt.dtype.kind not in "iu":
+        raise _Refused(f"{path!r} is not a bp model file: 'bp_format' must be one integer. "
+                       f"Received: dtype {fmt.dtype}, shape {fmt.shape}")
+    version = int(fmt[0])
+    if version != FORMAT_VERSION:
+        raise _Refused(f"{path!r} has bp file format version {version}; this bp reads version "
+                       f"{FORMAT_VERSION}")
+    for key in ("config", "params", "checksum"):
+        if key not in sizes:
+            raise _Refused(f"{path!r} is not a complete bp model file: no {key!r} entry")
+    raw = data["config"]  # (an object array fails here, as the reader's error)
+    try:
+        config = json.loads(raw.tobytes().decode("utf-8"))
+        limits = None if expected is None else expected(config)
+    except _Refused:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError,
+            OverflowError) as exc:
+        raise _Refused(f"{path!r} holds an invalid bp model: {exc}") from None
+    if limits is not None:
+        for name, size in sizes.items():
+            if name not in SMALL_ENTRIES and size > limits.get(name, 0):
+                raise _Refused(f"{path!r} holds an invalid bp model: its {name!r} entry declares "
+                               f"{size:,} bytes; " + (f"the architecture in its config needs "
+                                                      f"{limits[name]:,} at most" if name in limits
+                                                      else "no such entry belongs in a model file"))
+    return config, {name: data[name] for name in data.files}

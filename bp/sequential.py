@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from . import _io, _mpi, _online, _passes, _threads, _torch, _training
+from . import _io, _model_file, _mpi, _online, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
@@ -436,25 +436,30 @@ class Sequential:
 def load(path):
     """Read a model written by ``Sequential.save``.
 
-    Raises ValueError for a file that is not a bp model, is truncated or corrupted (checksum), or
-    has another format version; never unpickles anything.
+    Raises ValueError naming the file for a file that is not a bp model, is truncated or
+    corrupted (checksum), has another format version, or holds what makes no model (checked
+    before anything is built or inflated: bp/_model_file.py); never unpickles anything.
     """
-    config, arrays = _io.read(path)
     path = os.fspath(path)
+    shapes = {}
+
+    def expected(config):
+        shapes.update(_model_file.expected(Sequential.from_config(config), config))
+        return _model_file.budget(shapes)
+
+    config, arrays = _io.read(path, expected)
     try:
+        _model_file.check_arrays(shapes, arrays)
         model = Sequential.from_config(config)
         model.build()
-        params = arrays["params"]
-        if params.shape != model._params.shape or params.dtype != model.dtype:
-            raise ValueError(f"params have shape {params.shape} and dtype {params.dtype}; the "
-                             f"architecture needs {model._params.shape} {model.dtype}")
-        model._params[...] = params
+        model._params[...] = arrays["params"]
         if config.get("rng_state") is not None:
             model._rng.bit_generator.state = config["rng_state"]
         if config.get("optimizer") is not None:
             state = {name[4:]: buf for name, buf in arrays.items() if name.startswith("opt_")}
-            model.optimizer = _optimizers.deserialize(config["optimizer"], state, params)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            model.optimizer = _optimizers.deserialize(config["optimizer"], state, arrays["params"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError,
+            OverflowError) as exc:
         raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
     return model
 
