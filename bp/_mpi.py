@@ -239,6 +239,19 @@ def check_comm(comm):
     return comm
 
 
+def fit_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate, shuffle, on_nan,
+                 callbacks, val, validation_split, first_epoch):
+    """What every rank of a data-parallel fit must agree on, by name (Agreement)."""
+    return {"model": (model.dtype.name, X.shape[1], [(L.units, L.activation, L.use_bias)
+                                                     for L in model.layers]),
+            "targets width": Y.shape[1], "loss": loss, "optimizer": type(opt).__name__,
+            "epochs": epochs, "batch_size": batch_size, "accumulate": accumulate,
+            "shuffle": bool(shuffle), "on_nan": on_nan, "first epoch": first_epoch,
+            "callbacks": [type(cb).__name__ for cb in callbacks],
+            "validation": (val is not None and not isinstance(val, tuple), val is not None,
+                           float(validation_split or 0.0))}
+
+
 class Agreement:
     """fit's one collective check, before anything changes: every rank sends the settings that
     must agree (batch size, accumulate, loss, epochs, callbacks, validation, the model...) or the

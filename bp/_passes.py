@@ -31,7 +31,7 @@ from bpcore import (_dense_forward, _dropout, _error_signal, _gradients, _infer,
 from . import _threads
 from . import losses as _losses
 from . import regularizers as _regularizers
-from ._validation import as_float_array, check_finite
+from ._validation import as_float_array, check_column_names, check_finite
 
 
 # ---- input checks shared by every entry point ----------------------------------------------------
@@ -83,6 +83,7 @@ def draw_dropout_seeds(layers, rng):
 
 def check_X(model, X, name="X"):
     """X as a 2-D float array of the model's dtype, with the model's input width, all finite."""
+    check_column_names(getattr(model, "_column_names", None), X, name)  # a DataFrame's
     X = as_float_array(name, X, model.dtype, ndim=2)
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty: expected at least one sample. Received: shape {X.shape}")

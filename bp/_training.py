@@ -33,7 +33,8 @@ from bpcore import _network
 from . import _interrupt, _mpi, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._validation import MAX_COUNT, as_float_array, check_number, check_positive_int, check_size
+from ._validation import (MAX_COUNT, as_float_array, check_number, check_positive_int,
+                          check_size, check_some_weight, column_names)
 from .callbacks import Callback, History, TerminateOnNaN, _Progress, wants_every_batch
 
 DONE = _network.STATUS["done"]
@@ -254,6 +255,10 @@ def _rows_of(order, train_rows, start, rows):
 def exclusive(model):
     """One fit of a model at a time: a second, from another thread, is refused."""
     if not model._fit_lock.acquire(blocking=False):
+        if model._fit_lock.owner == _threads.current_thread():
+            raise RuntimeError("fit (or partial_fit) was called while this model is being fitted "
+                               "in this same thread (from a callback?): a fit cannot start "
+                               "inside another fit of the same model; fit a copy")
         raise RuntimeError("this model is already being fitted in another thread; "
                            "wait for that fit to finish (or fit a copy)")
     try:
@@ -301,6 +306,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
          steps_per_epoch, comm, validation_steps=None, agreement=None):
     # -- everything is checked before anything changes --
+    names = column_names(X)  # a DataFrame's: later ones must have these columns in this order
     epochs = check_positive_int("epochs", epochs)
     batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
     if _streaming.is_batches(X, y):
@@ -362,10 +368,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     # (the loss would be 0, yet Adam's moments would still move the weights; scikit-learn refuses)
     wc = None if cw is None else as_float_array("class_weight", cw if w is None else w * cw,
                                                 model.dtype)
-    if (w if wc is None else wc) is not None and not np.any(w if wc is None else wc):
-        raise ValueError("sample_weight and class_weight give every training sample the weight 0: "
-                         "there is nothing to learn from. Received: all-zero "
-                         + ("class_weight" if wc is not None else "sample_weight"))
+    check_some_weight(w if wc is None else wc, "class_weight" if wc is not None else "sample_weight")
     # what the callbacks will read, checked now (paths, monitored names, the optimizer)
     keys = ["loss"] + (["accuracy"] if loss != "mse" else [])
     if val is not None or validation_split > 0:
@@ -375,7 +378,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     if not model.built:
         check_size(model.layers, X.shape[1], model.dtype)
     if agreement is not None:
-        agreement.check(_mpi_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate,
+        agreement.check(_mpi.fit_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate,
                                       shuffle, on_nan, callbacks, val, validation_split,
                                       first_epoch))
     rng = model._rng
@@ -398,6 +401,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         model.build(X.shape[1])
     model.loss, model.optimizer = loss, opt
     model._comm = comm
+    if names is not None:
+        model._column_names = names
     if comm is not None:
         # the same model everywhere (checked), rank 0's parameters and optimizer state; each rank
         # shuffles its own rows from its own stream, drawn from the model's
@@ -484,19 +489,6 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         for cb in callbacks:
             cb.on_train_end()
     return history
-
-
-def _mpi_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate, shuffle, on_nan,
-                  callbacks, val, validation_split, first_epoch):
-    """What every rank of a data-parallel fit must agree on, by name (bp/_mpi.Agreement)."""
-    return {"model": (model.dtype.name, X.shape[1], [(L.units, L.activation, L.use_bias)
-                                                     for L in model.layers]),
-            "targets width": Y.shape[1], "loss": loss, "optimizer": type(opt).__name__,
-            "epochs": epochs, "batch_size": batch_size, "accumulate": accumulate,
-            "shuffle": bool(shuffle), "on_nan": on_nan, "first epoch": first_epoch,
-            "callbacks": [type(cb).__name__ for cb in callbacks],
-            "validation": (val is not None and not isinstance(val, tuple), val is not None,
-                           float(validation_split or 0.0))}
 
 
 def runner_for(passes, opt):

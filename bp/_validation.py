@@ -39,8 +39,12 @@ def as_float_array(name, x, dtype, ndim=None, cast_ints=True):
     strings and objects are rejected. Fortran-ordered, strided and read-only inputs are accepted
     (copied to C order where needed). `ndim` may be an int or a tuple of allowed ints.
     """
+    if hasattr(x, "nnz") and hasattr(x, "toarray"):  # scipy.sparse
+        raise TypeError(f"{name} must be a dense array; bp.Sequential does not take sparse "
+                        f"matrices (bp.sklearn's estimators do). Received: a scipy.sparse "
+                        f"{type(x).__name__} of shape {x.shape} (call {name}.toarray())")
     if hasattr(x, "to_numpy") and not isinstance(x, np.ndarray):  # pandas-like
-        x = x.to_numpy()
+        x = _pandas_to_numpy(x)
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged lists and the like
@@ -68,6 +72,37 @@ def as_float_array(name, x, dtype, ndim=None, cast_ints=True):
         raise ValueError(
             f"{name} must fit in {np.dtype(dtype).name} (largest {np.finfo(dtype).max:.4g}). "
             f"Received: {arr[tuple(bad)]} at {label} ({where})") from None
+
+
+def _pandas_to_numpy(x):
+    """A pandas object as an array: its nullable numeric columns (Float64, Int64: object arrays
+    through a plain to_numpy) as floats with NaN for <NA>, which is then reported by position;
+    any other object column stays object and is refused."""
+    arr = x.to_numpy()
+    dtypes = x.dtypes if hasattr(x, "columns") else [x.dtype]
+    if arr.dtype == object and len(dtypes) and all(getattr(d, "kind", "O") in "fiu" for d in dtypes):
+        return x.to_numpy(dtype=np.float64, na_value=np.nan)
+    return arr
+
+
+def column_names(X):
+    """A DataFrame's column names (all strings) as a list, else None (as scikit-learn's
+    feature_names_in_)."""
+    columns = getattr(X, "columns", None)
+    if columns is None or isinstance(X, np.ndarray):
+        return None
+    names = list(columns)
+    return names if names and all(isinstance(c, str) for c in names) else None
+
+
+def check_column_names(expected, X, name="X"):
+    """ValueError if X is a DataFrame whose column names differ from those the model was
+    fitted on (same names in another order included: the columns would be used by position)."""
+    names = column_names(X)
+    if expected is None or names is None or names == expected:
+        return
+    raise ValueError(f"{name}'s columns must be the ones the model was fitted on, in that order: "
+                     f"{expected}. Received: {names} (reorder with {name}[{expected!r}])")
 
 
 def check_kernel_input(name, x, dtype=None, ndim=2, shape=None):
@@ -216,3 +251,11 @@ def check_seed(seed):
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None. Received: seed={seed!r}")
     return int(seed)
+
+
+def check_some_weight(w, name):
+    """ValueError if every training sample has the weight 0 (the loss is 0, yet Adam's moments
+    would still move the weights; scikit-learn refuses too). w None: unweighted, fine."""
+    if w is not None and w.size and not np.any(w):
+        raise ValueError(f"{name} gives every training sample the weight 0: there is nothing to "
+                         f"learn from. Received: all-zero {name}")

@@ -65,14 +65,12 @@ class Sequential:
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
         self.loss = None
         self.optimizer = None
-        self.stop_training = False
-        self._stop_reason = None
-        self._params = None
-        self._grads = None
+        self.stop_training, self._stop_reason = False, None
+        self._params = self._grads = None
         self._passes = None  # bp._passes.Passes over _params and _grads, once built
         self._comm = None  # the communicator of the last fit (data-parallel), for save
         self._rng = np.random.default_rng(self.seed)
-        self._fit_lock = threading.Lock()
+        self._fit_lock = _threads.FitLock()
         for layer in layers or ():
             self.add(layer)
 
@@ -204,6 +202,7 @@ class Sequential:
         batch_size is accepted for Keras compatibility (rows go in cache-sized blocks anyway).
         Safe to call from several threads at once (each call uses its own buffers)."""
         check_positive_int("batch_size", batch_size, allow_none=True)
+        self._fit_lock.check_reader()
         if self._passes is None:
             self._build_from(_passes.check_X(self, X))
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
@@ -212,6 +211,7 @@ class Sequential:
         """A dict with the loss (with the regularisers, as fit's) and accuracy on (X, y).
         (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
         check_positive_int("batch_size", batch_size, allow_none=True)
+        self._fit_lock.check_reader()
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
         value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
@@ -424,7 +424,7 @@ class Sequential:
         layer_cfgs = state.pop("layers")
         params, grads = state.pop("_params"), state.pop("_grads")
         self.__dict__.update(state)
-        self._fit_lock = threading.Lock()
+        self._fit_lock = _threads.FitLock()
         self.layers = []
         self._params = self._grads = self._passes = None
         for layer in _dense_layers(layer_cfgs):
