@@ -373,6 +373,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     keys = ["loss"] + (["accuracy"] if loss != "mse" else [])
     if val is not None or validation_split > 0:
         keys += ["val_" + k for k in keys]
+    opt._check_owner(model)
     for cb in callbacks:
         cb.check_before_fit(model, opt, keys + ["learning_rate"])
     if not model.built:
@@ -400,6 +401,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     if not model.built:
         model.build(X.shape[1])
     model.loss, model.optimizer = loss, opt
+    opt._bind(model)
     model._comm = comm
     if names is not None:
         model._column_names = names

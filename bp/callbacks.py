@@ -118,7 +118,10 @@ class EarlyStopping(Callback):
         A non-finite value (NaN, inf) counts as no improvement.
     restore_best_weights : bool, default True
         At the end, put back the weights of the best epoch (Keras' default is False; bp's is True
-        because that is what one wants almost always).
+        because that is what one wants almost always). The optimizer's state stays the last
+        step's, as in Keras. When fit ends by divergence or Ctrl-C nothing is restored: the model
+        is the last completed step, weights and optimizer state together (``best_params`` holds
+        the best epoch's weights for ``set_flat_params``).
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
@@ -175,6 +178,12 @@ class EarlyStopping(Callback):
                 self.model._stop_reason = "early_stopping"
 
     def on_train_end(self, logs=None):
+        # After a divergence or Ctrl-C the model stays the last completed step, with its
+        # optimizer state (README, "Divergence", "Interruption"): best-epoch weights with a later
+        # step's momenta and step count would be neither. best_params still holds them.
+        history = getattr(self.model, "history", None)
+        if getattr(history, "stopped", None) in ("diverged", "interrupted"):
+            return
         if self.restore_best_weights and self.best_params is not None:
             self.model.set_flat_params(self.best_params)
 

@@ -10,6 +10,7 @@ is PyTorch's form: v = mu v + g; p -= lr v (Nesterov: p -= lr (g + mu v)).
 """
 
 import math
+import weakref
 
 import numpy as np
 
@@ -163,7 +164,23 @@ class Optimizer:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_saved"] = {}  # scratch space, not state
+        state["_owner"] = None  # a copy trains the model it is copied with, or another
         return state
+
+    # -- one model per optimizer ---------------------------------------------------------------
+    def _check_owner(self, model):
+        """ValueError if this optimizer already trains another model (alive): its state (step
+        count, moments) is laid out for that model's parameters and would carry over silently."""
+        owner = None if getattr(self, "_owner", None) is None else self._owner()
+        if owner is not None and owner is not model:
+            raise ValueError(f"this optimizer already trains another model: its step count and "
+                             f"state belong to that model. Give each model its own optimizer "
+                             f"(a new one, or copy.deepcopy of this one). Received: optimizer="
+                             f"{self!r}, in use by a model at {id(owner):#x}")
+
+    def _bind(self, model):
+        self._check_owner(model)
+        self._owner = weakref.ref(model)
 
     def get_config(self):
         raise NotImplementedError

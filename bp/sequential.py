@@ -288,6 +288,7 @@ class Sequential:
         """Set the default loss and optimizer for fit/partial_fit/evaluate (Keras style)."""
         new_loss = _passes.check_loss(self, loss) if loss is not None else self.loss
         new_opt = _optimizers.get(optimizer) if optimizer is not None else self.optimizer
+        new_opt is None or new_opt._bind(self)
         self.loss, self.optimizer = new_loss, new_opt
         return self
 
