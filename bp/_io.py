@@ -56,7 +56,7 @@ def check_target(path, what="path"):
     target = os.path.realpath(path)  # a symlink's final target; the path itself otherwise
     try:
         st = os.stat(target)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         folder = os.path.dirname(target)
         if not os.path.isdir(folder):
             raise ValueError(f"{what} must be in an existing folder. Received: {path!r} (the "
