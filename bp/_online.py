@@ -45,7 +45,7 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
         # fit's checks, in fit's order; a schedule that fails at once is rejected here too
         loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
         check_some_weight(w, "sample_weight")
-        opt.current_learning_rate(0)
+        opt.current_learning_rate(0 if opt._epoch is None else opt._epoch + 1)  # this pass's
         # -- from here on the model changes --
         model.loss, model._comm = loss, None
         nt = _threads.ensure_blas_limit()

@@ -49,33 +49,32 @@ class Blocks:
         self.n_blocks = -(-self.n // self.block_rows)
         self.path, self.offset, self.row_bytes = X.filename, X.offset, row_bytes
 
-    def read(self, b, f, cast=True):
-        """Block b of X, as a C-contiguous array of the model's dtype (one sequential read;
-        with cast=False in X's own dtype)."""
+    def read(self, b, f):
+        """Block b of X, as a C-contiguous array of the model's dtype (one sequential read)."""
         start = b * self.block_rows
         rows = min(self.block_rows, self.n - start)
         raw = np.empty((rows, self.d), self.X.dtype)
         f.seek(self.offset + start * self.row_bytes)
         if f.readinto(memoryview(raw).cast("B")) != raw.nbytes:
             raise ValueError(f"X's file {self.path} is shorter than its {self.n} rows")
-        return raw if raw.dtype == self.dtype or not cast else raw.astype(self.dtype)
+        return raw if raw.dtype == self.dtype else raw.astype(self.dtype)
 
     def check(self, name="X"):
-        """ValueError for a non-finite value, or one too large for the model's dtype (1e300 in
-        a float64 X of a float32 model), naming its value and row of X (one pass over the file)."""
-        top = np.finfo(self.dtype).max
+        """ValueError for a non-finite value, naming its row of X (one pass over the file); a
+        value that became inf in the cast (1e300 in a float64 X of a float32 model) is reported
+        as that value, read back from X."""
         with open(self.path, "rb") as f:
             for b in range(self.n_blocks):
-                block = self.read(b, f, cast=False)
-                bad = ~np.isfinite(block)
-                if not bad.any():
-                    bad = np.abs(block) > top
-                if bad.any():
-                    r, c = np.argwhere(bad)[0]
-                    what = ("must contain only finite values" if not np.isfinite(block[r, c])
-                            else f"must fit in {self.dtype.name} (largest {top:.4g})")
-                    raise ValueError(f"{name} {what}. Received: {block[r, c]} at row, column "
-                                     f"({b * self.block_rows + r}, {c})")
+                with np.errstate(over="ignore"):  # an overflow is found and named below
+                    block = self.read(b, f)
+                if np.isfinite(block).all():
+                    continue
+                r, c = np.argwhere(~np.isfinite(block))[0]
+                row = b * self.block_rows + r
+                value = self.X[row, c]
+                what = ("must contain only finite values" if not np.isfinite(value) else
+                        f"must fit in {self.dtype.name} (largest {np.finfo(self.dtype).max:.4g})")
+                raise ValueError(f"{name} {what}. Received: {value} at row, column ({row}, {c})")
 
     def parts(self, rng, shuffle):
         """Per block, in the epoch's order: (X_block, first row, order within the block)."""

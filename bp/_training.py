@@ -345,7 +345,11 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         on_nan = "stop"
     opt = _optimizers.get(optimizer) if optimizer is not None else (  # a schedule: checked below
         model.optimizer or _optimizers.get(None))
-    opt.current_learning_rate(0)  # a schedule that fails at once is rejected before any change
+    # a schedule is asked now for every epoch this fit will ask it for (a very long fit: its
+    # first 10000 and its last), so that one failing at epoch 5 is refused before any change
+    last = first_epoch + epochs - 1
+    for e in [*range(first_epoch, min(last, first_epoch + 9999) + 1), last]:
+        opt.current_learning_rate(e)
     val = None
     if validation_data is not None:
         if validation_split:

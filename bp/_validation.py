@@ -78,9 +78,11 @@ def _pandas_to_numpy(x):
     """A pandas object as an array: its nullable numeric columns (Float64, Int64: object arrays
     through a plain to_numpy) as floats with NaN for <NA>, which is then reported by position;
     any other object column stays object and is refused."""
-    arr = x.to_numpy()
-    dtypes = x.dtypes if hasattr(x, "columns") else [x.dtype]
-    if arr.dtype == object and len(dtypes) and all(getattr(d, "kind", "O") in "fiu" for d in dtypes):
+    arr = np.asarray(x.to_numpy())
+    if arr.dtype != object:
+        return arr
+    dtypes = list(getattr(x, "dtypes", [])) if hasattr(x, "columns") else [getattr(x, "dtype", None)]
+    if dtypes and all(getattr(d, "kind", "O") in "fiu" for d in dtypes):
         return x.to_numpy(dtype=np.float64, na_value=np.nan)
     return arr
 

@@ -319,7 +319,7 @@ def register(cls=None, *, name=None):
     Examples
     --------
     >>> @bp.optimizers.register
-    ... class HalfSGD(bp.SGD):
+    ... class HalfRateSGD(bp.SGD):
     ...     def _update(self, params, grads, lr, grad_scale, n_threads):
     ...         super()._update(params, grads, lr / 2, grad_scale, n_threads)
     """

@@ -401,3 +401,12 @@ def test_cli_output_into_a_missing_folder_is_a_usage_error_before_training(tmp_p
     with pytest.raises(SystemExit):
         main([option, str(tmp_path)])  # a directory
     assert "which is a directory" in capsys.readouterr().err
+
+
+def test_a_schedule_failing_at_a_later_epoch_is_refused_before_the_first_step():
+    def schedule(epoch):
+        return 0.01 if epoch < 3 else -1.0
+
+    refused(R.classifier(), lambda m: m.fit(X, y, optimizer=bp.Adam(schedule), epochs=5, verbose=0),
+            ValueError, r"learning_rate \(from the schedule\) must be a finite number in \(0\.0, inf\)\. "
+                        r"Received: learning_rate \(from the schedule\)=-1\.0")
