@@ -314,6 +314,7 @@ def _check_before_running(parser, command, args):
     too large for this machine, an --output or --plot that cannot be written (missing folder,
     a directory)."""
     from ._io import check_target
+    from ._model_file import parameter_count
     from ._validation import check_size
     from .layers import Dense
 
@@ -321,7 +322,8 @@ def _check_before_running(parser, command, args):
         return
     n_in, n_out = (64, 10) if command == "digits" else (args.inputs, args.outputs)
     try:
-        check_size([Dense(w) for w in [*args.layers, n_out]], n_in, args.dtype)
+        layers = [Dense(w) for w in [*args.layers, n_out]]
+        check_size(parameter_count(layers, n_in), n_in, args.dtype)
     except ValueError as exc:
         parser.error(f"argument --layers: {exc}")
     for dest in ("output", "plot"):

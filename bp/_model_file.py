@@ -21,6 +21,7 @@ import numpy as np
 
 from . import losses as _losses
 from . import optimizers as _optimizers
+from . import _passes
 from ._validation import check_finite, check_size
 
 # the largest step count a file may claim: an optimizer's counter is a float64-exact integer
@@ -34,7 +35,7 @@ def expected(model, config):
     everything the config alone can tell (see the module's docstring)."""
     if model.input_dim is None:
         raise ValueError("the config has no input_dim: a saved model is built")
-    count = check_size(model.layers, model.input_dim, model.dtype)
+    count = check_size(parameter_count(model.layers, model.input_dim), model.input_dim, model.dtype)
     loss = config.get("loss")
     if loss is not None:
         _losses.check_pair(_losses.get(loss), model.layers[-1].activation)
@@ -56,6 +57,13 @@ def expected(model, config):
         names = cls(**kwargs)._state_names  # its constructor checks the hyperparameters
         arrays.update({"opt_" + name: ((count,), model.dtype) for name in names})
     return arrays
+
+
+def parameter_count(layers, n_in):
+    """The size of the flat parameter buffer of these layers on n_in inputs, without allocating
+    it (after checking each layer's own input_dim against the width it receives)."""
+    widths = _passes.layer_widths(layers, n_in)
+    return _passes.flat_layout(layers, widths[:-1])[1]
 
 
 def budget(arrays):

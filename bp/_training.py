@@ -30,7 +30,7 @@ import numpy as np
 import bpcore
 from bpcore import _network
 
-from . import _interrupt, _mpi, _passes, _streaming, _threads
+from . import _interrupt, _model_file, _mpi, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validation import (MAX_COUNT, as_float_array, check_number, check_positive_int,
@@ -381,7 +381,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     for cb in callbacks:
         cb.check_before_fit(model, opt, keys + ["learning_rate"])
     if not model.built:
-        check_size(model.layers, X.shape[1], model.dtype)
+        # (and each layer's input_dim against its width: build would say it after the split)
+        check_size(_model_file.parameter_count(model.layers, X.shape[1]), X.shape[1], model.dtype)
     if agreement is not None:
         agreement.check(_mpi.fit_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate,
                                       shuffle, on_nan, callbacks, val, validation_split,

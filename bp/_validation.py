@@ -232,13 +232,10 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_size(layers, n_in, dtype):
-    """ValueError, before anything is allocated or drawn, if the parameters of these layers
-    (each with .units and .use_bias) on n_in inputs, and their gradients, can never fit in
-    this machine's memory; returns the parameter count."""
-    widths = [n_in] + [layer.units for layer in layers]
-    count = sum(a * layer.units + (layer.units if layer.use_bias else 0)
-                for a, layer in zip(widths, layers))
+def check_size(count, n_in, dtype):
+    """ValueError, before anything is allocated or drawn, if `count` parameters on n_in inputs
+    (and their gradients, as many again) can never fit in this machine's memory; returns count.
+    The count comes from the flat layout (bp/_passes.py), which knows every kind of layer."""
     check_bytes(f"a model of {count:,} parameters on {n_in:,} inputs (its parameters and their "
                 f"gradients, {np.dtype(dtype).name})", 2 * count * np.dtype(dtype).itemsize)
     return count

@@ -138,7 +138,7 @@ class Sequential:
             raise ValueError("the input width is unknown: give input_dim or call fit/predict")
         n_in = check_positive_int("input_dim", n_in)
         widths = _passes.layer_widths(self.layers, n_in)
-        check_size(self.layers, n_in, self.dtype)
+        check_size(_passes.flat_layout(self.layers, widths[:-1])[1], n_in, self.dtype)
         # Draw every layer's weights before binding any: a kernel_initializer that fails on a later
         # layer then leaves no layer half-built, and the seeded generator as it was.
         rng = self._rng

@@ -410,3 +410,9 @@ def test_a_schedule_failing_at_a_later_epoch_is_refused_before_the_first_step():
     refused(R.classifier(), lambda m: m.fit(X, y, optimizer=bp.Adam(schedule), epochs=5, verbose=0),
             ValueError, r"learning_rate \(from the schedule\) must be a finite number in \(0\.0, inf\)\. "
                         r"Received: learning_rate \(from the schedule\)=-1\.0")
+
+
+def test_a_layer_width_mismatch_is_found_before_the_validation_split_draws():
+    model = bp.Sequential([bp.Dense(5), bp.Dense(3, activation="softmax", input_dim=6)], seed=0)
+    refused(model, lambda m: m.fit(X, y, validation_split=0.2, verbose=0), ValueError,
+            r"layer 1 .* expects input_dim=6 but receives 5 features")
