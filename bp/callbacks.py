@@ -13,23 +13,38 @@ from ._validation import check_number
 class History:
     """What ``fit`` did: per-epoch metrics and how training ended.
 
+    ``fit`` returns it, and ``model.history`` keeps the last one.
+
     Attributes
     ----------
-    history : dict of lists
+    history : dict of list
         ``loss`` (and ``accuracy`` for classification), ``val_loss``, ``val_accuracy`` when there
         is validation data, ``learning_rate``; one entry per completed epoch (Keras' layout).
     epoch : list of int
         The completed epochs.
     stopped : str or None
-        None if every epoch ran; "early_stopping", "interrupted", "callback" otherwise.
+        None if every epoch ran; "early_stopping", "interrupted", "diverged" or "callback"
+        otherwise.
     stopped_at : dict or None
-        Where training stopped: {"epoch": e, "batch": b} (the last completed batch), for
+        Where training stopped: ``{"epoch": e, "batch": b}`` (the last completed batch), for
         interruptions.
     diverged : dict or None
         When the loss, a gradient or an update went non-finite: epoch, batch, layer, sample (in
         the batch), row (of X) and where; the model kept the last finite step.
     epoch_times : list of float
         Seconds of training (without validation) per epoch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> history = model.fit(X, y, epochs=3, verbose=0)
+    >>> history.epoch, len(history.history["loss"]), history.stopped
+    ([0, 1, 2], 3, None)
     """
 
     def __init__(self):
@@ -50,8 +65,9 @@ class History:
         return self.history[key]
 
     def plot(self, path=None):
-        """The training curves: loss, accuracy (classification) with their validation values,
-        and the learning rate, per epoch (needs matplotlib: ``pip install "bp[plot]"``).
+        """Draw the training curves: loss, accuracy (classification) with their validation values, and the learning rate, per epoch.
+
+        Needs matplotlib (``pip install "bp[plot]"``).
 
         Parameters
         ----------
@@ -61,10 +77,22 @@ class History:
         Returns
         -------
         matplotlib.figure.Figure
+            The figure.
 
         Examples
         --------
-        >>> model.fit(X, y, validation_split=0.2, epochs=20).plot("curves.png")
+        >>> import numpy as np
+        >>> import bp
+        >>> import os, tempfile
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+        >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+        ...                       seed=0)
+        >>> history = model.fit(X, y, validation_split=0.2, epochs=3, verbose=0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
+        >>> figure = history.plot(path)
+        >>> os.path.exists(path)
+        True
         """
         return _plot_history(self, path)
 
@@ -74,54 +102,191 @@ class History:
 
 
 class Callback:
-    """Base class: override the hooks you need. ``self.model`` is the model being fitted.
+    """Base class of fit's callbacks: override the hooks you need.
 
-    Set ``self.model.stop_training = True`` in a hook to end training after this epoch.
-    A callback that overrides ``on_batch_end`` makes fit return to Python after every batch.
+    ``self.model`` is the model being fitted. Set ``self.model.stop_training = True`` in a hook to end
+    training after this epoch. The epoch hooks keep the whole epoch in one compiled call; a callback
+    that overrides ``on_batch_end`` makes fit return to Python after every batch.
+
+    Attributes
+    ----------
+    model : Sequential or None
+        The model being fitted (set by ``set_model`` when fit starts).
+
+    See Also
+    --------
+    LambdaCallback : A callback from functions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> class PrintLoss(bp.Callback):
+    ...     def on_epoch_end(self, epoch, logs=None):
+    ...         print(f"epoch {epoch}: loss {logs['loss']:.2f}")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> _ = model.fit(X, y, epochs=2, verbose=0, callbacks=[PrintLoss()])
+    epoch 0: loss ...
+    epoch 1: loss ...
     """
 
     model = None
 
     def set_model(self, model):
+        """Set the model being fitted (fit calls it before ``on_train_begin``).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model being fitted.
+        """
         self.model = model
 
     def check_before_fit(self, model, optimizer, keys):
-        """Called by fit before it changes anything: raise ValueError or TypeError to refuse
-        the fit (a path that cannot be written, a monitored name that fit will not log). `keys`
-        are the names fit logs each epoch; `optimizer` the one it will train with."""
+        """Refuse a fit before it changes anything (the base class accepts every fit).
+
+        fit calls it for every callback after its own checks and before the first change:
+        raise ValueError or TypeError here for what the callback could only find out later
+        (a path that cannot be written, a monitored name that fit will not log).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            In a subclass, for settings this fit cannot honour.
+
+        See Also
+        --------
+        on_train_begin : Called next, once the fit has started.
+
+        Examples
+        --------
+        >>> import bp
+        >>> class NeedsValidation(bp.Callback):
+        ...     def check_before_fit(self, model, optimizer, keys):
+        ...         if "val_loss" not in keys:
+        ...             raise ValueError("NeedsValidation needs validation data")
+        """
 
     def on_train_begin(self, logs=None):
+        """Run at the start of fit, before the first epoch.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Run at the start of every epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_epoch_end(self, epoch, logs=None):
+        """Run at the end of every epoch, after validation.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_batch_end(self, batch, logs=None):
+        """Run after every batch (only if overridden: fit then returns to Python every batch).
+
+        Parameters
+        ----------
+        batch : int
+            The batch within the epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_train_end(self, logs=None):
+        """Run at the end of fit, however it ended.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
 
 class EarlyStopping(Callback):
-    """Stop when the monitored quantity has not improved for `patience` epochs.
+    """Stop training when the monitored value has not improved for `patience` epochs.
+
+    A non-finite value (NaN, inf) counts as no improvement.
 
     Parameters
     ----------
-    monitor : str, default "val_loss"   (falls back to "loss" when there is no validation data)
-    patience : int, default 5
-    min_delta : float, default 0        an improvement must exceed it
-    mode : "min" or "max", default "min" ("max" for names containing "accuracy" if left "auto")
-        A non-finite value (NaN, inf) counts as no improvement.
-    restore_best_weights : bool, default True
-        At the end, put back the weights of the best epoch (Keras' default is False; bp's is True
-        because that is what one wants almost always). The optimizer's state stays the last
-        step's, as in Keras. When fit ends by divergence or Ctrl-C nothing is restored: the model
-        is the last completed step, weights and optimizer state together (``best_params`` holds
-        the best epoch's weights for ``set_flat_params``).
+    monitor : str, default="val_loss"
+        The logged value to watch; falls back to "loss" when there is no validation data.
+    patience : int, default=5
+        Epochs without improvement before training stops.
+    min_delta : float, default=0.0
+        An improvement must exceed it.
+    mode : {"auto", "min", "max"}, default="auto"
+        Whether smaller or larger is better; "auto" maximises names containing "acc".
+    restore_best_weights : bool, default=True
+        At the end, put back the weights of the best epoch (Keras' default is False; bp's is
+        True because that is what one wants almost always). The optimizer's state stays the
+        last step's, as in Keras. When fit ends by divergence or Ctrl-C nothing is restored: the
+        model is the last completed step, weights and optimizer state together (``best_params``
+        holds the best epoch's weights for ``set_flat_params``).
+
+    Attributes
+    ----------
+    best : float or None
+        The best value seen.
+    best_epoch : int or None
+        Its epoch.
+
+    See Also
+    --------
+    ReduceLROnPlateau : Lower the learning rate instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> stop = bp.EarlyStopping(patience=2)
+    >>> history = model.fit(X, y, validation_split=0.2, epochs=200, verbose=0, callbacks=[stop])
+    >>> history.stopped, len(history.epoch) < 200
+    ('early_stopping', True)
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
@@ -141,9 +306,34 @@ class EarlyStopping(Callback):
         self.wait = 0
 
     def check_before_fit(self, model, optimizer, keys):
+        """Refuse a monitored name that fit will not log.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
         _monitored("EarlyStopping", self.monitor, dict.fromkeys(keys))
 
     def on_train_begin(self, logs=None):
+        """Forget the best value and the patience count of a previous fit.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self.best = None
         self.best_epoch = None
         self.best_params = None
@@ -158,6 +348,16 @@ class EarlyStopping(Callback):
         return value < self.best - self.min_delta
 
     def on_epoch_end(self, epoch, logs=None):
+        """Compare the monitored value with the best; stop after `patience` epochs without improvement.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         self._key = self.monitor if self.monitor in logs else (
             "loss" if self.monitor == "val_loss" else self.monitor)
@@ -178,6 +378,14 @@ class EarlyStopping(Callback):
                 self.model._stop_reason = "early_stopping"
 
     def on_train_end(self, logs=None):
+        """Put back the best epoch's weights (with ``restore_best_weights``).
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         # After a divergence or Ctrl-C the model stays the last completed step, with its
         # optimizer state (README, "Divergence", "Interruption"): best-epoch weights with a later
         # step's momenta and step count would be neither. best_params still holds them.
@@ -189,8 +397,28 @@ class EarlyStopping(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Marker for ``fit(on_nan=...)``: kept for Keras users. bp checks every step anyway; this
-    callback makes a non-finite loss stop training quietly instead of raising."""
+    """Stop training quietly when a step goes non-finite (kept for Keras users).
+
+    bp checks every step anyway: without this callback ``fit`` raises ``TrainingDivergedError``;
+    with it, ``fit`` returns a History with ``stopped == "diverged"`` (as ``on_nan="stop"`` does).
+    Either way the model keeps the last finite weights.
+
+    See Also
+    --------
+    TrainingDivergedError : What fit raises otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> history = model.fit(X, y, epochs=2, verbose=0, callbacks=[bp.TerminateOnNaN()])
+    >>> history.stopped is None
+    True
+    """
 
 
 class _Progress:
@@ -317,14 +545,33 @@ class ModelCheckpoint(Callback):
     Parameters
     ----------
     filepath : str or path-like
-    monitor : str, default "val_loss"  (falls back to "loss" when there is no validation data)
-    save_best_only : bool, default False
-    mode : "auto", "min" or "max" ("max" for names containing "acc" under "auto")
+        Where to save; formatted with ``epoch`` and the logged values.
+    monitor : str, default="val_loss"
+        The value ``save_best_only`` watches; falls back to "loss" without validation data.
+    save_best_only : bool, default=False
+        Save only when the monitored value improves.
+    mode : {"auto", "min", "max"}, default="auto"
+        Whether smaller or larger is better; "auto" maximises names containing "acc".
+
+    Attributes
+    ----------
+    saved : list of str
+        The paths written, in order.
 
     Examples
     --------
-    >>> model.fit(X, y, validation_split=0.1, callbacks=[bp.ModelCheckpoint("best.npz",
-    ...           save_best_only=True)])
+    >>> import numpy as np
+    >>> import bp
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "best.npz")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> checkpoint = bp.ModelCheckpoint(path, save_best_only=True)
+    >>> _ = model.fit(X, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[checkpoint])
+    >>> bp.load(path).n_params == model.n_params
+    True
     """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
@@ -338,6 +585,25 @@ class ModelCheckpoint(Callback):
         self.saved = []  # the paths written, in order
 
     def check_before_fit(self, model, optimizer, keys):
+        """Refuse a path that cannot be formatted or written, or an unlogged monitor.
+
+        The monitor is checked with save_best_only only.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
         if self.save_best_only:
             _monitored("ModelCheckpoint", self.monitor, dict.fromkeys(keys))
         _io.check_target(self._path(0, dict.fromkeys(keys, 0.0)), "ModelCheckpoint's filepath")
@@ -350,9 +616,27 @@ class ModelCheckpoint(Callback):
                              f"epoch and {', '.join(logs)}: {exc!r}") from None
 
     def on_train_begin(self, logs=None):
+        """Forget the best value of a previous fit.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self.best = None
 
     def on_epoch_end(self, epoch, logs=None):
+        """Save the model (if the monitored value improved, with ``save_best_only``).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         if self.save_best_only:
             key = _monitored("ModelCheckpoint", self.monitor, logs)
@@ -366,28 +650,42 @@ class ModelCheckpoint(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiply the learning rate by `factor` when the monitored value has not improved for
-    `patience` epochs (Keras' and torch.optim.lr_scheduler.ReduceLROnPlateau's rule):
+    """Lower the learning rate when the monitored value has stopped improving.
 
-        lr <- max(lr * factor, min_lr),  then `cooldown` epochs without counting.
-
-    The new rate is the optimizer's ``learning_rate`` from the next epoch on (and is saved with
-    the model); an optimizer with a schedule is refused (the schedule owns the rate).
+    After `patience` epochs without improvement, ``lr <- max(lr * factor, min_lr)``, then `cooldown`
+    epochs without counting (Keras' and torch.optim.lr_scheduler.ReduceLROnPlateau's rule). The new
+    rate is the optimizer's ``learning_rate`` from the next epoch on (and is saved with the model);
+    an optimizer with a schedule is refused (the schedule owns the rate).
 
     Parameters
     ----------
-    monitor : str, default "val_loss"  (falls back to "loss" when there is no validation data)
-    factor : float in (0, 1), default 0.1
-    patience : int >= 0, default 10
-    min_lr : float >= 0, default 0
-    min_delta : float >= 0, default 1e-4   an improvement must exceed it
-    cooldown : int >= 0, default 0
-    mode : "auto", "min" or "max"
+    monitor : str, default="val_loss"
+        The logged value to watch; falls back to "loss" when there is no validation data.
+    factor : float, default=0.1
+        The factor in (0, 1) the rate is multiplied by.
+    patience : int, default=10
+        Epochs without improvement before the rate is lowered.
+    min_lr : float, default=0.0
+        The rate never goes below it.
+    min_delta : float, default=1e-4
+        An improvement must exceed it.
+    cooldown : int, default=0
+        Epochs to wait after a reduction before counting again.
+    mode : {"auto", "min", "max"}, default="auto"
+        Whether smaller or larger is better; "auto" maximises names containing "acc".
 
     Examples
     --------
-    >>> model.fit(X, y, validation_split=0.1, epochs=100,
-    ...           callbacks=[bp.ReduceLROnPlateau(factor=0.5, patience=3)])
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> reduce = bp.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10.0)
+    >>> history = model.fit(X, y, optimizer=bp.SGD(0.1), epochs=3, verbose=0, callbacks=[reduce])
+    >>> history.history["learning_rate"]
+    [0.1, 0.1, 0.05]
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_lr=0.0, min_delta=1e-4,
@@ -406,15 +704,50 @@ class ReduceLROnPlateau(Callback):
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def check_before_fit(self, model, optimizer, keys):
+        """Refuse a scheduled learning rate, and a monitored name that fit will not log.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done (TypeError for a schedule).
+        """
         if callable(optimizer.learning_rate):
             raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
                             f"this one has the schedule {optimizer.learning_rate!r}")
         _monitored("ReduceLROnPlateau", self.monitor, dict.fromkeys(keys))
 
     def on_train_begin(self, logs=None):
+        """Forget a previous fit's counts (the optimizer was checked by check_before_fit).
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def on_epoch_end(self, epoch, logs=None):
+        """Count an epoch without improvement; lower the rate after `patience` of them.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         key = _monitored("ReduceLROnPlateau", self.monitor, logs)
         value = logs[key]
@@ -440,13 +773,25 @@ class CSVLogger(Callback):
     Parameters
     ----------
     filename : str or path-like
-    separator : str, default ","
-    append : bool, default False   append to an existing file (no second header) instead of
-        replacing it
+        The CSV file.
+    separator : str, default=","
+        The field separator.
+    append : bool, default=False
+        Append to an existing file (no second header) instead of replacing it.
 
     Examples
     --------
-    >>> model.fit(X, y, epochs=10, callbacks=[bp.CSVLogger("training.csv")])
+    >>> import numpy as np
+    >>> import bp
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "training.csv")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> _ = model.fit(X, y, epochs=2, verbose=0, callbacks=[bp.CSVLogger(path)])
+    >>> open(path).readline().strip()
+    'epoch,loss,accuracy,learning_rate'
     """
 
     def __init__(self, filename, separator=",", append=False):
@@ -456,9 +801,34 @@ class CSVLogger(Callback):
         self._file = self._writer = self._keys = None
 
     def check_before_fit(self, model, optimizer, keys):
+        """Refuse a file that cannot be written (a missing folder, a directory).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
         _io.check_target(self.filename, "CSVLogger's filename")
 
     def on_train_begin(self, logs=None):
+        """Open the file (and decide whether it needs a header).
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         has_rows = (self.append and os.path.exists(self.filename)
                     and os.path.getsize(self.filename) > 0)
         self._file = open(self.filename, "a" if self.append else "w", newline="")
@@ -466,6 +836,16 @@ class CSVLogger(Callback):
         self._keys = None if not has_rows else ()  # () : the file has a header already
 
     def on_epoch_end(self, epoch, logs=None):
+        """Write the epoch's row and flush it.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         if not self._keys:
             if self._keys is None:
@@ -475,21 +855,50 @@ class CSVLogger(Callback):
         self._file.flush()
 
     def on_train_end(self, logs=None):
+        """Close the file.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         if self._file is not None:
             self._file.close()
             self._file = None
 
 
 class LambdaCallback(Callback):
-    """A callback from functions: ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``,
-    ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_batch_end(batch, logs)``.
+    """Make a callback from functions.
 
-    Only a given on_batch_end makes fit return to Python after every batch.
+    Only a given ``on_batch_end`` makes fit return to Python after every batch.
+
+    Parameters
+    ----------
+    on_epoch_begin : callable, optional
+        Called as ``on_epoch_begin(epoch, logs)``.
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(epoch, logs)``.
+    on_train_begin : callable, optional
+        Called as ``on_train_begin(logs)``.
+    on_train_end : callable, optional
+        Called as ``on_train_end(logs)``.
+    on_batch_end : callable, optional
+        Called as ``on_batch_end(batch, logs)``.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
     >>> losses = []
-    >>> cb = bp.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    >>> keep = bp.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    >>> _ = model.fit(X, y, epochs=3, verbose=0, callbacks=[keep])
+    >>> len(losses)
+    3
     """
 
     def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
@@ -510,13 +919,49 @@ class LambdaCallback(Callback):
             fn(*args)
 
     def on_train_begin(self, logs=None):
+        """Call the given ``on_train_begin(logs)``, if any.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_train_begin", logs or {})
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Call the given ``on_epoch_begin(epoch, logs)``, if any.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_epoch_begin", epoch, logs or {})
 
     def on_epoch_end(self, epoch, logs=None):
+        """Call the given ``on_epoch_end(epoch, logs)``, if any.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_epoch_end", epoch, logs or {})
 
     def on_train_end(self, logs=None):
+        """Call the given ``on_train_end(logs)``, if any.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_train_end", logs or {})
