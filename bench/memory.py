@@ -2,12 +2,18 @@
 
     python bench/memory.py                 # 100000 training steps (the issue's count)
     python bench/memory.py --steps 20000 --batch-size 32 --dtype float64
+    python bench/memory.py --varying-only   # only the run over many batch sizes
 
 Trains a 32-64-64-10 network with fit (epochs of 100 steps each) and reads the resident set size
 from /proc/self/statm at the end of every epoch (Linux; elsewhere the peak from getrusage). Prints
 RSS after warm-up, at every tenth of the run and at the end, the growth after warm-up and the
 least-squares slope in bytes per step over the second half, where a leak would show. Also runs the
 explicit loop (backward + step) and predict for the same number of calls.
+
+Then the varying-batch-size run (issue 22): on a 64-512-512-10 network, backward over
+micro-batches of 1..600 rows, gradients over the same sizes, and partial_fit over chunks of
+1..400 rows, printing the RSS before and after each. The workspaces are cached per batch size;
+with a bounded cache the growth stays flat, unbounded it grows with every new size.
 """
 
 import argparse
@@ -64,7 +70,11 @@ def main():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--warmup-steps", type=int, default=2000)
+    p.add_argument("--varying-only", action="store_true",
+                   help="run only the varying-batch-size measurement")
     args = p.parse_args()
+    if args.varying_only:
+        return varying_batch_sizes(args.dtype)
 
     steps_per_epoch = 100
     rng = np.random.default_rng(0)
@@ -114,6 +124,31 @@ def main():
         print(f"{name}: {args.steps} calls in {time.perf_counter() - t0:.1f} s; RSS {mib(before)} -> "
               f"{mib(after)}, growth {mib(after - before)}; slope over the second half "
               f"{slope(samples):+.3f} B/call")
+    varying_batch_sizes(args.dtype)
+
+
+def varying_batch_sizes(dtype):
+    """RSS growth over many distinct batch sizes (each would have its own workspace)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 64))
+    y = rng.integers(0, 10, len(X))
+    model = bp.Sequential([bp.Dense(512, activation="relu"), bp.Dense(512, activation="relu"),
+                           bp.Dense(10, activation="softmax")], dtype=dtype, seed=0)
+    model.build(64)
+    print(f"\nvarying batch sizes, 64-512-512-10, {dtype}")
+    runs = [("backward, micro-batches of 1..600 rows", 600,
+             lambda n: model.backward(X[:n], y[:n], total_samples=600)),
+            ("gradients, 1..600 rows", 600, lambda n: model.gradients(X[:n], y[:n])),
+            ("partial_fit, chunks of 1..400 rows", 400,
+             lambda n: model.partial_fit(X[:n], y[:n], batch_size=n, optimizer="sgd"))]
+    for name, top, call in runs:
+        gc.collect()
+        before = rss_bytes()
+        for n in range(1, top + 1):
+            call(n)
+        gc.collect()
+        after = rss_bytes()
+        print(f"{name}: RSS {mib(before)} -> {mib(after)}, growth {mib(after - before)}")
 
 
 if __name__ == "__main__":

@@ -357,6 +357,67 @@ def local_threads(comm):
 
 
 # ---- fit(comm=...) -----------------------------------------------------------------------------
+def check_comm(comm):
+    """TypeError unless comm is an mpi4py communicator (checked before any collective call)."""
+    if not isinstance(comm, mpi().Comm):
+        raise TypeError(f"comm must be an mpi4py communicator (mpi4py.MPI.Comm), or None. "
+                        f"Received: comm={comm!r}")
+    return comm
+
+
+def fit_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate, shuffle, on_nan,
+                 callbacks, val, validation_split, first_epoch):
+    """What every rank of a data-parallel fit must agree on, by name (Agreement)."""
+    return {"model": (model.dtype.name, X.shape[1], [(type(L).__name__, getattr(L, "units", None),
+                                                      getattr(L, "activation", None),
+                                                      getattr(L, "use_bias", None))
+                                                     for L in model.layers]),
+            "targets width": Y.shape[1], "loss": loss, "optimizer": type(opt).__name__,
+            "epochs": epochs, "batch_size": batch_size, "accumulate": accumulate,
+            "shuffle": bool(shuffle), "on_nan": on_nan, "first epoch": first_epoch,
+            "callbacks": [type(cb).__name__ for cb in callbacks],
+            "validation": (val is not None and not isinstance(val, tuple), val is not None,
+                           float(validation_split or 0.0))}
+
+
+class Agreement:
+    """fit's one collective check, before anything changes: every rank sends the settings that
+    must agree (batch size, accumulate, loss, epochs, callbacks, validation, the model...) or the
+    error its own checks raised; then every rank fails alike if any rank failed or any setting
+    differs from rank 0's, with a message naming the setting and each rank's value. Without it a
+    rank with another batch size or epoch count aborts the job with "Message truncated" in the
+    allreduce, or hangs in it."""
+
+    def __init__(self, comm):
+        self.comm, self.done = comm, False
+
+    def check(self, settings):
+        self._exchange(None, settings)
+
+    def fail(self, exc):
+        """Join the collective with this rank's error (the others raise too); then re-raise."""
+        if not self.done:
+            self._exchange(f"{type(exc).__name__}: {exc}", None)
+
+    def _exchange(self, error, settings):
+        self.done = True
+        everyone = self.comm.allgather((error, settings))
+        rank = self.comm.Get_rank()
+        failed = [(r, e) for r, (e, _) in enumerate(everyone) if e is not None]
+        if failed:
+            if error is not None:
+                return  # this rank raises its own error
+            raise ValueError("fit was refused on " + "; ".join(
+                f"rank {r}: {e}" for r, e in failed) + f" (this is rank {rank})")
+        first = everyone[0][1]
+        for key in first:
+            values = [s.get(key) for _, s in everyone]
+            if any(v != values[0] for v in values):
+                held = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+                raise ValueError(f"every rank of a data-parallel fit must use the same {key}. "
+                                 f"Received: {held}")
+
+
 def rank_threads(comm):
     """The thread count a rank of a data-parallel fit uses when the user chose none (neither
     bp.set_num_threads nor OMP_NUM_THREADS): its share of the node's cores. None if they chose."""

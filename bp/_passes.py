@@ -31,7 +31,7 @@ from . import _ops, _threads
 from ._ops import flat_layout, parametric, split, walk
 from . import losses as _losses
 from . import regularizers as _regularizers
-from ._validation import as_float_array, check_finite
+from ._validation import as_float_array, check_column_names, check_finite
 
 
 # ---- input checks shared by every entry point ----------------------------------------------------
@@ -68,6 +68,7 @@ def check_training_rows(passes, n, batch_size, accumulate=1):
 
 def check_X(model, X, name="X"):
     """X as a 2-D float array of the model's dtype, with the model's input width, all finite."""
+    check_column_names(getattr(model, "_column_names", None), X, name)  # a DataFrame's
     X = as_float_array(name, X, model.dtype, ndim=2)
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty: expected at least one sample. Received: shape {X.shape}")
@@ -197,6 +198,10 @@ PREDICT_BLOCK_BYTES = 512 * 1024
 # other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
+# Workspaces kept per model, for the batch sizes used last (fit meets two): one per distinct
+# size, kept for ever, grew without bound (bench/README.md, "Memory"). Bounds the private pool too.
+WORKSPACE_CACHE = 4
+
 
 _pools = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
 
@@ -249,8 +254,8 @@ class Passes:
         self._workspaces = {}
         self._engine = None
         self._backup = None
-        # private (engine, workspace) pairs for calls that may run beside others, by rows
-        self._free = {}
+        # private (engine, workspace) pairs for calls that may run beside others, newest last
+        self._free = []
         self._held = None  # the pair the last private pass used: kept out of the pool
         self._lock = threading.Lock()
         self._step_flops_per_row = sum((2 if i == 0 else 3) * 2 * n_in * n_out
@@ -269,9 +274,10 @@ class Passes:
 
     def workspace(self, n_rows):
         """The model's shared workspace for batches of n_rows rows (made on first use)."""
-        ws = self._workspaces.get(n_rows)
-        if ws is None:
-            ws = self._workspaces[n_rows] = self.new_workspace(n_rows)
+        # popped and put back: a dict keeps insertion order, so the first is the least recent
+        ws = self._workspaces[n_rows] = self._workspaces.pop(n_rows, None) or self.new_workspace(n_rows)
+        while len(self._workspaces) > WORKSPACE_CACHE:
+            del self._workspaces[next(iter(self._workspaces))]
         return ws
 
     def backup(self):
@@ -423,8 +429,8 @@ class Passes:
         so ``cached`` (error_signals, z_in, z_out) never reads a workspace being rewritten."""
         rows = X.shape[0]
         with self._lock:
-            free = self._free.get(rows)
-            net, ws = free.pop() if free else (None, None)
+            i = next((i for i, (_, w) in enumerate(self._free) if w.n_rows == rows), None)
+            net, ws = (None, None) if i is None else self._free.pop(i)
         if ws is None:
             ws = self.new_workspace(rows)
         if self.compiled and net is None:
@@ -439,14 +445,16 @@ class Passes:
                                              n_threads)
         except BaseException:
             with self._lock:
-                self._free.setdefault(rows, []).append((net, ws))
+                self._free.append((net, ws))
+                del self._free[:-WORKSPACE_CACHE]  # the oldest go
             raise
         self.penalty(grads, n_threads)
         with self._lock:
             held, self._held = self._held, (net, ws)
             self.last = (ws, rows, False)
             if held is not None:
-                self._free.setdefault(held[1].n_rows, []).append(held)
+                self._free.append(held)
+                del self._free[:-WORKSPACE_CACHE]
         return grads, value
 
     def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):

@@ -5,6 +5,7 @@ and optimizer state exactly as they were. Messages name what was expected and wh
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -38,8 +39,12 @@ def as_float_array(name, x, dtype, ndim=None, cast_ints=True):
     strings and objects are rejected. Fortran-ordered, strided and read-only inputs are accepted
     (copied to C order where needed). `ndim` may be an int or a tuple of allowed ints.
     """
+    if hasattr(x, "nnz") and hasattr(x, "toarray"):  # scipy.sparse
+        raise TypeError(f"{name} must be a dense array; bp.Sequential does not take sparse "
+                        f"matrices (bp.sklearn's estimators do). Received: a scipy.sparse "
+                        f"{type(x).__name__} of shape {x.shape} (call {name}.toarray())")
     if hasattr(x, "to_numpy") and not isinstance(x, np.ndarray):  # pandas-like
-        x = x.to_numpy()
+        x = _pandas_to_numpy(x)
     try:
         arr = np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged lists and the like
@@ -67,6 +72,39 @@ def as_float_array(name, x, dtype, ndim=None, cast_ints=True):
         raise ValueError(
             f"{name} must fit in {np.dtype(dtype).name} (largest {np.finfo(dtype).max:.4g}). "
             f"Received: {arr[tuple(bad)]} at {label} ({where})") from None
+
+
+def _pandas_to_numpy(x):
+    """A pandas object as an array: its nullable numeric columns (Float64, Int64: object arrays
+    through a plain to_numpy) as floats with NaN for <NA>, which is then reported by position;
+    any other object column stays object and is refused."""
+    arr = np.asarray(x.to_numpy())
+    if arr.dtype != object:
+        return arr
+    dtypes = list(getattr(x, "dtypes", [])) if hasattr(x, "columns") else [getattr(x, "dtype", None)]
+    if dtypes and all(getattr(d, "kind", "O") in "fiu" for d in dtypes):
+        return x.to_numpy(dtype=np.float64, na_value=np.nan)
+    return arr
+
+
+def column_names(X):
+    """A DataFrame's column names (all strings) as a list, else None (as scikit-learn's
+    feature_names_in_)."""
+    columns = getattr(X, "columns", None)
+    if columns is None or isinstance(X, np.ndarray):
+        return None
+    names = list(columns)
+    return names if names and all(isinstance(c, str) for c in names) else None
+
+
+def check_column_names(expected, X, name="X"):
+    """ValueError if X is a DataFrame whose column names differ from those the model was
+    fitted on (same names in another order included: the columns would be used by position)."""
+    names = column_names(X)
+    if expected is None or names is None or names == expected:
+        return
+    raise ValueError(f"{name}'s columns must be the ones the model was fitted on, in that order: "
+                     f"{expected}. Received: {names} (reorder with {name}[{expected!r}])")
 
 
 def check_kernel_input(name, x, dtype=None, ndim=2, shape=None):
@@ -138,14 +176,35 @@ def check_finite(name, arr):
         )
 
 
-def check_positive_int(name, value, allow_none=False):
+# The largest count the compiled code takes (a C int's range: rows, micro-batches, steps).
+MAX_COUNT = 2**31 - 1
+
+
+def check_positive_int(name, value, allow_none=False, high=None):
+    """A positive int (numpy integers accepted, booleans not), at most `high` when given."""
     if value is None and allow_none:
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive integer. Received: {name}={value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be a positive integer of at most {high}. "
+                         f"Received: {name}={value!r}")
     return int(value)
+
+
+def check_bytes(what, n_bytes):
+    """ValueError if allocating n_bytes can never succeed on this machine (more than its
+    physical memory): a request that cannot fit is an argument error, named with its size,
+    not a MemoryError after part of the work."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = 2**63 - 1
+    if n_bytes > total:
+        raise ValueError(f"{what} would need {n_bytes:,} bytes ({n_bytes / 2**30:.1f} GiB); this "
+                         f"machine has {total:,} bytes of memory")
 
 
 def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
@@ -171,3 +230,31 @@ def check_choice(name, value, choices):
         valid = ", ".join(repr(c) for c in choices)
         raise ValueError(f"Unknown {name} {value!r}. Valid values: {valid}")
     return value
+
+
+def check_size(count, n_in, dtype):
+    """ValueError, before anything is allocated or drawn, if `count` parameters on n_in inputs
+    (and their gradients, as many again) can never fit in this machine's memory; returns count.
+    The count comes from the flat layout (bp/_passes.py), which knows every kind of layer."""
+    check_bytes(f"a model of {count:,} parameters on {n_in:,} inputs (its parameters and their "
+                f"gradients, {np.dtype(dtype).name})", 2 * count * np.dtype(dtype).itemsize)
+    return count
+
+
+def check_seed(seed):
+    """A seed for numpy's generator: None or a non-negative int (numpy integers accepted)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None. Received: seed={seed!r}")
+    return int(seed)
+
+
+def check_some_weight(w, name):
+    """ValueError if every training sample has the weight 0 (the loss is 0, yet Adam's moments
+    would still move the weights; scikit-learn refuses too). w None: unweighted, fine."""
+    if w is not None and w.size and not np.any(w):
+        raise ValueError(f"{name} gives every training sample the weight 0: there is nothing to "
+                         f"learn from. Received: all-zero {name}")

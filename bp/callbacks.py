@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from . import _io
 from ._validation import check_number
 
 
@@ -144,6 +145,41 @@ class Callback:
         """
         self.model = model
 
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a fit before it changes anything (the base class accepts every fit).
+
+        fit calls it for every callback after its own checks and before the first change:
+        raise ValueError or TypeError here for what the callback could only find out later
+        (a path that cannot be written, a monitored name that fit will not log).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            In a subclass, for settings this fit cannot honour.
+
+        See Also
+        --------
+        on_train_begin : Called next, once the fit has started.
+
+        Examples
+        --------
+        >>> import bp
+        >>> class NeedsValidation(bp.Callback):
+        ...     def check_before_fit(self, model, optimizer, keys):
+        ...         if "val_loss" not in keys:
+        ...             raise ValueError("NeedsValidation needs validation data")
+        """
+
     def on_train_begin(self, logs=None):
         """Run at the start of fit, before the first epoch.
 
@@ -223,7 +259,10 @@ class EarlyStopping(Callback):
         Whether smaller or larger is better; "auto" maximises names containing "acc".
     restore_best_weights : bool, default=True
         At the end, put back the weights of the best epoch (Keras' default is False; bp's is
-        True because that is what one wants almost always).
+        True because that is what one wants almost always). The optimizer's state stays the
+        last step's, as in Keras. When fit ends by divergence or Ctrl-C nothing is restored: the
+        model is the last completed step, weights and optimizer state together (``best_params``
+        holds the best epoch's weights for ``set_flat_params``).
 
     Attributes
     ----------
@@ -265,6 +304,26 @@ class EarlyStopping(Callback):
         self.best_epoch = None
         self.best_params = None
         self.wait = 0
+
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a monitored name that fit will not log.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
+        _monitored("EarlyStopping", self.monitor, dict.fromkeys(keys))
 
     def on_train_begin(self, logs=None):
         """Forget the best value and the patience count of a previous fit.
@@ -327,6 +386,12 @@ class EarlyStopping(Callback):
             The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
             validation data, ``learning_rate``; at the end of training, the last epoch's.
         """
+        # After a divergence or Ctrl-C the model stays the last completed step, with its
+        # optimizer state (README, "Divergence", "Interruption"): best-epoch weights with a later
+        # step's momenta and step count would be neither. best_params still holds them.
+        history = getattr(self.model, "history", None)
+        if getattr(history, "stopped", None) in ("diverged", "interrupted"):
+            return
         if self.restore_best_weights and self.best_params is not None:
             self.model.set_flat_params(self.best_params)
 
@@ -519,6 +584,37 @@ class ModelCheckpoint(Callback):
         self.best = None
         self.saved = []  # the paths written, in order
 
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a path that cannot be formatted or written, or an unlogged monitor.
+
+        The monitor is checked with save_best_only only.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
+        if self.save_best_only:
+            _monitored("ModelCheckpoint", self.monitor, dict.fromkeys(keys))
+        _io.check_target(self._path(0, dict.fromkeys(keys, 0.0)), "ModelCheckpoint's filepath")
+
+    def _path(self, epoch, logs):
+        try:
+            return self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint cannot format the path {self.filepath!r} with "
+                             f"epoch and {', '.join(logs)}: {exc!r}") from None
+
     def on_train_begin(self, logs=None):
         """Forget the best value of a previous fit.
 
@@ -548,11 +644,7 @@ class ModelCheckpoint(Callback):
             if not math.isfinite(value) or not _improves(value, self.best, self.mode, key):
                 return
             self.best = value
-        try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"ModelCheckpoint cannot format the path {self.filepath!r} with "
-                             f"epoch and {', '.join(logs)}: {exc!r}") from None
+        path = self._path(epoch, logs)
         self.model.save(path)
         self.saved.append(path)
 
@@ -611,8 +703,31 @@ class ReduceLROnPlateau(Callback):
         self.mode = _check_mode(mode)
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a scheduled learning rate, and a monitored name that fit will not log.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done (TypeError for a schedule).
+        """
+        if callable(optimizer.learning_rate):
+            raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
+                            f"this one has the schedule {optimizer.learning_rate!r}")
+        _monitored("ReduceLROnPlateau", self.monitor, dict.fromkeys(keys))
+
     def on_train_begin(self, logs=None):
-        """Check that the optimizer's rate is a constant; forget a previous fit's counts.
+        """Forget a previous fit's counts (the optimizer was checked by check_before_fit).
 
         Parameters
         ----------
@@ -620,9 +735,6 @@ class ReduceLROnPlateau(Callback):
             The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
             validation data, ``learning_rate``; at the end of training, the last epoch's.
         """
-        if callable(self.model.optimizer.learning_rate):
-            raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
-                            f"this one has the schedule {self.model.optimizer.learning_rate!r}")
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -687,6 +799,26 @@ class CSVLogger(Callback):
         self.separator = separator
         self.append = bool(append)
         self._file = self._writer = self._keys = None
+
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a file that cannot be written (a missing folder, a directory).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
+        _io.check_target(self.filename, "CSVLogger's filename")
 
     def on_train_begin(self, logs=None):
         """Open the file (and decide whether it needs a header).

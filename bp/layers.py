@@ -161,7 +161,10 @@ class Dense:
             if W.shape != (n_in, self.units):
                 raise ValueError(f"kernel_initializer must return shape {(n_in, self.units)}. "
                                  f"Received: shape {W.shape}")
-            W = W.astype(dtype)
+            if W.dtype.kind not in "fiu":
+                raise TypeError(f"kernel_initializer must return real numbers. Received: dtype "
+                                f"{W.dtype}")
+            W = as_float_array("initial W (from kernel_initializer)", W, dtype)  # names 1e39
         else:
             W = initialize(self.kernel_initializer, (n_in, self.units), rng, dtype)
         check_finite("initial W", W)
@@ -260,7 +263,7 @@ class Dense:
             raise TypeError(f"{name} must be real numbers. Received: dtype {arr.dtype}")
         if arr.shape != target.shape:
             raise ValueError(f"{name} must have shape {target.shape}. Received: shape {arr.shape}")
-        arr = arr.astype(target.dtype)
+        arr = as_float_array(name, arr, target.dtype)  # a value too large for float32 is named
         check_finite(name, arr)
         return arr
 

@@ -10,6 +10,7 @@ is PyTorch's form: v = mu v + g; p -= lr v (Nesterov: p -= lr (g + mu v)).
 """
 
 import math
+import weakref
 
 import numpy as np
 
@@ -281,7 +282,23 @@ class Optimizer:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_saved"] = {}  # scratch space, not state
+        state["_owner"] = None  # a copy trains the model it is copied with, or another
         return state
+
+    # -- one model per optimizer ---------------------------------------------------------------
+    def _check_owner(self, model):
+        """ValueError if this optimizer already trains another model (alive): its state (step
+        count, moments) is laid out for that model's parameters and would carry over silently."""
+        owner = None if getattr(self, "_owner", None) is None else self._owner()
+        if owner is not None and owner is not model:
+            raise ValueError(f"this optimizer already trains another model: its step count and "
+                             f"state belong to that model. Give each model its own optimizer "
+                             f"(a new one, or copy.deepcopy of this one). Received: optimizer="
+                             f"{self!r}, in use by a model at {id(owner):#x}")
+
+    def _bind(self, model):
+        self._check_owner(model)
+        self._owner = weakref.ref(model)
 
     def get_config(self):
         """Return the hyperparameters as plain data (the constructor's arguments).
@@ -511,6 +528,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 # their subclasses: a user's subclass may change the update in Python, so it runs in fit's
 # Python step. Another bp module adds its optimizers with ``engine_runs``.
 _ENGINE_CLASSES = set(OPTIMIZERS.values())
+_BUILTIN = {cls.__name__: cls for cls in OPTIMIZERS.values()}  # the names files use
 
 
 def engine_runs(cls):
@@ -525,25 +543,91 @@ def runs_in_engine(optimizer):
     return type(optimizer) in _ENGINE_CLASSES
 
 
+# A user's Optimizer subclasses that model files may name, by name (Keras' custom objects).
+_REGISTERED = {}
+
+
+def register(cls=None, *, name=None):
+    """Class decorator: let model files saved with this Optimizer subclass be loaded.
+
+    A file names its optimizer's class; ``bp.load`` rebuilds only the classes it knows: bp's own
+    and those registered here (under `name`, default the class name), as Keras' custom objects.
+    The class's ``get_config()`` must return the keyword arguments of its ``__init__``. Saving a
+    model whose optimizer class is neither is refused (a file nothing could load).
+
+    Parameters
+    ----------
+    cls : type, optional
+        The Optimizer subclass (when used as ``@register``).
+    name : str, optional
+        The name files use for it (when used as ``@register(name=...)``).
+
+    Returns
+    -------
+    type or callable
+        The class itself, or a decorator that registers it.
+
+    Examples
+    --------
+    >>> import bp
+    >>> @bp.optimizers.register
+    ... class HalfRateSGD(bp.SGD):
+    ...     def _update(self, params, grads, lr, grad_scale, n_threads):
+    ...         super()._update(params, grads, lr / 2, grad_scale, n_threads)
+    """
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+            raise TypeError(f"register takes a subclass of bp.Optimizer. Received: {cls!r}")
+        key = cls.__name__ if name is None else name
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"name must be a non-empty str. Received: name={key!r}")
+        known = _REGISTERED.get(key) or _BUILTIN.get(key)
+        if known is not None and known is not cls:
+            raise ValueError(f"the optimizer name {key!r} is taken by {known!r}; pass name=")
+        _REGISTERED[key] = cls
+        return cls
+    return add if cls is None else add(cls)
+
+
+def class_named(name):
+    """The Optimizer class a model file names (bp's own or a registered one); ValueError else."""
+    cls = _BUILTIN.get(name) or _REGISTERED.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown optimizer class {name!r}: bp's are {', '.join(_BUILTIN)}; a "
+                         f"subclass of your own must be registered (bp.optimizers.register) "
+                         f"before load")
+    return cls
+
+
+def _name_of(cls):
+    for table in (_BUILTIN, _REGISTERED):
+        for key, known in table.items():
+            if known is cls:
+                return key
+    raise ValueError(f"the model's optimizer is a {cls.__name__}, which bp.load could not rebuild: "
+                     f"register the class first (@bp.optimizers.register), so that a file can "
+                     f"name it")
+
+
 def serialize(optimizer):
     """The optimizer as JSON-able data for a model file: class, config, step count.
-    A learning-rate schedule is code, not data: the rate in force is stored, and said so."""
+    A learning-rate schedule is code, not data: the rate in force is stored, and said so.
+    ValueError for a class load could not rebuild (neither bp's nor registered)."""
     if optimizer is None:
         return None
+    name = _name_of(type(optimizer))
     cfg = optimizer.get_config()
     if callable(cfg.get("learning_rate")):
         cfg["learning_rate"] = (optimizer.current_learning_rate(0) if optimizer._lr is None
                                 else optimizer._lr)
         cfg["schedule_dropped"] = True
-    return {"class": type(optimizer).__name__, "config": cfg,
-            "iterations": optimizer.iterations}
+    return {"class": name, "config": cfg, "iterations": optimizer.iterations}
 
 
 def deserialize(data, state, params):
     """The optimizer ``serialize`` described, with its state buffers taken from `state` (a dict
     name -> array, each checked against the flat parameters `params`)."""
-    classes = {cls.__name__: cls for cls in OPTIMIZERS.values()}
-    cls = classes[data["class"]]
+    cls = class_named(data["class"])
     kwargs = {k: v for k, v in data["config"].items() if k != "schedule_dropped"}
     optimizer = cls(**kwargs)
     optimizer.iterations = int(data["iterations"])

@@ -22,12 +22,13 @@ import threading
 
 import numpy as np
 
-from . import _io, _mpi, _online, _ops, _passes, _threads, _torch, _training
+from . import _io, _model_file, _mpi, _online, _ops, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
-from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
+from ._validation import (as_dtype, as_float_array, check_finite, check_positive_int,
+                          check_seed, check_size)
 from ._ops import layer_config, layers_from_config, refuse_beyond_dense
 
 _BUILD_LOCK = threading.Lock()
@@ -93,21 +94,17 @@ class Sequential:
                  input_shape=None):
         input_dim = _ops.input_dim_of(input_shape, input_dim)
         self.dtype = as_dtype(dtype)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
-        self.seed = None if seed is None else int(seed)
+        self.seed = check_seed(seed)
         self.layers = []
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
         self.loss = None
         self.optimizer = None
-        self.stop_training = False
-        self._stop_reason = None
-        self._params = None
-        self._grads = None
+        self.stop_training, self._stop_reason = False, None
+        self._params = self._grads = None
         self._passes = None  # bp._passes.Passes over _params and _grads, once built
         self._comm = None  # the communicator of the last fit (data-parallel), for save
         self._rng = np.random.default_rng(self.seed)
-        self._fit_lock = threading.Lock()
+        self._fit_lock = _threads.FitLock()
         for layer in layers or ():
             self.add(layer)
 
@@ -211,6 +208,7 @@ class Sequential:
             raise ValueError("the input width is unknown: give input_dim or call fit/predict")
         n_in = check_positive_int("input_dim", n_in)
         dense_inputs = _ops.dense_inputs(self.layers, n_in)  # checks every width first
+        check_size(_model_file.parameter_count(self.layers, n_in), n_in, self.dtype)
         # Draw every layer's weights before binding any: a kernel_initializer that fails on a later
         # layer then leaves no layer half-built, and the seeded generator as it was.
         rng = self._rng
@@ -352,6 +350,7 @@ class Sequential:
         ((60, 3), True)
         """
         check_positive_int("batch_size", batch_size, allow_none=True)
+        self._fit_lock.check_reader()
         if self._passes is None:
             self._build_from(_passes.check_X(self, X))
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
@@ -388,6 +387,7 @@ class Sequential:
         ['accuracy', 'loss']
         """
         check_positive_int("batch_size", batch_size, allow_none=True)
+        self._fit_lock.check_reader()
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
         value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
@@ -612,6 +612,7 @@ class Sequential:
         """
         new_loss = _passes.check_loss(self, loss) if loss is not None else self.loss
         new_opt = _optimizers.get(optimizer) if optimizer is not None else self.optimizer
+        new_opt is None or new_opt._bind(self)
         self.loss, self.optimizer = new_loss, new_opt
         return self
 
@@ -1042,7 +1043,7 @@ class Sequential:
         params, grads = state.pop("_params"), state.pop("_grads")
         running = state.pop("_running", [])
         self.__dict__.update(state)
-        self._fit_lock = threading.Lock()
+        self._fit_lock = _threads.FitLock()
         self.layers = []
         self._params = self._grads = self._passes = None
         for layer in layers_from_config(layer_cfgs):
@@ -1072,8 +1073,10 @@ def load(path):
     Raises
     ------
     ValueError
-        For a file that is not a bp model, is truncated or corrupted (checksum), or has another
-        format version.
+        Naming the file, for a file that is not a bp model, is truncated or corrupted
+        (checksum), has another format version, or holds what makes no model: checked before
+        anything is built or inflated (bp/_model_file.py: sizes, names, shapes, dtypes,
+        finiteness, ranges, known losses and optimizers).
 
     See Also
     --------
@@ -1088,9 +1091,16 @@ def load(path):
     >>> bp.load(path).n_params
     8
     """
-    config, arrays = _io.read(path)
     path = os.fspath(path)
+    shapes = {}
+
+    def expected(config):
+        shapes.update(_model_file.expected(Sequential.from_config(config), config))
+        return _model_file.budget(shapes)
+
+    config, arrays = _io.read(path, expected)
     try:
+        _model_file.check_arrays(shapes, arrays)
         model = Sequential.from_config(config)
         model.build()
         params = arrays["params"]
@@ -1108,8 +1118,9 @@ def load(path):
             model._rng.bit_generator.state = config["rng_state"]
         if config.get("optimizer") is not None:
             state = {name[4:]: buf for name, buf in arrays.items() if name.startswith("opt_")}
-            model.optimizer = _optimizers.deserialize(config["optimizer"], state, params)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            model.optimizer = _optimizers.deserialize(config["optimizer"], state, arrays["params"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError,
+            OverflowError) as exc:
         raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
     return model
 

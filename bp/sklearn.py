@@ -69,7 +69,10 @@ class _BpMLP:
     # ---- the extras ------------------------------------------------------------------------
     def _validate_input(self, X, y, incremental, reset):
         X, y = super()._validate_input(X, y, incremental, reset)
-        dtype = self._param_dtype(X.dtype)
+        # partial_fit goes on in the parameters' dtype, as scikit-learn: a float32 batch after
+        # float64 ones is cast, and coefs_ and Adam's moments stay float64
+        fitted = not reset and getattr(self, "coefs_", None) is not None
+        dtype = self.coefs_[0].dtype if fitted else self._param_dtype(X.dtype)
         if X.dtype != dtype:
             X = X.astype(dtype)
         # batches are row slices: CSR's, or C-ordered rows

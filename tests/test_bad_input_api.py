@@ -292,8 +292,8 @@ BUILT_ONLY = [
      r"cannot add a layer to a built model"),
     ("save-path-type", lambda m: m.save(None), TypeError,
      r"expected str, bytes or os\.PathLike object, not NoneType"),
-    ("save-missing-directory", lambda m: m.save("/nonexistent-dir-bp/model.npz"), FileNotFoundError,
-     r"No such file or directory"),
+    ("save-missing-directory", lambda m: m.save("/nonexistent-dir-bp/model.npz"), ValueError,
+     r"path must be in an existing folder\. Received: '/nonexistent-dir-bp/model\.npz'"),
 ]
 
 # An unbuilt model has no width to check X_val against (X gives it), and nothing to get or save.
