@@ -20,12 +20,8 @@ import time
 
 import numpy as np
 
-<<<<<<< HEAD
-from . import _interrupt, _passes, _streaming, _threads, _training
-from ._validation import MAX_COUNT, check_some_weight
-=======
 from . import _interrupt, _ops, _passes, _streaming, _threads, _training
->>>>>>> layers
+from ._validation import MAX_COUNT, check_some_weight
 from .callbacks import History
 
 
@@ -48,13 +44,9 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     try:  # one fit of a model at a time (_training.exclusive)
         # fit's checks, in fit's order; a schedule that fails at once is rejected here too
         loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
-<<<<<<< HEAD
         check_some_weight(w, "sample_weight")
-        opt.current_learning_rate(0 if opt._epoch is None else opt._epoch + 1)  # this pass's
-=======
         _ops.check_training_rows(model.layers, X.shape[0], batch_size, accumulate)
-        opt.current_learning_rate(0)
->>>>>>> layers
+        opt.current_learning_rate(0 if opt._epoch is None else opt._epoch + 1)  # this pass's
         # -- from here on the model changes --
         model.loss, model._comm = loss, None
         nt = _threads.ensure_blas_limit()
