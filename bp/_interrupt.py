@@ -26,7 +26,8 @@ import signal
 import threading
 
 # signal.signal and signal.getsignal wrap these and convert every handler and signal number to
-# an enum on the way (~10 us a call pair, against ~0.5 us): partial_fit and fit pay this per call
+# an enum on the way (many times the cost of _signal's; measured: see bench/README.md, Python call
+# costs): partial_fit and fit pay this per call
 import _signal
 
 

@@ -161,7 +161,8 @@ def _prepare_quickly(model, X, y, loss, sample_weight):
     """prepare's answer in a few microseconds for the common batch (a finite C-ordered X of the
     model's dtype and width, int64 class labels, cross-entropy, no weights), else None: then
     prepare's full checks run and name what is wrong. Nothing is cached: each call checks the
-    arrays it is given (partial_fit and backward on a 32-row batch paid ~8 us for the checks)."""
+    arrays it is given (the full checks were a visible share of a 32-row partial_fit; measured:
+    see bench/README.md, Python call costs)."""
     layers = model.layers
     if (sample_weight is not None or type(X) is not np.ndarray or type(y) is not np.ndarray
             or X.dtype != model.dtype or X.ndim != 2 or not X.flags.c_contiguous
@@ -253,18 +254,19 @@ class Workspace:
 
 # The update and the scans around it run on one thread outside the engine too, as inside it
 # (bpcore/_network.pyx's header): an OpenMP team right after threaded BLAS calls fights
-# OpenBLAS's still-spinning threads for the cores (digits at 2 threads: 13 ms a step through
-# zero_grad/backward/step, 0.36 ms through fit with a custom optimizer, against ~0.05 ms).
+# OpenBLAS's still-spinning threads for the cores (measured: see bench/README.md, OpenMP teams
+# after BLAS calls).
 # Their results do not depend on the thread count.
 ELEMENTWISE_THREADS = 1
 
 # predict runs the layers over blocks of rows whose activations (two buffers of the widest hidden
-# layer) stay in cache: PREDICT_BLOCK_BYTES for both (half of this machine's 1 MiB L2 per core).
+# layer) stay in cache: PREDICT_BLOCK_BYTES for both (half of a core's L2 on the machine it was
+# tuned on; measured: see bench/README.md, predict's blocks of rows).
 PREDICT_BLOCK_BYTES = 512 * 1024
 
-# Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
-# bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
-# other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
+# Threads lose on a training step below this many FLOPs (a digits step at batch 32 is no faster
+# on 2 threads; measured: see bench/README.md, Threads on a whole step): such steps run BLAS on
+# one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
 
@@ -424,7 +426,8 @@ class Passes:
     def evaluate(self, X, Y, w, loss, n_threads, penalty=True):
         """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
         f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
-        BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1). penalty=False
+        BLAS's spinning threads; measured: see bench/README.md, OpenMP teams after BLAS calls).
+        penalty=False
         leaves the layers' regularisers out (fit's validation in parts adds them once)."""
         rows, n_out = X.shape[0], self.layers[-1].units
         n_threads = self._predict_threads(rows, n_threads)

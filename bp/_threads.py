@@ -24,9 +24,9 @@ _lock = threading.Lock()
 _n_threads = None  # what the user asked for through set_num_threads (None: the default)
 _blas_limited_to = None  # what we last told the BLAS pools
 # get_num_threads()'s answer, settled on first use and again after each set_num_threads: working
-# it out (the CPU set, the topology files under /sys, OMP_NUM_THREADS) cost ~60 us, most of
-# predict's time on one row. It is worked out again after set_num_threads and when
-# OMP_NUM_THREADS changes (one dictionary look-up, ~0.2 us, tells).
+# it out (the CPU set, the topology files under /sys, OMP_NUM_THREADS) was most of predict's
+# time on one row. It is worked out again after set_num_threads and when OMP_NUM_THREADS changes
+# (one dictionary look-up tells). Measured: see bench/README.md, Python call costs.
 _settled = None
 _settled_env = None  # the OMP_NUM_THREADS the settled answer was worked out under
 
@@ -37,9 +37,10 @@ _cores_of = {}  # CPU set -> physical cores in it (the topology files are read o
 def _physical_cores():
     """Physical cores available to this process (logical CPUs where topology is unknown).
 
-    Reading the topology costs ~100 us (two sysfs files per CPU) and every entry point asks;
-    the answer is remembered per CPU set, so a changed affinity (``os.sched_setaffinity``) is
-    still seen, at the cost of one ``sched_getaffinity`` call (~0.5 us)."""
+    Reading the topology is slow (two sysfs files per CPU) and every entry point asks; the
+    answer is remembered per CPU set, so a changed affinity (``os.sched_setaffinity``) is still
+    seen, at the cost of one ``sched_getaffinity`` call (measured: see bench/README.md, Python
+    call costs)."""
     try:
         cpus = frozenset(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -172,8 +173,9 @@ _blas_libs = None  # threadpoolctl's controllers of the loaded BLAS libraries, f
 
 
 def hold_blas(n):
-    """Set the BLAS pools to n threads now, cheaply: ~1 us through threadpoolctl's cached
-    per-library controllers (its ``limit()`` takes ~5 us, a fresh threadpool_limits ~1 ms). The
+    """Set the BLAS pools to n threads now, cheaply, through threadpoolctl's cached
+    per-library controllers (cheaper than its ``limit()``, far cheaper than a fresh
+    threadpool_limits; measured: see bench/README.md, Python call costs). The
     training loop holds BLAS to one thread for steps too small for threads, and gives the count
     back afterwards: partial_fit does both on every call."""
     global _blas_libs, _blas_limited_to

@@ -52,8 +52,9 @@ _EXTRA_CONSTRAINTS = {
 @contextmanager
 def _blas_threads(n):
     """Hold BLAS to n threads for a fit or a prediction (the kernels get n as an argument), then
-    give bp's count back; through bp's cached threadpoolctl controller (~10 us, where a fresh
-    threadpool_limits costs ~5 ms, much of a small fit in a grid search)."""
+    give bp's count back; through bp's cached threadpoolctl controller (a fresh
+    threadpool_limits costs much of a small fit in a grid search; measured: see
+    bench/README.md, Python call costs)."""
     previous = _threads.get_num_threads()
     _threads.hold_blas(n)
     try:

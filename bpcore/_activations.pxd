@@ -115,7 +115,8 @@ cdef inline floating tanh_prime(floating z_out) noexcept nogil:
 
 # ---- a vectorisable tanh for whole rows --------------------------------------------------------
 # libm's tanhf/tanh are scalar calls (glibc's goes through expm1 for |x| > ~0.55), and they were a
-# third of the deep tanh network's training step. These row functions compute tanh with
+# large share of the deep tanh network's training step (measured: see bench/README.md, Loops
+# written to vectorise). These row functions compute tanh with
 # polynomials that gcc vectorises (SSE2 everywhere; AVX2+FMA through target_clones on CPUs that
 # have it; setup.py's -fno-trapping-math lets gcc turn the branch selects into blends):
 #   |x| < 0.625   x + x^3 P(x^2)             (float; Cephes tanhf)   x + x^3 P(x^2)/Q(x^2) (double)
@@ -207,7 +208,8 @@ cdef extern from *:
        e^x = 2^k p(r), x = k ln2 + r, |r| <= ln2/2, Cephes expf's polynomial. Below -87.3365 the
        result is under float's smallest normal: 0 is returned (off by < 1.2e-38). NaN gives NaN.
        glibc's expf is a scalar call: with it, softmax over 10 outputs was most of predict's time
-       outside the products on the digits network. */
+       outside the products on the digits network (measured: see bench/README.md, Loops written
+       to vectorise). */
     BP_CLONES
     static void bp_exp_row_f(const float* x, float* y, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) {
