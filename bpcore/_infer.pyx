@@ -46,12 +46,16 @@ cdef extern from *:
     """
     #if defined(_MSC_VER)
       #include <windows.h>
-      static long long bp_fetch_add(long long* p, long long v) { return InterlockedExchangeAdd64(p, v); }
+      static long long bp_fetch_add(long long* p, long long v) {
+          return InterlockedExchangeAdd64(p, v);
+      }
       static long long bp_load(long long* p) { return InterlockedCompareExchange64(p, 0, 0); }
       static void bp_yield(void) { SwitchToThread(); }
     #else
       #include <sched.h>
-      static long long bp_fetch_add(long long* p, long long v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+      static long long bp_fetch_add(long long* p, long long v) {
+          return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
+      }
       static long long bp_load(long long* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
       static void bp_yield(void) { sched_yield(); }
     #endif
@@ -171,7 +175,8 @@ cdef class Inference:
                 self.width = max(self.width, n_out)
             need = max(need, w_off + n_in * n_out, b_off + n_out)
         if need > params.shape[0]:
-            raise ValueError(f"the layout needs {need} parameters; the buffer has {params.shape[0]}")
+            raise ValueError(f"the layout needs {need} parameters; "
+                             f"the buffer has {params.shape[0]}")
         self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
 
     def __dealloc__(self):
@@ -263,4 +268,3 @@ cdef class Inference:
                               <float*>buf, <float*>buf + block_rows * self.width, st, wait)
         free(buf)
         return 0
-

@@ -6,7 +6,8 @@
 #     forward      for each layer  dense_forward_core
 #     loss         loss_core
 #     error signal output_delta_core, then hidden_delta_core from the output backwards
-#     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates micro-batches)
+#     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates
+#                  micro-batches)
 #     dropout      in training, dropout_forward_core after a layer with a Dropout (the next layer
 #                  reads z_drop), dropout_backward_core on its delta (Network.set_dropout)
 #     penalties    penalty_core once a step, for the layers with a regulariser (R(W) into the loss,
@@ -25,8 +26,9 @@
 # (so model.z_out, model.error_signals and the divergence report read the same memory), and the
 # optimizer's hyperparameters and state buffers belong to the bp.optimizers object and are passed
 # in per call as plain values (Optimizer._engine_spec()): like scikit-learn's _sgd_fast.pyx, which
-# never imports its estimator, the engine imports nothing from bp. Gradients, optimizer state and the loop therefore stay separable (a data-parallel
-# step would sum the flat gradient between `backward` and `update`).
+# never imports its estimator, the engine imports nothing from bp. Gradients, optimizer state and
+# the loop therefore stay separable (a data-parallel step would sum the flat gradient between
+# `backward` and `update`).
 #
 # Threads: BLAS threads the products (its pool is held to bp's thread count by bp._threads); the
 # elementwise passes of a step run serial by default. An OpenMP team between BLAS calls leaves
@@ -44,14 +46,13 @@ from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-from bpcore._activations cimport SOFTMAX, SIGMOID
 from bpcore._dense_forward cimport dense_forward_core
 from bpcore._error_signal cimport output_delta_core, hidden_delta_core
 from bpcore._gradients cimport gradients_core
 from bpcore._loss cimport (loss_core, clipped_log_loss_core, MSE, CROSS_ENTROPY,
                            BINARY_CROSS_ENTROPY)
 from bpcore._param_update cimport (sgd_core, adam_core, sum_of_squares_core, sums_of_squares_core,
-                                  sklearn_update_core,
+                                   sklearn_update_core,
                                    SKLEARN_SGD, SKLEARN_ADAM)
 from bpcore._regularize cimport penalty_core
 from bpcore._dropout cimport u64, dropout_forward_core, dropout_backward_core
@@ -330,7 +331,7 @@ cdef struct Epoch:
     # data-parallel steps (see "Handing the gradient to an allreduce" below); NULL: one process
     void* reduce                 # a callable reduce() -> 0, or nonzero if it failed
     double* ctl                  # [step loss, stop] that reduce() sums over the ranks
-    const long long* global_rows # the rows of step s summed over the ranks
+    const long long* global_rows  # the rows of step s summed over the ranks
     Py_ssize_t n_global_steps
     # outputs
     Py_ssize_t steps_done, last_rows, last_start
@@ -492,7 +493,7 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
             beta = 1
             if (o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM) and e.loss != MSE:
                 Lb = clipped_log_loss_core(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
-                                            e.m, e.loss, o.sw, Lb)
+                                           e.m, e.loss, o.sw, Lb)
             step_loss += Lb
             if not isfinite(Lb):
                 break
@@ -586,7 +587,8 @@ cdef void* _array(object a, int typenum, int ndim, Py_ssize_t rows, Py_ssize_t c
         raise TypeError(f"{name} must be a numpy array. Received: {type(a).__name__}")
     arr = <cnp.ndarray>a
     if cnp.PyArray_TYPE(arr) != typenum:
-        raise TypeError(f"{name} must be {cnp.PyArray_DescrFromType(typenum)}. Received: {arr.dtype}")
+        raise TypeError(f"{name} must be {cnp.PyArray_DescrFromType(typenum)}. "
+                        f"Received: {arr.dtype}")
     if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{name} must be a C-contiguous {ndim}-D array")
     if (rows >= 0 and arr.shape[0] != rows) or (ndim == 2 and arr.shape[1] != cols):
