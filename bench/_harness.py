@@ -67,7 +67,8 @@ def markdown_table(header, rows):
     """A GitHub markdown table from a header and rows of cells (already formatted)."""
     cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    line = lambda row: "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |"
+    def line(row):
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |"
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
                      + [line(r) for r in cells[1:]])
 

@@ -87,8 +87,9 @@ def step_seconds(widths, activation, loss, batch, target_s, repeat):
     y = (rng.integers(0, widths[-1], steps * batch) if loss == "cross_entropy"
          else rng.standard_normal((steps * batch, widths[-1])).astype(np.float32))
     opt = bp.SGD(1e-3)
-    fit = lambda: model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=batch,
-                            shuffle=False, verbose=0)
+    def fit():
+        return model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=batch,
+                                shuffle=False, verbose=0)
     fit()  # warm-up: workspaces, engine
     times = []
     for _ in range(repeat):
@@ -298,7 +299,8 @@ def measured_part(quick, rounds, epochs):
     rows, raw = [], {}
     for d in MEASURED:
         spec = (QUICK_MEASURED if quick else MEASURED)[d]
-        pooled = lambda p, key: [t for run in runs[d, p] for t in run[key]]
+        def pooled(p, key, d=d):
+            return [t for run in runs[d, p] for t in run[key]]
         base = float(np.median(pooled(1, "fit")))
         rows.append([d, 1, spec["global_batch"], "fit", f"{base:.3f}", "", "", "", "1.00"])
         for p in (1, 2):

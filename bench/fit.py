@@ -245,7 +245,7 @@ def markdown(results):
         lines.append(f"| {r['data']} | {r['threads']} | {r['impl']} | {r['median_s']:.4f} "
                      f"| {r['min_s']:.4f} | {r['epochs_per_s']:.2f} "
                      f"| {r['median_s'] / r['steps'] * 1e6:.0f} "
-                     f"| {'' if r['impl'] == 'bp' else '%.2fx' % r['bp_speedup']} |")
+                     f"| {'' if r['impl'] == 'bp' else '{:.2f}x'.format(r['bp_speedup'])} |")
     return "\n".join(lines)
 
 

@@ -21,18 +21,18 @@ import argparse
 import os
 import platform
 import sys
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
 import numpy as np  # noqa: E402
+from _harness import compare, markdown_table, us  # noqa: E402
 
 import bp  # noqa: E402
 import bpcore  # noqa: E402
 from bp import _reference as R  # noqa: E402
 from bpcore import _blas, _dense_forward, _error_signal, _gradients, _openmp, _param_update  # noqa: E402
-
-from _harness import compare, markdown_table, us  # noqa: E402
 
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -141,8 +141,8 @@ def bench_gemm_crossover(dtypes, thread_counts, sizes, repeat, warmup, target_ns
                         A = rng.standard_normal((s, s)).astype(dtype)
                         B = rng.standard_normal((s, s)).astype(dtype)
                         C = np.zeros((s, s), dtype)
-                        t = compare({"own": lambda: gemm(ta, tb, 1.0, A, B, 0.0, C, "own"),
-                                     "blas": lambda: gemm(ta, tb, 1.0, A, B, 0.0, C, "blas")},
+                        t = compare({"own": partial(gemm, ta, tb, 1.0, A, B, 0.0, C, "own"),
+                                     "blas": partial(gemm, ta, tb, 1.0, A, B, 0.0, C, "blas")},
                                     repeat=repeat, warmup=warmup, target_ns=target_ns)
                         own, blas = t["own"]["median"], t["blas"]["median"]
                         own_min, blas_min = t["own"]["min"], t["blas"]["min"]

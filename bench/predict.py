@@ -30,10 +30,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from _harness import compare, machine, machine_line, markdown_table, write_outputs  # noqa: E402
+
 import bp  # noqa: E402
 from bpcore import _blas  # noqa: E402
-
-from _harness import compare, machine, machine_line, markdown_table, write_outputs  # noqa: E402
 
 NETWORKS = {"digits": (64, 128, 64, 10), "mnist": (784, 256, 128, 10)}
 PEERS = ("bp", "bp out=", "onnxrt", "torch", "sklearn", "numpy", "products")

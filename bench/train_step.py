@@ -45,7 +45,6 @@ import sys
 import time
 
 import numpy as np
-
 from _harness import machine, machine_line, write_outputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -458,7 +457,7 @@ def markdown(results):
         lines.append(
             f"| {r['shape']} | {r['dtype']} | {r['threads']} | {r['impl']} | {r['median_us']:.1f} "
             f"| {r['p10_us']:.1f} | {r['min_us']:.1f} | {r['gflops']:.1f} | {of_limit} "
-            f"| {'' if r['impl'] in ('bp', 'blas limit') else '%.2fx' % r['bp_speedup']} |")
+            f"| {'' if r['impl'] in ('bp', 'blas limit') else '{:.2f}x'.format(r['bp_speedup'])} |")
     return "\n".join(lines)
 
 

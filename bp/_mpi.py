@@ -19,9 +19,8 @@ stops every rank at the same step) and a Ctrl-C flag (so that all ranks stop aft
 """
 
 import os
-import sys
-
 import re
+import sys
 
 import numpy as np
 

@@ -21,18 +21,27 @@ and never import it: the model imports this module, not the other way round.
 
 import math
 import threading
+from typing import Any
 
 import numpy as np
 
 import bpcore
-from bpcore import (_dense_forward, _dropout, _error_signal, _gradients, _infer, _loss,
-                    _network, _param_update, _regularize)
+from bpcore import (
+    _dense_forward,
+    _dropout,
+    _error_signal,
+    _gradients,
+    _infer,
+    _loss,
+    _network,
+    _param_update,
+    _regularize,
+)
 
 from . import _threads
 from . import losses as _losses
 from . import regularizers as _regularizers
 from ._validation import as_float_array, check_finite
-
 
 # ---- input checks shared by every entry point ----------------------------------------------------
 
@@ -270,7 +279,7 @@ PREDICT_BLOCK_BYTES = 512 * 1024
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
 
-_pools = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
+_pools: dict[int, Any] = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
 
 
 def _helpers(n_threads):

@@ -20,11 +20,25 @@ import numpy as np
 from . import _passes, _threads
 from . import _reference as R
 from . import losses as _losses
-from ._diagnostics import (EXPLODING, SATURATION, VANISHING, Diagnosis,  # noqa: F401
-                           DiagnosticsLogger, _inputs, diagnose, per_sample_gradient_norms)
-from ._ways import (MAX_NAIVE_MULTIPLY_ADDS, _Net, backprop_gradients,  # noqa: F401
-                    forward_gradients, naive_gradients, operation_counts)
-from ._ways import _forward_pass
+from ._diagnostics import (  # noqa: F401
+    EXPLODING,
+    SATURATION,
+    VANISHING,
+    Diagnosis,
+    DiagnosticsLogger,
+    _inputs,
+    diagnose,
+    per_sample_gradient_norms,
+)
+from ._ways import (  # noqa: F401
+    MAX_NAIVE_MULTIPLY_ADDS,
+    _forward_pass,
+    _Net,
+    backprop_gradients,
+    forward_gradients,
+    naive_gradients,
+    operation_counts,
+)
 
 WAYS = ("naive", "forward", "backprop")
 _WAY_NAMES = {

@@ -24,7 +24,6 @@ from ._validation import (
     check_no_overlap,
     check_number,
     check_output,
-    check_shape,
 )
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)

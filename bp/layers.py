@@ -14,8 +14,15 @@ import bpcore
 
 from . import kernels
 from . import regularizers as _regularizers
-from ._validation import (FLOAT_DTYPES, as_dtype, as_float_array, check_choice, check_finite,
-                          check_number, check_positive_int)
+from ._validation import (
+    FLOAT_DTYPES,
+    as_dtype,
+    as_float_array,
+    check_choice,
+    check_finite,
+    check_number,
+    check_positive_int,
+)
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
 # He initialisation for the relu family, Glorot for the rest (Keras and PyTorch practice).

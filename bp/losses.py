@@ -20,7 +20,7 @@ import numpy as np
 import bpcore
 
 from ._validation import as_float_array, check_choice, check_finite
-from .kernels import LOSS_OUTPUTS, check_loss_pair
+from .kernels import check_loss_pair
 
 LOSSES = tuple(bpcore.LOSSES)
 ALIASES = {"mean_squared_error": "mse", "bce": "binary_cross_entropy",

@@ -56,7 +56,7 @@ class Optimizer:
         most clip_norm (torch.nn.utils.clip_grad_norm_), fused into the update.
     """
 
-    _state_names = ()
+    _state_names: tuple[str, ...] = ()
 
     def __init__(self, learning_rate, clip_norm=None):
         self.learning_rate = _check_learning_rate(learning_rate)

@@ -152,7 +152,7 @@ class _BpMLP:
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than "
-                              "sample size. It is going to be clipped")
+                              "sample size. It is going to be clipped", stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         X_train = X_train if sp.issparse(X_train) else np.ascontiguousarray(X_train)
         Y_train = np.ascontiguousarray(Y_train)
@@ -162,7 +162,7 @@ class _BpMLP:
         try:
             with _blas_threads(nt):
                 self.n_iter_ = 0
-                for it in range(self.max_iter):
+                for _ in range(self.max_iter):
                     if self.shuffle:   # sklearn.utils.shuffle's draw, without its checks
                         perm = np.arange(n_samples)
                         self._random_state.shuffle(perm)
@@ -174,27 +174,27 @@ class _BpMLP:
                     self.t_ += n_samples
                     self.loss_curve_.append(self.loss_)
                     if self.verbose:
-                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                        print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
                     self._update_no_improvement_count(early_stopping, X_val, y_val, w_val)
                     opt.iteration_ends(self.t_)
                     if self._no_improvement_count > self.n_iter_no_change:
                         if early_stopping:
-                            msg = ("Validation score did not improve more than tol=%f for %d "
-                                   "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                            msg = (f"Validation score did not improve more than tol={self.tol:f} "
+                                   f"for {self.n_iter_no_change:d} consecutive epochs.")
                         else:
-                            msg = ("Training loss did not improve more than tol=%f for %d "
-                                   "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                            msg = (f"Training loss did not improve more than tol={self.tol:f} "
+                                   f"for {self.n_iter_no_change:d} consecutive epochs.")
                         if opt.trigger_stopping(msg, self.verbose):
                             break
                         self._no_improvement_count = 0
                     if incremental:
                         break
                     if self.n_iter_ == self.max_iter:
-                        warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached "
-                                      "and the optimization hasn't converged yet."
-                                      % self.max_iter, ConvergenceWarning)
+                        warnings.warn(f"Stochastic Optimizer: Maximum iterations "
+                                      f"({self.max_iter:d}) reached and the optimization "
+                                      "hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=3)
         if early_stopping:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
