@@ -18,9 +18,12 @@ global loss, and a non-finite loss on any rank makes it non-finite on all: the d
 stops every rank at the same step) and a Ctrl-C flag (so that all ranks stop after the same step).
 """
 
+from __future__ import annotations
+
 import os
 import re
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +51,7 @@ def mpi():
     return MPI
 
 
-def shard(n_rows, comm):
+def shard(n_rows: int, comm: Any) -> slice:
     """This rank's contiguous range of rows: rank r of p gets rows [start, stop) with
     start = r q + min(r, s), q, s = divmod(n_rows, p) (the first s ranks get one extra row, as
     numpy.array_split splits).
@@ -75,7 +78,7 @@ def shard(n_rows, comm):
     return slice(start, start + q + (rank < s))
 
 
-def shard_rows(X, comm):
+def shard_rows(X: np.ndarray, comm: Any) -> np.ndarray:
     """This rank's block of rows of X (``X[shard(len(X), comm)]``): a view, never a copy, so an
     array from ``np.load(path, mmap_mode="r")`` reads from disk only the rows of this rank's shard.
 
@@ -89,7 +92,7 @@ def shard_rows(X, comm):
     return X[shard(X.shape[0], comm)]
 
 
-def check_world(comm=None):
+def check_world(comm: Any = None) -> Any:
     """Raise if the launcher started more ranks than MPI's world holds.
 
     An ``mpiexec`` from another MPI than the one mpi4py loads (Open MPI's mpirun around an MPICH
@@ -123,7 +126,7 @@ def _signature(model):
     return f"{model.dtype.name} input {model.input_dim}: [{layers}]"
 
 
-def check_same_model(model, comm):
+def check_same_model(model: Any, comm: Any) -> None:
     """Raise, on every rank, if the ranks' models differ in architecture or dtype (or are not
     all built); the error names the ranks that differ from rank 0 and what each holds."""
     mine = _signature(model) if model.built else "not built"
@@ -145,7 +148,7 @@ def _gradient_buffer(model):
     return model._passes.grads
 
 
-def broadcast_parameters(model, comm, root=0):
+def broadcast_parameters(model: Any, comm: Any, root: int = 0) -> None:
     """Give every rank rank `root`'s parameters and optimizer state (copied in place), so that all
     ranks start bit for bit the same.
 
@@ -190,7 +193,7 @@ def broadcast_parameters(model, comm, root=0):
         opt.set_epoch(meta["epoch"])
 
 
-def allreduce_gradients(model, comm):
+def allreduce_gradients(model: Any, comm: Any) -> None:
     """Replace the model's gradient buffer by its sum over the ranks (``MPI_Allreduce`` with
     ``MPI_SUM``, in place, one flat buffer): g <- sum_r g_r.
 
@@ -214,7 +217,7 @@ def allreduce_gradients(model, comm):
     return model.get_flat_grads()
 
 
-def local_threads(comm):
+def local_threads(comm: Any) -> int:
     """This rank's share of its node's cores: cores // (ranks on the node), at least 1.
 
     Ranks on one node that each run one thread per core would oversubscribe it p-fold; this is

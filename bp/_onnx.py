@@ -23,7 +23,10 @@ classifier) gets the outputs skl2onnx gives it with zipmap off: "label" (batch,)
 onnx is imported only when an export runs: it is the optional extra ``bp[onnx]``.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +48,8 @@ def _import_onnx():
     return onnx
 
 
-def to_onnx(model, path=None, *, opset=None):
+def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, *,
+            opset: int | None = None) -> Any:
     """The ONNX graph of a trained network: f_out = tau(... sigma(X @ W_1 + b_1) ... @ W_L + b_L).
 
     Parameters

@@ -14,8 +14,11 @@ so that the two pools, which run one after the other, never ask for more threads
 cores between them.
 """
 
+from __future__ import annotations
+
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bpcore._openmp import omp_max_threads, openmp_enabled
@@ -66,7 +69,7 @@ def _count_physical_cores(cpus):
     return max(1, len(cores))
 
 
-def effective_n_threads(n_threads=None, only_physical_cores=True):
+def effective_n_threads(n_threads: int | None = None, only_physical_cores: bool = True) -> int:
     """The number of threads bp's kernels will use for ``n_threads``.
 
     Parameters
@@ -111,7 +114,7 @@ def _omp_num_threads_env():
     return n if n > 0 else None
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The thread count bp uses now (for its kernels and, while it runs, the BLAS pools)."""
     global _settled, _settled_env
     n, env = _settled, os.environ.get("OMP_NUM_THREADS")
@@ -121,7 +124,7 @@ def get_num_threads():
     return n
 
 
-def set_num_threads(n_threads):
+def set_num_threads(n_threads: int | None) -> None:
     """Set the number of threads bp uses, for its OpenMP kernels and the BLAS that does its gemms.
 
     Parameters
@@ -145,7 +148,7 @@ def set_num_threads(n_threads):
 
 
 @contextmanager
-def num_threads(n_threads):
+def num_threads(n_threads: int | None) -> Iterator[None]:
     """Context manager form of :func:`set_num_threads`: ``with bp.num_threads(1): ...``."""
     global _n_threads, _settled
     previous = _n_threads

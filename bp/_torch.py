@@ -13,6 +13,10 @@ the class it is handed (``Sequential.from_torch`` passes itself), so it never im
 torch is imported only when a hand-over runs: it is the optional extra ``bp[torch]``.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from ._validation import as_dtype
@@ -33,7 +37,7 @@ def _activation_modules(nn):
             "leaky_relu": None, "softmax": lambda: nn.Softmax(dim=-1)}
 
 
-def to_torch(model):
+def to_torch(model: Any) -> Any:
     """A torch.nn.Sequential computing the same f_out as ``model.predict``.
 
     Parameters

@@ -1,10 +1,14 @@
 """Training history, callbacks, early stopping and the progress display of ``fit``."""
 
+from __future__ import annotations
+
 import csv
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ._validation import check_number
 
@@ -31,7 +35,12 @@ class History:
         Seconds of training (without validation) per epoch.
     """
 
-    def __init__(self):
+    # attribute types for the type checker (set in __init__)
+    history: dict[str, list[float]]
+    epoch: list[int]
+    epoch_times: list[float]
+
+    def __init__(self) -> None:
         self.history = {}
         self.epoch = []
         self.epoch_times = []
@@ -45,10 +54,10 @@ class History:
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
-    def plot(self, path=None):
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
         """The training curves: loss, accuracy (classification) with their validation values,
         and the learning rate, per epoch (needs matplotlib: ``pip install "bp[plot]"``).
 
@@ -79,24 +88,24 @@ class Callback:
     A callback that overrides ``on_batch_end`` makes fit return to Python after every batch.
     """
 
-    model = None
+    model: Any = None
 
-    def set_model(self, model):
+    def set_model(self, model: Any) -> None:
         self.model = model
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         pass
 
 
@@ -115,8 +124,8 @@ class EarlyStopping(Callback):
         because that is what one wants almost always).
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer. Received: patience={patience!r}")
         if mode not in ("auto", "min", "max"):
@@ -283,7 +292,7 @@ def _improves(value, best, mode, key, min_delta=0.0):
     return value < best - min_delta
 
 
-def wants_every_batch(callback):
+def wants_every_batch(callback: Callback) -> bool:
     """True if `callback` has an on_batch_end of its own (a subclass method or, as
     LambdaCallback sets it, an instance attribute): fit then returns to Python every batch."""
     return getattr(callback.on_batch_end, "__func__", None) is not Callback.on_batch_end
@@ -309,7 +318,10 @@ class ModelCheckpoint(Callback):
     ...           save_best_only=True)])
     """
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    saved: list[str]  # the paths written, in order (for the type checker)
+
+    def __init__(self, filepath: str | os.PathLike[str], monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: str = "auto") -> None:
         self.filepath = os.fspath(filepath)
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a str. Received: {type(monitor).__name__}")
@@ -364,8 +376,9 @@ class ReduceLROnPlateau(Callback):
     ...           callbacks=[bp.ReduceLROnPlateau(factor=0.5, patience=3)])
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_lr=0.0, min_delta=1e-4,
-                 cooldown=0, mode="auto"):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_lr: float = 0.0, min_delta: float = 1e-4, cooldown: int = 0,
+                 mode: str = "auto") -> None:
         for name, value in (("patience", patience), ("cooldown", cooldown)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer. Received: "
@@ -420,7 +433,8 @@ class CSVLogger(Callback):
     >>> model.fit(X, y, epochs=10, callbacks=[bp.CSVLogger("training.csv")])
     """
 
-    def __init__(self, filename, separator=",", append=False):
+    def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
+                 append: bool = False) -> None:
         self.filename = os.fspath(filename)
         self.separator = separator
         self.append = bool(append)
@@ -460,8 +474,11 @@ class LambdaCallback(Callback):
     >>> cb = bp.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
     """
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
-                 on_train_end=None, on_batch_end=None):
+    def __init__(self, on_epoch_begin: Callable[..., Any] | None = None,
+                 on_epoch_end: Callable[..., Any] | None = None,
+                 on_train_begin: Callable[..., Any] | None = None,
+                 on_train_end: Callable[..., Any] | None = None,
+                 on_batch_end: Callable[..., Any] | None = None) -> None:
         given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
                  "on_train_begin": on_train_begin, "on_train_end": on_train_end,
                  "on_batch_end": on_batch_end}
@@ -470,7 +487,9 @@ class LambdaCallback(Callback):
                 raise TypeError(f"{name} must be callable or None. Received: {type(fn).__name__}")
         self._fns = given
         if on_batch_end is not None:
-            self.on_batch_end = lambda batch, logs=None: on_batch_end(batch, logs or {})
+            # an instance attribute, which wants_every_batch sees
+            self.on_batch_end = (  # type: ignore[method-assign]
+                lambda batch, logs=None: on_batch_end(batch, logs or {}))
 
     def _call(self, name, *args):
         fn = self._fns[name]

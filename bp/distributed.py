@@ -40,13 +40,13 @@ Examples
 """
 
 from ._mpi import (
-                   allreduce_gradients,
-                   broadcast_parameters,
-                   check_same_model,
-                   check_world,
-                   local_threads,
-                   shard,
-                   shard_rows,
+    allreduce_gradients,
+    broadcast_parameters,
+    check_same_model,
+    check_world,
+    local_threads,
+    shard,
+    shard_rows,
 )
 
 __all__ = ["shard", "shard_rows", "broadcast_parameters", "allreduce_gradients", "check_world",

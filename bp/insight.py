@@ -11,9 +11,12 @@ Layers are numbered from 0 here, as in ``model.layers``; the seed's notation (``
 --explain``) numbers the hidden layer 1 and calls the output layer O.
 """
 
+from __future__ import annotations
+
 import math
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -202,7 +205,8 @@ def _fmt_time(seconds):
     return f"{seconds:.2f} s"
 
 
-def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
+def explain(model: Any, X: Any, y: Any, loss: str | None = None, *,
+            budget: float = 0.1, n_threads: int | None = None) -> Explanation:
     """Count and time the three ways to get every gradient of `model` on the batch (X, y).
 
     (1) the naive chain rule, (2) forward caching, (3) backpropagation (see bp.insight): exact

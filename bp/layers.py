@@ -6,9 +6,13 @@ Weights are stored (n_in, n_out), as in Keras and scikit-learn, so the product i
 ``z_out_prev @ W`` with no transpose.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 import bpcore
 
@@ -90,9 +94,21 @@ class Dense:
     Dense(64, activation='relu')
     """
 
-    def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
-                 alpha=0.01, kernel_regularizer=None, bias_regularizer=None, input_dim=None,
-                 name=None):
+    # attribute types for the type checker (set in __init__ and build)
+    units: int
+    activation: str
+    use_bias: bool
+    alpha: float
+    input_dim: int | None
+    _W: Any
+    _b: Any
+    _owner: Any  # the Sequential whose flat buffer holds W and b
+
+    def __init__(self, units: int, activation: str = "identity", *, use_bias: bool = True,
+                 kernel_initializer: str | None = None, alpha: float = 0.01,
+                 kernel_regularizer: _regularizers.L1L2 | dict | str | None = None,
+                 bias_regularizer: _regularizers.L1L2 | dict | str | None = None,
+                 input_dim: int | None = None, name: str | None = None) -> None:
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
         if not isinstance(activation, str):
@@ -143,7 +159,8 @@ class Dense:
         self._W = W_view
         self._b = b_view
 
-    def build(self, input_dim, dtype="float32", seed=None):
+    def build(self, input_dim: int, dtype: DTypeLike = "float32",
+              seed: int | np.random.Generator | None = None) -> Dense:
         """Allocate and initialise W and b for a layer used on its own (a model does this itself)."""
         if self._owner is not None:
             raise ValueError("this layer belongs to a Sequential; build the model instead")
@@ -196,7 +213,7 @@ class Dense:
         return arr
 
     # -- forward on its own ----------------------------------------------------------------------
-    def __call__(self, X):
+    def __call__(self, X: Any) -> np.ndarray:
         """z_out for input X (builds the layer on first use when it is not part of a model)."""
         # every check before the first-use build, so a rejected X leaves the layer unbuilt
         X = as_float_array("X", X, self._W.dtype if self.built else None, ndim=2)
@@ -267,7 +284,7 @@ class Dropout:
     ...                        bp.Dense(10, activation="softmax")], seed=0)
     """
 
-    def __init__(self, rate, seed=None):
+    def __init__(self, rate: float, seed: int | None = None) -> None:
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
             raise TypeError(f"Dropout rate must be a number in [0, 1). Received: {rate!r}")
         if not 0.0 <= float(rate) < 1.0:  # also refuses NaN

@@ -15,6 +15,8 @@ The cross-entropies are computed from the logits f_in, so they stay finite where
 0 or 1. Cross-entropy takes integer class labels (n,) or one-hot / probability rows (n, m).
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 import bpcore
@@ -27,7 +29,7 @@ ALIASES = {"mean_squared_error": "mse", "bce": "binary_cross_entropy",
            "categorical_cross_entropy": "cross_entropy", "ce": "cross_entropy"}
 
 
-def get(loss):
+def get(loss: str) -> str:
     """The canonical loss name for `loss` (a name or alias); ValueError listing the valid ones."""
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a string, one of {', '.join(LOSSES)}. Received: {loss!r}")

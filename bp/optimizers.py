@@ -9,7 +9,11 @@ The update rules are torch.optim's (see bpcore/_param_update.pyx for the formula
 is PyTorch's form: v = mu v + g; p -= lr v (Nesterov: p -= lr (g + mu v)).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +60,16 @@ class Optimizer:
         most clip_norm (torch.nn.utils.clip_grad_norm_), fused into the update.
     """
 
+    # attribute types for the type checker (set in __init__)
+    _state: dict[str, np.ndarray]
+    _saved: dict[str, Any]
+    _lr: float | None
+    _epoch: int | None
+
     _state_names: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate, clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float],
+                 clip_norm: float | None = None) -> None:
         self.learning_rate = _check_learning_rate(learning_rate)
         self.clip_norm = None if clip_norm is None else check_number(
             "clip_norm", clip_norm, low=0.0, low_open=True)
@@ -70,14 +81,14 @@ class Optimizer:
         self._saved_iterations = 0
 
     # -- learning rate -------------------------------------------------------------------------
-    def current_learning_rate(self, epoch=0):
+    def current_learning_rate(self, epoch: int = 0) -> float:
         """The learning rate for `epoch` (the constant, or the schedule's value)."""
         if callable(self.learning_rate):
             lr = self.learning_rate(epoch)
             return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
         return self.learning_rate
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         self._lr = self.current_learning_rate(epoch)
         self._epoch = epoch
 
@@ -88,16 +99,16 @@ class Optimizer:
             if buf is None or buf.shape != params.shape or buf.dtype != params.dtype:
                 self._state[name] = np.zeros_like(params)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Hyperparameters and state buffers (copies), for saving."""
         return {"iterations": self.iterations,
                 **{name: buf.copy() for name, buf in self._state.items()}}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iterations = int(state["iterations"])
         self._state = {name: np.array(state[name]) for name in self._state_names if name in state}
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the state (momenta, step count, schedule epoch)."""
         self.iterations = 0
         self._epoch = None
@@ -129,7 +140,7 @@ class Optimizer:
                    for buf in self._state.values())
 
     # -- the step ------------------------------------------------------------------------------
-    def grad_scale(self, grads, n_threads):
+    def grad_scale(self, grads: np.ndarray, n_threads: int) -> float:
         """The clipping factor for global-norm clipping (1 when not clipping or under the bound)."""
         if self.clip_norm is None:
             return 1.0
@@ -138,7 +149,8 @@ class Optimizer:
             return 1.0  # let the non-finite gradient show; clipping cannot repair it
         return min(1.0, self.clip_norm / (norm + 1e-6))
 
-    def apply(self, params, grads, n_threads=None):
+    def apply(self, params: np.ndarray, grads: np.ndarray,
+              n_threads: int | None = None) -> None:
         """One update of the flat parameter vector `params` (in place) from the flat gradient
         `grads`: params a writeable, C-contiguous 1-D float32 or float64 array, grads of the same
         shape and dtype."""
@@ -189,8 +201,9 @@ class SGD(Optimizer):
     >>> opt = bp.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 0.01,
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
         self.momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         if nesterov and self.momentum == 0:
@@ -229,8 +242,9 @@ class Adam(Optimizer):
     _decoupled = False
     _state_names = ("m", "v")
 
-    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 1e-3,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
         self.beta1 = check_number("beta1", beta1, low=0.0, high=1.0, high_open=True)
         self.beta2 = check_number("beta2", beta2, low=0.0, high=1.0, high_open=True)
@@ -260,8 +274,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 1e-3,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, beta1, beta2, eps, weight_decay, clip_norm)
 
 
@@ -318,7 +333,7 @@ def deserialize(data, state, params):
     return optimizer
 
 
-def get(optimizer):
+def get(optimizer: Optimizer | str | None) -> Optimizer:
     """An Optimizer from an instance, a name ('sgd', 'adam', 'adamw') or None (Adam())."""
     if optimizer is None:
         return Adam()

@@ -17,10 +17,15 @@ separable: a data-parallel step is ``backward`` on a shard, a sum of the flat gr
 ranks, then ``step``.
 """
 
+from __future__ import annotations
+
 import os
 import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _io, _mpi, _online, _passes, _threads, _torch, _training
 from . import insight as _insight
@@ -29,6 +34,10 @@ from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
 from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
 from .layers import Dense, Dropout
+
+if TYPE_CHECKING:  # annotations only (bp.callbacks imports nothing from here)
+    from .callbacks import Callback, History
+    from .optimizers import Optimizer
 
 _BUILD_LOCK = threading.Lock()
 
@@ -57,7 +66,17 @@ class Sequential:
     (n_samples, 3)
     """
 
-    def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None):
+    # attribute types for the type checker (set in __init__ and build)
+    layers: list[Dense]
+    loss: str | None
+    optimizer: Any
+    _params: Any  # the flat parameter buffer: None until built
+    _grads: Any
+    _passes: Any
+
+    def __init__(self, layers: Iterable[Dense | Dropout] | None = None, *,
+                 dtype: DTypeLike = "float32", seed: int | None = None,
+                 input_dim: int | None = None) -> None:
         self.dtype = as_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
@@ -78,7 +97,7 @@ class Sequential:
             self.add(layer)
 
     # ---- a list of layers ----------------------------------------------------------------------
-    def add(self, layer):
+    def add(self, layer: Dense | Dropout) -> None:
         """Append a Dense layer, or a Dropout of the last one's output (before building)."""
         if not isinstance(layer, (Dense, Dropout)):
             raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: {type(layer).__name__}")
@@ -94,13 +113,13 @@ class Sequential:
         self.layers.append(layer)
         layer._owner = self
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dense]:
         return iter(self.layers)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> Dense | Sequential:
         """An int gives the layer; a slice gives a new Sequential of copies of those layers
         (with their weights, when built): each model owns its own parameter buffer."""
         if not isinstance(index, slice):
@@ -122,10 +141,10 @@ class Sequential:
 
     # ---- building ------------------------------------------------------------------------------
     @property
-    def built(self):
+    def built(self) -> bool:
         return self._params is not None
 
-    def build(self, input_dim=None):
+    def build(self, input_dim: int | None = None) -> Sequential:
         """Allocate the flat parameter buffer and initialise every layer (seeded)."""
         # One build at a time: two threads calling predict on an unbuilt model must not both
         # draw weights and bind the layers to two different buffers.
@@ -171,15 +190,15 @@ class Sequential:
 
     # ---- parameters ----------------------------------------------------------------------------
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         return 0 if not self.built else int(self._params.size)
 
-    def get_flat_params(self):
+    def get_flat_params(self) -> np.ndarray:
         """A copy of all parameters, layer by layer (W row-major, then b)."""
         self._require_built()
         return self._params.copy()
 
-    def set_flat_params(self, flat):
+    def set_flat_params(self, flat: ArrayLike) -> None:
         """Set all parameters from a flat vector laid out as get_flat_params (checked first)."""
         self._require_built()
         arr = as_float_array("params", flat, self.dtype, ndim=1)
@@ -188,7 +207,7 @@ class Sequential:
         check_finite("params", arr)
         self._params[...] = arr
 
-    def get_flat_grads(self):
+    def get_flat_grads(self) -> np.ndarray:
         """The gradient buffer (a read-only view), laid out as get_flat_params."""
         self._require_built()
         return _passes.readonly(self._grads)
@@ -198,7 +217,8 @@ class Sequential:
             raise ValueError("the model is not built yet: call fit, predict or build(input_dim) first")
 
     # ---- prediction and evaluation -------------------------------------------------------------
-    def predict(self, X, batch_size=None, out=None):
+    def predict(self, X: ArrayLike, batch_size: int | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
         """f_out = tau(f_in) for every row of X, shape (n_samples, n_outputs), written into `out`
         when given (C-contiguous, writeable, the model's dtype and that shape, not overlapping X).
         batch_size is accepted for Keras compatibility (rows go in cache-sized blocks anyway).
@@ -208,7 +228,9 @@ class Sequential:
             self._build_from(_passes.check_X(self, X))
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
-    def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, loss: str | None = None,
+                 sample_weight: ArrayLike | None = None,
+                 batch_size: int | None = None) -> dict[str, float]:
         """A dict with the loss (with the regularisers, as fit's) and accuracy on (X, y).
         (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
         check_positive_int("batch_size", batch_size, allow_none=True)
@@ -219,7 +241,8 @@ class Sequential:
         return {"loss": float(value), **({} if acc is None else {"accuracy": acc})}
 
     # ---- gradients without an update -----------------------------------------------------------
-    def gradients(self, X, y, loss=None, sample_weight=None):
+    def gradients(self, X: ArrayLike, y: ArrayLike, loss: str | None = None,
+                  sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, ...]]:
         """dL/dW and dL/db of each layer on (X, y), no update (inference mode, with regularisers).
 
         Returns a list of (grad_W, grad_b) per Dense layer (grad_b None without bias). The error
@@ -235,30 +258,32 @@ class Sequential:
         return self._passes.views(grads)
 
     @property
-    def error_signals(self):
+    def error_signals(self) -> list[np.ndarray] | None:
         """The deltas dL/dz_in of the last backward pass (fit's: training mode, through the masks),
         one read-only array per layer (None before any). Each access returns a snapshot: later
         passes, which reuse the buffers, do not change arrays already handed out."""
         return None if self._passes is None else self._passes.cached("delta")
 
     @property
-    def z_in(self):
+    def z_in(self) -> list[np.ndarray] | None:
         """The cached z_in of the last backward pass, per layer (read-only; f_in is the last)."""
         return None if self._passes is None else self._passes.cached("z_in")
 
     @property
-    def z_out(self):
+    def z_out(self) -> list[np.ndarray] | None:
         """The cached z_out of the last backward pass, per layer (read-only; f_out is the last)."""
         return None if self._passes is None else self._passes.cached("z_out")
 
     # ---- explicit steps: zero_grad / backward / step -------------------------------------------
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the gradient buffer to zero (start accumulating). On an unbuilt model there is
         nothing to zero: the buffer starts at zero when the first backward builds it."""
         if self.built:
             self._grads[...] = 0
 
-    def backward(self, X, y, loss=None, sample_weight=None, total_samples=None):
+    def backward(self, X: Any, y: ArrayLike, loss: str | None = None,
+                 sample_weight: ArrayLike | None = None,
+                 total_samples: int | None = None) -> float:
         """Add this batch's gradient (inference mode, data loss) to the gradient buffer; returns L.
 
         total_samples : the size of the whole batch this one is part of (default: len(X)).
@@ -274,7 +299,7 @@ class Sequential:
                                            _losses.default_scale(loss, n_total, Y.shape[1]), 1.0,
                                            self._grads, nt))
 
-    def step(self, optimizer=None):
+    def step(self, optimizer: Optimizer | str | None = None) -> None:
         """Apply one optimizer update from the gradient buffer."""
         self._require_built()
         if optimizer is not None:
@@ -284,7 +309,8 @@ class Sequential:
         # no BLAS here, so no thread count to settle: the update runs serial (_passes)
         self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
-    def compile(self, loss=None, optimizer=None):
+    def compile(self, loss: str | None = None,
+                optimizer: Optimizer | str | None = None) -> Sequential:
         """Set the default loss and optimizer for fit/partial_fit/evaluate (Keras style)."""
         new_loss = _passes.check_loss(self, loss) if loss is not None else self.loss
         new_opt = _optimizers.get(optimizer) if optimizer is not None else self.optimizer
@@ -292,10 +318,13 @@ class Sequential:
         return self
 
     # ---- training: bp/_training.py -------------------------------------------------------------
-    def fit(self, X, y=None, *, loss=None, optimizer=None, epochs=1, batch_size=32,
-            validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
-            class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise",
-            steps_per_epoch=None, validation_steps=None, comm=None):
+    def fit(self, X: Any, y: ArrayLike | None = None, *, loss: str | None = None,
+            optimizer: Optimizer | str | None = None, epochs: int = 1, batch_size: int = 32,
+            validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
+            sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
+            callbacks: Sequence[Callback] | None = None, accumulate: int = 1, verbose: int = 1,
+            on_nan: str = "raise", steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, comm: Any = None) -> History:
         """Train by mini-batch backpropagation.
 
         Parameters
@@ -332,8 +361,10 @@ class Sequential:
                              class_weight=class_weight, callbacks=callbacks, accumulate=accumulate,
                              on_nan=on_nan, steps_per_epoch=steps_per_epoch, comm=comm)
 
-    def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
-                    shuffle=True, accumulate=1, verbose=0, comm=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, *, loss: str | None = None,
+                    optimizer: Optimizer | str | None = None, batch_size: int = 32,
+                    sample_weight: ArrayLike | None = None, shuffle: bool = True,
+                    accumulate: int = 1, verbose: int = 0, comm: Any = None) -> History:
         """One pass over (X, y), keeping the optimizer's state across calls: its moments, its
         step count and a learning-rate schedule's epoch (each pass is the epoch after the last
         one the optimizer ran), so k calls train as fit(epochs=k) does."""
@@ -343,25 +374,26 @@ class Sequential:
                                    comm=comm)
 
     # ---- insight: what the cached deltas tell (bp/insight.py) ----------------------------------
-    def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
+    def per_sample_gradient_norms(self, X: ArrayLike, y: ArrayLike, loss: str | None = None, *,
+                                  reduction: str = "none", bias: bool = True) -> Any:
         """||dl_s/d(W[i], b[i])|| per sample s and layer i, shape (n_samples, n_layers), from one
         batched pass: ||delta_s[i]|| * ||z_out_s[i-1]|| (see bp.insight.per_sample_gradient_norms;
         reduction "none" is each sample's own loss, "mean" its share; inference mode, data loss)."""
         return _insight.per_sample_gradient_norms(self, X, y, loss, reduction=reduction, bias=bias)
 
-    def diagnose(self, X, y, loss=None):
+    def diagnose(self, X: ArrayLike, y: ArrayLike, loss: str | None = None) -> Any:
         """Per-layer mean |delta|, dead relu and saturated sigmoid/tanh fractions on (X, y);
         returns a bp.insight.Diagnosis (print it for a table). No update is made."""
         return _insight.diagnose(self, X, y, loss)
 
     # ---- description ---------------------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """The architecture as plain data: dtype, seed, input_dim, the layers' configs, loss."""
         return {"dtype": self.dtype.name, "seed": self.seed, "input_dim": self.input_dim,
                 "layers": [layer.get_config() for layer in self.layers], "loss": self.loss}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
         """A new, unbuilt model with the architecture ``get_config`` described (slicing,
         unpickling and bp.load all rebuild through here)."""
         model = cls(_dense_layers(config["layers"]), dtype=config["dtype"],
@@ -369,16 +401,16 @@ class Sequential:
         model.loss = config.get("loss")
         return model
 
-    def to_torch(self):
+    def to_torch(self) -> Any:
         """The model as a torch.nn.Sequential of Linear and activation modules (bp/_torch.py)."""
         return _torch.to_torch(self)
 
     @classmethod
-    def from_torch(cls, module, dtype=None):
+    def from_torch(cls, module: Any, dtype: DTypeLike | None = None) -> Sequential:
         """A built model from such a torch module, weights exact (bp/_torch.py)."""
         return _torch.from_torch(cls, module, dtype)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"Sequential(dtype={self.dtype.name!r}" + (
             f", input_dim={self.input_dim}" if self.input_dim else "") + ") ["]
         for i, layer in enumerate(self.layers):
@@ -386,14 +418,14 @@ class Sequential:
         lines.append("]")
         return "\n".join(lines)
 
-    def summary(self, file=None):
+    def summary(self, file: TextIO | None = None) -> str:
         """Print (and return) a table of the layers, their output shapes and parameter counts."""
         out = _summary_table(self.layers, self.input_dim, self.dtype)
         print(out, file=file)
         return out
 
     # ---- files and pickling --------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (architecture, weights, loss, optimizer and its state) to an .npz file,
         atomically, with a format version and a checksum. Load with bp.load(path).
         After a data-parallel fit only rank 0 writes; on the other ranks save does nothing."""
@@ -433,7 +465,7 @@ class Sequential:
             self._rebind(params, grads)
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Sequential:
     """Read a model written by ``Sequential.save``.
 
     Raises ValueError for a file that is not a bp model, is truncated or corrupted (checksum), or
