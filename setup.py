@@ -88,7 +88,8 @@ class BuildExt(build_ext):
         if flags is None:
             bar = "*" * 78
             print(
-                f"\n{bar}\n* bp: OpenMP is off (BP_OPENMP=0, or the compiler cannot build, link and run"
+                f"\n{bar}\n* bp: OpenMP is off (BP_OPENMP=0, or the compiler cannot build, link "
+                "and run"
                 f"\n* an OpenMP program): bpcore is built SERIAL."
                 f"\n* Kernels will use one thread (BLAS may still use more).\n{bar}\n",
                 file=sys.stderr,

@@ -38,7 +38,9 @@ def sample(fn, number):
 
 
 def compare(candidates, repeat=7, warmup=2, target_ns=200_000, settle_s=0.0):
-    """Time several callables interleaved; return {name: {"median": ns, "min": ns, "samples": [..]}}.
+    """Time several callables interleaved.
+
+    Returns {name: {"median": ns, "min": ns, "samples": [..]}}.
 
     candidates: {name: zero-argument callable}. Each gets `warmup` untimed calls, then `repeat`
     rounds; in each round every candidate takes one sample, in an order that rotates.

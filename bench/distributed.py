@@ -1,7 +1,9 @@
-"""Data-parallel training over MPI: measured at p = 1, 2 on this machine, and a cost model beyond it.
+"""Data-parallel training over MPI: measured at p = 1, 2 on this machine, and a cost model
+beyond it.
 
 Usage:
-    python bench/distributed.py                  # both parts, writes bench/results/distributed.{md,json,png}
+    python bench/distributed.py                  # both parts, writes
+                                                 # bench/results/distributed.{md,json,png}
     python bench/distributed.py --part model     # the cost model only (in-process, 1 thread)
     python bench/distributed.py --part measured  # the mpiexec runs only
     python bench/distributed.py --quick          # tiny configuration (what the tests run)
@@ -70,7 +72,8 @@ def build_model(widths, activation, loss, dtype="float32"):
     import bp
 
     layers = [bp.Dense(u, activation=activation) for u in widths[1:-1]]
-    layers.append(bp.Dense(widths[-1], activation="softmax" if loss == "cross_entropy" else "identity"))
+    out = "softmax" if loss == "cross_entropy" else "identity"
+    layers.append(bp.Dense(widths[-1], activation=out))
     return bp.Sequential(layers, dtype=dtype, seed=0, input_dim=widths[0]).build()
 
 
@@ -226,7 +229,8 @@ def worker(dataset, epochs, quick):
     spec = (QUICK_MEASURED if quick else MEASURED)[dataset]
     X, y = load(dataset, spec)
     w = spec["widths"]
-    layers = [bp.Dense(u, activation="relu") for u in w[1:-1]] + [bp.Dense(w[-1], activation="softmax")]
+    layers = ([bp.Dense(u, activation="relu") for u in w[1:-1]]
+              + [bp.Dense(w[-1], activation="softmax")])
     model = bp.Sequential(layers, dtype="float32", seed=0, input_dim=w[0]).build()
     opt = bp.SGD(0.01)
     B = spec["global_batch"]
@@ -352,7 +356,8 @@ def main(argv=None):
         text += ["## Compute term: bp's fit step at one thread", "", t_comp, "",
                  "## The cost model: predicted speed-up at the shape's global batch", "",
                  "Networks: " + "; ".join(f"{k}: {v['bandwidth'] * 8 / 1e9:.0f} Gb/s, "
-                                          f"{v['latency'] * 1e6:g} us" for k, v in NETWORKS.items()),
+                                          f"{v['latency'] * 1e6:g} us"
+                                          for k, v in NETWORKS.items()),
                  "", t_model, ""]
         results["compute"] = compute
         print(t_comp)

@@ -196,7 +196,8 @@ def markdown(results):
             ""]
     rows = []
     for key in dict.fromkeys((r["network"], r["threads"], r["rows"]) for r in results["rows"]):
-        sel = {r["impl"]: r for r in results["rows"] if (r["network"], r["threads"], r["rows"]) == key}
+        sel = {r["impl"]: r for r in results["rows"]
+               if (r["network"], r["threads"], r["rows"]) == key}
         bp_us = sel["bp"]["median_us"]
         for impl, r in sel.items():
             p99 = "" if np.isnan(r["p99_us"]) else f"{r['p99_us']:.1f}"

@@ -26,7 +26,8 @@ def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, received {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
     return value
@@ -58,9 +59,11 @@ def _threads(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (-1 for all cores), received {text!r}") from None
+        raise argparse.ArgumentTypeError("expected an integer (-1 for all cores), received "
+                                         f"{text!r}") from None
     if value == 0:
-        raise argparse.ArgumentTypeError("expected a nonzero integer (-1 for all cores), received 0")
+        raise argparse.ArgumentTypeError(
+            "expected a nonzero integer (-1 for all cores), received 0")
     return value
 
 

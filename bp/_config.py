@@ -69,6 +69,7 @@ def show_config(file: TextIO | None = None) -> None:
     print(f"  own-loop threshold  : m*n*k <= {info['small_gemm_threshold']}", file=out)
     for lib in info["blas"]:
         print(f"  BLAS                : {lib['library']} {lib['version']} ({lib['architecture']}, "
-              f"{lib['threading_layer']}, {lib['num_threads']} threads) {lib['filepath']}", file=out)
+              f"{lib['threading_layer']}, {lib['num_threads']} threads) {lib['filepath']}",
+              file=out)
     for kernel, path in info["kernel_paths"].items():
         print(f"  kernel path         : {kernel}: {path}", file=out)

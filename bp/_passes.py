@@ -94,7 +94,8 @@ def check_X(model, X, name="X"):
     """X as a 2-D float array of the model's dtype, with the model's input width, all finite."""
     X = as_float_array(name, X, model.dtype, ndim=2)
     if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty: expected at least one sample. Received: shape {X.shape}")
+        raise ValueError(f"{name} is empty: expected at least one sample. Received: shape "
+                         f"{X.shape}")
     if X.shape[1] == 0:
         raise ValueError(f"{name} has no features. Received: shape {X.shape}")
     expected = model.input_dim if model.input_dim is not None else (
@@ -331,7 +332,8 @@ class Passes:
                                        for i, (n_in, n_out, _, _) in enumerate(self.layout))
         self._inference = None  # bpcore._infer.Inference, for predict
         # the bytes of one row in predict's two block buffers (the widest hidden layer's)
-        self._row_bytes = 2 * max([layer.units for layer in layers[:-1]] or [1]) * self.dtype.itemsize
+        widest = max([layer.units for layer in layers[:-1]] or [1])
+        self._row_bytes = 2 * widest * self.dtype.itemsize
 
     # ---- buffers ---------------------------------------------------------------------------
     def views(self, flat):

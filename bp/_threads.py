@@ -34,7 +34,8 @@ _settled = None
 _settled_env = None  # the OMP_NUM_THREADS the settled answer was worked out under
 
 
-_cores_of: dict[frozenset[int], int] = {}  # CPU set -> physical cores in it (the topology files are read once per set)
+# CPU set -> physical cores in it (the topology files are read once per set)
+_cores_of: dict[frozenset[int], int] = {}
 
 
 def _physical_cores():

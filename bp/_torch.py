@@ -1,8 +1,9 @@
 """The PyTorch hand-over: a bp model as a torch.nn.Sequential of Linear and activation modules,
 and back.
 
-    bp Dense(n_out, sigma) with W (n_in, n_out), b   <->   nn.Linear(n_in, n_out), weight = W.T, bias = b
-                                                          followed by sigma's module (none for identity)
+    bp Dense(n_out, sigma) with W (n_in, n_out), b
+        <->   nn.Linear(n_in, n_out), weight = W.T, bias = b,
+              followed by sigma's module (none for identity)
 
     sigmoid nn.Sigmoid   tanh nn.Tanh   relu nn.ReLU   leaky_relu nn.LeakyReLU(alpha)
     gelu nn.GELU() (exact: approximate="none")   softmax nn.Softmax(dim=-1)

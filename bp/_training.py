@@ -50,7 +50,8 @@ class TrainingDivergedError(FloatingPointError):
     def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None,
                  row=None):
         super().__init__(message)
-        self.epoch, self.batch, self.layer, self.sample, self.where = epoch, batch, layer, sample, where
+        self.epoch, self.batch, self.layer = epoch, batch, layer
+        self.sample, self.where = sample, where
         self.row = row  # the sample's row in the X given to fit
 
 
@@ -221,7 +222,8 @@ class PythonSteps(_Steps):
 def _gather(ws, X, Y, w, order, start, rows):
     """The batch's rows, copied into the workspace (no allocation: np.take with out=)."""
     if order is None:
-        return X[start:start + rows], Y[start:start + rows], (None if w is None else w[start:start + rows])
+        stop = start + rows
+        return X[start:stop], Y[start:stop], (None if w is None else w[start:stop])
     idx = order[start:start + rows]
     Xb, Yb = ws.X[:rows], ws.Y[:rows]
     np.take(X, idx, axis=0, out=Xb)
@@ -328,7 +330,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     callbacks = list(callbacks or [])
     for cb in callbacks:
         if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be bp.Callback instances. Received: {type(cb).__name__}")
+            raise TypeError("callbacks must be bp.Callback instances. Received: "
+                            f"{type(cb).__name__}")
     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
         on_nan = "stop"
     opt = _optimizers.get(optimizer) if optimizer is not None else (

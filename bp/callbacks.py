@@ -127,7 +127,8 @@ class EarlyStopping(Callback):
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be a non-negative integer. Received: patience={patience!r}")
+            raise ValueError("patience must be a non-negative integer. Received: "
+                             f"patience={patience!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
         self.monitor = monitor
@@ -185,7 +186,8 @@ class TerminateOnNaN(Callback):
 
 
 class _Progress:
-    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per epoch."""
+    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per
+    epoch."""
 
     def __init__(self, verbose, epochs, n_batches, file=None):
         self.verbose = verbose

@@ -111,8 +111,10 @@ def dense_forward(z_out_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, a
     if b is not None:
         b = check_kernel_input("b", b, dtype=dtype, ndim=1, shape=(n_out,))
     n = x.shape[0]
-    z_in = np.empty((n, n_out), dtype) if z_in is None else check_output("z_in", z_in, dtype, (n, n_out))
-    z_out = np.empty((n, n_out), dtype) if z_out is None else check_output("z_out", z_out, dtype, (n, n_out))
+    z_in = (np.empty((n, n_out), dtype) if z_in is None
+            else check_output("z_in", z_in, dtype, (n, n_out)))
+    z_out = (np.empty((n, n_out), dtype) if z_out is None
+             else check_output("z_out", z_out, dtype, (n, n_out)))
     for name, buf in (("z_in", z_in), ("z_out", z_out)):
         check_no_overlap(name, buf, z_out_prev=x, W=W, b=b)
     if z_in is not z_out and not _same_buffer(z_in, z_out):
@@ -260,7 +262,8 @@ def _param_buffer(param):
 def _flat_state(name, arr, dtype, n):
     check_output(name, arr, dtype, arr.shape)
     if arr.size != n:
-        raise ValueError(f"{name} must have {n} elements like param. Received: {name} with shape {arr.shape}")
+        raise ValueError(f"{name} must have {n} elements like param. Received: {name} with shape "
+                         f"{arr.shape}")
     return arr.reshape(-1)
 
 
@@ -273,7 +276,8 @@ def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray | None 
     param, grad and velocity have one shape; velocity is needed when momentum != 0.
     """
     p = _param_buffer(param)
-    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim,
+                           shape=param.shape).reshape(-1)
     lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
     mu = check_number("momentum", momentum, low=0.0)
     wd = check_number("weight_decay", weight_decay, low=0.0)
@@ -296,7 +300,8 @@ def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarra
                 grad_scale: float = 1.0, *, n_threads: int | None = None) -> np.ndarray:
     """One Adam (decoupled=False) or AdamW (decoupled=True) step in place; step counts from 1."""
     p = _param_buffer(param)
-    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim,
+                           shape=param.shape).reshape(-1)
     mm = _flat_state("m", m, param.dtype, param.size)
     vv = _flat_state("v", v, param.dtype, param.size)
     check_no_overlap("m", mm, param=p, v=vv)

@@ -161,7 +161,8 @@ class Dense:
 
     def build(self, input_dim: int, dtype: DTypeLike = "float32",
               seed: int | np.random.Generator | None = None) -> Dense:
-        """Allocate and initialise W and b for a layer used on its own (a model does this itself)."""
+        """Allocate and initialise W and b for a layer used on its own (a model does this
+        itself)."""
         if self._owner is not None:
             raise ValueError("this layer belongs to a Sequential; build the model instead")
         dtype = as_dtype(dtype)
@@ -218,7 +219,8 @@ class Dense:
         # every check before the first-use build, so a rejected X leaves the layer unbuilt
         X = as_float_array("X", X, self._W.dtype if self.built else None, ndim=2)
         if X.dtype not in FLOAT_DTYPES:
-            X = X.astype(np.float32)  # integers; a float32 or float64 X sets an unbuilt layer's dtype
+            # integers; a float32 or float64 X sets an unbuilt layer's dtype
+            X = X.astype(np.float32)
         n_in = self._W.shape[0] if self.built else self.input_dim
         if n_in is not None and X.shape[1] != n_in:
             raise ValueError(f"X must have {n_in} features (the layer's input width). "

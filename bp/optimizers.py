@@ -26,7 +26,8 @@ from ._validation import FLOAT_DTYPES, check_number, check_output, check_shape
 def _check_buffers(params, grads):
     """O(1) checks that keep the kernels in bounds: the update reads len(params) gradients."""
     if not isinstance(params, np.ndarray) or params.dtype not in FLOAT_DTYPES:
-        got = type(params).__name__ + (f" with dtype {params.dtype}" if isinstance(params, np.ndarray) else "")
+        got = type(params).__name__ + (f" with dtype {params.dtype}"
+                                       if isinstance(params, np.ndarray) else "")
         raise TypeError(f"params must be a float32 or float64 numpy.ndarray (it is updated in "
                         f"place). Received: {got}")
     if params.ndim != 1:
@@ -121,7 +122,8 @@ class Optimizer:
         self._ensure_state(params)
         saved = self._saved
         for name, buf in self._state.items():
-            if saved.get(name) is None or saved[name].shape != buf.shape or saved[name].dtype != buf.dtype:
+            if (saved.get(name) is None or saved[name].shape != buf.shape
+                    or saved[name].dtype != buf.dtype):
                 saved[name] = np.empty_like(buf)
             np.copyto(saved[name], buf)
         self._saved_iterations = self.iterations

@@ -100,7 +100,8 @@ class Sequential:
     def add(self, layer: Dense | Dropout) -> None:
         """Append a Dense layer, or a Dropout of the last one's output (before building)."""
         if not isinstance(layer, (Dense, Dropout)):
-            raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: {type(layer).__name__}")
+            raise TypeError("Sequential holds bp.Dense and bp.Dropout layers. Received: "
+                            f"{type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
                              "build a new Sequential")
@@ -203,7 +204,8 @@ class Sequential:
         self._require_built()
         arr = as_float_array("params", flat, self.dtype, ndim=1)
         if arr.shape != self._params.shape:
-            raise ValueError(f"params must have shape {self._params.shape}. Received: shape {arr.shape}")
+            raise ValueError(f"params must have shape {self._params.shape}. Received: shape "
+                             f"{arr.shape}")
         check_finite("params", arr)
         self._params[...] = arr
 
@@ -214,7 +216,8 @@ class Sequential:
 
     def _require_built(self):
         if not self.built:
-            raise ValueError("the model is not built yet: call fit, predict or build(input_dim) first")
+            raise ValueError("the model is not built yet: call fit, predict or build(input_dim) "
+                             "first")
 
     # ---- prediction and evaluation -------------------------------------------------------------
     def predict(self, X: ArrayLike, batch_size: int | None = None,
@@ -291,7 +294,8 @@ class Sequential:
             the whole batch (the mean is taken over total_samples, not over each micro-batch).
         """
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
-        n_total = X.shape[0] if total_samples is None else check_positive_int("total_samples", total_samples)
+        n_total = (X.shape[0] if total_samples is None
+                   else check_positive_int("total_samples", total_samples))
         self._build_from(X)
         nt = _threads.ensure_blas_limit()
         ws = self._passes.workspace(X.shape[0])
@@ -497,7 +501,8 @@ def _summary_table(layers, input_dim, dtype):
     n_in = input_dim or (layers[0].input_dim if layers else None)
     total = 0
     for i, layer in enumerate(layers):
-        count = None if n_in is None else n_in * layer.units + (layer.units if layer.use_bias else 0)
+        count = (None if n_in is None
+                 else n_in * layer.units + (layer.units if layer.use_bias else 0))
         total = None if (total is None or count is None) else total + count
         rows.append((f"dense_{i}" if not layer.name else layer.name, f"(None, {layer.units})",
                      layer.activation, "?" if count is None else f"{count:,}"))
