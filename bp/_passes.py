@@ -21,22 +21,14 @@ and never import it: the model imports this module, not the other way round.
 
 import math
 import threading
-from typing import Any
 
 import numpy as np
 
 import bpcore
-from bpcore import (
-    _dense_forward,
-    _dropout,
-    _error_signal,
-    _gradients,
-    _infer,
-    _loss,
-    _network,
-    _param_update,
-    _regularize,
-)
+from bpcore import _dense_forward, _dropout, _error_signal, _gradients, _infer, _loss
+
+# isort: split
+from bpcore import _network, _param_update, _regularize
 
 from . import _threads
 from . import losses as _losses
@@ -171,8 +163,7 @@ def _prepare_quickly(model, X, y, loss, sample_weight):
     """prepare's answer in a few microseconds for the common batch (a finite C-ordered X of the
     model's dtype and width, int64 class labels, cross-entropy, no weights), else None: then
     prepare's full checks run and name what is wrong. Nothing is cached: each call checks the
-    arrays it is given (the full checks were a visible share of a 32-row partial_fit; measured:
-    see bench/README.md, Python call costs)."""
+    arrays it is given (measured: see bench/README.md, Python call costs)."""
     layers = model.layers
     if (sample_weight is not None or type(X) is not np.ndarray or type(y) is not np.ndarray
             or X.dtype != model.dtype or X.ndim != 2 or not X.flags.c_contiguous
@@ -270,8 +261,7 @@ class Workspace:
 ELEMENTWISE_THREADS = 1
 
 # predict runs the layers over blocks of rows whose activations (two buffers of the widest hidden
-# layer) stay in cache: PREDICT_BLOCK_BYTES for both (half of a core's L2 on the machine it was
-# tuned on; measured: see bench/README.md, predict's blocks of rows).
+# layer) stay in L2: PREDICT_BLOCK_BYTES for both (measured: see bench/README.md, predict's blocks).
 PREDICT_BLOCK_BYTES = 512 * 1024
 
 # Threads lose on a training step below this many FLOPs (a digits step at batch 32 is no faster
@@ -280,7 +270,7 @@ PREDICT_BLOCK_BYTES = 512 * 1024
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
 
-_pools: dict[int, Any] = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
+_pools: dict = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
 
 
 def _helpers(n_threads):
@@ -332,8 +322,7 @@ class Passes:
                                        for i, (n_in, n_out, _, _) in enumerate(self.layout))
         self._inference = None  # bpcore._infer.Inference, for predict
         # the bytes of one row in predict's two block buffers (the widest hidden layer's)
-        widest = max([layer.units for layer in layers[:-1]] or [1])
-        self._row_bytes = 2 * widest * self.dtype.itemsize
+        self._row_bytes = 2 * max([L.units for L in layers[:-1]] or [1]) * self.dtype.itemsize
 
     # ---- buffers ---------------------------------------------------------------------------
     def views(self, flat):
@@ -436,9 +425,8 @@ class Passes:
 
     def evaluate(self, X, Y, w, loss, n_threads, penalty=True):
         """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
-        f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
-        BLAS's spinning threads; measured: see bench/README.md, OpenMP teams after BLAS calls).
-        penalty=False
+        f_in, then the loss on one thread (an OpenMP team after BLAS's products fights BLAS's
+        spinning threads: see bench/README.md, OpenMP teams after BLAS calls). penalty=False
         leaves the layers' regularisers out (fit's validation in parts adds them once)."""
         rows, n_out = X.shape[0], self.layers[-1].units
         n_threads = self._predict_threads(rows, n_threads)

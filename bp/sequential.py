@@ -66,14 +66,6 @@ class Sequential:
     (n_samples, 3)
     """
 
-    # attribute types for the type checker (set in __init__ and build)
-    layers: list[Dense]
-    loss: str | None
-    optimizer: Any
-    _params: Any  # the flat parameter buffer: None until built
-    _grads: Any
-    _passes: Any
-
     def __init__(self, layers: Iterable[Dense | Dropout] | None = None, *,
                  dtype: DTypeLike = "float32", seed: int | None = None,
                  input_dim: int | None = None) -> None:
@@ -81,15 +73,15 @@ class Sequential:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
-        self.layers = []
+        self.layers: list[Dense] = []
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
-        self.loss = None
-        self.optimizer = None
+        self.loss: str | None = None
+        self.optimizer: Any = None
         self.stop_training = False
         self._stop_reason = None
-        self._params = None
-        self._grads = None
-        self._passes = None  # bp._passes.Passes over _params and _grads, once built
+        self._params: Any = None
+        self._grads: Any = None
+        self._passes: Any = None  # bp._passes.Passes over _params and _grads, once built
         self._comm = None  # the communicator of the last fit (data-parallel), for save
         self._rng = np.random.default_rng(self.seed)
         self._fit_lock = threading.Lock()
