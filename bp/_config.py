@@ -46,17 +46,22 @@ def build_info() -> dict[str, Any]:
 
 
 def show_config(file: TextIO | None = None) -> None:
-    """Print how bp was built and how it will run: OpenMP, BLAS, threads, and the path each kernel
-    with run-time-chosen bodies takes on this CPU.
+    """Print how bp was built and how it will run (OpenMP, BLAS, threads, and the path each
+    kernel with run-time-chosen bodies takes on this CPU).
 
     Parameters
     ----------
-    file : file-like, default=None
-        Where to print; ``sys.stdout`` when None.
+    file : file-like, optional
+        Where to print; default ``sys.stdout``.
 
-    See Also
+    Examples
     --------
-    get_num_threads : the thread count bp's kernels use.
+    >>> import bp
+    >>> import io
+    >>> text = io.StringIO()
+    >>> bp.show_config(file=text)
+    >>> "OpenMP" in text.getvalue()
+    True
     """
     info = build_info()
     out = file or sys.stdout
