@@ -46,8 +46,10 @@ def build_info() -> dict[str, Any]:
 
 
 def show_config(file: TextIO | None = None) -> None:
-    """Print how bp was built and how it will run (OpenMP, BLAS, threads, and the path each
-    kernel with run-time-chosen bodies takes on this CPU).
+    """Print how bp was built and how it will run: OpenMP, BLAS, threads, kernel paths.
+
+    A kernel path is the instruction-set body a kernel with run-time-chosen bodies takes on this
+    CPU (``bpcore.KERNEL_PATHS``).
 
     Parameters
     ----------
