@@ -29,9 +29,15 @@ from .callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
-from .export import from_torch, to_onnx, to_torch
-from .insight import DiagnosticsLogger, explain
-from .layers import Dense, Dropout
+from .layers import (
+    Activation,
+    BatchNormalization,
+    Dense,
+    Dropout,
+    Input,
+    LayerNormalization,
+    Residual,
+)
 from .optimizers import SGD, Adam, AdamW, Optimizer
 from .regularizers import l1, l1_l2, l2
 from .schedules import CosineDecay, StepDecay
@@ -39,7 +45,8 @@ from .sequential import Sequential, TrainingDivergedError, load
 
 __all__ = [
     "__version__",
-    "Sequential", "Dense", "Dropout", "load", "l1", "l2", "l1_l2",
+    "Sequential", "Dense", "Dropout", "Activation", "LayerNormalization", "BatchNormalization",
+    "Residual", "Input", "load", "l1", "l2", "l1_l2",
     "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",

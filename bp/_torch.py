@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._ops import refuse_beyond_dense
 from ._validation import as_dtype
 from .layers import Dense
 
@@ -70,6 +71,7 @@ def to_torch(model: Any) -> Any:
     >>> bool(np.allclose(f_out, model.predict(X), atol=1e-6))
     True
     """
+    refuse_beyond_dense(getattr(model, "layers", []), "to_torch")
     layers = getattr(model, "layers", None)
     if not hasattr(model, "built") or not isinstance(layers, list):
         raise TypeError(f"to_torch takes a bp.Sequential. Received: {type(model).__name__}")

@@ -33,6 +33,7 @@ from ._diagnostics import (  # noqa: F401
     diagnose,
     per_sample_gradient_norms,
 )
+from ._ops import refuse_beyond_dense
 from ._ways import (  # noqa: F401
     MAX_NAIVE_MULTIPLY_ADDS,
     _forward_pass,
@@ -68,7 +69,7 @@ class _Compiled:
         self.ws = self.passes.new_workspace(self.X.shape[0])
 
     def forward(self):
-        return self.passes.forward(self.X, self.ws.z_in, self.ws.z_out, self.nt)
+        return self.passes.forward(self.X, self.ws, self.nt)
 
     def backprop(self):
         self.passes.backward_layers(self.X, self.Y, None, self.ws, self.loss, self.scale, 0.0,
@@ -263,6 +264,7 @@ def explain(model: Any, X: Any, y: Any, loss: str | None = None, *,
     bp.explain: network 5-8-3 (tanh, softmax), loss cross_entropy, batch N = 16
     ...
     """
+    refuse_beyond_dense(getattr(model, "layers", []), "explain")
     X, Y, loss = _inputs(model, X, y, loss)
     net = _Net(model, loss)
     N = X.shape[0]
