@@ -29,6 +29,8 @@ from .callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
+from .export import from_torch, to_onnx, to_torch
+from .insight import DiagnosticsLogger, explain
 from .layers import (
     Activation,
     BatchNormalization,
