@@ -27,10 +27,11 @@
 # is an OPT_ kind with a case in _update (and in _update_is_safe if its growth can be bounded).
 # Every matrix product goes through _blas.gemm, the one place to route a product elsewhere.
 #
-# Why one call: a Python loop over layers costs ~1-2 us per kernel call (argument parsing,
-# memoryview acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us
-# against well under 1 us of arithmetic; for any network the cost grows with the depth. Here a
-# step is one C loop over a table of raw pointers, set up once per batch size.
+# Why one call: a Python loop over layers pays per kernel call for argument parsing, memoryview
+# acquisition, releasing and re-taking the GIL: for the XOR network many times its arithmetic
+# (measured: see bench/README.md, One compiled call instead of a loop over layers); for any
+# network the cost grows with the depth. Here a step is one C loop over a table of raw pointers,
+# set up once per batch size.
 #
 # Ownership: the engine owns nothing but that table. The parameters and gradients are the model's
 # flat buffers, the cached z_in, z_out and delta of every operation are the model's workspace
