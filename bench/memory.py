@@ -65,7 +65,8 @@ def mib(b):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -82,11 +83,12 @@ def main():
     y = rng.integers(0, 10, len(X))
     model = bp.Sequential([bp.Dense(64, activation="relu"), bp.Dense(64, activation="tanh"),
                            bp.Dense(10, activation="softmax")], dtype=args.dtype, seed=0)
-    print(f"bp {bp.__version__}, {bp.get_num_threads()} thread(s), {args.dtype}, batch {args.batch_size}, "
-          f"{steps_per_epoch} steps per epoch")
+    print(f"bp {bp.__version__}, {bp.get_num_threads()} thread(s), {args.dtype}, "
+          f"batch {args.batch_size}, {steps_per_epoch} steps per epoch")
 
     # warm-up: workspaces, BLAS buffers, OpenMP pools, the allocator's arenas
-    model.fit(X, y, epochs=max(1, args.warmup_steps // steps_per_epoch), batch_size=args.batch_size, verbose=0)
+    model.fit(X, y, epochs=max(1, args.warmup_steps // steps_per_epoch),
+              batch_size=args.batch_size, verbose=0)
     gc.collect()
     start = rss_bytes()
     rec = Recorder(steps_per_epoch)
@@ -102,13 +104,17 @@ def main():
     for k in range(1, 11):
         steps, rss = rec.samples[min(len(rec.samples) - 1, k * len(rec.samples) // 10 - 1)]
         print(f"  after {steps:>7} steps {mib(rss)}")
-    print(f"  growth {mib(end - start)}  ({(end - start) / (epochs * steps_per_epoch):+.2f} B/step); "
+    print(f"  growth {mib(end - start)}  "
+          f"({(end - start) / (epochs * steps_per_epoch):+.2f} B/step); "
           f"slope over the second half {slope(rec.samples):+.3f} B/step; "
           f"history holds {len(model.history.epoch)} epochs")
 
     # the explicit loop and predict, the same number of calls
-    for name, call in [("backward+step", lambda i: (model.zero_grad(), model.backward(X[:args.batch_size], y[:args.batch_size]), model.step())),
-                       ("predict", lambda i: model.predict(X[:args.batch_size]))]:
+    batch = args.batch_size
+    for name, call in [("backward+step", lambda i: (model.zero_grad(),
+                                                    model.backward(X[:batch], y[:batch]),
+                                                    model.step())),
+                       ("predict", lambda i: model.predict(X[:batch]))]:
         for i in range(args.warmup_steps):
             call(i)
         gc.collect()
@@ -121,9 +127,9 @@ def main():
                 samples.append((i + 1, rss_bytes()))
         gc.collect()
         after = rss_bytes()
-        print(f"{name}: {args.steps} calls in {time.perf_counter() - t0:.1f} s; RSS {mib(before)} -> "
-              f"{mib(after)}, growth {mib(after - before)}; slope over the second half "
-              f"{slope(samples):+.3f} B/call")
+        print(f"{name}: {args.steps} calls in {time.perf_counter() - t0:.1f} s; "
+              f"RSS {mib(before)} -> {mib(after)}, growth {mib(after - before)}; "
+              f"slope over the second half {slope(samples):+.3f} B/call")
     varying_batch_sizes(args.dtype)
 
 

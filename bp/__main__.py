@@ -26,7 +26,8 @@ def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, received {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
     return value
@@ -46,7 +47,8 @@ def _seed(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, received {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}")
     return value
@@ -69,9 +71,11 @@ def _threads(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (-1 for all cores), received {text!r}") from None
+        raise argparse.ArgumentTypeError("expected an integer (-1 for all cores), received "
+                                         f"{text!r}") from None
     if value == 0:
-        raise argparse.ArgumentTypeError("expected a nonzero integer (-1 for all cores), received 0")
+        raise argparse.ArgumentTypeError(
+            "expected a nonzero integer (-1 for all cores), received 0")
     return value
 
 
@@ -190,7 +194,8 @@ def _explain_options(p):
     p.add_argument("--batch-size", type=_positive_int, default=16, help="samples N (default 16)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="the network's dtype (default float32)")
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the data and the weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the data and the weights (default 0)")
     p.add_argument("--diagnose", action="store_true",
                    help="also print the per-layer diagnosis and per-sample gradient norms")
 
@@ -250,8 +255,8 @@ def build_parser():
                    help="full-batch SGD steps (default 300)")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
     p.add_argument("--explain", action="store_true",
-                   help="show the final step in the notation of the mathematics: z_in, z_out, delta, "
-                        "gradients")
+                   help="show the final step in the notation of the mathematics: z_in, z_out, "
+                        "delta, gradients")
     sub.add_parser("config", help="show how bp was built")
     _explain_options(sub.add_parser(
         "explain", help="every gradient three ways (naive, forward caching, backpropagation): "

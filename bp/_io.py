@@ -23,7 +23,6 @@ import json
 import os
 import stat
 import tempfile
-import zipfile
 
 import numpy as np
 

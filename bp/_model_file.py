@@ -19,9 +19,9 @@ Only then is the model built.
 
 import numpy as np
 
+from . import _ops
 from . import losses as _losses
 from . import optimizers as _optimizers
-from . import _ops
 from ._validation import check_finite, check_size
 
 # the largest step count a file may claim: an optimizer's counter is a float64-exact integer
@@ -48,7 +48,8 @@ def expected(model, config):
     data = config.get("optimizer")
     if data is not None:
         if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
-            raise ValueError(f"the optimizer entry must be a dict with a config. Received: {data!r}")
+            raise ValueError(f"the optimizer entry must be a dict with a config. "
+                             f"Received: {data!r}")
         iterations = data.get("iterations")
         if isinstance(iterations, bool) or not isinstance(iterations, int) or not (
                 0 <= iterations <= MAX_ITERATIONS):

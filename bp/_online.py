@@ -2,7 +2,7 @@
 
 ``partial_fit`` is ``fit(epochs=1)`` going on from the optimizer's last epoch (bp/_training.py).
 Online learning calls it once per batch, so on a small batch fit's set-up costs as much as the
-step itself (a 32-row digits step: ~30 us of set-up around a ~30 us engine call). When there is
+step itself (measured: see bench/README.md, Python call costs). When there is
 nothing for that set-up to serve (no communicator, no progress display, no callbacks, no
 validation, no streaming, a built model whose own optimizer runs in the compiled engine) this
 module runs the same epoch as one ``CompiledSteps.run`` over all its steps, the run fit makes

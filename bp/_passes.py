@@ -28,11 +28,10 @@ import bpcore
 from bpcore import _infer, _loss, _network, _param_update, _regularize
 
 from . import _ops, _threads
-from ._ops import flat_layout, parametric, split, walk
 from . import losses as _losses
 from . import regularizers as _regularizers
+from ._ops import flat_layout, parametric, split, walk
 from ._validation import as_float_array, check_column_names, check_finite
-
 
 # ---- input checks shared by every entry point ----------------------------------------------------
 
@@ -58,7 +57,8 @@ def check_X(model, X, name="X"):
     check_column_names(getattr(model, "_column_names", None), X, name)  # a DataFrame's
     X = as_float_array(name, X, model.dtype, ndim=2)
     if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty: expected at least one sample. Received: shape {X.shape}")
+        raise ValueError(f"{name} is empty: expected at least one sample. Received: shape "
+                         f"{X.shape}")
     if X.shape[1] == 0:
         raise ValueError(f"{name} has no features. Received: shape {X.shape}")
     expected = model.input_dim if model.input_dim is not None else (
@@ -135,7 +135,7 @@ def _prepare_quickly(model, X, y, loss, sample_weight):
     """prepare's answer in a few microseconds for the common batch (a finite C-ordered X of the
     model's dtype and width, int64 class labels, cross-entropy, no weights), else None: then
     prepare's full checks run and name what is wrong. Nothing is cached: each call checks the
-    arrays it is given (partial_fit and backward on a 32-row batch paid ~8 us for the checks)."""
+    arrays it is given (measured: see bench/README.md, Python call costs)."""
     layers = model.layers
     if (sample_weight is not None or type(X) is not np.ndarray or type(y) is not np.ndarray
             or X.dtype != model.dtype or X.ndim != 2 or not X.flags.c_contiguous
@@ -171,18 +171,18 @@ def all_finite(flat, n_threads):
 
 # The update and the scans around it run on one thread outside the engine too, as inside it
 # (bpcore/_network.pyx's header): an OpenMP team right after threaded BLAS calls fights
-# OpenBLAS's still-spinning threads for the cores (digits at 2 threads: 13 ms a step through
-# zero_grad/backward/step, 0.36 ms through fit with a custom optimizer, against ~0.05 ms).
+# OpenBLAS's still-spinning threads for the cores (measured: see bench/README.md, OpenMP teams
+# after BLAS calls).
 # Their results do not depend on the thread count.
 ELEMENTWISE_THREADS = 1
 
 # predict runs the layers over blocks of rows whose activations (two buffers of the widest hidden
-# layer) stay in cache: PREDICT_BLOCK_BYTES for both (half of this machine's 1 MiB L2 per core).
+# layer) stay in L2: PREDICT_BLOCK_BYTES for both (measured: see bench/README.md, predict's blocks).
 PREDICT_BLOCK_BYTES = 512 * 1024
 
-# Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
-# bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
-# other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
+# Threads lose on a training step below this many FLOPs (a digits step at batch 32 is no faster
+# on 2 threads; measured: see bench/README.md, Threads on a whole step): such steps run BLAS on
+# one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
 # Workspaces kept per model, for the batch sizes used last (fit meets two): one per distinct
@@ -190,7 +190,7 @@ MIN_PARALLEL_STEP_FLOPS = 8_000_000
 WORKSPACE_CACHE = 4
 
 
-_pools = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
+_pools: dict = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
 
 
 def _helpers(n_threads):
@@ -249,7 +249,7 @@ class Passes:
                                        for i, (n_in, n_out, _, _) in enumerate(self.layout))
         self._inference = None  # bpcore._infer.Inference, for predict
         # the bytes of one row in predict's two block buffers (the widest hidden layer's)
-        self._row_bytes = 2 * max([layer.units for layer in layers[:-1]] or [1]) * self.dtype.itemsize
+        self._row_bytes = 2 * max([L.units for L in layers[:-1]] or [1]) * self.dtype.itemsize
 
     # ---- buffers ---------------------------------------------------------------------------
     def views(self, flat):
@@ -262,7 +262,8 @@ class Passes:
     def workspace(self, n_rows):
         """The model's shared workspace for batches of n_rows rows (made on first use)."""
         # popped and put back: a dict keeps insertion order, so the first is the least recent
-        ws = self._workspaces[n_rows] = self._workspaces.pop(n_rows, None) or self.new_workspace(n_rows)
+        ws = self._workspaces.pop(n_rows, None) or self.new_workspace(n_rows)
+        self._workspaces[n_rows] = ws
         while len(self._workspaces) > WORKSPACE_CACHE:
             del self._workspaces[next(iter(self._workspaces))]
         return ws
@@ -356,8 +357,8 @@ class Passes:
 
     def evaluate(self, X, Y, w, loss, n_threads, penalty=True):
         """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
-        f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
-        BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1). penalty=False
+        f_in, then the loss on one thread (an OpenMP team after BLAS's products fights BLAS's
+        spinning threads: see bench/README.md, OpenMP teams after BLAS calls). penalty=False
         leaves the layers' regularisers out (fit's validation in parts adds them once)."""
         rows, n_out = X.shape[0], self.n_out
         n_threads = self._predict_threads(rows, n_threads)
@@ -477,7 +478,7 @@ class Passes:
             return None
         ws, rows, training = self.last
         snapshots = []
-        for i, op in enumerate(self.ops):
+        for i in range(len(self.ops)):
             a = self._output(ws, i, None, training) if name == "z_out" else getattr(ws, name)[i]
             a = None if a is None else a[:rows].copy()
             if a is not None:

@@ -17,7 +17,6 @@ block (finite values), which is one more read of the file per fit.
 """
 
 import mmap
-import os
 
 import numpy as np
 

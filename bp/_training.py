@@ -33,8 +33,15 @@ from bpcore import _network
 from . import _interrupt, _model_file, _mpi, _ops, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._validation import (MAX_COUNT, as_float_array, check_number, check_positive_int,
-                          check_size, check_some_weight, column_names)
+from ._validation import (
+    MAX_COUNT,
+    as_float_array,
+    check_number,
+    check_positive_int,
+    check_size,
+    check_some_weight,
+    column_names,
+)
 from .callbacks import Callback, History, TerminateOnNaN, _Progress, wants_every_batch
 
 DONE = _network.STATUS["done"]
@@ -85,7 +92,8 @@ class TrainingDivergedError(FloatingPointError):
     def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None,
                  row=None):
         super().__init__(message)
-        self.epoch, self.batch, self.layer, self.sample, self.where = epoch, batch, layer, sample, where
+        self.epoch, self.batch, self.layer = epoch, batch, layer
+        self.sample, self.where = sample, where
         self.row = row  # the sample's row in the X given to fit
 
 
@@ -256,7 +264,8 @@ class PythonSteps(_Steps):
 def _gather(ws, X, Y, w, order, start, rows):
     """The batch's rows, copied into the workspace (no allocation: np.take with out=)."""
     if order is None:
-        return X[start:start + rows], Y[start:start + rows], (None if w is None else w[start:start + rows])
+        stop = start + rows
+        return X[start:stop], Y[start:stop], (None if w is None else w[start:stop])
     idx = order[start:start + rows]
     Xb, Yb = ws.X[:rows], ws.Y[:rows]
     np.take(X, idx, axis=0, out=Xb)
@@ -374,7 +383,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     callbacks = list(callbacks or [])
     for cb in callbacks:
         if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be bp.Callback instances. Received: {type(cb).__name__}")
+            raise TypeError("callbacks must be bp.Callback instances. Received: "
+                            f"{type(cb).__name__}")
     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
         on_nan = "stop"
     opt = _optimizers.get(optimizer) if optimizer is not None else (  # a schedule: checked below
@@ -406,7 +416,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     # (the loss would be 0, yet Adam's moments would still move the weights; scikit-learn refuses)
     wc = None if cw is None else as_float_array("class_weight", cw if w is None else w * cw,
                                                 model.dtype)
-    check_some_weight(w if wc is None else wc, "class_weight" if wc is not None else "sample_weight")
+    check_some_weight(w if wc is None else wc,
+                      "class_weight" if wc is not None else "sample_weight")
     # what the callbacks will read, checked now (paths, monitored names, the optimizer)
     keys = ["loss"] + (["accuracy"] if loss != "mse" else [])
     if val is not None or validation_split > 0:

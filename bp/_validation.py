@@ -81,7 +81,8 @@ def _pandas_to_numpy(x):
     arr = np.asarray(x.to_numpy())
     if arr.dtype != object:
         return arr
-    dtypes = list(getattr(x, "dtypes", [])) if hasattr(x, "columns") else [getattr(x, "dtype", None)]
+    dtypes = (list(getattr(x, "dtypes", [])) if hasattr(x, "columns")
+              else [getattr(x, "dtype", None)])
     if dtypes and all(getattr(d, "kind", "O") in "fiu" for d in dtypes):
         return x.to_numpy(dtype=np.float64, na_value=np.nan)
     return arr
@@ -112,7 +113,8 @@ def check_kernel_input(name, x, dtype=None, ndim=2, shape=None):
     if needed, with the given shape (None entries match anything), all finite."""
     arr = np.asarray(x)
     if arr.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64. Received: {name} with dtype {arr.dtype}")
+        raise TypeError(f"{name} must be float32 or float64. Received: {name} with dtype "
+                        f"{arr.dtype}")
     if dtype is not None and arr.dtype != dtype:
         raise TypeError(
             f"{name} must have the same dtype as the other inputs ({np.dtype(dtype)}). "
@@ -129,7 +131,8 @@ def check_shape(name, arr, shape):
     if shape is None:
         return
     if len(shape) != arr.ndim or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        want = ("(" + ", ".join("*" if s is None else str(s) for s in shape)
+                + ("," if len(shape) == 1 else "") + ")")
         raise ValueError(f"{name} must have shape {want}. Received: {name} with shape {arr.shape}")
 
 
@@ -138,13 +141,15 @@ def check_output(name, out, dtype, shape):
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray. Received: {type(out).__name__}")
     if out.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}. Received: {name} with dtype {out.dtype}")
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}. Received: {name} with dtype "
+                        f"{out.dtype}")
     check_shape(name, out, shape)
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous (it is written in place). Received: a "
                          f"non-contiguous array with strides {out.strides}")
     if not out.flags.writeable:
-        raise ValueError(f"{name} must be writeable (it is written in place). Received: a read-only array")
+        raise ValueError(f"{name} must be writeable (it is written in place). Received: a "
+                         "read-only array")
     return out
 
 
@@ -220,8 +225,10 @@ def check_number(name, value, low=None, high=None, low_open=False, high_open=Fal
     if not ok:
         lo = "-inf" if low is None else f"{low}"
         hi = "inf" if high is None else f"{high}"
-        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}. Received: {name}={value!r}")
+        interval = (f"{'(' if low_open or low is None else '['}{lo}, "
+                    f"{hi}{')' if high_open or high is None else ']'}")
+        raise ValueError(f"{name} must be a finite number in {interval}. Received: "
+                         f"{name}={value!r}")
     return v
 
 

@@ -1,10 +1,14 @@
 """Training history, callbacks, early stopping and the progress display of ``fit``."""
 
+from __future__ import annotations
+
 import csv
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from . import _io
 from ._validation import check_number
@@ -47,7 +51,12 @@ class History:
     ([0, 1, 2], 3, None)
     """
 
-    def __init__(self):
+    # attribute types for the type checker (set in __init__)
+    history: dict[str, list[float]]
+    epoch: list[int]
+    epoch_times: list[float]
+
+    def __init__(self) -> None:
         self.history = {}
         self.epoch = []
         self.epoch_times = []
@@ -61,10 +70,10 @@ class History:
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
-    def plot(self, path=None):
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
         """Draw the training curves: loss, accuracy (classification) with their validation values, and the learning rate, per epoch.
 
         Needs matplotlib (``pip install "bp[plot]"``).
@@ -133,9 +142,9 @@ class Callback:
     epoch 1: loss ...
     """
 
-    model = None
+    model: Any = None
 
-    def set_model(self, model):
+    def set_model(self, model: Any) -> None:
         """Set the model being fitted (fit calls it before ``on_train_begin``).
 
         Parameters
@@ -180,7 +189,7 @@ class Callback:
         ...             raise ValueError("NeedsValidation needs validation data")
         """
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """Run at the start of fit, before the first epoch.
 
         Parameters
@@ -191,7 +200,7 @@ class Callback:
         """
         pass
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Run at the start of every epoch.
 
         Parameters
@@ -204,7 +213,7 @@ class Callback:
         """
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Run at the end of every epoch, after validation.
 
         Parameters
@@ -217,7 +226,7 @@ class Callback:
         """
         pass
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """Run after every batch (only if overridden: fit then returns to Python every batch).
 
         Parameters
@@ -230,7 +239,7 @@ class Callback:
         """
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Run at the end of fit, however it ended.
 
         Parameters
@@ -289,10 +298,11 @@ class EarlyStopping(Callback):
     ('early_stopping', True)
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be a non-negative integer. Received: patience={patience!r}")
+            raise ValueError("patience must be a non-negative integer. Received: "
+                             f"patience={patience!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
         self.monitor = monitor
@@ -422,7 +432,8 @@ class TerminateOnNaN(Callback):
 
 
 class _Progress:
-    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per epoch."""
+    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per
+    epoch."""
 
     def __init__(self, verbose, epochs, n_batches, file=None):
         self.verbose = verbose
@@ -529,7 +540,7 @@ def _improves(value, best, mode, key, min_delta=0.0):
     return value < best - min_delta
 
 
-def wants_every_batch(callback):
+def wants_every_batch(callback: Callback) -> bool:
     """True if `callback` has an on_batch_end of its own (a subclass method or, as
     LambdaCallback sets it, an instance attribute): fit then returns to Python every batch."""
     return getattr(callback.on_batch_end, "__func__", None) is not Callback.on_batch_end
@@ -574,7 +585,10 @@ class ModelCheckpoint(Callback):
     True
     """
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    saved: list[str]  # the paths written, in order (for the type checker)
+
+    def __init__(self, filepath: str | os.PathLike[str], monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: str = "auto") -> None:
         self.filepath = os.fspath(filepath)
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a str. Received: {type(monitor).__name__}")
@@ -688,8 +702,9 @@ class ReduceLROnPlateau(Callback):
     [0.1, 0.1, 0.05]
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_lr=0.0, min_delta=1e-4,
-                 cooldown=0, mode="auto"):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_lr: float = 0.0, min_delta: float = 1e-4, cooldown: int = 0,
+                 mode: str = "auto") -> None:
         for name, value in (("patience", patience), ("cooldown", cooldown)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer. Received: "
@@ -794,7 +809,8 @@ class CSVLogger(Callback):
     'epoch,loss,accuracy,learning_rate'
     """
 
-    def __init__(self, filename, separator=",", append=False):
+    def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
+                 append: bool = False) -> None:
         self.filename = os.fspath(filename)
         self.separator = separator
         self.append = bool(append)
@@ -901,8 +917,11 @@ class LambdaCallback(Callback):
     3
     """
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
-                 on_train_end=None, on_batch_end=None):
+    def __init__(self, on_epoch_begin: Callable[..., Any] | None = None,
+                 on_epoch_end: Callable[..., Any] | None = None,
+                 on_train_begin: Callable[..., Any] | None = None,
+                 on_train_end: Callable[..., Any] | None = None,
+                 on_batch_end: Callable[..., Any] | None = None) -> None:
         given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
                  "on_train_begin": on_train_begin, "on_train_end": on_train_end,
                  "on_batch_end": on_batch_end}
@@ -911,7 +930,9 @@ class LambdaCallback(Callback):
                 raise TypeError(f"{name} must be callable or None. Received: {type(fn).__name__}")
         self._fns = given
         if on_batch_end is not None:
-            self.on_batch_end = lambda batch, logs=None: on_batch_end(batch, logs or {})
+            # an instance attribute, which wants_every_batch sees
+            self.on_batch_end = (  # type: ignore[method-assign]
+                lambda batch, logs=None: on_batch_end(batch, logs or {}))
 
     def _call(self, name, *args):
         fn = self._fns[name]

@@ -9,8 +9,12 @@ The update rules are torch.optim's (see bpcore/_param_update.pyx for the formula
 is PyTorch's form: v = mu v + g; p -= lr v (Nesterov: p -= lr (g + mu v)).
 """
 
+from __future__ import annotations
+
 import math
 import weakref
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +27,8 @@ from ._validation import FLOAT_DTYPES, check_number, check_output, check_shape
 def _check_buffers(params, grads):
     """O(1) checks that keep the kernels in bounds: the update reads len(params) gradients."""
     if not isinstance(params, np.ndarray) or params.dtype not in FLOAT_DTYPES:
-        got = type(params).__name__ + (f" with dtype {params.dtype}" if isinstance(params, np.ndarray) else "")
+        got = type(params).__name__ + (f" with dtype {params.dtype}"
+                                       if isinstance(params, np.ndarray) else "")
         raise TypeError(f"params must be a float32 or float64 numpy.ndarray (it is updated in "
                         f"place). Received: {got}")
     if params.ndim != 1:
@@ -80,9 +85,16 @@ class Optimizer:
     array([0.9, 0.9, 0.9])
     """
 
-    _state_names = ()
+    # attribute types for the type checker (set in __init__)
+    _state: dict[str, np.ndarray]
+    _saved: dict[str, Any]
+    _lr: float | None
+    _epoch: int | None
 
-    def __init__(self, learning_rate, clip_norm=None):
+    _state_names: tuple[str, ...] = ()
+
+    def __init__(self, learning_rate: float | Callable[[int], float],
+                 clip_norm: float | None = None) -> None:
         self.learning_rate = _check_learning_rate(learning_rate)
         self.clip_norm = None if clip_norm is None else check_number(
             "clip_norm", clip_norm, low=0.0, low_open=True)
@@ -94,7 +106,7 @@ class Optimizer:
         self._saved_iterations = 0
 
     # -- learning rate -------------------------------------------------------------------------
-    def current_learning_rate(self, epoch=0):
+    def current_learning_rate(self, epoch: int = 0) -> float:
         """Compute the learning rate for `epoch` (the constant, or the schedule's value).
 
         Parameters
@@ -118,7 +130,7 @@ class Optimizer:
             return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
         return self.learning_rate
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Fix the learning rate in force for the updates of `epoch` (fit calls it every epoch).
 
         Parameters
@@ -136,7 +148,7 @@ class Optimizer:
             if buf is None or buf.shape != params.shape or buf.dtype != params.dtype:
                 self._state[name] = np.zeros_like(params)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Return the step count and copies of the state buffers, for saving.
 
         Returns
@@ -156,7 +168,7 @@ class Optimizer:
         return {"iterations": self.iterations,
                 **{name: buf.copy() for name, buf in self._state.items()}}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the step count and state buffers from ``state_dict``'s output.
 
         Parameters
@@ -178,7 +190,7 @@ class Optimizer:
         self.iterations = int(state["iterations"])
         self._state = {name: np.array(state[name]) for name in self._state_names if name in state}
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the state (momenta, step count, schedule epoch)."""
         self.iterations = 0
         self._epoch = None
@@ -191,7 +203,8 @@ class Optimizer:
         self._ensure_state(params)
         saved = self._saved
         for name, buf in self._state.items():
-            if saved.get(name) is None or saved[name].shape != buf.shape or saved[name].dtype != buf.dtype:
+            if (saved.get(name) is None or saved[name].shape != buf.shape
+                    or saved[name].dtype != buf.dtype):
                 saved[name] = np.empty_like(buf)
             np.copyto(saved[name], buf)
         self._saved_iterations = self.iterations
@@ -210,7 +223,7 @@ class Optimizer:
                    for buf in self._state.values())
 
     # -- the step ------------------------------------------------------------------------------
-    def grad_scale(self, grads, n_threads):
+    def grad_scale(self, grads: np.ndarray, n_threads: int) -> float:
         """Compute the clipping factor for global-norm clipping (1 when not clipping or under the bound).
 
         Parameters
@@ -239,7 +252,8 @@ class Optimizer:
             return 1.0  # let the non-finite gradient show; clipping cannot repair it
         return min(1.0, self.clip_norm / (norm + 1e-6))
 
-    def apply(self, params, grads, n_threads=None):
+    def apply(self, params: np.ndarray, grads: np.ndarray,
+              n_threads: int | None = None) -> None:
         """Apply one update to the flat parameter vector `params`, in place, from the flat gradient.
 
         Parameters
@@ -358,8 +372,9 @@ class SGD(Optimizer):
     4
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 0.01,
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
         self.momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         if nesterov and self.momentum == 0:
@@ -438,8 +453,9 @@ class Adam(Optimizer):
     _decoupled = False
     _state_names = ("m", "v")
 
-    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 1e-3,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
         self.beta1 = check_number("beta1", beta1, low=0.0, high=1.0, high_open=True)
         self.beta2 = check_number("beta2", beta2, low=0.0, high=1.0, high_open=True)
@@ -516,8 +532,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 1e-3,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, beta1, beta2, eps, weight_decay, clip_norm)
 
 
@@ -544,7 +561,7 @@ def runs_in_engine(optimizer):
 
 
 # A user's Optimizer subclasses that model files may name, by name (Keras' custom objects).
-_REGISTERED = {}
+_REGISTERED: dict[str, type] = {}
 
 
 def register(cls=None, *, name=None):
@@ -641,7 +658,7 @@ def deserialize(data, state, params):
     return optimizer
 
 
-def get(optimizer):
+def get(optimizer: Optimizer | str | None) -> Optimizer:
     """An Optimizer from an instance, a name ('sgd', 'adam', 'adamw') or None (Adam())."""
     if optimizer is None:
         return Adam()

@@ -118,7 +118,7 @@ def test_all_zero_weights_are_refused(kwargs, name):
     refused(R.classifier(), lambda m: m.fit(X, y, verbose=0, **kwargs), ValueError,
             rf"{name} gives every training sample the weight 0.*Received: all-zero {name}")
     refused(R.classifier(), lambda m: m.partial_fit(X, y, **kwargs), ValueError,
-            rf"gives every training sample the weight 0") if "class_weight" not in kwargs else None
+            r"gives every training sample the weight 0") if "class_weight" not in kwargs else None
 
 
 def test_a_class_weight_too_large_for_float32_is_reported_as_its_value():

@@ -15,11 +15,31 @@ import pytest
 import bp
 
 try:  # tests/ as a package (it has an __init__.py) or as a plain directory on sys.path
-    from ._reliability import (N_CLASSES, N_FEATURES, N_SAMPLES, assert_unchanged, binary, classifier,
-                               data, params_equal, regressor, snapshot)
+    from ._reliability import (
+        N_CLASSES,
+        N_FEATURES,
+        N_SAMPLES,
+        assert_unchanged,
+        binary,
+        classifier,
+        data,
+        params_equal,
+        regressor,
+        snapshot,
+    )
 except ImportError:
-    from _reliability import (N_CLASSES, N_FEATURES, N_SAMPLES, assert_unchanged, binary, classifier,
-                              data, params_equal, regressor, snapshot)
+    from _reliability import (
+        N_CLASSES,
+        N_FEATURES,
+        N_SAMPLES,
+        assert_unchanged,
+        binary,
+        classifier,
+        data,
+        params_equal,
+        regressor,
+        snapshot,
+    )
 
 X0, y0 = data()
 N = N_SAMPLES
