@@ -57,8 +57,10 @@ class Dense:
     ----------
     units : int
         Output width n_out (> 0).
-    activation : str, default "identity"
-        sigma: one of identity, sigmoid, tanh, relu, leaky_relu, gelu (exact), softmax.
+    activation : str or None, default "identity"
+        sigma: one of ``bp.kernels.ACTIVATIONS`` (identity, sigmoid, tanh, relu, leaky_relu,
+        gelu (exact), softmax, elu, selu, silu, softplus, mish, hard_sigmoid, exponential;
+        bpcore/_activations.pxd has each formula), "linear" or None (identity), "swish" (silu).
     use_bias : bool, default True
     kernel_initializer : str or callable, optional
         "glorot_uniform" (default for sigmoid, tanh, softmax, identity), "he_normal" (default
@@ -88,9 +90,7 @@ class Dense:
                  name=None):
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
-        if not isinstance(activation, str):
-            raise TypeError(f"activation must be a string. Received: {activation!r}")
-        check_choice("activation", activation, ACTIVATIONS)
+        activation = kernels.activation_name(activation)  # None, "linear": identity
         if kernel_initializer is not None and not callable(kernel_initializer):
             check_choice("kernel_initializer", kernel_initializer, INITIALIZERS)
         self.units = int(units)
