@@ -15,7 +15,7 @@ from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallb
                         ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN)
 from .layers import Dense, Dropout
 from .regularizers import l1, l1_l2, l2
-from .optimizers import SGD, Adam, AdamW, Optimizer
+from .optimizers import SGD, Adagrad, Adam, AdamW, Nadam, Optimizer, RMSprop
 from .schedules import CosineDecay, StepDecay
 from .sequential import Sequential, TrainingDivergedError, load
 from .insight import DiagnosticsLogger, explain
@@ -23,7 +23,7 @@ from .export import from_torch, to_onnx, to_torch
 
 __all__ = [
     "Sequential", "Dense", "Dropout", "load", "l1", "l2", "l1_l2",
-    "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
+    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "explain", "DiagnosticsLogger", "to_onnx", "to_torch", "from_torch",

@@ -199,7 +199,7 @@ def allreduce_gradients(model, comm):
     the global count, ``model.backward(X_part, y_part, total_samples=N_global)`` (the default,
     the rank's own row count, would give p times the mean over equal shards). With it, the step
     that follows is the step one process makes on the union of the ranks' rows, and gradient
-    clipping (``clip_norm``) clips by the global norm.
+    clipping (``global_clipnorm``) clips by the global norm.
 
     Parameters
     ----------

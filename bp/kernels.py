@@ -28,13 +28,23 @@ from ._validation import (
 )
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
+# Other names for the same activation (Keras' "linear" and "swish"); None means identity too.
+ACTIVATION_ALIASES = {"linear": "identity", "swish": "silu"}
 LOSSES = tuple(bpcore.LOSSES)
 # The output activation tau that each loss accepts. The cross-entropies are fused with their
 # natural output (delta = f_out - y); mean squared error goes through any tau's Jacobian.
+# The identity output with cross-entropy is Keras' from_logits=True: the loss is computed from
+# the logits (as it always is) and delta[O] = softmax(f_in) - y. (bpcore also has sigmoid(f_in) - y
+# for binary cross-entropy from logits, but accuracy would then be cut at 0.5 on a logit: the pair
+# stays refused until accuracy knows the output activation.) poisson wants the log link
+# (scikit-learn's MLPRegressor(loss="poisson") pairs it with exp).
 LOSS_OUTPUTS = {
     "mse": ACTIVATIONS,
     "binary_cross_entropy": ("sigmoid",),
-    "cross_entropy": ("softmax",),
+    "cross_entropy": ("softmax", "identity"),
+    "mae": ACTIVATIONS,
+    "huber": ACTIVATIONS,
+    "poisson": ("exponential",),
 }
 
 
@@ -50,8 +60,19 @@ def _n_threads(n_threads):
     return _threads.effective_n_threads(n_threads)
 
 
+def activation_name(activation):
+    """The canonical name of `activation`: a name of ACTIVATIONS, an alias, or None (identity).
+    ValueError listing the valid names for any other string, TypeError for a non-string."""
+    if activation is None:
+        return "identity"
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a string or None. Received: activation={activation!r}")
+    check_choice("activation", activation, ACTIVATIONS + tuple(ACTIVATION_ALIASES))
+    return ACTIVATION_ALIASES.get(activation, activation)
+
+
 def _activation_code(name, alpha):
-    check_choice("activation", name, ACTIVATIONS)
+    name = activation_name(name)
     alpha = check_number("alpha", alpha, low=0.0)
     return bpcore.ACTIVATIONS[name], alpha
 
@@ -79,7 +100,7 @@ def _scale(scale, loss, n, m):
     if scale is None:
         if n * m == 0:
             return 1.0  # an empty batch: nothing to average (and no division by zero)
-        return 1.0 / n if loss == "cross_entropy" else 1.0 / (n * m)
+        return 1.0 / n if loss == "cross_entropy" else 1.0 / (n * m)  # bp.losses.default_scale
     return check_number("scale", scale)
 
 
@@ -301,6 +322,87 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     return param
 
 
+def _states(param, **buffers):
+    """The optimizer state buffers (None stays None) as flat views, each checked against param
+    and against every other buffer for overlap."""
+    flat = {name: None if buf is None else _flat_state(name, buf, param.dtype, param.size)
+            for name, buf in buffers.items()}
+    given = {name: buf for name, buf in flat.items() if buf is not None}
+    for name, buf in given.items():
+        check_no_overlap(name, buf, param=param.reshape(-1),
+                         **{k: b for k, b in given.items() if k != name})
+    return flat
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None,
+                   learning_rate=0.01, rho=0.99, epsilon=1e-8, weight_decay=0.0, momentum=0.0,
+                   grad_scale=1.0, *, n_threads=None):
+    """One RMSprop step in place (torch.optim.RMSprop's rule, see bpcore/_param_update.pyx);
+    returns param. Centered when grad_avg is given; momentum needs momentum_buffer."""
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    rho = check_number("rho", rho, low=0.0, high=1.0, high_open=True)
+    eps = check_number("epsilon", epsilon, low=0.0, low_open=True)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    mu = check_number("momentum", momentum, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    if mu != 0 and momentum_buffer is None:
+        raise ValueError(f"momentum={mu} needs a momentum_buffer. Received: momentum_buffer=None")
+    st = _states(param, square_avg=square_avg, grad_avg=grad_avg,
+                 momentum_buffer=momentum_buffer if mu != 0 else None)
+    _param_update.rmsprop_update(g, lr, rho, eps, wd, mu, gs, p, st["square_avg"],
+                                 st["grad_avg"], st["momentum_buffer"], _n_threads(n_threads))
+    return param
+
+
+def adagrad_update(param, grad, accumulator, learning_rate=0.01, epsilon=1e-10, weight_decay=0.0,
+                   grad_scale=1.0, *, n_threads=None):
+    """One Adagrad step in place (torch.optim.Adagrad's rule, lr_decay 0); returns param."""
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    eps = check_number("epsilon", epsilon, low=0.0, low_open=True)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    st = _states(param, accumulator=accumulator)
+    _param_update.adagrad_update(g, lr, eps, wd, gs, p, st["accumulator"], _n_threads(n_threads))
+    return param
+
+
+def nadam_update(param, grad, m, v, step, mu_product, learning_rate=2e-3, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                 grad_scale=1.0, *, n_threads=None):
+    """One Nadam step in place (torch.optim.NAdam's rule); `step` counts from 1, mu_product is
+    the product of the momentum schedule's mu_k over the steps before it. Returns the product
+    through this step (pass it to the next call)."""
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    st = _states(param, m=m, v=v)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an integer >= 1. Received: step={step!r}")
+    mu_product = check_number("mu_product", mu_product, low=0.0, high=1.0)
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    b1 = check_number("beta_1", beta_1, low=0.0, high=1.0, high_open=True)
+    b2 = check_number("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
+    eps = check_number("epsilon", epsilon, low=0.0, low_open=True)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    psi = check_number("momentum_decay", momentum_decay, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    mu, mu_next = nadam_mu(int(step), b1, psi), nadam_mu(int(step) + 1, b1, psi)
+    mu_product = mu_product * mu
+    c_grad = lr * (1 - mu) / (1 - mu_product)
+    c_m = lr * mu_next / (1 - mu_product * mu_next)
+    _param_update.nadam_update(g, b1, b2, eps, wd, c_grad, c_m, int(step), gs, p, st["m"],
+                               st["v"], _n_threads(n_threads))
+    return mu_product
+
+
+def nadam_mu(step, beta_1=0.9, momentum_decay=4e-3):
+    """Dozat's momentum schedule mu_t = beta_1 (1 - 0.96^(t psi) / 2) (torch.optim.NAdam)."""
+    return beta_1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
 def sum_of_squares(x, *, n_threads=None):
     """sum(x**2) in double precision, the same bits for any thread count."""
     x = check_kernel_input("x", np.ravel(x), ndim=1)
@@ -309,5 +411,6 @@ def sum_of_squares(x, *, n_threads=None):
 
 __all__ = [
     "ACTIVATIONS", "LOSSES", "LOSS_OUTPUTS", "check_loss_pair", "dense_forward", "output_delta",
-    "hidden_delta", "gradients", "loss_value", "sgd_update", "adam_update", "sum_of_squares",
+    "hidden_delta", "gradients", "loss_value", "sgd_update", "adam_update", "rmsprop_update",
+    "adagrad_update", "nadam_update", "nadam_mu", "sum_of_squares",
 ]
