@@ -89,7 +89,7 @@ def sigma_backward(activation, z_in, z_out, g, alpha=0.01):
             t = np.tanh(np.log1p(np.exp(z_in)))
         return g * (t + z_in * expit(z_in) * (1 - t * t))
     if activation == "hard_sigmoid":
-        return g * np.where((z_in > -3) & (z_in < 3), 1 / 6, 0)
+        return g * ((z_in > -3) & (z_in < 3)) / 6
     if activation == "exponential":
         return g * z_out
     raise ValueError(f"unknown activation {activation!r}")
