@@ -38,8 +38,8 @@
 # own prange over rows.
 
 from cython cimport floating
-from libc.math cimport (exp, expf, expm1, expm1f, tanh, tanhf, erf, erff, log, logf, log1p, log1pf, sqrt, sqrtf,
-                        fabs, fabsf)
+from libc.math cimport (exp, expf, expm1, expm1f, tanh, tanhf, erf, erff, log, logf, log1p,
+                        log1pf, sqrt, sqrtf, fabs, fabsf)
 
 from bpcore._openmp cimport COST_EPILOGUE, COST_TRANSCENDENTAL
 
@@ -401,6 +401,87 @@ cdef inline void softmax_rows(const floating* b, floating* z_in, floating* z_out
             zo[j] = zo[j] * total
 
 
+# ---- elu, selu, silu, softplus', mish in float32 through the vectorised exponential -------------
+# With libm's scalar expf (and tanhf, log1pf for mish) these activations cost far more than relu
+# on the mnist step (measured: see bench/README.md, "Activations and optimizers"). Each needs only
+# e = e^-|z| (<= 1, so bp_exp_row_f's range), computed for a chunk of the row into a stack buffer:
+#   elu   z > 0: z,   else e - 1            selu  l z,  else l a (e - 1)
+#   s(z)  = 1 / (1 + e) for z >= 0, e / (1 + e) below (the sigmoid, no overflow)
+#   silu  z s(z)         silu' s (1 + z (1 - s))      softplus' s (1 for z > 20)
+#   mish  z t, t = tanh(softplus(z)) = u / (u + 2), u = e^z (e^z + 2): for z >= 0 written in e as
+#         t = (1 + 2e) / (1 + 2e + 2e^2), below as u = e (e + 2)       mish' t + z s (1 - t^2)
+# e - 1 near z = 0 loses the relative precision expm1 keeps (its error is one rounding of 1, 6e-8
+# absolute): within float32's tolerance against torch. float64 keeps the exact scalar forms above.
+cdef enum:
+    EXP_CHUNK = 256
+
+cdef inline void _exp_neg_abs_f(const float* z, float* e, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        e[j] = -fabsf(z[j])
+    bp_exp_row_f(e, e, n)
+
+
+cdef inline void exp_family_forward_f(int act, const float* z_in, float* z_out,
+                                      Py_ssize_t n) noexcept nogil:
+    """z_out = sigma(z_in) for elu, selu, silu, mish (z_out may be z_in)."""
+    cdef float e[EXP_CHUNK]
+    cdef Py_ssize_t lo = 0, k, m
+    cdef float z, s, t, u, ls = <float>SELU_SCALE, la = <float>(SELU_SCALE * SELU_ALPHA)
+    while lo < n:
+        m = min(<Py_ssize_t>EXP_CHUNK, n - lo)
+        _exp_neg_abs_f(z_in + lo, e, m)
+        if act == ELU:
+            for k in range(m):
+                z = z_in[lo + k]
+                z_out[lo + k] = z if z > 0 else e[k] - 1
+        elif act == SELU:
+            for k in range(m):
+                z = z_in[lo + k]
+                z_out[lo + k] = ls * z if z > 0 else la * (e[k] - 1)
+        elif act == SILU:
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                z_out[lo + k] = z * s
+        else:  # MISH
+            for k in range(m):
+                z = z_in[lo + k]
+                u = e[k] * (e[k] + 2)
+                t = (1 + 2 * e[k]) / (1 + 2 * e[k] + 2 * e[k] * e[k]) if z >= 0 else u / (u + 2)
+                z_out[lo + k] = z * t
+        lo += m
+
+
+cdef inline void exp_family_backward_f(int act, const float* z_in, float* g,
+                                       Py_ssize_t n) noexcept nogil:
+    """g *= sigma'(z_in) for silu, softplus, mish."""
+    cdef float e[EXP_CHUNK]
+    cdef Py_ssize_t lo = 0, k, m
+    cdef float z, s, t, u
+    while lo < n:
+        m = min(<Py_ssize_t>EXP_CHUNK, n - lo)
+        _exp_neg_abs_f(z_in + lo, e, m)
+        if act == SILU:
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                g[lo + k] = g[lo + k] * (s * (1 + z * (1 - s)))
+        elif act == SOFTPLUS:
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                g[lo + k] = g[lo + k] * (1 if z > 20 else s)
+        else:  # MISH
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                u = e[k] * (e[k] + 2)
+                t = (1 + 2 * e[k]) / (1 + 2 * e[k] + 2 * e[k] * e[k]) if z >= 0 else u / (u + 2)
+                g[lo + k] = g[lo + k] * (t + z * s * (1 - t * t))
+        lo += m
+
+
 cdef inline void activate_row(int act, floating alpha, const floating* b,
                               floating* z_in, floating* z_out, Py_ssize_t n) noexcept nogil:
     """z_in += b (if b is not NULL), then z_out = sigma(z_in). z_out may be z_in itself."""
@@ -428,21 +509,24 @@ cdef inline void activate_row(int act, floating alpha, const floating* b,
             z_out[j] = gelu(z_in[j])
     elif act == SOFTMAX:
         softmax_rows(NULL, z_in, z_out, 1, n)
-    elif act == ELU:
-        for j in range(n):
-            z_out[j] = elu(z_in[j])
-    elif act == SELU:
-        for j in range(n):
-            z_out[j] = selu(z_in[j])
-    elif act == SILU:
-        for j in range(n):
-            z_out[j] = silu(z_in[j])
+    elif act == ELU or act == SELU or act == SILU or act == MISH:
+        if floating is float:
+            exp_family_forward_f(act, z_in, z_out, n)
+        elif act == ELU:
+            for j in range(n):
+                z_out[j] = elu(z_in[j])
+        elif act == SELU:
+            for j in range(n):
+                z_out[j] = selu(z_in[j])
+        elif act == SILU:
+            for j in range(n):
+                z_out[j] = silu(z_in[j])
+        else:
+            for j in range(n):
+                z_out[j] = mish(z_in[j])
     elif act == SOFTPLUS:
         for j in range(n):
             z_out[j] = softplus(z_in[j])
-    elif act == MISH:
-        for j in range(n):
-            z_out[j] = mish(z_in[j])
     elif act == HARD_SIGMOID:
         for j in range(n):
             z_out[j] = hard_sigmoid(z_in[j])
@@ -481,15 +565,18 @@ cdef inline void backprop_row(int act, floating alpha, const floating* z_in,
     elif act == SELU:
         for j in range(n):
             g[j] = g[j] * selu_prime(z_out[j])
-    elif act == SILU:
-        for j in range(n):
-            g[j] = g[j] * silu_prime(z_in[j])
-    elif act == SOFTPLUS:
-        for j in range(n):
-            g[j] = g[j] * softplus_prime(z_in[j])
-    elif act == MISH:
-        for j in range(n):
-            g[j] = g[j] * mish_prime(z_in[j])
+    elif act == SILU or act == SOFTPLUS or act == MISH:
+        if floating is float:
+            exp_family_backward_f(act, z_in, g, n)
+        elif act == SILU:
+            for j in range(n):
+                g[j] = g[j] * silu_prime(z_in[j])
+        elif act == SOFTPLUS:
+            for j in range(n):
+                g[j] = g[j] * softplus_prime(z_in[j])
+        else:
+            for j in range(n):
+                g[j] = g[j] * mish_prime(z_in[j])
     elif act == HARD_SIGMOID:
         for j in range(n):
             g[j] = g[j] * hard_sigmoid_prime(z_in[j])
