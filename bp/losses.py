@@ -1,19 +1,19 @@
 """Losses, with PyTorch's default reductions so that the numbers compare directly.
 
-=========================  ======================================  ==========================
-name                       L (sample weights w_i, default 1)       output activation tau
-=========================  ======================================  ==========================
-``mse``                    sum_i w_i sum_j (f_out - y)^2 / (N m)    any
-``mae``                    sum_i w_i sum_j |f_out - y| / (N m)      any
-``huber``                  sum_i w_i sum_j h(f_out - y) / (N m)     any
-``poisson``                sum_i w_i sum_j (f_out - y f_in) / (N m) exponential (fused: f_out - y)
-``binary_cross_entropy``   sum_i w_i sum_j bce(f_in, y) / (N m)     sigmoid (fused: f_out - y)
-``cross_entropy``          sum_i w_i sum_j -y log f_out / N         softmax (fused: f_out - y), or
-                                                                    identity: from the logits,
-                                                                    delta[O] = softmax(f_in) - y
-=========================  ======================================  ==========================
+========================  ========================================  =============================
+name                      L (sample weights w_i, default 1)         output activation tau
+========================  ========================================  =============================
+``mse``                   sum_i w_i sum_j (f_out - y)^2 / (N m)     any
+``mae``                   sum_i w_i sum_j abs(f_out - y) / (N m)    any
+``huber``                 sum_i w_i sum_j h(f_out - y) / (N m)      any
+``poisson``               sum_i w_i sum_j (f_out - y f_in) / (N m)  exponential (fused: f_out - y)
+``binary_cross_entropy``  sum_i w_i sum_j bce(f_in, y) / (N m)      sigmoid (fused: f_out - y)
+``cross_entropy``         sum_i w_i sum_j -y log f_out / N          softmax (fused: f_out - y),
+                                                                    or identity (from the logits:
+                                                                    softmax(f_in) - y)
+========================  ========================================  =============================
 
-h(d) = d^2 / 2 for |d| <= 1, |d| - 1/2 beyond (Huber with delta = 1). Without weights these are
+h(d) = d^2 / 2 for abs(d) <= 1, abs(d) - 1/2 beyond (Huber with delta = 1). Without weights these are
 torch.nn.MSELoss(), L1Loss(), HuberLoss() (= SmoothL1Loss()), PoissonNLLLoss(log_input=True) on
 f_in, BCELoss() (BCEWithLogitsLoss() on f_in) and CrossEntropyLoss() on f_in, all with
 reduction="mean". With weights, the weighted sum is divided by N (Keras' "sum_over_batch_size"),
@@ -27,18 +27,21 @@ half Poisson deviance differs from this by y log y - y, a constant, so the gradi
 
 Aliases (each means exactly the loss it names; names whose meaning differs are not taken):
 
-=================================  ===================  =============================================
-alias                              loss                 whose name, and why it is the same
-=================================  ===================  =============================================
-``mean_squared_error``             mse                  Keras
-``mean_absolute_error``, ``l1``    mae                  Keras; torch.nn.L1Loss
-``smooth_l1``                      huber                torch.nn.SmoothL1Loss(beta=1) = HuberLoss(1)
-``binary_crossentropy``, ``bce``   binary_cross_entropy Keras; torch.nn.BCELoss (on probabilities)
-``categorical_crossentropy``       cross_entropy        Keras, one-hot or probability rows
-``sparse_categorical_crossentropy`` cross_entropy       Keras, integer labels (bp takes both)
-``categorical_cross_entropy``,     cross_entropy        torch.nn.CrossEntropyLoss: labels or
-``ce``                                                  probabilities, softmax inside
-=================================  ===================  =============================================
+=====================================  ====================  ================================
+alias                                  loss                  whose, and why it is the same
+=====================================  ====================  ================================
+``mean_squared_error``                 mse                   Keras
+``mean_absolute_error``, ``l1``        mae                   Keras; torch.nn.L1Loss
+``smooth_l1``                          huber                 torch.nn.SmoothL1Loss(beta=1),
+                                                             = HuberLoss(delta=1)
+``binary_crossentropy``, ``bce``       binary_cross_entropy  Keras; torch.nn.BCELoss (on
+                                                             probabilities)
+``categorical_crossentropy``           cross_entropy         Keras: one-hot or probabilities
+``sparse_categorical_crossentropy``    cross_entropy         Keras: integer labels (bp takes
+                                                             both)
+``categorical_cross_entropy``, ``ce``  cross_entropy         torch.nn.CrossEntropyLoss: labels
+                                                             or probabilities, softmax inside
+=====================================  ====================  ================================
 
 ``huber``, ``poisson``, ``mse`` and ``mae`` are also Keras' own short names. Keras' huber and
 poisson take y_pred = f_out: poisson's y log(f_out + eps) is y f_in here (no eps).
