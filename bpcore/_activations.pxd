@@ -401,7 +401,7 @@ cdef inline void softmax_rows(const floating* b, floating* z_in, floating* z_out
             zo[j] = zo[j] * total
 
 
-# ---- elu, selu, silu, softplus', mish in float32 through the vectorised exponential -------------
+# ---- elu, selu, silu, softplus, mish in float32 through the vectorised exponential --------------
 # With libm's scalar expf (and tanhf, log1pf for mish) these activations cost far more than relu
 # on the mnist step (measured: see bench/README.md, "Activations and optimizers"). Each needs only
 # e = e^-|z| (<= 1, so bp_exp_row_f's range), computed for a chunk of the row into a stack buffer:
@@ -410,6 +410,9 @@ cdef inline void softmax_rows(const floating* b, floating* z_in, floating* z_out
 #   silu  z s(z)         silu' s (1 + z (1 - s))      softplus' s (1 for z > 20)
 #   mish  z t, t = tanh(softplus(z)) = u / (u + 2), u = e^z (e^z + 2): for z >= 0 written in e as
 #         t = (1 + 2e) / (1 + 2e + 2e^2), below as u = e (e + 2)       mish' t + z s (1 - t^2)
+#   softplus  z above 20, else max(z, 0) + log(1 + e), log(1 + e) = 2 atanh(v), v = e / (2 + e)
+#         <= 1/3, by atanh's odd series to v^17 (the first term left out, v^19/19, is < 1e-10 of
+#         the sum): no log1pf call
 # e - 1 near z = 0 loses the relative precision expm1 keeps (its error is one rounding of 1, 6e-8
 # absolute): within float32's tolerance against torch. float64 keeps the exact scalar forms above.
 cdef enum:
@@ -424,10 +427,10 @@ cdef inline void _exp_neg_abs_f(const float* z, float* e, Py_ssize_t n) noexcept
 
 cdef inline void exp_family_forward_f(int act, const float* z_in, float* z_out,
                                       Py_ssize_t n) noexcept nogil:
-    """z_out = sigma(z_in) for elu, selu, silu, mish (z_out may be z_in)."""
+    """z_out = sigma(z_in) for elu, selu, silu, softplus, mish (z_out may be z_in)."""
     cdef float e[EXP_CHUNK]
     cdef Py_ssize_t lo = 0, k, m
-    cdef float z, s, t, u, ls = <float>SELU_SCALE, la = <float>(SELU_SCALE * SELU_ALPHA)
+    cdef float z, s, t, u, v, w, ls = <float>SELU_SCALE, la = <float>(SELU_SCALE * SELU_ALPHA)
     while lo < n:
         m = min(<Py_ssize_t>EXP_CHUNK, n - lo)
         _exp_neg_abs_f(z_in + lo, e, m)
@@ -444,6 +447,15 @@ cdef inline void exp_family_forward_f(int act, const float* z_in, float* z_out,
                 z = z_in[lo + k]
                 s = (1 if z >= 0 else e[k]) / (1 + e[k])
                 z_out[lo + k] = z * s
+        elif act == SOFTPLUS:
+            for k in range(m):
+                z = z_in[lo + k]
+                v = e[k] / (2 + e[k])
+                w = v * v
+                t = 2 * v * (1 + w * (<float>(1.0 / 3) + w * (<float>(1.0 / 5) + w * (
+                    <float>(1.0 / 7) + w * (<float>(1.0 / 9) + w * (<float>(1.0 / 11) + w * (
+                        <float>(1.0 / 13) + w * (<float>(1.0 / 15) + w * <float>(1.0 / 17)))))))))
+                z_out[lo + k] = z if z > 20 else (z if z > 0 else 0) + t
         else:  # MISH
             for k in range(m):
                 z = z_in[lo + k]
@@ -509,9 +521,12 @@ cdef inline void activate_row(int act, floating alpha, const floating* b,
             z_out[j] = gelu(z_in[j])
     elif act == SOFTMAX:
         softmax_rows(NULL, z_in, z_out, 1, n)
-    elif act == ELU or act == SELU or act == SILU or act == MISH:
+    elif act == ELU or act == SELU or act == SILU or act == SOFTPLUS or act == MISH:
         if floating is float:
             exp_family_forward_f(act, z_in, z_out, n)
+        elif act == SOFTPLUS:
+            for j in range(n):
+                z_out[j] = softplus(z_in[j])
         elif act == ELU:
             for j in range(n):
                 z_out[j] = elu(z_in[j])
@@ -524,9 +539,6 @@ cdef inline void activate_row(int act, floating alpha, const floating* b,
         else:
             for j in range(n):
                 z_out[j] = mish(z_in[j])
-    elif act == SOFTPLUS:
-        for j in range(n):
-            z_out[j] = softplus(z_in[j])
     elif act == HARD_SIGMOID:
         for j in range(n):
             z_out[j] = hard_sigmoid(z_in[j])
