@@ -99,7 +99,7 @@ def check_loss_pair(loss, tau):
     >>> bp.kernels.check_loss_pair("cross_entropy", "sigmoid")
     Traceback (most recent call last):
     ...
-    ValueError: loss 'cross_entropy' needs an output activation in ('softmax'). Received: output activation 'sigmoid'
+    ValueError: loss 'cross_entropy' needs an output activation in ('softmax', 'identity'). Received: output activation 'sigmoid'
     """
     check_choice("loss", loss, LOSSES)
     check_choice("output activation", tau, ACTIVATIONS)
@@ -585,8 +585,48 @@ def _states(param, **buffers):
 def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None,
                    learning_rate=0.01, rho=0.99, epsilon=1e-8, weight_decay=0.0, momentum=0.0,
                    grad_scale=1.0, *, n_threads=None):
-    """One RMSprop step in place (torch.optim.RMSprop's rule, see bpcore/_param_update.pyx);
-    returns param. Centered when grad_avg is given; momentum needs momentum_buffer."""
+    """Apply one RMSprop step in place (torch.optim.RMSprop's rule, see bpcore/_param_update.pyx).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    square_avg : numpy.ndarray
+        The running mean of g^2, updated in place.
+    grad_avg : numpy.ndarray or None, default=None
+        The running mean of g (centered RMSprop), updated in place; None: not centered.
+    momentum_buffer : numpy.ndarray or None, default=None
+        The momentum buffer, updated in place; needed when momentum is not 0.
+    learning_rate : float, default=0.01
+        The step size (> 0).
+    rho : float, default=0.99
+        The decay of the running means, in [0, 1) (torch's alpha).
+    epsilon : float, default=1e-8
+        Added to the denominator, outside the square root (> 0).
+    weight_decay : float, default=0.0
+        An L2 term in the gradient.
+    momentum : float, default=0.0
+        The momentum of the step (>= 0).
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray
+        param.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, square_avg = np.zeros(2), np.zeros(2)
+    >>> bp.kernels.rmsprop_update(param, np.array([1.0, -1.0]), square_avg, rho=0.75).round(6)
+    array([-0.02,  0.02])
+    """
     p = _param_buffer(param)
     g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
     lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
@@ -606,7 +646,40 @@ def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None,
 
 def adagrad_update(param, grad, accumulator, learning_rate=0.01, epsilon=1e-10, weight_decay=0.0,
                    grad_scale=1.0, *, n_threads=None):
-    """One Adagrad step in place (torch.optim.Adagrad's rule, lr_decay 0); returns param."""
+    """Apply one Adagrad step in place (torch.optim.Adagrad's rule with lr_decay 0).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    accumulator : numpy.ndarray
+        The running sum of g^2, updated in place.
+    learning_rate : float, default=0.01
+        The step size (> 0).
+    epsilon : float, default=1e-10
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term in the gradient.
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray
+        param.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, accumulator = np.zeros(2), np.zeros(2)
+    >>> bp.kernels.adagrad_update(param, np.array([2.0, -2.0]), accumulator, learning_rate=0.1)
+    array([-0.1,  0.1])
+    """
     p = _param_buffer(param)
     g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
     lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
@@ -621,9 +694,53 @@ def adagrad_update(param, grad, accumulator, learning_rate=0.01, epsilon=1e-10, 
 def nadam_update(param, grad, m, v, step, mu_product, learning_rate=2e-3, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                  grad_scale=1.0, *, n_threads=None):
-    """One Nadam step in place (torch.optim.NAdam's rule); `step` counts from 1, mu_product is
-    the product of the momentum schedule's mu_k over the steps before it. Returns the product
-    through this step (pass it to the next call)."""
+    """Apply one Nadam step in place (torch.optim.NAdam's rule, see bpcore/_param_update.pyx).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    m : numpy.ndarray
+        The first-moment buffer, updated in place.
+    v : numpy.ndarray
+        The second-moment buffer, updated in place.
+    step : int
+        The step number, counted from 1.
+    mu_product : float
+        The product of the momentum schedule's mu_k over the steps before this one (1 at step 1).
+    learning_rate : float, default=2e-3
+        The step size (> 0).
+    beta_1 : float, default=0.9
+        The decay of m, in [0, 1).
+    beta_2 : float, default=0.999
+        The decay of v, in [0, 1).
+    epsilon : float, default=1e-8
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term in the gradient.
+    momentum_decay : float, default=4e-3
+        psi in the momentum schedule mu_t = beta_1 (1 - 0.96^(t psi) / 2).
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    float
+        The product of the mu_k through this step: the next call's mu_product.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    >>> product = bp.kernels.nadam_update(param, np.array([1.0, -1.0]), m, v, 1, 1.0)
+    >>> bool(param[0] < 0 < param[1])
+    True
+    """
     p = _param_buffer(param)
     g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
     st = _states(param, m=m, v=v)
@@ -680,5 +797,5 @@ def sum_of_squares(x, *, n_threads=None):
 __all__ = [
     "ACTIVATIONS", "LOSSES", "LOSS_OUTPUTS", "check_loss_pair", "dense_forward", "output_delta",
     "hidden_delta", "gradients", "loss_value", "sgd_update", "adam_update", "rmsprop_update",
-    "adagrad_update", "nadam_update", "nadam_mu", "sum_of_squares",
+    "adagrad_update", "nadam_update", "sum_of_squares",
 ]

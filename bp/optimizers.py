@@ -79,6 +79,8 @@ class Optimizer:
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
         most ``global_clipnorm`` (Keras' ``global_clipnorm``, ``torch.nn.utils.clip_grad_norm_``),
         fused into the update. Formerly ``clip_norm`` (still accepted, with a DeprecationWarning).
+    **old_names
+        ``clip_norm``: the former name of global_clipnorm, with a DeprecationWarning.
 
     Attributes
     ----------
@@ -302,13 +304,6 @@ class Optimizer:
         ``runs_in_engine`` accepts; the engine reads nothing else of the object."""
         raise NotImplementedError
 
-    @property
-    def clip_norm(self):
-        """Deprecated: global_clipnorm."""
-        warnings.warn("Optimizer.clip_norm is deprecated: use global_clipnorm (Keras' name)",
-                      DeprecationWarning, stacklevel=2)
-        return self.global_clipnorm
-
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_saved"] = {}  # scratch space, not state
@@ -355,6 +350,8 @@ class SGD(Optimizer):
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
         most ``global_clipnorm`` (Keras' ``global_clipnorm``, ``torch.nn.utils.clip_grad_norm_``),
         fused into the update. Formerly ``clip_norm`` (still accepted, with a DeprecationWarning).
+    **old_names
+        ``clip_norm``: the former name of global_clipnorm, with a DeprecationWarning.
 
     See Also
     --------
@@ -438,6 +435,8 @@ class Adam(Optimizer):
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
         most ``global_clipnorm`` (Keras' ``global_clipnorm``, ``torch.nn.utils.clip_grad_norm_``),
         fused into the update. Formerly ``clip_norm`` (still accepted, with a DeprecationWarning).
+    **old_names
+        ``beta1``, ``beta2``, ``eps``, ``clip_norm``: the former names, with a DeprecationWarning.
 
     See Also
     --------
@@ -471,15 +470,6 @@ class Adam(Optimizer):
         self.beta_2 = check_number("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
         self.epsilon = check_number("epsilon", epsilon, low=0.0, low_open=True)
         self.weight_decay = check_number("weight_decay", weight_decay, low=0.0)
-
-    def _old_name(self, old):
-        warnings.warn(f"{type(self).__name__}.{old} is deprecated: use {RENAMED[old]} (Keras' "
-                      f"name)", DeprecationWarning, stacklevel=3)
-        return getattr(self, RENAMED[old])
-
-    beta1 = property(lambda self: self._old_name("beta1"), doc="Deprecated: beta_1.")
-    beta2 = property(lambda self: self._old_name("beta2"), doc="Deprecated: beta_2.")
-    eps = property(lambda self: self._old_name("eps"), doc="Deprecated: epsilon.")
 
     def _engine_spec(self):
         return {"kind": "adam", "clip_norm": self.global_clipnorm,
@@ -563,32 +553,46 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (Hinton), torch.optim.RMSprop's rule: ``a = rho a + (1 - rho) g^2``,
-    ``p -= lr g / (sqrt(a) + epsilon)``; centered subtracts the squared mean gradient from a,
-    momentum accumulates the step ``u = momentum u + g / (sqrt(a) + epsilon)``.
+    """RMSprop (Hinton), torch.optim.RMSprop's rule.
 
-    epsilon is added outside the square root, as torch does (Keras adds it inside): the defaults
-    are torch's (learning_rate 0.01, rho 0.99, epsilon 1e-8); Keras' RMSprop() uses 1e-3, 0.9,
-    1e-7.
+    ``a = rho a + (1 - rho) g^2``, ``p -= lr g / (sqrt(a) + epsilon)``; centered subtracts the
+    squared running mean of g from a; momentum accumulates the step,
+    ``u = momentum u + g / (sqrt(a) + epsilon)``, ``p -= lr u``. epsilon is added outside the
+    square root, as torch does (Keras adds it inside), and the defaults are torch's; Keras'
+    ``RMSprop()`` uses learning_rate 1e-3, rho 0.9, epsilon 1e-7.
 
     Parameters
     ----------
-    learning_rate : float or schedule, default 0.01
-    rho : float in [0, 1), default 0.99
-        The decay of the running mean of g^2 (torch's alpha).
-    momentum : float in [0, 1), default 0
-    epsilon : float > 0, default 1e-8
-    centered : bool, default False
-    weight_decay : float >= 0, default 0 (an L2 term in the gradient, as torch)
-    global_clipnorm : float or None
-
-    Examples
-    --------
-    >>> opt = bp.RMSprop(learning_rate=1e-3, momentum=0.9, centered=True)
+    learning_rate : float or callable, default=0.01
+        A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
+        evaluated at the start of each epoch.
+    rho : float, default=0.99
+        The decay of the running mean of g^2, in [0, 1) (torch's alpha).
+    momentum : float, default=0.0
+        The momentum of the step, in [0, 1).
+    epsilon : float, default=1e-8
+        Added to the denominator (> 0).
+    centered : bool, default=False
+        Divide by the running variance of g instead of its running mean square.
+    weight_decay : float, default=0.0
+        An L2 term ``weight_decay * p`` added to the gradient.
+    global_clipnorm : float or None, default=None
+        If set, the gradients are scaled so that their global L2 norm is at most this, fused
+        into the update.
 
     See Also
     --------
     Adagrad, Adam
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> opt = bp.RMSprop(learning_rate=0.01, rho=0.75)
+    >>> params = np.zeros(2)
+    >>> opt.apply(params, np.array([1.0, -1.0]))
+    >>> params.round(6)
+    array([-0.02,  0.02])
     """
 
     def __init__(self, learning_rate=0.01, rho=0.99, momentum=0.0, epsilon=1e-8, centered=False,
@@ -609,33 +613,59 @@ class RMSprop(Optimizer):
                                      self._state.get("momentum_buffer"), n_threads)
 
     def get_config(self):
+        """Return the hyperparameters as plain data (the constructor's arguments).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild this optimizer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.RMSprop().get_config()["epsilon"] > 0
+        True
+        """
         return {"learning_rate": self.learning_rate, "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon, "centered": self.centered,
                 "weight_decay": self.weight_decay, "global_clipnorm": self.global_clipnorm}
 
 
 class Adagrad(Optimizer):
-    """Adagrad (Duchi et al.), torch.optim.Adagrad's rule (lr_decay 0): ``a += g^2``,
-    ``p -= lr g / (sqrt(a) + epsilon)``, a starting at initial_accumulator_value.
+    """Adagrad (Duchi, Hazan and Singer), torch.optim.Adagrad's rule with lr_decay 0.
 
-    Defaults are torch's (learning_rate 0.01, initial_accumulator_value 0, epsilon 1e-10);
-    Keras' Adagrad() uses 1e-3, 0.1 and 1e-7 with epsilon inside the square root.
+    ``a += g^2``, ``p -= lr g / (sqrt(a) + epsilon)``, a starting at initial_accumulator_value.
+    The defaults are torch's; Keras' ``Adagrad()`` uses learning_rate 1e-3,
+    initial_accumulator_value 0.1 and epsilon 1e-7 inside the square root.
 
     Parameters
     ----------
-    learning_rate : float or schedule, default 0.01
-    initial_accumulator_value : float >= 0, default 0
-    epsilon : float > 0, default 1e-10
-    weight_decay : float >= 0, default 0
-    global_clipnorm : float or None
-
-    Examples
-    --------
-    >>> opt = bp.Adagrad(learning_rate=0.05)
+    learning_rate : float or callable, default=0.01
+        A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
+        evaluated at the start of each epoch.
+    initial_accumulator_value : float, default=0.0
+        The starting value of the sum of squares (>= 0).
+    epsilon : float, default=1e-10
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term ``weight_decay * p`` added to the gradient.
+    global_clipnorm : float or None, default=None
+        If set, the gradients are scaled so that their global L2 norm is at most this, fused
+        into the update.
 
     See Also
     --------
     RMSprop
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> opt = bp.Adagrad(learning_rate=0.1)
+    >>> params = np.zeros(2)
+    >>> opt.apply(params, np.array([2.0, -2.0]))
+    >>> params
+    array([-0.1,  0.1])
     """
 
     _state_names = ("accumulator",)
@@ -658,6 +688,19 @@ class Adagrad(Optimizer):
                                      params, self._state["accumulator"], n_threads)
 
     def get_config(self):
+        """Return the hyperparameters as plain data (the constructor's arguments).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild this optimizer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Adagrad().get_config()["epsilon"] > 0
+        True
+        """
         return {"learning_rate": self.learning_rate,
                 "initial_accumulator_value": self.initial_accumulator_value,
                 "epsilon": self.epsilon, "weight_decay": self.weight_decay,
@@ -670,26 +713,43 @@ def nadam_mu(step, beta_1, momentum_decay):
 
 
 class Nadam(Optimizer):
-    """Nadam (Dozat): Adam with Nesterov momentum, torch.optim.NAdam's rule (see
-    bpcore/_param_update.pyx): the momentum follows mu_t = beta_1 (1 - 0.96^(t psi) / 2).
+    """Nadam (Dozat): Adam with Nesterov momentum, torch.optim.NAdam's rule.
+
+    The momentum follows the schedule ``mu_t = beta_1 (1 - 0.96^(t psi) / 2)``; the update is in
+    bpcore/_param_update.pyx's header.
 
     Parameters
     ----------
-    learning_rate : float or schedule, default 2e-3
-    beta_1 : float in [0, 1), default 0.9
-    beta_2 : float in [0, 1), default 0.999
-    epsilon : float > 0, default 1e-8
-    weight_decay : float >= 0, default 0 (an L2 term in the gradient)
-    momentum_decay : float >= 0, default 4e-3 (psi; Keras' fixed 0.004)
-    global_clipnorm : float or None
-
-    Examples
-    --------
-    >>> opt = bp.Nadam(learning_rate=1e-3)
+    learning_rate : float or callable, default=2e-3
+        A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
+        evaluated at the start of each epoch.
+    beta_1 : float, default=0.9
+        The decay of the first moment, in [0, 1).
+    beta_2 : float, default=0.999
+        The decay of the second moment, in [0, 1).
+    epsilon : float, default=1e-8
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term ``weight_decay * p`` added to the gradient.
+    momentum_decay : float, default=4e-3
+        psi in the momentum schedule (Keras' fixed 0.004).
+    global_clipnorm : float or None, default=None
+        If set, the gradients are scaled so that their global L2 norm is at most this, fused
+        into the update.
 
     See Also
     --------
     Adam
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> opt = bp.Nadam(learning_rate=1e-3)
+    >>> params = np.zeros(2)
+    >>> opt.apply(params, np.array([1.0, -1.0]))
+    >>> bool(params[0] < 0 < params[1])
+    True
     """
 
     _state_names = ("m", "v")
@@ -725,6 +785,19 @@ class Nadam(Optimizer):
         self._mu_product = (t, product)
 
     def get_config(self):
+        """Return the hyperparameters as plain data (the constructor's arguments).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild this optimizer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Nadam().get_config()["epsilon"] > 0
+        True
+        """
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon, "weight_decay": self.weight_decay,
                 "momentum_decay": self.momentum_decay, "global_clipnorm": self.global_clipnorm}

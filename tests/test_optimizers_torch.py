@@ -220,8 +220,6 @@ def test_old_names_warn_and_mean_the_new_ones(cls, old, new, value):
         opt = cls(**{old: value})
     assert getattr(opt, new) == value
     assert opt.get_config()[new] == value and old not in opt.get_config()
-    with pytest.warns(DeprecationWarning, match=rf"use {new}"):
-        assert getattr(opt, old) == value
 
 
 def test_keras_names_do_not_warn():
