@@ -118,3 +118,20 @@ def test_a_network_with_each_trains_compiled_and_matches_the_python_step(name):
     for layer, W, b, g, h in zip(model.layers, Ws, bs, gW, gb):
         np.testing.assert_allclose(layer.W, W - 0.1 * g, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(layer.b, b - 0.1 * h, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NEW + ["swish"])
+def test_an_activation_layer_is_the_dense_activation(name):
+    # bp.Activation(name) after a linear Dense trains exactly as the Dense with that activation
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((30, 4)), rng.integers(0, 3, 30)
+    fused = bp.Sequential([bp.Dense(6, name), bp.Dense(3, "softmax")], dtype="float64", seed=0)
+    split = bp.Sequential([bp.Dense(6), bp.Activation(name), bp.Dense(3, "softmax")],
+                          dtype="float64", seed=0)
+    fused.build(4)
+    split.build(4)
+    split.set_flat_params(fused.get_flat_params())
+    for model in (fused, split):
+        model.fit(X, y, epochs=2, batch_size=10, shuffle=False, optimizer=bp.SGD(0.1), verbose=0)
+    np.testing.assert_allclose(split.get_flat_params(), fused.get_flat_params(), rtol=1e-12,
+                               atol=1e-14)
