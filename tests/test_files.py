@@ -129,7 +129,7 @@ def test_saved_file_mode_follows_umask_and_keeps_an_existing_mode(tmp_path):
 
 
 @pytest.mark.parametrize("optimizer", [lambda: bp.SGD(0.1, momentum=0.9, nesterov=True),
-                                       lambda: bp.Adam(1e-2), lambda: bp.AdamW(1e-2, clip_norm=1.0)],
+                                       lambda: bp.Adam(1e-2), lambda: bp.AdamW(1e-2, global_clipnorm=1.0)],
                          ids=["sgd", "adam", "adamw"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_save_load_round_trip_trains_on_identically(tmp_path, optimizer, dtype):
