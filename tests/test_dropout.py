@@ -11,6 +11,7 @@ from bp import _reference as ref
 from bpcore import _dropout
 
 from ._reliability import data
+from .conftest import python_twin
 
 
 def _forward(z, seed, draw, rate, n_threads=1):
@@ -150,9 +151,8 @@ def test_compiled_and_python_twin_train_alike(dtype):
     X, y = data(50)
     runs = []
     for compiled in (True, False):
-        model = _net(dtype=dtype)
-        model.build(4)
-        model._passes.compiled = compiled
+        with python_twin(on=not compiled):
+            model = _net(dtype=dtype).build(4)
         h = model.fit(X, y, optimizer=bp.Adam(1e-2), epochs=3, batch_size=8, accumulate=2,
                       verbose=0)
         runs.append((model.get_flat_params(), h.history["loss"]))
