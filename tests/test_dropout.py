@@ -266,3 +266,13 @@ def test_a_given_seed_fixes_the_masks_whatever_the_model_seed():
     np.testing.assert_array_equal(trained(0, 42), trained(1, 42))
     assert not np.array_equal(trained(0, None), trained(1, None))  # drawn from the model's seed
     np.testing.assert_array_equal(trained(3, None), trained(3, None))
+
+
+def test_each_dropout_draws_its_own_masks():
+    # two Dropouts of one width and rate: one key for both would drop the same units in each
+    model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dropout(0.5),
+                           bp.Dense(8, activation="tanh"), bp.Dropout(0.5),
+                           bp.Dense(3, activation="softmax")], seed=0).build(4)
+    first, second = (L.dropout._key for L in model.layers[:2])
+    masks = [ref.dropout_mask(key, 0, 16, 8, 0.5) for key in (first, second)]
+    assert first != second and not np.array_equal(*masks)
