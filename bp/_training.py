@@ -428,11 +428,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
     passes = model._passes
     runner_class = runner_for(passes, opt)
-    try:  # the runner may refuse the batches (BatchNormalization): give Ctrl-C back first
-        runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
-    except BaseException:
-        sigint.restore()
-        raise
+    runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
     if comm is not None:
         runner.distribute(_mpi.StepReducer(comm, passes.grads, sigint),
                           _mpi.global_step_rows(n, batch_size * accumulate, comm))
