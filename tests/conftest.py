@@ -4,10 +4,13 @@ Every comparison of a kernel with its NumPy twin goes through ``assert_close`` b
 tolerances live here and nowhere else.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
 import bp
+from bp import _passes
 
 DTYPES = (np.float32, np.float64)
 
@@ -53,6 +56,35 @@ def _restore_threads():
     """Tests may change bp's thread setting; none leaks into the next test."""
     with bp.num_threads(bp._threads._n_threads):
         yield
+
+
+@contextlib.contextmanager
+def python_twin(on=True):
+    """Models built inside run their backward pass as the per-layer Python twin (on=True) instead
+    of the compiled engine (on=False leaves bp's default). The one place the tests reach for the
+    switch (``Passes.compiled``), so that a test compares the two paths without knowing it."""
+    if not on:
+        yield
+        return
+    init = _passes.Passes.__init__
+
+    def on_twin(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.compiled = False
+
+    _passes.Passes.__init__ = on_twin
+    try:
+        yield
+    finally:
+        _passes.Passes.__init__ = init
+
+
+@pytest.fixture(params=[True, False])
+def compiled(request):
+    """The test runs twice: on the compiled engine (True) and on the Python twin (False), which
+    every model built during the test then uses."""
+    with python_twin(on=not request.param):
+        yield request.param
 
 
 def layouts(a):

@@ -12,6 +12,8 @@ import sys
 import pytest
 import sklearn  # noqa: F401  (bench/fit.py trains on its digits data set; a declared test dependency)
 
+pytestmark = pytest.mark.slow  # each test runs a benchmark script in a subprocess
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -25,7 +27,6 @@ def _run(script, tmp_path, *extra):
 
 
 def test_train_step_benchmark_runs(tmp_path):
-    pytest.importorskip("matplotlib")
     proc = _run("train_step.py", tmp_path)
     assert "| xor |" in proc.stdout
     with open(tmp_path / "train_step.json") as f:
@@ -72,8 +73,6 @@ def test_breakdown_benchmark_runs():
 
 
 def test_predict_benchmark_runs(tmp_path):
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("onnx")
     proc = _run("predict.py", tmp_path)
     assert re.search(r"\|\s+digits \|", proc.stdout)
     with open(tmp_path / "predict.json") as f:

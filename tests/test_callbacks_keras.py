@@ -157,6 +157,21 @@ def test_plateau_reduces_the_rate_the_next_epoch_trains_at():
     assert model.optimizer.learning_rate == 0.025
 
 
+def test_plateau_cooldown_lasts_exactly_cooldown_epochs():
+    # no improvement after the first reduction, so nothing but the cooldown's length decides
+    # when the second comes (above, an improvement right after the cooldown hid an off-by-one)
+    feed = _Feed([1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3])
+    plateau = bp.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2, min_lr=0.015,
+                                   cooldown=2)
+    model = classifier(trained=False)
+    _fit(model, [feed, plateau], epochs=10, optimizer=bp.SGD(0.1))
+    # epochs 2, 3 do not improve on 0.5 -> 0.05 from epoch 4; the cooldown counts down at epochs
+    # 4 and 5, so epoch 5 already counts (wait 1) and epoch 6 makes 2 -> 0.025 from epoch 7;
+    # again epochs 7, 8 cool down, 8 and 9 count -> max(0.0125, min_lr) for the next epoch
+    assert feed.rates == [0.1] * 4 + [0.05] * 3 + [0.025] * 3
+    assert model.optimizer.learning_rate == 0.015
+
+
 def test_plateau_stops_at_min_lr_and_the_rate_is_saved(tmp_path):
     feed = _Feed([1.0] * 6)
     model = classifier(trained=False)

@@ -15,24 +15,15 @@ def _trained(seed=0, **kw):
     return model, h
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_class_weight_equals_the_matching_sample_weight(compiled, monkeypatch):
+def test_class_weight_equals_the_matching_sample_weight(compiled):
     X, y = data(60)
     cw = {0: 0.5, 1: 2.0, 2: 1.25}
-    if not compiled:
-        monkeypatch.setattr(bp.sequential.Sequential, "fit", _python_fit)
     a, ha = _trained(class_weight=cw)
     b, hb = _trained(sample_weight=np.array([cw[k] for k in y]))
     np.testing.assert_array_equal(a.get_flat_params(), b.get_flat_params())
     assert ha.history == hb.history
     c, _ = _trained()
     assert not np.array_equal(a.get_flat_params(), c.get_flat_params())
-
-
-def _python_fit(self, X, y, **kw):  # the Python twin of the step (PythonSteps)
-    self.build(X.shape[1])
-    self._passes.compiled = False
-    return bp._training.fit(self, X, y, **kw)
 
 
 def test_balanced_is_n_over_k_n_c_and_multiplies_sample_weight():

@@ -26,6 +26,7 @@ def run(*args):
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
+@pytest.mark.slow
 def test_digits_job(tmp_path):
     out = tmp_path / "digits.npz"
     result = run("--epochs", "2", "--layers", "16", "--verbose", "0", "--seed", "1",
@@ -47,6 +48,7 @@ def test_digits_job(tmp_path):
     assert model.evaluate(X_test, y_test)["accuracy"] == pytest.approx(acc, abs=5e-5)
 
 
+@pytest.mark.slow
 def test_digits_subcommand_with_options_before_and_after_it(tmp_path):
     out = tmp_path / "m64.npz"
     # options before the command count for it, as do those after it
@@ -60,9 +62,8 @@ def test_digits_subcommand_with_options_before_and_after_it(tmp_path):
     assert bp.load(out).dtype == np.float64
 
 
+@pytest.mark.slow
 def test_digits_job_draws_its_curves(tmp_path):
-    pytest.importorskip("sklearn")
-    pytest.importorskip("matplotlib")
     png = tmp_path / "curves.png"
     result = run("--epochs", "2", "--layers", "8", "--verbose", "0", "--output",
                  str(tmp_path / "m.npz"), "--plot", str(png))
@@ -71,6 +72,7 @@ def test_digits_job_draws_its_curves(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_xor_job_prints_predictions_and_error_signals():
     # its options (which options reach which command is checked in-process below)
     result = run("--threads", "1", "xor", "--epochs", "300", "--seed", "0")
@@ -92,6 +94,7 @@ def test_xor_job_prints_predictions_and_error_signals():
     assert text.rstrip().endswith("accuracy 100%")
 
 
+@pytest.mark.slow
 def test_config_job():
     result = run("config")
     assert result.returncode == 0, result.stderr
@@ -140,6 +143,7 @@ def _usage_error(stderr, message):
     assert re.search(r"python -m bp( \w+)?: error: " + message, stderr), stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["epochs 0", "digits option to xor"])
 def test_bad_options_exit_with_a_usage_error(name):
     args, message = BAD_OPTIONS[name]

@@ -70,6 +70,7 @@ print(hashlib.sha256(m.get_flat_params().tobytes()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_in_a_fresh_interpreter():
     here = hashlib.sha256(_train(7, "float64", "adam").get_flat_params().tobytes()).hexdigest()
     env = dict(os.environ, PYTHONHASHSEED="12345",

@@ -49,7 +49,10 @@ def _env(**extra):
 
 
 def run_ranks(n_ranks, script, *args, timeout=120):
-    cmd = [_mpiexec(), "-n", str(n_ranks), sys.executable, "-m", "mpi4py", str(script), *args]
+    """Launch `script` on n_ranks; on failure the assertion shows the command and the ranks'
+    output (args may be paths: the message joins their str)."""
+    cmd = [_mpiexec(), "-n", str(n_ranks), sys.executable, "-m", "mpi4py", script, *args]
+    cmd = [str(part) for part in cmd]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -62,7 +65,21 @@ def test_ci_runs_the_mpi_tests():
     assert _have_mpi(), "CI must install mpi4py and mpich (.ci/run) so the MPI tests run"
 
 
+@pytest.mark.slow
+@needs_mpi
+def test_a_failing_launch_reports_the_ranks_output(tmp_path):
+    # a path among the arguments, as the fit contract passes tmp_path: the failure message must
+    # still be the ranks' output, not a TypeError from joining it
+    script = tmp_path / "fails.py"
+    script.write_text("import sys\nprint('rank output before the failure', sys.argv[1])\n"
+                      "raise SystemExit(3)\n")
+    with pytest.raises(AssertionError, match="rank output before the failure") as info:
+        run_ranks(2, script, tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
 # ---- the explicit loop: zero_grad / backward / allreduce_gradients / step -----------------------
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks", [2, 3, 4])
 def test_explicit_loop_equals_one_process_on_the_union_batch(n_ranks):
@@ -72,6 +89,7 @@ def test_explicit_loop_equals_one_process_on_the_union_batch(n_ranks):
 
 
 # ---- fit(..., comm=comm) ------------------------------------------------------------------------
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks", [2, 3, 4])
 def test_fit_over_ranks_equals_one_process_on_the_union_batches(n_ranks, tmp_path):
@@ -82,9 +100,9 @@ def test_fit_over_ranks_equals_one_process_on_the_union_batches(n_ranks, tmp_pat
     assert f"ok p={n_ranks}" in run_ranks(n_ranks, HERE / "mpi" / "fit_contract.py", tmp_path)
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_cli_trains_digits_data_parallel_prints_and_saves_once(tmp_path):
-    pytest.importorskip("sklearn")
     cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "bp", "--distributed",
            "--epochs", "2", "--verbose", "2", "--output", str(tmp_path / "model.npz")]
     done = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True,
@@ -162,6 +180,7 @@ def test_mpi4py_without_an_mpi_library_is_an_import_error(monkeypatch, tmp_path)
         distributed.check_world()
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("var", LAUNCHER_VARS[1:])
 def test_a_foreign_launcher_is_detected(var):

@@ -13,13 +13,13 @@ import inspect
 from pathlib import Path
 
 import pytest
+import sklearn  # noqa: F401  (bp.sklearn is part of the public API; a declared test dependency)
 
 try:  # the docs extra; without it the numpydoc tests skip and the others still run
     import numpydoc.validate as numpydoc_validate
 except ImportError:
     numpydoc_validate = None
 needs_numpydoc = pytest.mark.skipif(numpydoc_validate is None, reason="needs numpydoc (docs extra)")
-pytest.importorskip("sklearn")  # bp.sklearn is part of the public API
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ("bp", "bp.sklearn", "bp.distributed", "bp.kernels")

@@ -11,6 +11,7 @@ from bp import _reference as ref
 from bpcore import _dropout
 
 from ._reliability import data
+from .conftest import python_twin
 
 
 def _forward(z, seed, draw, rate, n_threads=1):
@@ -32,6 +33,32 @@ def test_mask_kernel_matches_the_numpy_twin(dtype, shape):
     expected = np.where(mask == 1, delta * dtype(1 / 0.7), 0)
     _dropout.dropout_backward(mask, 0.3, delta, 1)
     np.testing.assert_array_equal(delta, expected)
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.6])
+def test_backward_is_the_derivative_of_the_forward_with_the_mask_fixed(rate):
+    """dL/dz of L = sum(c * z_drop) by central differences (float64), with (seed, draw) fixing the
+    mask: the kernel's backward against its own forward, no NumPy twin in the loop."""
+    rng = np.random.default_rng(4)
+    z, c = rng.standard_normal((9, 13)), rng.standard_normal((9, 13))
+    mask, _ = _forward(z, 77, 3, rate)
+    assert 0 < mask.mean() < 1  # units both kept and dropped
+
+    def loss(z_at):
+        return float(np.sum(c * _forward(z_at, 77, 3, rate)[1]))
+
+    h = 1e-6
+    numeric = np.empty_like(z)
+    for idx in np.ndindex(z.shape):
+        plus, minus = z.copy(), z.copy()
+        plus[idx] += h
+        minus[idx] -= h
+        numeric[idx] = (loss(plus) - loss(minus)) / (2 * h)
+    delta = c.copy()
+    _dropout.dropout_backward(mask, rate, delta, 1)
+    # the loss is linear in z: the difference quotient is exact but for the rounding of a sum of
+    # ~100 terms of size ~1 (1e-15), divided by 2h
+    np.testing.assert_allclose(delta, numeric, rtol=1e-7, atol=1e-8)
 
 
 def test_masks_are_the_same_bits_for_one_and_two_threads():
@@ -159,9 +186,8 @@ def test_compiled_and_python_twin_train_alike(dtype):
     X, y = data(50)
     runs = []
     for compiled in (True, False):
-        model = _net(dtype=dtype)
-        model.build(4)
-        model._passes.compiled = compiled
+        with python_twin(on=not compiled):
+            model = _net(dtype=dtype).build(4)
         h = model.fit(X, y, optimizer=bp.Adam(1e-2), epochs=3, batch_size=8, accumulate=2,
                       verbose=0)
         runs.append((model.get_flat_params(), h.history["loss"]))
@@ -172,7 +198,7 @@ def test_compiled_and_python_twin_train_alike(dtype):
     assert not np.array_equal(plain.get_flat_params(), runs[0][0])
 
 
-def test_training_gradients_match_central_differences_with_the_mask_fixed():
+def test_training_gradients_match_central_differences_with_the_mask_fixed(compiled):
     X, y = data(12)
     model = _net()
     model.build(4)
@@ -194,7 +220,7 @@ def test_training_gradients_match_central_differences_with_the_mask_fixed():
 
     h = 1e-6
     params = model._params.copy()
-    for k in range(0, params.size, 7):
+    for k in range(params.size):  # every weight and bias, through both Dropouts
         plus, minus = params.copy(), params.copy()
         plus[k] += h
         minus[k] -= h
@@ -254,3 +280,13 @@ def test_a_given_seed_fixes_the_masks_whatever_the_model_seed():
     np.testing.assert_array_equal(trained(0, 42), trained(1, 42))
     assert not np.array_equal(trained(0, None), trained(1, None))  # drawn from the model's seed
     np.testing.assert_array_equal(trained(3, None), trained(3, None))
+
+
+def test_each_dropout_draws_its_own_masks():
+    # two Dropouts of one width and rate: one key for both would drop the same units in each
+    model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dropout(0.5),
+                           bp.Dense(8, activation="tanh"), bp.Dropout(0.5),
+                           bp.Dense(3, activation="softmax")], seed=0).build(4)
+    first, second = (L.dropout._key for L in model.layers[:2])
+    masks = [ref.dropout_mask(key, 0, 16, 8, 0.5) for key in (first, second)]
+    assert first != second and not np.array_equal(*masks)

@@ -9,14 +9,13 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 import bp
 from bp import _reference
 from tests.conftest import assert_close, tol
-
-onnx = pytest.importorskip("onnx", reason='bp.to_onnx needs onnx: pip install "bp[onnx]"')
-ort = pytest.importorskip("onnxruntime", reason="the exported graphs run in onnxruntime")
 
 ACTIVATIONS = list(bp.layers.ACTIVATIONS)
 # exponential in both hidden layers overflows to inf on these weights (and then inf * 0 = NaN
@@ -141,6 +140,7 @@ def test_onnx_bad_input(tmp_path):
             bp.to_onnx(model, opset=opset)
 
 
+@pytest.mark.slow
 def test_optional_packages_are_not_imported_by_bp():
     code = "import sys, bp; print(sorted({'onnx', 'torch', 'onnxruntime'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -190,7 +190,7 @@ def test_onnx_sklearn_classifier(target, activation, dtype, rng):
 
 
 def test_onnx_sklearn_outputs_as_skl2onnx_names_them(rng):
-    skl2onnx = pytest.importorskip("skl2onnx")
+    import skl2onnx
     from sklearn.neural_network import MLPClassifier, MLPRegressor
     X = rng.normal(size=(60, 4)).astype(np.float32)
     y = np.arange(60) % 3

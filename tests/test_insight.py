@@ -336,6 +336,7 @@ def test_explain_xor_numbers_are_the_kernels():
         I.explain_xor(_model([2, 3, 2], ["tanh", "softmax"], [True, True]), X, y)
 
 
+@pytest.mark.slow
 def test_bench_caching_quick_runs(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "caching.py"), "--quick",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 import bp
 
+from .conftest import python_twin
+
 torch = pytest.importorskip("torch")
 
 REL = 1e-10  # float64 against autograd: the same formulas, summed in another order
@@ -218,8 +220,8 @@ def test_fit_engine_equals_python_steps_for_every_layer(dtype):
                                             bp.Dropout(0.3), bp.Dense(6)]),
                                bp.LayerNormalization(), bp.Activation("relu"), bp.Dense(3),
                                bp.Activation("softmax")], dtype=dtype, seed=3)
-        model.build(5)
-        model._passes.compiled = compiled
+        with python_twin(on=not compiled):
+            model.build(5)
         h = model.fit(X, y, optimizer=bp.Adam(1e-2), epochs=3, batch_size=8, accumulate=2,
                       verbose=0)
         results.append((model.get_flat_params(), model.layers[2].layers[0].running.copy(),

@@ -11,6 +11,8 @@ import bpcore
 from bp import _reference as R
 from bp.sequential import TrainingDivergedError
 
+from .conftest import python_twin
+
 TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
 
 OPTIMIZERS = {
@@ -28,10 +30,9 @@ def _model(dtype, acts=("tanh", "relu"), out="softmax", widths=(7, 5), n_out=3, 
 
 
 def _passes_by(model, use_engine, X):
-    """Build the model and choose its backward pass: the compiled engine or the Python twin."""
-    model.build(X.shape[1])
-    model._passes.compiled = use_engine
-    return model
+    """Build the model on a backward pass it keeps: the compiled engine or the Python twin."""
+    with python_twin(on=not use_engine):
+        return model.build(X.shape[1])
 
 
 def _data(n=37, d=4, n_out=3, seed=1):
@@ -105,8 +106,9 @@ def test_engine_backward_equals_layer_loop(dtype):
     X, y, w = _data(n=11)
     model = _model(dtype, acts=("gelu", "leaky_relu"))
     g_engine = model.gradients(X, y, loss="cross_entropy", sample_weight=w)
-    model._passes.compiled = False
-    g_layers = model.gradients(X, y, loss="cross_entropy", sample_weight=w)
+    with python_twin():
+        twin = _model(dtype, acts=("gelu", "leaky_relu"))  # the same seed: the same weights
+        g_layers = twin.gradients(X, y, loss="cross_entropy", sample_weight=w)
     for (a, b), (c, d) in zip(g_engine, g_layers):
         np.testing.assert_array_equal(a, c)
         np.testing.assert_array_equal(b, d)

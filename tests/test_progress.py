@@ -138,6 +138,7 @@ with open({result!r}, "w") as f:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)  # the child runs four short fits (~2 s idle)
 def test_under_a_real_terminal(tmp_path):
     result = tmp_path / "result.json"

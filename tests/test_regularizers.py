@@ -9,6 +9,7 @@ from bp import _reference as ref
 from bpcore import _regularize
 
 from ._reliability import data
+from .conftest import python_twin
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
@@ -97,9 +98,8 @@ def test_compiled_and_python_twin_train_alike(dtype):
     X, y = data(40)
     runs = []
     for compiled in (True, False):
-        model = _model(bp.l1_l2(0.01, 0.05), bp.l2(0.1), dtype=dtype)
-        model.build(4)
-        model._passes.compiled = compiled
+        with python_twin(on=not compiled):
+            model = _model(bp.l1_l2(0.01, 0.05), bp.l2(0.1), dtype=dtype).build(4)
         h = model.fit(X, y, optimizer=bp.Adam(1e-2), epochs=3, batch_size=8, accumulate=2,
                       verbose=0)
         runs.append((model.get_flat_params(), h.history["loss"]))

@@ -7,11 +7,9 @@ import pickle
 import re
 import warnings
 
+import joblib
 import numpy as np
 import pytest
-
-pytest.importorskip("sklearn")
-import joblib
 import scipy.sparse as sp
 from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import NotFittedError
@@ -214,6 +212,7 @@ def _worker_threads():
     return _threads.effective_n_threads(None)
 
 
+@pytest.mark.slow
 def test_joblib_workers_hold_bp_to_their_share_of_the_cores():
     # loky sets OMP_NUM_THREADS to cpu_count // n_jobs in its workers, and bp's thread count
     # (which n_threads=None uses for its kernels and BLAS) honours it: no oversubscription
@@ -222,6 +221,7 @@ def test_joblib_workers_hold_bp_to_their_share_of_the_cores():
     assert all(c <= max(1, cpu_count() // 2) for c in counts)
 
 
+@pytest.mark.slow
 def test_without_scikit_learn_bp_imports_and_bp_sklearn_names_the_extra():
     import subprocess
     import sys

@@ -14,8 +14,6 @@ import warnings
 
 import numpy as np
 import pytest
-
-pytest.importorskip("sklearn")
 import scipy.sparse as sp
 from sklearn import neural_network as skn
 from sklearn.datasets import make_classification, make_regression

@@ -4,8 +4,6 @@ and the sum of squares of the weights it returns."""
 
 import numpy as np
 import pytest
-
-pytest.importorskip("sklearn")
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
 import bpcore

@@ -29,7 +29,6 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(_streaming, "BLOCK_BYTES", 96 * 8 * 4)  # 96 rows of 8 float32
 
 
-@pytest.mark.parametrize("compiled", [True, False])
 def test_unshuffled_stream_is_the_in_memory_fit_bit_for_bit(tmp_path, small_blocks, compiled):
     Xm, X, y = _file(tmp_path)
     assert _streaming.streamable(Xm) and not _streaming.streamable(X)
@@ -37,7 +36,6 @@ def test_unshuffled_stream_is_the_in_memory_fit_bit_for_bit(tmp_path, small_bloc
     for data in (Xm, X):
         m = _model()
         m.build(8)
-        m._passes.compiled = compiled
         h = m.fit(data, y, epochs=2, batch_size=8, accumulate=2, shuffle=False, verbose=0,
                   optimizer=bp.Adam(1e-2))
         runs.append((m.get_flat_params(), h.history))
@@ -95,6 +93,7 @@ def test_float64_file_into_a_float32_model(tmp_path, small_blocks):
     np.testing.assert_array_equal(a.get_flat_params(), b.get_flat_params())
 
 
+@pytest.mark.slow
 def test_resident_memory_does_not_grow_with_the_file(tmp_path):
     n, d = 240_000, 128  # 123 MB of float32, 30 blocks of 4 MB
     before, after = peak_growth_mb(tmp_path / "big.npy", n, d, """

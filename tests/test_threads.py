@@ -35,12 +35,14 @@ PROBE = ("print(json.dumps([bp.effective_n_threads(None), bp.effective_n_threads
          "bp.effective_n_threads(3), bp.get_num_threads()]))")
 
 
+@pytest.mark.slow
 @needs_openmp
 def test_omp_num_threads_is_respected():
     none, all_, three, current = run_with_env(PROBE, OMP_NUM_THREADS="1")
     assert (none, all_, three, current) == (1, 1, 3, 1)
 
 
+@pytest.mark.slow
 @needs_openmp
 def test_omp_num_threads_may_exceed_the_cores():
     # as in scikit-learn: an explicit OMP_NUM_THREADS is the user's decision, even above the cores
@@ -48,6 +50,7 @@ def test_omp_num_threads_may_exceed_the_cores():
     assert (none, all_, current) == (5, 5, 5)
 
 
+@pytest.mark.slow
 @needs_openmp
 def test_logical_cpus_when_not_only_physical_cores():
     # only_physical_cores=False counts what OpenMP would use: every CPU this process may run on
@@ -63,6 +66,7 @@ def test_logical_cpus_when_not_only_physical_cores():
     assert run_with_env(code, OMP_NUM_THREADS="3")[:4] == [3, 3, 2, 3]
 
 
+@pytest.mark.slow
 @needs_openmp
 def test_default_is_the_physical_cores():
     none, all_, three, current = run_with_env(PROBE)
@@ -156,6 +160,7 @@ def test_topology_is_read_once_per_cpu_set(monkeypatch):
     assert len(reads) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
 def test_a_changed_cpu_set_is_seen():
     # run in a child: narrowing this process's affinity would slow every later test

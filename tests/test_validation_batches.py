@@ -20,11 +20,10 @@ WV = np.linspace(0.2, 3.0, 30)
 TOL = {"float32": 2e-6, "float64": 1e-13}
 
 
-def _model(dtype="float32", compiled=True, reg=None):
+def _model(dtype="float32", reg=None):
     m = bp.Sequential([bp.Dense(5, activation="tanh", kernel_regularizer=reg),
                        bp.Dense(3, activation="softmax")], seed=0, dtype=dtype)
     m.build(4)
-    m._passes.compiled = compiled
     return m
 
 
@@ -91,10 +90,9 @@ def test_a_loader_in_pieces_gives_the_history_of_the_arrays(dtype, weighted, tra
     assert set(h1) == {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
 
 
-@pytest.mark.parametrize("compiled", [True, False])
 def test_val_loss_is_evaluate_on_the_concatenated_rows(compiled):
     seen = []
-    m = _model("float64", compiled, reg=bp.l1_l2(0.01, 0.02))
+    m = _model("float64", reg=bp.l1_l2(0.01, 0.02))
     rec = bp.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
         (logs["val_loss"], logs["val_accuracy"], m.evaluate(XV, YV, sample_weight=WV))))
     m.fit(X, Y, epochs=3, batch_size=8, verbose=0, callbacks=[rec],
@@ -282,6 +280,7 @@ def test_a_memmap_validation_set_is_checked_before_training(tmp_path):
     assert not unbuilt.built
 
 
+@pytest.mark.slow
 def test_resident_memory_does_not_grow_with_the_validation_file(tmp_path):
     n, d = 160_000, 128  # 82 MB of float32, 20 blocks of 4 MB
     before, after = peak_growth_mb(tmp_path / "val.npy", n, d, """
