@@ -943,8 +943,7 @@ def serialize(optimizer):
 def deserialize(data, state, params):
     """The optimizer ``serialize`` described, with its state buffers taken from `state` (a dict
     name -> array, each checked against the flat parameters `params`)."""
-    classes = {cls.__name__: cls for cls in OPTIMIZERS.values()}
-    cls = classes[data["class"]]
+    cls = class_named(data["class"])
     # files written before the Keras spelling carry the old names: read them without a warning
     kwargs = {RENAMED.get(k, k): v for k, v in data["config"].items() if k != "schedule_dropped"}
     optimizer = cls(**kwargs)

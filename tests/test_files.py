@@ -304,7 +304,8 @@ CRAFTED = [
     ("dtype-float16", _config_edit(lambda c: {**c, "dtype": "float16"}),
      r"holds an invalid bp model: dtype must be float32 or float64\. Received: dtype='float16'"),
     ("optimizer-unknown", _config_edit(lambda c: {**c, "optimizer": {**c["optimizer"], "class": "LBFGS"}}),
-     r"holds an invalid bp model: unknown optimizer class 'LBFGS': bp's are SGD, Adam, AdamW; a "
+     r"holds an invalid bp model: unknown optimizer class 'LBFGS': bp's are SGD, Adam, AdamW, "
+     r"RMSprop, Adagrad, Nadam; a "
      r"subclass of your own must be registered"),
     ("optimizer-lr-negative", _config_edit(lambda c: {**c, "optimizer": {**c["optimizer"], "config": {**c["optimizer"]["config"], "learning_rate": -1}}}),
      r"holds an invalid bp model: learning_rate must be a finite number in \(0\.0, inf\)\. Received: learning_rate=-1"),
