@@ -1,4 +1,4 @@
-"""Clipping by the global norm (``clip_norm=``) inside fit, against PyTorch itself: the same
+"""Clipping by the global norm (``global_clipnorm=``, formerly ``clip_norm=``) inside fit, against PyTorch itself: the same
 network, weights and batches trained by torch with ``torch.nn.utils.clip_grad_norm_`` before each
 ``torch.optim`` step. On the compiled engine and on the Python twin, float64, with steps on both
 sides of the bound (tests/test_api_optimizers.py checks Optimizer.apply against a NumPy
@@ -14,10 +14,10 @@ from .conftest import assert_close
 
 CLIP = 1.0
 OPTIMIZERS = {  # (bp, torch.optim) with the same rule
-    "sgd": (lambda: bp.SGD(0.5, clip_norm=CLIP), lambda p, torch: torch.optim.SGD(p, lr=0.5)),
-    "sgd momentum": (lambda: bp.SGD(0.2, momentum=0.9, clip_norm=CLIP),
+    "sgd": (lambda: bp.SGD(0.5, global_clipnorm=CLIP), lambda p, torch: torch.optim.SGD(p, lr=0.5)),
+    "sgd momentum": (lambda: bp.SGD(0.2, momentum=0.9, global_clipnorm=CLIP),
                      lambda p, torch: torch.optim.SGD(p, lr=0.2, momentum=0.9)),
-    "adam": (lambda: bp.Adam(0.05, clip_norm=CLIP), lambda p, torch: torch.optim.Adam(p, lr=0.05)),
+    "adam": (lambda: bp.Adam(0.05, global_clipnorm=CLIP), lambda p, torch: torch.optim.Adam(p, lr=0.05)),
 }
 
 
@@ -57,7 +57,7 @@ def test_fit_clips_as_torch_clip_grad_norm(name, compiled):
     unclipped = bp.Sequential([bp.Dense(6, activation="tanh"), bp.Dense(3, activation="softmax")],
                               dtype="float64", seed=2).build(X.shape[1])
     opt = make_bp()
-    opt.clip_norm = None
+    opt.global_clipnorm = None
     unclipped.fit(X * 3, y, loss="cross_entropy", optimizer=opt, batch_size=8, epochs=3,
                   shuffle=False, verbose=0)
     assert not np.allclose(unclipped.get_flat_params(), model.get_flat_params())
