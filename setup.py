@@ -130,8 +130,9 @@ def extensions():
             extra_compile_args=list(compile_args),
             extra_link_args=[],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            # _network reads array pointers through NumPy's C API (a memoryview costs ~0.3 us)
-            include_dirs=[numpy.get_include()],
+            # _network reads array pointers through NumPy's C API (a memoryview costs ~0.3 us);
+            # bpcore/ for the C headers beside the .pyx (_bf16_gemm.h)
+            include_dirs=[numpy.get_include(), "bpcore"],
         )
         for path in sorted(glob.glob(os.path.join("bpcore", "*.pyx")))
     ]
