@@ -6,7 +6,7 @@ import numpy as np
 import scipy
 
 import bpcore
-from bpcore import _blas
+from bpcore import _bf16, _blas
 from bpcore._openmp import omp_max_threads, openmp_enabled
 
 from . import _threads
@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 
 
 def build_info():
-    """A dict: versions, OpenMP on or off, the BLAS that gemm calls and its threads, thread count."""
+    """A dict: versions, OpenMP on or off, the BLAS that gemm calls and its threads, thread count,
+    the bfloat16 GEMM's path (bpcore._bf16.kernel_path: its AVX512-BF16 kernel or the fallback)."""
     blas = []
     for lib in _threads.blas_info():
         blas.append({
@@ -36,6 +37,7 @@ def build_info():
         "bp_num_threads": _threads.get_num_threads(),
         "small_gemm_threshold": _blas.SMALL_GEMM_THRESHOLD,
         "gemm": "scipy.linalg.cython_blas (sgemm/dgemm), own loops below the threshold",
+        "bf16_gemm": _bf16.kernel_path(),
         "blas": blas,
         "bpcore": bpcore.__file__,
     }
@@ -50,6 +52,7 @@ def show_config(file=None):
     print(f"  threads (bp)        : {info['bp_num_threads']}  (omp_get_max_threads: {info['omp_max_threads']})", file=out)
     print(f"  gemm                : {info['gemm']}", file=out)
     print(f"  own-loop threshold  : m*n*k <= {info['small_gemm_threshold']}", file=out)
+    print(f"  bf16 gemm           : {info['bf16_gemm']}", file=out)
     for lib in info["blas"]:
         print(f"  BLAS                : {lib['library']} {lib['version']} ({lib['architecture']}, "
               f"{lib['threading_layer']}, {lib['num_threads']} threads) {lib['filepath']}", file=out)
