@@ -166,6 +166,35 @@ BP_BF16_TARGET static inline __m512i bp_bf16_cvt32(__m512 lo, __m512 hi) {
     return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
+/* 16 x 16 transpose of 32-bit words: o[q] word j = r[j] word q. In-lane 4 x 4 transposes by
+ * unpacks, then a 4 x 4 transpose of the 128-bit lanes by two rounds of shuffle_i32x4. */
+BP_BF16_TARGET static inline void bp_bf16_transpose16(const __m512i* r, __m512i* o) {
+    __m512i b[16], c[4];
+    int g, w, L;
+    for (g = 0; g < 4; g++) {
+        __m512i a0 = _mm512_unpacklo_epi32(r[4 * g], r[4 * g + 1]);
+        __m512i a1 = _mm512_unpackhi_epi32(r[4 * g], r[4 * g + 1]);
+        __m512i a2 = _mm512_unpacklo_epi32(r[4 * g + 2], r[4 * g + 3]);
+        __m512i a3 = _mm512_unpackhi_epi32(r[4 * g + 2], r[4 * g + 3]);
+        b[4 * 0 + g] = _mm512_unpacklo_epi64(a0, a2);  /* b[4w + g]: word w of each lane */
+        b[4 * 1 + g] = _mm512_unpackhi_epi64(a0, a2);
+        b[4 * 2 + g] = _mm512_unpacklo_epi64(a1, a3);
+        b[4 * 3 + g] = _mm512_unpackhi_epi64(a1, a3);
+    }
+    for (w = 0; w < 4; w++) {
+        const __m512i* X = b + 4 * w;
+        c[0] = _mm512_shuffle_i32x4(X[0], X[1], 0x44);
+        c[1] = _mm512_shuffle_i32x4(X[0], X[1], 0xEE);
+        c[2] = _mm512_shuffle_i32x4(X[2], X[3], 0x44);
+        c[3] = _mm512_shuffle_i32x4(X[2], X[3], 0xEE);
+        o[4 * 0 + w] = _mm512_shuffle_i32x4(c[0], c[2], 0x88);
+        o[4 * 1 + w] = _mm512_shuffle_i32x4(c[0], c[2], 0xDD);
+        o[4 * 2 + w] = _mm512_shuffle_i32x4(c[1], c[3], 0x88);
+        o[4 * 3 + w] = _mm512_shuffle_i32x4(c[1], c[3], 0xDD);
+    }
+    (void)L;
+}
+
 /* Pack panel jp of op(B) (k x n): ceil(k/2) * 32 words at out. */
 BP_BF16_TARGET static void bp_bf16_pack_b_panel(int trans_b, ptrdiff_t k, ptrdiff_t n,
                                                 const float* B, ptrdiff_t ldb, ptrdiff_t jp,
@@ -191,20 +220,26 @@ BP_BF16_TARGET static void bp_bf16_pack_b_panel(int trans_b, ptrdiff_t k, ptrdif
                                _mm512_permutexvar_epi16(inter, bp_bf16_cvt32(a1, b1)));
         }
     } else {
-        /* op(B)[p, j] = B[j, p]: row j of B already holds the pairs; write them 32 words apart */
-        uint32_t w[16];
-        for (j = 0; j < BP_BF16_NR; j++) {
-            if (j >= nr) {
-                for (q = 0; q < kp; q++) out[q * 32 + j] = 0;
-                continue;
-            }
-            const float* row = B + (j0 + j) * ldb;
+        /* op(B)[p, j] = B[j, p]: row j of B already holds the pairs (one conversion gives 16);
+         * 16 rows x 16 pairs are transposed in registers into 16 k pairs x 16 columns */
+        ptrdiff_t h, t;
+        __m512i r[16], o[16];
+        for (h = 0; h < 2; h++) {
             for (q = 0; q < kp; q += 16) {
-                ptrdiff_t left = k - 2 * q, t, nq = kp - q < 16 ? kp - q : 16;
-                __m512 lo = _mm512_maskz_loadu_ps(bp_bf16_mask16(left), row + 2 * q);
-                __m512 hi = _mm512_maskz_loadu_ps(bp_bf16_mask16(left - 16), row + 2 * q + 16);
-                _mm512_storeu_si512((void*)w, bp_bf16_cvt32(lo, hi));
-                for (t = 0; t < nq; t++) out[(q + t) * 32 + j] = w[t];
+                ptrdiff_t left = k - 2 * q, nq = kp - q < 16 ? kp - q : 16;
+                for (t = 0; t < 16; t++) {
+                    j = h * 16 + t;
+                    if (j < nr) {
+                        const float* row = B + (j0 + j) * ldb + 2 * q;
+                        r[t] = bp_bf16_cvt32(_mm512_maskz_loadu_ps(bp_bf16_mask16(left), row),
+                                             _mm512_maskz_loadu_ps(bp_bf16_mask16(left - 16), row + 16));
+                    } else {
+                        r[t] = _mm512_setzero_si512();
+                    }
+                }
+                bp_bf16_transpose16(r, o);
+                for (t = 0; t < nq; t++)
+                    _mm512_storeu_si512((void*)(out + (q + t) * 32 + h * 16), o[t]);
             }
         }
     }
@@ -220,21 +255,25 @@ BP_BF16_TARGET static void bp_bf16_pack_a(int trans_a, ptrdiff_t m, const float*
         ptrdiff_t mr = m - (i0 + ir) < BP_BF16_MR ? m - (i0 + ir) : BP_BF16_MR;
         uint32_t* panel = out + (ir / BP_BF16_MR) * kcp * BP_BF16_MR;
         if (!trans_a) {
-            /* op(A)[i, p] = A[i, p]: a row converts to its pair words; write them 8 words apart */
-            uint32_t w[16];
-            for (i = 0; i < BP_BF16_MR; i++) {
-                if (i >= mr) {
-                    for (q = 0; q < kcp; q++) panel[q * 8 + i] = 0;
-                    continue;
+            /* op(A)[i, p] = A[i, p]: a row converts to its pair words; 8 rows (and 8 zero
+             * ones) x 16 pairs are transposed in registers; the low half of each is a k pair */
+            ptrdiff_t t;
+            __m512i r[16], o[16];
+            for (t = 8; t < 16; t++) r[t] = _mm512_setzero_si512();
+            for (q = 0; q < kcp; q += 16) {
+                ptrdiff_t left = kc - 2 * q, nq = kcp - q < 16 ? kcp - q : 16;
+                for (i = 0; i < BP_BF16_MR; i++) {
+                    if (i < mr) {
+                        const float* row = A + (i0 + ir + i) * lda + p0 + 2 * q;
+                        r[i] = bp_bf16_cvt32(_mm512_maskz_loadu_ps(bp_bf16_mask16(left), row),
+                                             _mm512_maskz_loadu_ps(bp_bf16_mask16(left - 16), row + 16));
+                    } else {
+                        r[i] = _mm512_setzero_si512();
+                    }
                 }
-                const float* row = A + (i0 + ir + i) * lda + p0;
-                for (q = 0; q < kcp; q += 16) {
-                    ptrdiff_t left = kc - 2 * q, t, nq = kcp - q < 16 ? kcp - q : 16;
-                    __m512 lo = _mm512_maskz_loadu_ps(bp_bf16_mask16(left), row + 2 * q);
-                    __m512 hi = _mm512_maskz_loadu_ps(bp_bf16_mask16(left - 16), row + 2 * q + 16);
-                    _mm512_storeu_si512((void*)w, bp_bf16_cvt32(lo, hi));
-                    for (t = 0; t < nq; t++) panel[(q + t) * 8 + i] = w[t];
-                }
+                bp_bf16_transpose16(r, o);
+                for (t = 0; t < nq; t++)
+                    _mm256_storeu_si256((__m256i*)(panel + (q + t) * 8), _mm512_castsi512_si256(o[t]));
             }
         } else {
             /* op(A)[i, p] = A[p, i]: rows p .. p+3 of A give 8 entries each; one conversion
