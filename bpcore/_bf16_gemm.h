@@ -77,16 +77,24 @@ static inline uint32_t bp_bf16_round_bits(uint32_t u) {
 static void bp_bf16_round_f32(ptrdiff_t rows, ptrdiff_t cols, const float* x, ptrdiff_t ldx,
                               float* out, ptrdiff_t ldo, int n_threads) {
     ptrdiff_t i;
+    if (n_threads > 1 && rows > 1 && rows * cols > 65536) {
 #ifdef _OPENMP
-    #pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && rows * cols > 65536)
+        #pragma omp parallel for num_threads(n_threads) schedule(static)
 #endif
+        for (i = 0; i < rows; i++) {
+            const uint32_t* src = (const uint32_t*)(x + i * ldx);
+            uint32_t* dst = (uint32_t*)(out + i * ldo);
+            ptrdiff_t j;
+            for (j = 0; j < cols; j++) dst[j] = bp_bf16_round_bits(src[j]);
+        }
+        return;
+    }
     for (i = 0; i < rows; i++) {
         const uint32_t* src = (const uint32_t*)(x + i * ldx);
         uint32_t* dst = (uint32_t*)(out + i * ldo);
         ptrdiff_t j;
         for (j = 0; j < cols; j++) dst[j] = bp_bf16_round_bits(src[j]);
     }
-    (void)n_threads;
 }
 
 /* ---- aligned scratch -------------------------------------------------------------------------- */
@@ -439,12 +447,18 @@ BP_BF16_TARGET static void bp_bf16_thread(bp_bf16_job* job, int tid) {
 static void bp_bf16_pack_b_avx512(int trans_b, ptrdiff_t k, ptrdiff_t n, const float* B,
                                   ptrdiff_t ldb, void* out, int n_threads) {
     ptrdiff_t npanels = (n + BP_BF16_NR - 1) / BP_BF16_NR, kpairs = (k + 1) / 2, jp;
+    /* (a branch, not an if clause: libgomp starts a team of one for a false if, ~3 us) */
+    if (n_threads > 1 && npanels > 1 && k * n > 65536) {
 #ifdef _OPENMP
-    #pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && k * n > 65536)
+        #pragma omp parallel for num_threads(n_threads) schedule(static)
 #endif
+        for (jp = 0; jp < npanels; jp++)
+            bp_bf16_pack_b_panel(trans_b, k, n, B, ldb, jp,
+                                 (uint32_t*)out + jp * kpairs * BP_BF16_NR);
+        return;
+    }
     for (jp = 0; jp < npanels; jp++)
         bp_bf16_pack_b_panel(trans_b, k, n, B, ldb, jp, (uint32_t*)out + jp * kpairs * BP_BF16_NR);
-    (void)n_threads;
 }
 
 /* C = alpha * op(A) @ op(B) + beta * C, then + bias and the activation, with op(B) pre-packed.
