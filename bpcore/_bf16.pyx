@@ -33,6 +33,7 @@ from bpcore._blas cimport gemm as blas_gemm
 
 cdef extern from "_bf16_gemm.h" nogil:
     int BP_BF16_HAVE_AVX512
+    int BP_BF16_FALLBACK_HEADER
     int bp_bf16_cpu_path()
     size_t bp_bf16_packed_b_bytes(int path, Py_ssize_t k, Py_ssize_t n)
     void bp_bf16_round_f32(Py_ssize_t rows, Py_ssize_t cols, const float* x, Py_ssize_t ldx,
@@ -72,21 +73,21 @@ cdef int pack_b(int path, bint trans_b, Py_ssize_t k, Py_ssize_t n,
                 const float* B, Py_ssize_t ldb,
                 void* packed,
                 int n_threads) noexcept nogil:
-    cdef Py_ssize_t p, j
-    cdef const uint32_t* src
-    cdef uint32_t* dst = <uint32_t*>packed
     if k <= 0 or n <= 0:
         return 0
     if path == BF16_PATH_AVX512:
         bp_bf16_pack_b_avx512(trans_b, k, n, B, ldb, packed, n_threads)
-    elif not trans_b:  # the fallback's format: bf16(op(B)) as a row-major k x n float32 matrix
-        bp_bf16_round_f32(k, n, B, ldb, <float*>packed, n, n_threads)
-    else:
-        src = <const uint32_t*>B
-        for p in range(k):
-            for j in range(n):
-                dst[p * n + j] = bp_bf16_round_bits(src[j * ldb + p])
+    else:  # the fallback's format: trans_b in a header, then bf16(B) in B's own layout
+        (<int*>packed)[0] = trans_b
+        if trans_b:
+            bp_bf16_round_f32(n, k, B, ldb, _fallback_data(packed), k, n_threads)
+        else:
+            bp_bf16_round_f32(k, n, B, ldb, _fallback_data(packed), n, n_threads)
     return 0
+
+
+cdef inline float* _fallback_data(const void* packed) noexcept nogil:
+    return <float*>(<char*>packed + BP_BF16_FALLBACK_HEADER)
 
 
 cdef void _epilogue(Py_ssize_t m, Py_ssize_t n, float* C, Py_ssize_t ldc, const float* bias,
@@ -146,8 +147,9 @@ cdef int gemm_packed(int path, bint trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssiz
     if path == BF16_PATH_AVX512:
         return bp_bf16_gemm_packed_avx512(trans_a, m, n, k, alpha, A, lda, packed_B, beta, C, ldc,
                                           bias, act, n_threads)
-    return _gemm_fallback(trans_a, False, m, n, k, alpha, A, lda, <const float*>packed_B, n,
-                          beta, C, ldc, bias, act, n_threads)
+    cdef bint trans_b = (<const int*>packed_B)[0]
+    return _gemm_fallback(trans_a, trans_b, m, n, k, alpha, A, lda, _fallback_data(packed_B),
+                          k if trans_b else n, beta, C, ldc, bias, act, n_threads)
 
 
 cdef int gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,

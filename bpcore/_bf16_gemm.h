@@ -68,9 +68,10 @@
  * denormal inputs give a signed zero (vcvtne2ps2bf16 treats denormals as zero); NaN stays a
  * (quiet) NaN. Overflow rounds to infinity, as round-to-nearest must. */
 static inline uint32_t bp_bf16_round_bits(uint32_t u) {
-    if ((u & 0x7f800000u) == 0) return u & 0x80000000u;
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (u | 0x00400000u) & 0xffff0000u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    /* selects, not branches: the loops over arrays vectorise */
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    r = (u & 0x7f800000u) == 0 ? (u & 0x80000000u) : r;
+    return (u & 0x7fffffffu) > 0x7f800000u ? ((u | 0x00400000u) & 0xffff0000u) : r;
 }
 
 /* out[i, j] = bf16(x[i, j]) as float32, for a rows x cols block with row strides ldx and ldo. */
@@ -116,11 +117,13 @@ static void bp_bf16_free(void* p) {
 /* ---- the packed-B format, per path ------------------------------------------------------------- */
 
 /* Bytes of a packed op(B) (k x n) for `path`: AVX512: ceil(n/32) panels of ceil(k/2) * 32 words;
- * FALLBACK: op(B) rounded to bf16 and stored as a row-major k x n float32 matrix. */
+ * FALLBACK: a 64-byte header (int32 trans_b) then B rounded to bf16, as float32 in B's own
+ * layout (n x k if trans_b, else k x n, rows contiguous): sgemm transposes for free. */
+#define BP_BF16_FALLBACK_HEADER 64
 static inline size_t bp_bf16_packed_b_bytes(int path, ptrdiff_t k, ptrdiff_t n) {
     if (path == BP_BF16_PATH_AVX512)
         return (size_t)((n + BP_BF16_NR - 1) / BP_BF16_NR) * (size_t)((k + 1) / 2) * BP_BF16_NR * 4u;
-    return (size_t)k * (size_t)n * 4u;
+    return BP_BF16_FALLBACK_HEADER + (size_t)k * (size_t)n * 4u;
 }
 
 /* ---- the CPU probe ------------------------------------------------------------------------------ */
