@@ -27,7 +27,7 @@ from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
-from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
+from ._validation import as_float_array, as_policy, check_finite, check_positive_int
 from ._ops import layer_config, layers_from_config, refuse_beyond_dense
 
 _BUILD_LOCK = threading.Lock()
@@ -46,8 +46,11 @@ class Sequential:
         Dense, Activation, Dropout, LayerNormalization, BatchNormalization, Residual or Input, in
         order; a Dropout right after a Dense acts on its output. The last layer is a Dense or an
         Activation: its activation is the output activation tau.
-    dtype : {"float32", "float64"}, default="float32"
+    dtype : {"float32", "float64", "mixed_bfloat16"}, default="float32"
         The dtype of the weights and of every computation; inputs are cast to it.
+        ``"mixed_bfloat16"`` (Keras 3's policy name): float32 weights, gradients, optimizer
+        state and elementwise passes, and the Dense layers' matrix products in bfloat16 with
+        float32 sums (each operand rounded to bf16, to nearest even); inputs are float32.
     seed : int or None, default=None
         Seeds weight initialisation, shuffling, dropout masks and the validation split: the same
         seed gives bit-identical training.
@@ -67,6 +70,8 @@ class Sequential:
         The optimizer of the last ``fit``, ``step`` or ``compile``, with its state.
     history : History
         The record of the last ``fit``.
+    dtype_policy : str
+        ``"float32"``, ``"float64"`` or ``"mixed_bfloat16"`` (then ``dtype`` is float32).
 
     See Also
     --------
@@ -92,7 +97,7 @@ class Sequential:
     def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None,
                  input_shape=None):
         input_dim = _ops.input_dim_of(input_shape, input_dim)
-        self.dtype = as_dtype(dtype)
+        self.dtype, self.dtype_policy = as_policy(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -234,7 +239,8 @@ class Sequential:
 
     def _rebind(self, params, grads=None):
         """Adopt a flat parameter vector (and gradient buffer) and point the layers into it."""
-        self._passes = _passes.Passes(self.layers, params, grads)
+        self._passes = _passes.Passes(self.layers, params, grads,
+                                      mixed=self.dtype_policy == "mixed_bfloat16")
         self._params, self._grads = params, self._passes.grads
         for layer, (W, b) in zip(_ops.parametric(self.layers), self._passes.param_views):
             layer._bind(W, b)
@@ -857,7 +863,7 @@ class Sequential:
         >>> config["seed"], config["layers"][0]["units"]
         (1, 4)
         """
-        return {"dtype": self.dtype.name, "seed": self.seed, "input_dim": self.input_dim,
+        return {"dtype": self.dtype_policy, "seed": self.seed, "input_dim": self.input_dim,
                 "layers": [layer_config(layer) for layer in self.layers], "loss": self.loss}
 
     @classmethod
@@ -948,7 +954,7 @@ class Sequential:
         return _torch.from_torch(cls, module, dtype)
 
     def __repr__(self):
-        lines = [f"Sequential(dtype={self.dtype.name!r}" + (
+        lines = [f"Sequential(dtype={self.dtype_policy!r}" + (
             f", input_dim={self.input_dim}" if self.input_dim else "") + ") ["]
         for i, layer in enumerate(self.layers):
             lines.append(f"  ({i}) {layer!r}")

@@ -16,6 +16,10 @@ cdef enum:
 # The path this process runs (the CPU's best unless forced to the fallback).
 cdef int active_path() noexcept nogil
 
+# 64-byte aligned memory for packed operands (free_packed releases it; NULL if out of memory).
+cdef void* alloc_packed(size_t nbytes) noexcept nogil
+cdef void free_packed(void* p) noexcept nogil
+
 # A weight kept packed between updates: `packed` holds packed_b_bytes(path, k, n) bytes (64-byte
 # alignment is best, any works) and is only valid for the `path` it was packed for.
 # op(B) is k x n: B itself (W, for z_out_prev @ W) or, with trans_b, B.T (W.T, for delta @ W.T).

@@ -41,6 +41,7 @@ cdef extern from "_bf16_gemm.h" nogil:
     uint32_t bp_bf16_round_bits(uint32_t u)
     void* bp_bf16_alloc(size_t nbytes)
     void bp_bf16_free(void* p)
+    void* bp_bf16_scratch(size_t nbytes)
     void bp_bf16_pack_b_avx512(int trans_b, Py_ssize_t k, Py_ssize_t n, const float* B,
                                Py_ssize_t ldb, void* out, int n_threads)
     int bp_bf16_gemm_packed_avx512(int trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -63,6 +64,14 @@ cdef int _path = _cpu_path
 
 cdef int active_path() noexcept nogil:
     return _path
+
+
+cdef void* alloc_packed(size_t nbytes) noexcept nogil:
+    return bp_bf16_alloc(nbytes)
+
+
+cdef void free_packed(void* p) noexcept nogil:
+    bp_bf16_free(p)
 
 
 cdef size_t packed_b_bytes(int path, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
@@ -114,12 +123,11 @@ cdef int _gemm_fallback(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, 
                         const float* bias, int act, int n_threads) noexcept nogil:
     # A is rounded into a contiguous copy of its stored layout (rows x cols), B is already rounded
     cdef Py_ssize_t rows = k if trans_a else m, cols = m if trans_a else k
-    cdef float* Ar = <float*>malloc(<size_t>(rows * cols) * sizeof(float))
+    cdef float* Ar = <float*>bp_bf16_scratch(<size_t>(rows * cols) * sizeof(float))
     if Ar == NULL:
         return -1
     bp_bf16_round_f32(rows, cols, A, lda, Ar, cols, n_threads)
     blas_gemm(trans_a, trans_b, m, n, k, alpha, Ar, cols, B_rounded, ldb, beta, C, ldc)
-    free(Ar)
     _epilogue(m, n, C, ldc, bias, act)
     return 0
 

@@ -114,6 +114,27 @@ static void bp_bf16_free(void* p) {
     if (p != NULL) free(((void**)p)[-1]);
 }
 
+/* Per-thread scratch for the packed A block (and the fallback's rounded A), grown on demand and
+ * kept: a product then allocates nothing once its thread has seen a block this size (a 512 KB
+ * malloc per call is an mmap, and its pages fault in again on every product). OpenMP's and the
+ * caller's threads live as long as the process, so the buffers do too. */
+#if defined(_MSC_VER)
+#define BP_BF16_THREAD_LOCAL __declspec(thread)
+#else
+#define BP_BF16_THREAD_LOCAL __thread
+#endif
+static BP_BF16_THREAD_LOCAL void* bp_bf16_scratch_ptr = NULL;
+static BP_BF16_THREAD_LOCAL size_t bp_bf16_scratch_size = 0;
+
+static void* bp_bf16_scratch(size_t bytes) {
+    if (bytes > bp_bf16_scratch_size) {
+        bp_bf16_free(bp_bf16_scratch_ptr);
+        bp_bf16_scratch_ptr = bp_bf16_alloc(bytes);
+        bp_bf16_scratch_size = bp_bf16_scratch_ptr == NULL ? 0 : bytes;
+    }
+    return bp_bf16_scratch_ptr;
+}
+
 /* ---- the packed-B format, per path ------------------------------------------------------------- */
 
 /* Bytes of a packed op(B) (k x n) for `path`: AVX512: ceil(n/32) panels of ceil(k/2) * 32 words;
@@ -415,7 +436,7 @@ BP_BF16_TARGET static void bp_bf16_thread(bp_bf16_job* job, int tid) {
         ptrdiff_t rows = mhi - mlo < BP_BF16_MC ? mhi - mlo : BP_BF16_MC;
         ptrdiff_t cols = job->k < BP_BF16_KC ? job->k : BP_BF16_KC;
         rows = (rows + BP_BF16_MR - 1) / BP_BF16_MR * BP_BF16_MR;
-        Ap = (uint32_t*)bp_bf16_alloc((size_t)rows * (size_t)((cols + 1) / 2) * 4u);
+        Ap = (uint32_t*)bp_bf16_scratch((size_t)rows * (size_t)((cols + 1) / 2) * 4u);
     }
     if (Ap == NULL) {
         job->failed = 1;
@@ -442,7 +463,6 @@ BP_BF16_TARGET static void bp_bf16_thread(bp_bf16_job* job, int tid) {
             }
         }
     }
-    bp_bf16_free(Ap);
 }
 
 /* Pack op(B) (k x n) into `out` (bp_bf16_packed_b_bytes(BP_BF16_PATH_AVX512, k, n) bytes,
