@@ -290,3 +290,14 @@ def test_float64_data_is_cast_to_float32():
 def test_show_config_says_the_path(capsys):
     bp.show_config()
     assert _bf16.kernel_path() in capsys.readouterr().out
+
+
+def test_sklearn_refuses_the_policy_by_name_before_fitting():
+    pytest.importorskip("sklearn")
+    from bp.sklearn import MLPClassifier
+    X, y, _ = _data(n=40)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), dtype="mixed_bfloat16", max_iter=3)
+    with pytest.raises(ValueError, match=r"dtype='mixed_bfloat16' is not available in bp\.sklearn "
+                                         r"yet.*Received: dtype='mixed_bfloat16'"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "coefs_")
