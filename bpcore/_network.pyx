@@ -152,7 +152,7 @@ cdef struct Op:
     void* pk_wt                   # W.T packed (NULL unless send_back)
     void* scratch                 # the binding's buffer that delta is packed into
     int bf16_path, gemm_nt        # the path the buffers are packed for; the products' threads
-    bint stale                    # the parameters changed since pk_w / pk_wt were packed
+    bint stale, stale_t           # the parameters changed since pk_w / pk_wt were packed
     bint failed                   # a product's scratch could not be allocated
 
 
@@ -286,7 +286,7 @@ cdef double _backward(Op* ops, Py_ssize_t n_ops, const floating* params,
     cdef const floating* f_in
     cdef floating* target
     cdef double value
-    _pack_weights(ops, n_ops, params)
+    _pack_weights(ops, n_ops, params, True)
     for i in range(n_ops):
         _forward_op(ops, &ops[i], params, X, n, draw, nt)
     O = &ops[n_ops - 1]
@@ -305,27 +305,31 @@ cdef double _backward(Op* ops, Py_ssize_t n_ops, const floating* params,
     return value
 
 
-cdef void _pack_weights(Op* ops, Py_ssize_t n_ops, const floating* params) noexcept nogil:
-    """mixed_bfloat16: repack the dense weights that changed since they were last packed."""
+cdef void _pack_weights(Op* ops, Py_ssize_t n_ops, const floating* params,
+                        bint transposed) noexcept nogil:
+    """mixed_bfloat16: repack the dense weights that changed since they were last packed (W.T
+    too with `transposed`: a training step's; predict's forward pass needs W only)."""
     cdef Py_ssize_t i
     cdef Op* O
     if floating is float:
         for i in range(n_ops):
             O = &ops[i]
-            if O.pk_w == NULL or not O.stale:
+            if O.pk_w == NULL:
                 continue
-            _bf16.pack_b(O.bf16_path, False, O.n_in, O.n_out, params + O.w_off, O.n_out, O.pk_w,
-                         O.gemm_nt)
-            if O.pk_wt != NULL:
+            if O.stale:
+                _bf16.pack_b(O.bf16_path, False, O.n_in, O.n_out, params + O.w_off, O.n_out,
+                             O.pk_w, O.gemm_nt)
+                O.stale = False
+            if transposed and O.stale_t and O.pk_wt != NULL:
                 _bf16.pack_b(O.bf16_path, True, O.n_out, O.n_in, params + O.w_off, O.n_out,
                              O.pk_wt, O.gemm_nt)
-            O.stale = False
+                O.stale_t = False
 
 
 cdef inline void _mark_stale(Op* ops, Py_ssize_t n_ops) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n_ops):
-        ops[i].stale = True
+        ops[i].stale = ops[i].stale_t = True
 
 
 cdef double _penalties(const Op* ops, Py_ssize_t n_ops, const floating* params,
@@ -882,7 +886,7 @@ cdef class Network:
             O = &self.ops[i]
             if O.kind != OP_DENSE:
                 continue
-            O.bf16_path, O.stale, O.gemm_nt = path, True, 1
+            O.bf16_path, O.stale, O.stale_t, O.gemm_nt = path, True, True, 1
             O.pk_w = _bf16.alloc_packed(_bf16.packed_b_bytes(path, O.n_in, O.n_out))
             if O.pk_w == NULL:
                 raise MemoryError()
@@ -911,6 +915,7 @@ cdef class Network:
         if self.mixed:
             for i in range(self.n_ops):
                 self.ops[i].stale |= repack
+                self.ops[i].stale_t |= repack
                 self.ops[i].failed = False
                 self.ops[i].gemm_nt = max(1, n_threads)
         return 0
@@ -1087,7 +1092,7 @@ cdef class Network:
                 for i in range(self.n_ops):
                     _forward_op(self.ops, &self.ops[i], <double*>self.p, <double*>xp, n, -1, nt)
             else:
-                _pack_weights(self.ops, self.n_ops, <float*>self.p)
+                _pack_weights(self.ops, self.n_ops, <float*>self.p, False)
                 for i in range(self.n_ops):
                     _forward_op(self.ops, &self.ops[i], <float*>self.p, <float*>xp, n, -1, nt)
         self._finish()
