@@ -301,3 +301,10 @@ def test_sklearn_refuses_the_policy_by_name_before_fitting():
                                          r"yet.*Received: dtype='mixed_bfloat16'"):
         clf.fit(X, y)
     assert not hasattr(clf, "coefs_")
+
+
+def test_data_parallel_fit_sums_float32_gradients(tmp_path):
+    from tests.test_distributed import HERE, _have_mpi, run_ranks
+    if not _have_mpi():
+        pytest.skip("mpi4py and mpiexec are not installed")
+    assert "ok p=2" in run_ranks(2, HERE / "mpi" / "mixed_bfloat16.py", tmp_path)
