@@ -917,7 +917,12 @@ cdef class Network:
                 self.ops[i].stale |= repack
                 self.ops[i].stale_t |= repack
                 self.ops[i].failed = False
-                self.ops[i].gemm_nt = max(1, n_threads)
+                # the fallback's rounding passes stay serial: an OpenMP team right before
+                # sgemm fights BLAS's spinning threads (see Threads above; measured:
+                # bench/README.md, mixed_bfloat16)
+                self.ops[i].gemm_nt = (max(1, n_threads)
+                                       if self.ops[i].bf16_path != _bf16.BF16_PATH_FALLBACK
+                                       else 1)
         return 0
 
     cdef int _finish(self) except -1:

@@ -209,7 +209,8 @@ def test_the_path_is_reported_and_can_be_forced():
                           "from bpcore import _bf16; print(_bf16.kernel_path())"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "fallback (sgemm on bf16-rounded inputs)"
+    assert out.stdout.strip() == ("fallback (sgemm on bf16-rounded inputs: mixed_bfloat16 costs "
+                                  "float32's time plus a rounding pass)")
 
 
 # ---- bad input: checked before anything is written ---------------------------------------------
