@@ -7,7 +7,8 @@ Each Dense layer becomes one product and its activation, in the order the forwar
 
     identity    z                               sigmoid   Sigmoid(z)        tanh   Tanh(z)
     relu        Relu(z)                         softmax   Softmax(z, axis=-1): row-wise
-    leaky_relu  Where(z > 0, z, alpha * z)      (bp's formula; ONNX Runtime has no float64 LeakyRelu)
+    leaky_relu  Where(z > 0, z, alpha * z)      (bp's formula; ONNX Runtime has no float64
+                                                LeakyRelu)
     gelu        z * Phi(z), Phi(z) = (1 + erf(z / sqrt 2)) / 2  (exact, PyTorch's default)
 
 ONNX Runtime's Erf is float32 only, so in float64 Phi is computed from erfc, which it needs only
@@ -23,7 +24,10 @@ classifier) gets the outputs skl2onnx gives it with zipmap off: "label" (batch,)
 onnx is imported only when an export runs: it is the optional extra ``bp[onnx]``.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +50,8 @@ def _import_onnx():
     return onnx
 
 
-def to_onnx(model, path=None, *, opset=None):
+def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, *,
+            opset: int | None = None) -> Any:
     """Convert a trained network to an ONNX graph.
 
     The graph computes ``f_out = tau(sigma(X @ W_1 + b_1) @ ... @ W_L + b_L)``.
@@ -223,7 +228,8 @@ def _sigma(g, activation, z, alpha):
 
 
 def _phi(g, z):
-    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, the normal CDF: Erf in float32, erfc's series in float64."""
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, the normal CDF: Erf in float32, erfc's series in
+    float64."""
     if g.dtype == np.float32:
         erf = g.op("Erf", [g.op("Mul", [z, g.const(1 / np.sqrt(2))])])
         return g.op("Mul", [g.op("Add", [erf, g.const(1.0)]), g.const(0.5)])

@@ -60,7 +60,7 @@ def sigma_backward(activation, z_in, z_out, g, alpha=0.01):
     raise ValueError(f"unknown activation {activation!r}")
 
 
-# ---- losses ----------------------------------------------------------------------------------------
+# ---- losses --------------------------------------------------------------------------------------
 
 
 def default_scale(loss, n_samples, n_outputs):
@@ -104,7 +104,7 @@ def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_samp
     return float(scale * np.sum(w * per))
 
 
-# ---- the three passes, one layer at a time ---------------------------------------------------------
+# ---- the three passes, one layer at a time -------------------------------------------------------
 
 
 def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=None,
@@ -148,7 +148,7 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
     return _into(grad_W, gW), (_into(grad_b, gb) if use_bias else None)
 
 
-# ---- bfloat16 products ("mixed_bfloat16": operands rounded to bf16, sums in float32) ---------------
+# ---- bfloat16 products ("mixed_bfloat16": operands rounded to bf16, sums in float32) -----
 
 
 def round_bf16(x):
@@ -179,7 +179,7 @@ def gemm_bf16(A, B, C, alpha=1.0, beta=0.0, bias=None, activation="identity"):
     return sigma(activation, out)
 
 
-# ---- parameter updates (torch.optim's rules) -------------------------------------------------------
+# ---- parameter updates (torch.optim's rules) -----------------------------------------------------
 
 
 def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
@@ -250,7 +250,7 @@ def dropout_forward(z_out, mask, rate):
     return z_out * mask * (1.0 / (1.0 - rate))
 
 
-# ---- a whole network -------------------------------------------------------------------------------
+# ---- a whole network -----------------------------------------------------------------------------
 
 
 def forward(X, Ws, bs, activations, alpha=0.01):

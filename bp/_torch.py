@@ -1,8 +1,9 @@
 """The PyTorch hand-over: a bp model as a torch.nn.Sequential of Linear and activation modules,
 and back.
 
-    bp Dense(n_out, sigma) with W (n_in, n_out), b   <->   nn.Linear(n_in, n_out), weight = W.T, bias = b
-                                                          followed by sigma's module (none for identity)
+    bp Dense(n_out, sigma) with W (n_in, n_out), b
+        <->   nn.Linear(n_in, n_out), weight = W.T, bias = b,
+              followed by sigma's module (none for identity)
 
     sigmoid nn.Sigmoid   tanh nn.Tanh   relu nn.ReLU   leaky_relu nn.LeakyReLU(alpha)
     gelu nn.GELU() (exact: approximate="none")   softmax nn.Softmax(dim=-1)
@@ -13,10 +14,14 @@ the class it is handed (``Sequential.from_torch`` passes itself), so it never im
 torch is imported only when a hand-over runs: it is the optional extra ``bp[torch]``.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
-from ._validation import as_dtype
 from ._ops import refuse_beyond_dense
+from ._validation import as_dtype
 from .layers import Dense
 
 
@@ -34,7 +39,7 @@ def _activation_modules(nn):
             "leaky_relu": None, "softmax": lambda: nn.Softmax(dim=-1)}
 
 
-def to_torch(model):
+def to_torch(model: Any) -> Any:
     """Convert a built model to a ``torch.nn.Sequential`` computing the same ``f_out`` as ``predict``.
 
     Each Dense becomes an ``nn.Linear`` (``weight = W.T``, ``bias = b``, the model's dtype) followed

@@ -12,6 +12,8 @@ the same buffer). They are written in place.
 ``n_threads`` follows :func:`bp.effective_n_threads` (None: bp's current setting).
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 import bpcore
@@ -24,7 +26,6 @@ from ._validation import (
     check_no_overlap,
     check_number,
     check_output,
-    check_shape,
 )
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
@@ -56,7 +57,7 @@ def _activation_code(name, alpha):
     return bpcore.ACTIVATIONS[name], alpha
 
 
-def check_loss_pair(loss, tau):
+def check_loss_pair(loss: str, tau: str) -> None:
     """Raise a ValueError unless the loss and the output activation tau make a valid pair.
 
     Parameters
@@ -105,8 +106,10 @@ def _scale(scale, loss, n, m):
     return check_number("scale", scale)
 
 
-def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=None,
-                  n_threads=None):
+def dense_forward(z_out_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
+                  alpha: float = 0.01, *, z_in: np.ndarray | None = None,
+                  z_out: np.ndarray | None = None,
+                  n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run one layer's forward pass: ``z_in = z_out_prev @ W + b``, ``z_out = sigma(z_in)``.
 
     Parameters
@@ -153,8 +156,10 @@ def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=
     if b is not None:
         b = check_kernel_input("b", b, dtype=dtype, ndim=1, shape=(n_out,))
     n = x.shape[0]
-    z_in = np.empty((n, n_out), dtype) if z_in is None else check_output("z_in", z_in, dtype, (n, n_out))
-    z_out = np.empty((n, n_out), dtype) if z_out is None else check_output("z_out", z_out, dtype, (n, n_out))
+    z_in = (np.empty((n, n_out), dtype) if z_in is None
+            else check_output("z_in", z_in, dtype, (n, n_out)))
+    z_out = (np.empty((n, n_out), dtype) if z_out is None
+             else check_output("z_out", z_out, dtype, (n, n_out)))
     for name, buf in (("z_in", z_in), ("z_out", z_out)):
         check_no_overlap(name, buf, z_out_prev=x, W=W, b=b)
     if z_in is not z_out and not _same_buffer(z_in, z_out):
@@ -163,8 +168,10 @@ def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=
     return z_in, z_out
 
 
-def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scale=None, *,
-                 out=None, n_threads=None):
+def output_delta(f_in: np.ndarray, f_out: np.ndarray, y: np.ndarray, loss: str, tau: str,
+                 alpha: float = 0.01, sample_weight: np.ndarray | None = None,
+                 scale: float | None = None, *, out: np.ndarray | None = None,
+                 n_threads: int | None = None) -> np.ndarray:
     """Compute the output layer's error signal ``delta[O] = dL/df_in``.
 
     Fused to ``w_i * scale * (f_out - y)`` for softmax + cross_entropy and sigmoid +
@@ -225,8 +232,9 @@ def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scal
     return out
 
 
-def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out=None,
-                 n_threads=None):
+def hidden_delta(delta_next: np.ndarray, W_next: np.ndarray, z_in: np.ndarray | None,
+                 z_out: np.ndarray, activation: str, alpha: float = 0.01, *,
+                 out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
     """Compute a hidden layer's error signal ``delta = (delta_next @ W_next.T) * sigma'(z_in)``.
 
     Parameters
@@ -278,8 +286,10 @@ def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out
     return out
 
 
-def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=True, *,
-              n_threads=None):
+def gradients(z_out_prev: np.ndarray, delta: np.ndarray, beta: float = 0.0,
+              grad_W: np.ndarray | None = None, grad_b: np.ndarray | None = None,
+              use_bias: bool = True, *,
+              n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Compute ``grad_W = beta grad_W + z_out_prev.T @ delta`` and ``grad_b = beta grad_b + sum_i delta_i``.
 
     ``beta = 0`` overwrites; ``beta = 1`` accumulates micro-batches into the given buffers.
@@ -347,13 +357,14 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
     if beta != 0:
         # accumulating into a non-finite buffer would only spread it: refuse it now
         for name, arr in [("grad_W", grad_W)] + ([("grad_b", grad_b)] if use_bias else []):
-            check_kernel_input(name, arr, dtype=dtype, ndim=arr.ndim)
+            check_kernel_input(name, arr, dtype=dtype, ndim=arr.ndim)  # type: ignore[union-attr]
     _gradients.gradients(x, delta, beta, grad_W, grad_b, _n_threads(n_threads))
     return grad_W, grad_b
 
 
-def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_sample=None,
-               n_threads=None):
+def loss_value(f_in: np.ndarray, f_out: np.ndarray, y: np.ndarray, loss: str,
+               sample_weight: np.ndarray | None = None, scale: float | None = None, *,
+               per_sample: np.ndarray | None = None, n_threads: int | None = None) -> float:
     """Compute the loss ``L = scale * sum_i w_i l_i`` (``bp.losses`` has each l_i).
 
     l_i is summed over the outputs; the default scale (1/N for cross_entropy, 1/(N m) otherwise)
@@ -420,12 +431,15 @@ def _param_buffer(param):
 def _flat_state(name, arr, dtype, n):
     check_output(name, arr, dtype, arr.shape)
     if arr.size != n:
-        raise ValueError(f"{name} must have {n} elements like param. Received: {name} with shape {arr.shape}")
+        raise ValueError(f"{name} must have {n} elements like param. Received: {name} with shape "
+                         f"{arr.shape}")
     return arr.reshape(-1)
 
 
-def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
-               weight_decay=0.0, grad_scale=1.0, *, n_threads=None):
+def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray | None = None,
+               learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+               weight_decay: float = 0.0, grad_scale: float = 1.0, *,
+               n_threads: int | None = None) -> np.ndarray:
     """Apply one SGD step in place (torch.optim.SGD's rule) and return param.
 
     ``g = grad_scale * grad + weight_decay * param``; with momentum ``v = momentum v + g`` and
@@ -467,7 +481,8 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
     array([0.9, 0.8])
     """
     p = _param_buffer(param)
-    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim,
+                           shape=param.shape).reshape(-1)
     lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
     mu = check_number("momentum", momentum, low=0.0)
     wd = check_number("weight_decay", weight_decay, low=0.0)
@@ -484,8 +499,10 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
     return param
 
 
-def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, decoupled=False, grad_scale=1.0, *, n_threads=None):
+def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, step: int,
+                learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False,
+                grad_scale: float = 1.0, *, n_threads: int | None = None) -> np.ndarray:
     """Apply one Adam (``decoupled=False``) or AdamW (``decoupled=True``) step in place.
 
     Parameters
@@ -531,7 +548,8 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     array([-0.1,  0.1])
     """
     p = _param_buffer(param)
-    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim,
+                           shape=param.shape).reshape(-1)
     mm = _flat_state("m", m, param.dtype, param.size)
     vv = _flat_state("v", v, param.dtype, param.size)
     check_no_overlap("m", mm, param=p, v=vv)
@@ -549,7 +567,7 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     return param
 
 
-def sum_of_squares(x, *, n_threads=None):
+def sum_of_squares(x: np.ndarray, *, n_threads: int | None = None) -> float:
     """Compute ``sum(x**2)`` in double precision, the same bits for any thread count.
 
     Parameters

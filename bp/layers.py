@@ -6,16 +6,27 @@ Weights are stored (n_in, n_out), as in Keras and scikit-learn, so the product i
 ``z_out_prev @ W`` with no transpose.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 import bpcore
 
 from . import kernels
 from . import regularizers as _regularizers
-from ._validation import (FLOAT_DTYPES, as_dtype, as_float_array, check_choice, check_finite,
-                          check_number, check_positive_int)
+from ._validation import (
+    FLOAT_DTYPES,
+    as_dtype,
+    as_float_array,
+    check_choice,
+    check_finite,
+    check_number,
+    check_positive_int,
+)
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
 # He initialisation for the relu family, Glorot for the rest (Keras and PyTorch practice).
@@ -99,11 +110,23 @@ class Dense:
     (5, 64)
     """
 
+    # attribute types for the type checker (set in __init__ and build)
+    units: int
+    activation: str
+    use_bias: bool
+    alpha: float
+    input_dim: int | None
+    _W: Any
+    _b: Any
+    _owner: Any  # the Sequential whose flat buffer holds W and b
+
     _kind = "dense"
 
-    def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
-                 alpha=0.01, kernel_regularizer=None, bias_regularizer=None, input_dim=None,
-                 name=None):
+    def __init__(self, units: int, activation: str = "identity", *, use_bias: bool = True,
+                 kernel_initializer: str | None = None, alpha: float = 0.01,
+                 kernel_regularizer: _regularizers.L1L2 | dict | str | None = None,
+                 bias_regularizer: _regularizers.L1L2 | dict | str | None = None,
+                 input_dim: int | None = None, name: str | None = None) -> None:
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
         if activation is None or activation == "linear":  # Keras' names for the identity
@@ -161,7 +184,10 @@ class Dense:
             if W.shape != (n_in, self.units):
                 raise ValueError(f"kernel_initializer must return shape {(n_in, self.units)}. "
                                  f"Received: shape {W.shape}")
-            W = W.astype(dtype)
+            if W.dtype.kind not in "fiu":
+                raise TypeError(f"kernel_initializer must return real numbers. Received: dtype "
+                                f"{W.dtype}")
+            W = as_float_array("initial W (from kernel_initializer)", W, dtype)  # names 1e39
         else:
             W = initialize(self.kernel_initializer, (n_in, self.units), rng, dtype)
         check_finite("initial W", W)
@@ -172,7 +198,8 @@ class Dense:
         self._W = W_view
         self._b = b_view
 
-    def build(self, input_dim, dtype="float32", seed=None):
+    def build(self, input_dim: int, dtype: DTypeLike = "float32",
+              seed: int | np.random.Generator | None = None) -> Dense:
         """Allocate and initialise W and b of a layer used on its own (not in a model).
 
         Parameters
@@ -260,17 +287,18 @@ class Dense:
             raise TypeError(f"{name} must be real numbers. Received: dtype {arr.dtype}")
         if arr.shape != target.shape:
             raise ValueError(f"{name} must have shape {target.shape}. Received: shape {arr.shape}")
-        arr = arr.astype(target.dtype)
+        arr = as_float_array(name, arr, target.dtype)  # a value too large for float32 is named
         check_finite(name, arr)
         return arr
 
     # -- forward on its own ----------------------------------------------------------------------
-    def __call__(self, X):
+    def __call__(self, X: Any) -> np.ndarray:
         """z_out for input X (builds the layer on first use when it is not part of a model)."""
         # every check before the first-use build, so a rejected X leaves the layer unbuilt
         X = as_float_array("X", X, self._W.dtype if self.built else None, ndim=2)
         if X.dtype not in FLOAT_DTYPES:
-            X = X.astype(np.float32)  # integers; a float32 or float64 X sets an unbuilt layer's dtype
+            # integers; a float32 or float64 X sets an unbuilt layer's dtype
+            X = X.astype(np.float32)
         n_in = self._W.shape[0] if self.built else self.input_dim
         if n_in is not None and X.shape[1] != n_in:
             raise ValueError(f"X must have {n_in} features (the layer's input width). "
@@ -373,7 +401,7 @@ class Dropout:
         """int or None: the width, as a layer of its own (its input's, once built)."""
         return self.input_dim
 
-    def __init__(self, rate, seed=None):
+    def __init__(self, rate: float, seed: int | None = None) -> None:
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
             raise TypeError(f"Dropout rate must be a number in [0, 1). Received: {rate!r}")
         if not 0.0 <= float(rate) < 1.0:  # also refuses NaN

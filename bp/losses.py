@@ -15,19 +15,21 @@ The cross-entropies are computed from the logits f_in, so they stay finite where
 0 or 1. Cross-entropy takes integer class labels (n,) or one-hot / probability rows (n, m).
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 import bpcore
 
 from ._validation import as_float_array, check_choice, check_finite
-from .kernels import LOSS_OUTPUTS, check_loss_pair
+from .kernels import check_loss_pair
 
 LOSSES = tuple(bpcore.LOSSES)
 ALIASES = {"mean_squared_error": "mse", "bce": "binary_cross_entropy",
            "categorical_cross_entropy": "cross_entropy", "ce": "cross_entropy"}
 
 
-def get(loss):
+def get(loss: str) -> str:
     """The canonical loss name for `loss` (a name or alias); ValueError listing the valid ones."""
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a string, one of {', '.join(LOSSES)}. Received: {loss!r}")
@@ -131,7 +133,8 @@ def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):
     if y_arr.shape[0] != n_samples:
         raise ValueError(f"X and {name} must have the same number of samples. Received: "
                          f"{n_samples} samples in X and {y_arr.shape[0]} in {name}")
-    if loss == "cross_entropy" and (y_arr.ndim == 1 or (y_arr.ndim == 2 and y_arr.shape[1] == 1 and n_outputs > 1)):
+    if loss == "cross_entropy" and (y_arr.ndim == 1 or (y_arr.ndim == 2 and y_arr.shape[1] == 1
+                                                        and n_outputs > 1)):
         return _one_hot(y_arr.reshape(-1), n_outputs, dtype, name)
     Y = as_float_array(name, y_arr, dtype, ndim=(1, 2))
     if Y.ndim == 1:
@@ -167,7 +170,8 @@ def _one_hot(labels, n_classes, dtype, name):
     if labels.dtype.kind == "f":
         if not np.isfinite(labels).all():
             i = int(np.argwhere(~np.isfinite(labels))[0, 0])
-            raise ValueError(f"{name} must contain only finite values. Received: {labels[i]} at index {i}")
+            raise ValueError(f"{name} must contain only finite values. Received: {labels[i]} at "
+                             f"index {i}")
         if (labels != np.round(labels)).any():
             i = int(np.argwhere(labels != np.round(labels))[0, 0])
             raise ValueError(f"cross_entropy labels must be integers in [0, {n_classes}). "

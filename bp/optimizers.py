@@ -9,7 +9,12 @@ The update rules are torch.optim's (see bpcore/_param_update.pyx for the formula
 is PyTorch's form: v = mu v + g; p -= lr v (Nesterov: p -= lr (g + mu v)).
 """
 
+from __future__ import annotations
+
 import math
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +27,8 @@ from ._validation import FLOAT_DTYPES, check_number, check_output, check_shape
 def _check_buffers(params, grads):
     """O(1) checks that keep the kernels in bounds: the update reads len(params) gradients."""
     if not isinstance(params, np.ndarray) or params.dtype not in FLOAT_DTYPES:
-        got = type(params).__name__ + (f" with dtype {params.dtype}" if isinstance(params, np.ndarray) else "")
+        got = type(params).__name__ + (f" with dtype {params.dtype}"
+                                       if isinstance(params, np.ndarray) else "")
         raise TypeError(f"params must be a float32 or float64 numpy.ndarray (it is updated in "
                         f"place). Received: {got}")
     if params.ndim != 1:
@@ -79,9 +85,16 @@ class Optimizer:
     array([0.9, 0.9, 0.9])
     """
 
-    _state_names = ()
+    # attribute types for the type checker (set in __init__)
+    _state: dict[str, np.ndarray]
+    _saved: dict[str, Any]
+    _lr: float | None
+    _epoch: int | None
 
-    def __init__(self, learning_rate, clip_norm=None):
+    _state_names: tuple[str, ...] = ()
+
+    def __init__(self, learning_rate: float | Callable[[int], float],
+                 clip_norm: float | None = None) -> None:
         self.learning_rate = _check_learning_rate(learning_rate)
         self.clip_norm = None if clip_norm is None else check_number(
             "clip_norm", clip_norm, low=0.0, low_open=True)
@@ -93,7 +106,7 @@ class Optimizer:
         self._saved_iterations = 0
 
     # -- learning rate -------------------------------------------------------------------------
-    def current_learning_rate(self, epoch=0):
+    def current_learning_rate(self, epoch: int = 0) -> float:
         """Compute the learning rate for `epoch` (the constant, or the schedule's value).
 
         Parameters
@@ -117,7 +130,7 @@ class Optimizer:
             return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
         return self.learning_rate
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
         """Fix the learning rate in force for the updates of `epoch` (fit calls it every epoch).
 
         Parameters
@@ -135,7 +148,7 @@ class Optimizer:
             if buf is None or buf.shape != params.shape or buf.dtype != params.dtype:
                 self._state[name] = np.zeros_like(params)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Return the step count and copies of the state buffers, for saving.
 
         Returns
@@ -155,7 +168,7 @@ class Optimizer:
         return {"iterations": self.iterations,
                 **{name: buf.copy() for name, buf in self._state.items()}}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the step count and state buffers from ``state_dict``'s output.
 
         Parameters
@@ -177,7 +190,7 @@ class Optimizer:
         self.iterations = int(state["iterations"])
         self._state = {name: np.array(state[name]) for name in self._state_names if name in state}
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the state (momenta, step count, schedule epoch)."""
         self.iterations = 0
         self._epoch = None
@@ -190,7 +203,8 @@ class Optimizer:
         self._ensure_state(params)
         saved = self._saved
         for name, buf in self._state.items():
-            if saved.get(name) is None or saved[name].shape != buf.shape or saved[name].dtype != buf.dtype:
+            if (saved.get(name) is None or saved[name].shape != buf.shape
+                    or saved[name].dtype != buf.dtype):
                 saved[name] = np.empty_like(buf)
             np.copyto(saved[name], buf)
         self._saved_iterations = self.iterations
@@ -209,7 +223,7 @@ class Optimizer:
                    for buf in self._state.values())
 
     # -- the step ------------------------------------------------------------------------------
-    def grad_scale(self, grads, n_threads):
+    def grad_scale(self, grads: np.ndarray, n_threads: int) -> float:
         """Compute the clipping factor for global-norm clipping (1 when not clipping or under the bound).
 
         Parameters
@@ -238,7 +252,8 @@ class Optimizer:
             return 1.0  # let the non-finite gradient show; clipping cannot repair it
         return min(1.0, self.clip_norm / (norm + 1e-6))
 
-    def apply(self, params, grads, n_threads=None):
+    def apply(self, params: np.ndarray, grads: np.ndarray,
+              n_threads: int | None = None) -> None:
         """Apply one update to the flat parameter vector `params`, in place, from the flat gradient.
 
         Parameters
@@ -281,7 +296,23 @@ class Optimizer:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_saved"] = {}  # scratch space, not state
+        state["_owner"] = None  # a copy trains the model it is copied with, or another
         return state
+
+    # -- one model per optimizer ---------------------------------------------------------------
+    def _check_owner(self, model):
+        """ValueError if this optimizer already trains another model (alive): its state (step
+        count, moments) is laid out for that model's parameters and would carry over silently."""
+        owner = None if getattr(self, "_owner", None) is None else self._owner()
+        if owner is not None and owner is not model:
+            raise ValueError(f"this optimizer already trains another model: its step count and "
+                             f"state belong to that model. Give each model its own optimizer "
+                             f"(a new one, or copy.deepcopy of this one). Received: optimizer="
+                             f"{self!r}, in use by a model at {id(owner):#x}")
+
+    def _bind(self, model):
+        self._check_owner(model)
+        self._owner = weakref.ref(model)
 
     def get_config(self):
         """Return the hyperparameters as plain data (the constructor's arguments).
@@ -341,8 +372,9 @@ class SGD(Optimizer):
     4
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 0.01,
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
         self.momentum = check_number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         if nesterov and self.momentum == 0:
@@ -421,8 +453,9 @@ class Adam(Optimizer):
     _decoupled = False
     _state_names = ("m", "v")
 
-    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 1e-3,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, clip_norm)
         self.beta1 = check_number("beta1", beta1, low=0.0, high=1.0, high_open=True)
         self.beta2 = check_number("beta2", beta2, low=0.0, high=1.0, high_open=True)
@@ -499,8 +532,9 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
-                 clip_norm=None):
+    def __init__(self, learning_rate: float | Callable[[int], float] = 1e-3,
+                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.01, clip_norm: float | None = None) -> None:
         super().__init__(learning_rate, beta1, beta2, eps, weight_decay, clip_norm)
 
 
@@ -511,6 +545,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 # their subclasses: a user's subclass may change the update in Python, so it runs in fit's
 # Python step. Another bp module adds its optimizers with ``engine_runs``.
 _ENGINE_CLASSES = set(OPTIMIZERS.values())
+_BUILTIN = {cls.__name__: cls for cls in OPTIMIZERS.values()}  # the names files use
 
 
 def engine_runs(cls):
@@ -525,25 +560,91 @@ def runs_in_engine(optimizer):
     return type(optimizer) in _ENGINE_CLASSES
 
 
+# A user's Optimizer subclasses that model files may name, by name (Keras' custom objects).
+_REGISTERED: dict[str, type] = {}
+
+
+def register(cls=None, *, name=None):
+    """Class decorator: let model files saved with this Optimizer subclass be loaded.
+
+    A file names its optimizer's class; ``bp.load`` rebuilds only the classes it knows: bp's own
+    and those registered here (under `name`, default the class name), as Keras' custom objects.
+    The class's ``get_config()`` must return the keyword arguments of its ``__init__``. Saving a
+    model whose optimizer class is neither is refused (a file nothing could load).
+
+    Parameters
+    ----------
+    cls : type, optional
+        The Optimizer subclass (when used as ``@register``).
+    name : str, optional
+        The name files use for it (when used as ``@register(name=...)``).
+
+    Returns
+    -------
+    type or callable
+        The class itself, or a decorator that registers it.
+
+    Examples
+    --------
+    >>> import bp
+    >>> @bp.optimizers.register
+    ... class HalfRateSGD(bp.SGD):
+    ...     def _update(self, params, grads, lr, grad_scale, n_threads):
+    ...         super()._update(params, grads, lr / 2, grad_scale, n_threads)
+    """
+    def add(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+            raise TypeError(f"register takes a subclass of bp.Optimizer. Received: {cls!r}")
+        key = cls.__name__ if name is None else name
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"name must be a non-empty str. Received: name={key!r}")
+        known = _REGISTERED.get(key) or _BUILTIN.get(key)
+        if known is not None and known is not cls:
+            raise ValueError(f"the optimizer name {key!r} is taken by {known!r}; pass name=")
+        _REGISTERED[key] = cls
+        return cls
+    return add if cls is None else add(cls)
+
+
+def class_named(name):
+    """The Optimizer class a model file names (bp's own or a registered one); ValueError else."""
+    cls = _BUILTIN.get(name) or _REGISTERED.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown optimizer class {name!r}: bp's are {', '.join(_BUILTIN)}; a "
+                         f"subclass of your own must be registered (bp.optimizers.register) "
+                         f"before load")
+    return cls
+
+
+def _name_of(cls):
+    for table in (_BUILTIN, _REGISTERED):
+        for key, known in table.items():
+            if known is cls:
+                return key
+    raise ValueError(f"the model's optimizer is a {cls.__name__}, which bp.load could not rebuild: "
+                     f"register the class first (@bp.optimizers.register), so that a file can "
+                     f"name it")
+
+
 def serialize(optimizer):
     """The optimizer as JSON-able data for a model file: class, config, step count.
-    A learning-rate schedule is code, not data: the rate in force is stored, and said so."""
+    A learning-rate schedule is code, not data: the rate in force is stored, and said so.
+    ValueError for a class load could not rebuild (neither bp's nor registered)."""
     if optimizer is None:
         return None
+    name = _name_of(type(optimizer))
     cfg = optimizer.get_config()
     if callable(cfg.get("learning_rate")):
         cfg["learning_rate"] = (optimizer.current_learning_rate(0) if optimizer._lr is None
                                 else optimizer._lr)
         cfg["schedule_dropped"] = True
-    return {"class": type(optimizer).__name__, "config": cfg,
-            "iterations": optimizer.iterations}
+    return {"class": name, "config": cfg, "iterations": optimizer.iterations}
 
 
 def deserialize(data, state, params):
     """The optimizer ``serialize`` described, with its state buffers taken from `state` (a dict
     name -> array, each checked against the flat parameters `params`)."""
-    classes = {cls.__name__: cls for cls in OPTIMIZERS.values()}
-    cls = classes[data["class"]]
+    cls = class_named(data["class"])
     kwargs = {k: v for k, v in data["config"].items() if k != "schedule_dropped"}
     optimizer = cls(**kwargs)
     optimizer.iterations = int(data["iterations"])
@@ -557,7 +658,7 @@ def deserialize(data, state, params):
     return optimizer
 
 
-def get(optimizer):
+def get(optimizer: Optimizer | str | None) -> Optimizer:
     """An Optimizer from an instance, a name ('sgd', 'adam', 'adamw') or None (Adam())."""
     if optimizer is None:
         return Adam()

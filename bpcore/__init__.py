@@ -25,3 +25,14 @@ ACTIVATIONS = {
     "softmax": 6,
 }
 LOSSES = {"mse": 0, "binary_cross_entropy": 1, "cross_entropy": 2}
+
+
+# Kernels with bodies for several instruction sets pick one at run time (never -march=native: one
+# build runs on any x86-64 CPU). Each such module registers, when it is imported, which body this
+# CPU runs: {kernel: path}. bp.show_config() prints them. _cpu registers the activation rows'.
+KERNEL_PATHS = {}
+
+
+def register_kernel_path(kernel, path):
+    """Record which instruction-set path `kernel` takes on this CPU (a short description)."""
+    KERNEL_PATHS[str(kernel)] = str(path)

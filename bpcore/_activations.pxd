@@ -115,7 +115,8 @@ cdef inline floating tanh_prime(floating z_out) noexcept nogil:
 
 # ---- a vectorisable tanh for whole rows --------------------------------------------------------
 # libm's tanhf/tanh are scalar calls (glibc's goes through expm1 for |x| > ~0.55), and they were a
-# third of the deep tanh network's training step. These row functions compute tanh with
+# large share of the deep tanh network's training step (measured: see bench/README.md, Loops
+# written to vectorise). These row functions compute tanh with
 # polynomials that gcc vectorises (SSE2 everywhere; AVX2+FMA through target_clones on CPUs that
 # have it; setup.py's -fno-trapping-math lets gcc turn the branch selects into blends):
 #   |x| < 0.625   x + x^3 P(x^2)             (float; Cephes tanhf)   x + x^3 P(x^2)/Q(x^2) (double)
@@ -139,8 +140,9 @@ cdef extern from *:
     #endif
 
     /* Round-to-nearest by the magic-number trick: adding 1.5 * 2^23 (2^52 for double) to a small
-       t puts round(t) in the low mantissa bits, so k and 2^k come from integer adds and shifts on the
-       bits: no float-int conversion, no floor (SSE2 has neither in vector form for these widths). */
+       t puts round(t) in the low mantissa bits, so k and 2^k come from integer adds and shifts on
+       the bits: no float-int conversion, no floor (SSE2 has neither in vector form for these
+       widths). */
     static inline float bp_bitsf(int32_t b) { float r; memcpy(&r, &b, 4); return r; }
     static inline int32_t bp_intf(float f) { int32_t b; memcpy(&b, &f, 4); return b; }
     static inline double bp_bitsd(int64_t b) { double r; memcpy(&r, &b, 8); return r; }
@@ -149,33 +151,36 @@ cdef extern from *:
     #define BP_MAGICD 6755399441055744.0       /* 1.5 * 2^52 */
 
     /* tanh(x): |x| < 0.625: x + x^3 P(x^2) (Cephes tanhf's polynomial; tanh's odd Taylor-like
-       series, no cancellation); otherwise 1 - 2 / (e^{2|x|} + 1) with e^t = 2^k p(r), t = k ln2 + r,
-       |r| <= ln2/2 (Cephes expf's polynomial), the sign restored at the end. Both branches are
-       computed and one selected, so the loop has no branch and vectorises. NaN propagates (the
-       clamp keeps NaN), +-inf gives +-1. */
+       series, no cancellation); otherwise 1 - 2 / (e^{2|x|} + 1) with e^t = 2^k p(r),
+       t = k ln2 + r, |r| <= ln2/2 (Cephes expf's polynomial), the sign restored at the end. Both
+       branches are computed and one selected, so the loop has no branch and vectorises. NaN
+       propagates (the clamp keeps NaN), +-inf gives +-1. */
     BP_CLONES
     static void bp_tanh_row_f(const float* x, float* y, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) {
             float v = x[j], a = fabsf(v), z = v * v;
-            float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                            + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * v + v;
+            float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z
+                             - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                           - 3.33332819422e-1f) * z * v + v;
             float t = 2.0f * a;
             t = t > 20.0f ? 20.0f : t;            /* tanh(10) rounds to 1 in float */
             float kb = t * 1.44269504088896341f + BP_MAGICF;     /* round(t / ln2) in the bits */
             float k = kb - BP_MAGICF;
             float r = t - k * 0.693359375f + k * 2.12194440e-4f;  /* |r| <= ln2 / 2 */
             float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
-                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r * r
-                       + r + 1.0f) * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
+                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f)
+                        * r * r + r + 1.0f)
+                       * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
             float large = copysignf(1.0f - 2.0f / (p + 1.0f), v);
             y[j] = a < 0.625f ? small : large;
         }
     }
 
     /* The same for double: |x| < 0.625: x + x^3 P(x^2)/Q(x^2) (Cephes tanh); otherwise
-       1 - 2 / (e^{2|x|} + 1) with Cephes exp's Pade form e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)),
-       so that 2 / (e + 1) = 2 (Q - rP) / (2^k (Q + rP) + Q - rP). The two branches share one
-       division (divisions are the slow part of the vector loop). */
+       1 - 2 / (e^{2|x|} + 1) with Cephes exp's Pade form
+       e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)), so that
+       2 / (e + 1) = 2 (Q - rP) / (2^k (Q + rP) + Q - rP). The two branches share one division
+       (divisions are the slow part of the vector loop). */
     BP_CLONES
     static void bp_tanh_row_d(const double* x, double* y, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) {
@@ -207,7 +212,8 @@ cdef extern from *:
        e^x = 2^k p(r), x = k ln2 + r, |r| <= ln2/2, Cephes expf's polynomial. Below -87.3365 the
        result is under float's smallest normal: 0 is returned (off by < 1.2e-38). NaN gives NaN.
        glibc's expf is a scalar call: with it, softmax over 10 outputs was most of predict's time
-       outside the products on the digits network. */
+       outside the products on the digits network (measured: see bench/README.md, Loops written
+       to vectorise). */
     BP_CLONES
     static void bp_exp_row_f(const float* x, float* y, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) {
@@ -217,8 +223,9 @@ cdef extern from *:
             float k = kb - BP_MAGICF;
             float r = t - k * 0.693359375f + k * 2.12194440e-4f;
             float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
-                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r * r
-                       + r + 1.0f) * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
+                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f)
+                        * r * r + r + 1.0f)
+                       * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
             y[j] = v < -87.3365448f ? 0.0f : p;
         }
     }

@@ -19,7 +19,7 @@ from cython.parallel cimport prange
 
 from bpcore._activations cimport SIGMOID, SOFTMAX, backprop_row, sigma_prime_cost
 from bpcore._blas cimport gemm, threads_after_gemm
-from bpcore._loss cimport MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY
+from bpcore._loss cimport BINARY_CROSS_ENTROPY, CROSS_ENTROPY
 from bpcore._openmp cimport COST_STREAM, work_threads
 
 
@@ -98,7 +98,7 @@ def output_delta(const floating[:, ::1] f_in, const floating[:, ::1] f_out,  # I
 
 def hidden_delta(const floating[:, ::1] delta_next, const floating[:, ::1] W_next,  # IN
                  const floating[:, ::1] z_in, const floating[:, ::1] z_out,  # IN (z_in: None ok
-                 int activation, double alpha,                               #  unless gelu)
+                 int activation, double alpha,                               # unless gelu)
                  floating[:, ::1] delta,  # OUT
                  int n_threads):
     """delta = (delta_next @ W_next.T) * sigma'(z_in). Inputs are validated by the caller."""

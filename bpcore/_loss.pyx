@@ -76,7 +76,8 @@ def loss_value(const floating[:, ::1] f_in, const floating[:, ::1] f_out,  # IN
                int loss, double scale,
                floating[::1] per_sample,  # OUT
                int n_threads):
-    """Per-sample losses into `per_sample` and return scale * sum_i w_i l_i. Inputs pre-validated."""
+    """Per-sample losses into `per_sample` and return scale * sum_i w_i l_i.
+    Inputs pre-validated."""
     cdef Py_ssize_t n = f_out.shape[0], m = f_out.shape[1]
     cdef const floating* w = NULL if sample_weight is None else &sample_weight[0]
     cdef double total

@@ -43,7 +43,7 @@ cdef void sgd_core(const floating* grad, Py_ssize_t n, floating lr, floating mom
                    floating* param, floating* velocity, int n_threads) noexcept nogil:
     cdef Py_ssize_t c, size
     cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
-    if nt == 1:  # no OpenMP region at all: entering one costs ~0.2 us even with one thread
+    if nt == 1:  # no OpenMP region (measured: see bench/README.md, Python call costs)
         _sgd_range(grad, 0, n, lr, momentum, nesterov, weight_decay, grad_scale, param, velocity)
         return
     size = (n + nt - 1) // nt  # one contiguous range per thread, each a vectorised loop
@@ -98,8 +98,8 @@ cdef extern from *:
     /* The body of _chunk_sum_of_squares: acc[k] += x[i + k]^2 for i = lo, lo + 8, ... while
        i + 8 <= hi; returns the i it stopped at. With GCC or Clang the eight sums are four pairs
        of doubles (vector extensions): each lane does what a scalar sum does, in the same order,
-       so the bits are the same; GCC 12 left the scalar loop unvectorised (one element a cycle:
-       the divergence guard's two sweeps were ~18% of a 32-row digits partial_fit). */
+       so the bits are the same; GCC 12 left the scalar loop unvectorised (one element a cycle;
+       measured: see bench/README.md, Loops written to vectorise). */
     #if defined(__GNUC__) || defined(__clang__)
     typedef double bp_v2d __attribute__((vector_size(16)));
     #define BP_SUMSQ8(T)                                                                        \

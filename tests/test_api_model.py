@@ -61,9 +61,9 @@ def test_dense_defaults():
     assert (layer.units, layer.activation, layer.use_bias, layer.alpha) == (3, "identity", True, 0.01)
     assert layer.input_dim is None and not layer.built and layer.n_params is None
     with pytest.raises(ValueError, match=r"not built yet.*input_dim"):
-        layer.W
+        _ = layer.W
     with pytest.raises(ValueError, match=r"not built yet"):
-        layer.b
+        _ = layer.b
 
 
 @pytest.mark.parametrize("activation, initializer", [

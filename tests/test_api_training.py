@@ -429,7 +429,7 @@ def test_zero_grad_backward_step_equals_one_big_step(dtype, loss, out_act, targe
     w = rng.uniform(0, 2, 15)
     micro, big = mlp(dtype=dtype, out_act=out_act), mlp(dtype=dtype, out_act=out_act)
     opt_micro, opt_big = bp.SGD(0.1, momentum=0.9), bp.SGD(0.1, momentum=0.9)
-    for step in range(3):
+    for _ in range(3):
         expected = flat_grads(big.gradients(X, y, loss=loss, sample_weight=w))
         micro.zero_grad()  # a no-op the first time, before backward builds the model
         total = 0.0
