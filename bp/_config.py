@@ -15,7 +15,10 @@ from . import _threads
 __version__ = "0.1.0"
 
 
-from bpcore import _bf16, _blas, _cpu
+def build_info() -> dict[str, Any]:
+    """A dict: versions, OpenMP on or off, the BLAS that gemm calls and its threads, thread count,
+    the instruction-set path each kernel with run-time-chosen bodies takes on this CPU, and the
+    bfloat16 GEMM's path (bpcore._bf16.kernel_path: its AVX512-BF16 kernel or the fallback)."""
     blas = []
     for lib in _threads.blas_info():
         blas.append({
