@@ -34,11 +34,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
 import numpy as np  # noqa: E402
+from _harness import compare, machine, machine_line, markdown_table, write_outputs  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from bpcore import _bf16, _blas  # noqa: E402
-
-from _harness import compare, machine, machine_line, markdown_table, write_outputs  # noqa: E402
 
 NETWORKS = {
     "mnist": ([784, 256, 128, 10], 128),
@@ -55,7 +54,8 @@ def step_products(sizes, batch, rng):
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
         layers.append({"z": f(batch, n_in), "W": f(n_in, n_out), "delta": f(batch, n_out),
-                       "z_in": f(batch, n_out), "grad_W": f(n_in, n_out), "delta_prev": f(batch, n_in)})
+                       "z_in": f(batch, n_out), "grad_W": f(n_in, n_out),
+                       "delta_prev": f(batch, n_in)})
     flops = sum(2 * batch * L["W"].size * (2 if i == 0 else 3) for i, L in enumerate(layers))
     return layers, flops
 
@@ -90,8 +90,8 @@ def candidates(layers, n_threads, have_torch):
 
     out = {}
     if _bf16.cpu_path() == "avx512_bf16":
-        packed = [(_bf16.pack_weight(L["W"], False, n_threads), _bf16.pack_weight(L["W"], True, n_threads))
-                  for L in layers]
+        packed = [(_bf16.pack_weight(L["W"], False, n_threads),
+                   _bf16.pack_weight(L["W"], True, n_threads)) for L in layers]
         out["bp bf16"] = bf16_step(None)
         out["bp bf16 prepack"] = bf16_step(packed)
     out["bp bf16 fallback"] = fallback_step
@@ -146,13 +146,16 @@ def cpu_time_table(nets, rng, repeat):
             B = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
             C = np.zeros((m, n), np.float32)
             packed = _bf16.pack_weight(B, tb)
-            calls = {"bp bf16 prepack": lambda: _bf16._gemm(ta, tb, 1.0, A, packed, 0.0, C),
-                     "bp bf16": lambda: _bf16._gemm(ta, tb, 1.0, A, B, 0.0, C),
-                     "sgemm": lambda: _blas._gemm(ta, tb, 1.0, A, B, 0.0, C)}
+            calls = {"bp bf16 prepack": lambda ta=ta, tb=tb, A=A, P=packed, C=C:
+                     _bf16._gemm(ta, tb, 1.0, A, P, 0.0, C),
+                     "bp bf16": lambda ta=ta, tb=tb, A=A, B=B, C=C:
+                     _bf16._gemm(ta, tb, 1.0, A, B, 0.0, C),
+                     "sgemm": lambda ta=ta, tb=tb, A=A, B=B, C=C:
+                     _blas._gemm(ta, tb, 1.0, A, B, 0.0, C)}
             number = max(1, int(2e8 / (2 * m * n * k)))  # ~1 ms of work per sample at 200 GFLOP/s
             times = {name: [] for name in calls}
             with threadpool_limits(1):
-                for name, f in calls.items():
+                for f in calls.values():
                     f()
                 for _ in range(repeat):
                     for name, f in calls.items():
@@ -209,15 +212,17 @@ def main():
             row.append(f"{100 * gf['bp bf16'] / limit:.0f}% / {100 * best / limit:.0f}%"
                        if limit and best else "-")
             rows.append(row)
-            results[f"{net}/{n_threads}"] = {"flops": flops, "gflops": gf,
-                                             "median_ns": {k: v["median"] for k, v in timing.items()},
-                                             "min_ns": {k: v["min"] for k, v in timing.items()}}
+            results[f"{net}/{n_threads}"] = {
+                "flops": flops, "gflops": gf,
+                "median_ns": {k: v["median"] for k, v in timing.items()},
+                "min_ns": {k: v["min"] for k, v in timing.items()}}
     header = (["network", "threads"] + [f"{k} GFLOP/s" for k in names]
               + ["bp bf16 / sgemm", "bp bf16 / torch", "bp bf16 best sample",
                  "vdpbf16ps peak", "bp bf16 / peak (median / best)"])
     table = (f"{machine_line(info)}\n\nbf16 path: {_bf16.kernel_path()}; vdpbf16ps peak, "
              f"1 thread: {peak1:.0f} GFLOP/s\n\n" if peak1 else
-             f"{machine_line(info)}\n\nbf16 path: {_bf16.kernel_path()}\n\n") + markdown_table(header, rows)
+             f"{machine_line(info)}\n\nbf16 path: {_bf16.kernel_path()}\n\n")
+    table += markdown_table(header, rows)
     if _bf16.cpu_path() == "avx512_bf16":
         table += ("\n\nEach product alone, 1 thread, GFLOP/s in CPU time (medians):\n\n"
                   + cpu_time_table(nets, rng, 3 if args.quick else 9))

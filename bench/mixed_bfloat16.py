@@ -33,12 +33,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-import bp  # noqa: E402
+from _harness import machine, machine_line  # noqa: E402
 from api import compiled_step  # noqa: E402
 from bf16_gemm import dot_peak  # noqa: E402
-from bpcore import _bf16  # noqa: E402
 
-from _harness import machine, machine_line  # noqa: E402
+import bp  # noqa: E402
+from bpcore import _bf16  # noqa: E402
 
 NETS = {
     "mnist": ([784, 256, 128, 10], 128, "relu", "cross_entropy"),
@@ -177,7 +177,8 @@ def predict_table(nets, threads_list, repeat, have_ort):
             f32, mixed = bp_model(shape, "float32"), bp_model(shape, "mixed_bfloat16")
             for rows in (4096, 1):
                 X, _ = data(shape, rows)
-                cands = {"f32": lambda: f32.predict(X), "bf16": lambda: mixed.predict(X)}
+                cands = {"f32": lambda m=f32, x=X: m.predict(x),
+                         "bf16": lambda m=mixed, x=X: m.predict(x)}
                 if have_ort and rows > 1:
                     import onnxruntime as ort
                     options = ort.SessionOptions()

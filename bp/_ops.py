@@ -14,8 +14,8 @@ the output of one before it (``src``, -1 for the batch X):
 per-operation buffers for one batch size, and ``forward`` / ``backward`` are the twin: the same
 kernels called one per operation from Python, in the engine's order, so the tests can hold the
 engine to them bit for bit (in mixed_bfloat16 to the float32 sums' rounding: the twin rounds the
-dense products' operands to bf16 and multiplies them in float32). A Dense's folded Dropout (``layer.dropout``, the form of the files
-of format 1) is its own dropout operation here.
+dense products' operands to bf16 and multiplies them in float32). A Dense's folded Dropout
+(``layer.dropout``, the form of the files of format 1) is its own dropout operation here.
 """
 
 import numpy as np

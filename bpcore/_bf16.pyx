@@ -10,7 +10,8 @@
 #                       A product of two bf16 values is exact in float32 (8 + 8 significant bits),
 #                       so sgemm's fused multiply-adds compute exactly the products of the rounded
 #                       inputs with float32 sums: the same semantics, at float32's speed plus one
-#                       rounding pass over each operand (measured: bench/README.md, "bfloat16 GEMM").
+#                       rounding pass over each operand
+#                       (measured: bench/README.md, "bfloat16 GEMM").
 # The AMX (Sapphire Rapids) and ARM BFMMLA kernels get their path code in _bf16.pxd, a probe in
 # bp_bf16_cpu_path and one branch in each dispatch below (pack_b, gemm_packed).
 #
@@ -219,7 +220,8 @@ def set_path(str name):
         _path = _cpu_path
         return
     if name not in _PATH_CODES:
-        raise ValueError(f"expected one of 'auto', 'fallback', 'avx512_bf16'. Received: path={name!r}")
+        raise ValueError(f"expected one of 'auto', 'fallback', 'avx512_bf16'. "
+                         f"Received: path={name!r}")
     if _PATH_CODES[name] == BF16_PATH_AVX512 and _cpu_path != BF16_PATH_AVX512:
         raise ValueError("this CPU (or this build) has no AVX512-BF16 kernel. "
                          "Received: path='avx512_bf16'")

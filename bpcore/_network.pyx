@@ -953,8 +953,8 @@ cdef class Network:
         if self.mixed:   # what delta is packed into for z_out_prev.T @ delta
             for i in range(self.n_ops):
                 if self.ops[i].kind == OP_DENSE:
-                    scratch = max(scratch, _bf16.packed_b_bytes(self.ops[i].bf16_path, rows,
-                                                                 self.ops[i].n_out))
+                    scratch = max(scratch, _bf16.packed_b_bytes(
+                        self.ops[i].bf16_path, rows, self.ops[i].n_out))
             _bf16.free_packed(self.bf16_scratch)
             self.bf16_scratch = _bf16.alloc_packed(scratch)
             if self.bf16_scratch == NULL:
