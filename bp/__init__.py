@@ -40,7 +40,7 @@ from .layers import (
     LayerNormalization,
     Residual,
 )
-from .optimizers import SGD, Adam, AdamW, Optimizer
+from .optimizers import SGD, Adagrad, Adam, AdamW, Nadam, Optimizer, RMSprop
 from .regularizers import l1, l1_l2, l2
 from .schedules import CosineDecay, StepDecay
 from .sequential import Sequential, TrainingDivergedError, load
@@ -49,7 +49,7 @@ __all__ = [
     "__version__",
     "Sequential", "Dense", "Dropout", "Activation", "LayerNormalization", "BatchNormalization",
     "Residual", "Input", "load", "l1", "l2", "l1_l2",
-    "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
+    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "explain", "DiagnosticsLogger", "to_onnx", "to_torch", "from_torch",

@@ -84,9 +84,8 @@ def _make_optimizer(name, lr):
 
     if name == "sgd":
         return bp.SGD(learning_rate=lr or 0.1, momentum=0.9)
-    if name == "adamw":
-        return bp.AdamW(learning_rate=lr or 1e-3)
-    return bp.Adam(learning_rate=lr or 1e-3)
+    # the others with their own default learning rate unless one is given
+    return bp.optimizers.OPTIMIZERS[name](**({"learning_rate": lr} if lr else {}))
 
 
 def digits(args):
@@ -190,7 +189,7 @@ def _explain_options(p):
                    default="tanh", help="hidden activation (default tanh)")
     p.add_argument("--loss", choices=tuple(NATURAL_OUTPUT), default="cross_entropy",
                    help="cross_entropy (softmax output, default), binary_cross_entropy "
-                        "(sigmoid), mse (identity)")
+                        "(sigmoid), poisson (exponential), mse (identity)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="samples N (default 16)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="the network's dtype (default float32)")
@@ -211,6 +210,8 @@ def explain(args):
         y = rng.integers(0, args.outputs, N)
     elif args.loss == "binary_cross_entropy":
         y = rng.integers(0, 2, (N, args.outputs)).astype(float)
+    elif args.loss == "poisson":
+        y = rng.poisson(1.0, (N, args.outputs)).astype(float)
     else:
         y = rng.standard_normal((N, args.outputs))
     layers = [bp.Dense(w, activation=args.activation) for w in args.layers]

@@ -56,7 +56,9 @@ def expected(model, config):
             raise ValueError(f"the optimizer's step count must be an integer in [0, 2**53]. "
                              f"Received: iterations={iterations!r}")
         cls = _optimizers.class_named(data.get("class"))
-        kwargs = {k: v for k, v in data["config"].items() if k != "schedule_dropped"}
+        # files written before the Keras spelling carry the old names: read without a warning
+        kwargs = {_optimizers.RENAMED.get(k, k): v for k, v in data["config"].items()
+                  if k != "schedule_dropped"}
         names = cls(**kwargs)._state_names  # its constructor checks the hyperparameters
         arrays.update({"opt_" + name: ((count,), model.dtype) for name in names})
     return arrays

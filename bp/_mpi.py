@@ -287,7 +287,7 @@ def allreduce_gradients(model: Any, comm: Any) -> None:
     rank's ``backward`` was told the global count,
     ``model.backward(X_part, y_part, total_samples=N_global)`` (the default, the rank's own row
     count, would give p times the mean over equal shards). With it, the step that follows is the
-    step one process makes on the union of the ranks' rows, and gradient clipping (``clip_norm``)
+    step one process makes on the union of the ranks' rows, and gradient clipping (``global_clipnorm``)
     clips by the global norm.
 
     Parameters

@@ -7,6 +7,8 @@ and back.
 
     sigmoid nn.Sigmoid   tanh nn.Tanh   relu nn.ReLU   leaky_relu nn.LeakyReLU(alpha)
     gelu nn.GELU() (exact: approximate="none")   softmax nn.Softmax(dim=-1)
+    elu nn.ELU()   selu nn.SELU()   silu nn.SiLU()   softplus nn.Softplus()   mish nn.Mish()
+    hard_sigmoid nn.Hardsigmoid()   exponential a module computing torch.exp (to_torch only)
 
 Weights are copied, never shared, and copied exactly: bp -> torch -> bp gives the same bits.
 This module sits below bp.sequential: it reads a model through its layers and builds one through
@@ -36,7 +38,20 @@ def _import_torch():
 def _activation_modules(nn):
     """bp activation -> a new torch module (identity has none)."""
     return {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU,
-            "leaky_relu": None, "softmax": lambda: nn.Softmax(dim=-1)}
+            "leaky_relu": None, "softmax": lambda: nn.Softmax(dim=-1), "elu": nn.ELU,
+            "selu": nn.SELU, "silu": nn.SiLU, "softplus": nn.Softplus, "mish": nn.Mish,
+            "hard_sigmoid": nn.Hardsigmoid, "exponential": _Exp}
+
+
+def _Exp():
+    """torch has no exponential module: a small one (its forward is torch.exp)."""
+    torch = _import_torch()
+
+    class Exp(torch.nn.Module):
+        def forward(self, x):
+            return torch.exp(x)
+
+    return Exp()
 
 
 def to_torch(model: Any) -> Any:
@@ -164,9 +179,14 @@ def _follows_activation(steps, position, nn):
 
 def _activation_of(nn, step, where):
     """(bp activation, alpha) for a torch activation module; ValueError for anything else."""
-    simple = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu"}
+    simple = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.SELU: "selu",
+              nn.SiLU: "silu", nn.Mish: "mish", nn.Hardsigmoid: "hard_sigmoid"}
     if type(step) in simple:
         return simple[type(step)], 0.01
+    if isinstance(step, nn.ELU) and step.alpha == 1.0:
+        return "elu", 0.01
+    if isinstance(step, nn.Softplus) and step.beta == 1.0 and step.threshold == 20.0:
+        return "softplus", 0.01
     if isinstance(step, nn.LeakyReLU):
         if step.negative_slope < 0:
             raise ValueError(f"{where}: bp's leaky_relu needs a slope >= 0. Received: "
@@ -183,7 +203,9 @@ def _activation_of(nn, step, where):
                              f"Received: dim={step.dim!r}")
         return "softmax", 0.01
     raise ValueError(f"{where} has no bp equivalent. Expected nn.Linear, nn.Identity or one of "
-                     "nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Softmax")
+                     "nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Softmax, nn.SELU, "
+                     "nn.SiLU, nn.Mish, nn.Hardsigmoid, nn.ELU (alpha=1), nn.Softplus (beta=1, "
+                     "threshold=20)")
 
 
 def _module_dtype(steps, dtype):

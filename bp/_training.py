@@ -158,7 +158,7 @@ class CompiledSteps(_Steps):
         self.net = self.passes.engine()
         self.backup = self.passes.backup()
         self.mean_width = _losses.mean_width(self.loss, self.Y.shape[1])
-        self.count_hits = self.loss != "mse"
+        self.count_hits = _losses.is_classification(self.loss)
 
     def run(self, first_step, count):
         net, opt, reducer = self.net, self.opt, self.reducer
@@ -556,7 +556,7 @@ def epoch_logs(loss, total, seen, correct, weight, comm=None):
     accuracy (of each batch before its update, as Keras reports), over all ranks' rows when
     data-parallel."""
     logs = {"loss": total / seen}
-    if loss != "mse":
+    if _losses.is_classification(loss):
         logs["accuracy"] = _ratio(comm, correct, weight)
     return logs
 
@@ -590,7 +590,7 @@ def _validate(model, val, loss, comm):
         nt = _threads.get_num_threads()
         total, rows, hits, weight = val.sums(model._passes, loss, nt)
         ev = {"loss": float(total / rows + model._passes.penalty(None, nt))}
-        if loss != "mse":
+        if _losses.is_classification(loss):
             ev["accuracy"] = float(hits / weight) if weight else 0.0
         return {"val_" + k: v for k, v in ev.items()}
     ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
@@ -622,7 +622,7 @@ def _diverged(model, passes, epoch, batch, on_nan, progress, X_batch=None, batch
            + (f", first at sample {sample} of the batch" if sample is not None else "")
            + (f" (row {row} of X)" if row is not None else "")
            + "; the model keeps the last finite weights (lower the learning rate, clip "
-           "gradients with clip_norm, or check the data)")
+           "gradients with global_clipnorm, or check the data)")
     model.history.stopped = "diverged"
     model.history.diverged = {"epoch": epoch, "batch": batch, "layer": layer,
                               "sample": sample, "row": row, "where": where}

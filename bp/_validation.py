@@ -253,7 +253,8 @@ def check_number(name, value, low=None, high=None, low_open=False, high_open=Fal
 def check_choice(name, value, choices):
     if value not in choices:
         valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"Unknown {name} {value!r}. Valid values: {valid}")
+        raise ValueError(f"Unknown {name} {value!r}. Valid values: {valid}. "
+                         f"Received: {name}={value!r}")
     return value
 
 

@@ -72,8 +72,10 @@ class Dense:
     units : int
         The output width n_out (> 0).
     activation : str or None, default="identity"
-        sigma: one of "identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu" (the exact erf
-        form), "softmax" (output layer only); None and "linear" (Keras' names) mean identity.
+        sigma: one of ``bp.kernels.ACTIVATIONS`` ("identity", "sigmoid", "tanh", "relu",
+        "leaky_relu", "gelu" (the exact erf form), "softmax" (output layer only), "elu", "selu",
+        "silu", "softplus", "mish", "hard_sigmoid", "exponential"; bpcore/_activations.pxd has each
+        formula), "linear" or None (identity), "swish" (silu).
     use_bias : bool, default=True
         Whether the layer adds a bias b.
     kernel_initializer : str or callable, optional
@@ -129,11 +131,7 @@ class Dense:
                  input_dim: int | None = None, name: str | None = None) -> None:
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
-        if activation is None or activation == "linear":  # Keras' names for the identity
-            activation = "identity"
-        if not isinstance(activation, str):
-            raise TypeError(f"activation must be a string. Received: {activation!r}")
-        check_choice("activation", activation, ACTIVATIONS)
+        activation = kernels.activation_name(activation)  # None, "linear": identity
         if kernel_initializer is not None and not callable(kernel_initializer):
             check_choice("kernel_initializer", kernel_initializer, INITIALIZERS)
         self.units = int(units)
@@ -461,8 +459,9 @@ class Activation(_WidthPreserving):
     Parameters
     ----------
     activation : str
-        sigma: one of "identity" (also "linear"), "sigmoid", "tanh", "relu", "leaky_relu",
-        "gelu", "softmax".
+        sigma: one of ``bp.kernels.ACTIVATIONS`` ("identity", also "linear" or None, "sigmoid",
+        "tanh", "relu", "leaky_relu", "gelu", "softmax", "elu", "selu", "silu" or "swish",
+        "softplus", "mish", "hard_sigmoid", "exponential").
     alpha : float, default=0.01
         leaky_relu's negative slope (>= 0).
     name : str, optional
@@ -479,10 +478,7 @@ class Activation(_WidthPreserving):
     _kind = "activation"
 
     def __init__(self, activation, *, alpha=0.01, name=None):
-        if not isinstance(activation, str):
-            raise TypeError(f"activation must be a string. Received: activation={activation!r}")
-        activation = "identity" if activation == "linear" else activation
-        check_choice("activation", activation, ACTIVATIONS)
+        activation = kernels.activation_name(activation)  # None, "linear": identity
         self.activation = activation
         self.alpha = check_number("alpha", alpha, low=0.0)
         self.name = name

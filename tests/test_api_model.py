@@ -616,7 +616,8 @@ def test_binary_cross_entropy_targets_are_checked():
                                          r"Received: 1\.5 at row 2, column 1"):
         model.fit(np.zeros((4, 3)), y, verbose=0)
     with pytest.raises(ValueError, match=r"loss 'cross_entropy' needs an output activation in "
-                                         r"\('softmax'\)\. Received: output activation 'sigmoid'"):
+                                         r"\('softmax', 'identity'\)\. Received: output "
+                                         r"activation 'sigmoid'"):
         model.evaluate(np.zeros((4, 3)), np.zeros(4, int), loss="cross_entropy")
     np.testing.assert_array_equal(model.get_flat_params(), params)
     assert model.loss is None and model.optimizer is None

@@ -510,9 +510,13 @@ def test_fit_with_sample_weight_takes_the_weighted_step():
 
 # Every loss with every output activation it accepts; the hidden layers cycle through the rest.
 PAIRS = ([("mse", tau) for tau in bp.kernels.ACTIVATIONS]
-         + [("binary_cross_entropy", "sigmoid"), ("cross_entropy", "softmax")])
+         + [("binary_cross_entropy", "sigmoid"), ("cross_entropy", "softmax"),
+            ("cross_entropy", "identity"), ("mae", "tanh"), ("huber", "identity"),
+            ("poisson", "exponential")])
 HIDDEN = {"identity": "gelu", "sigmoid": "leaky_relu", "tanh": "relu", "relu": "tanh",
-          "leaky_relu": "sigmoid", "gelu": "identity", "softmax": "tanh"}
+          "leaky_relu": "sigmoid", "gelu": "identity", "softmax": "tanh", "elu": "silu",
+          "selu": "mish", "silu": "softplus", "softplus": "hard_sigmoid", "mish": "elu",
+          "hard_sigmoid": "selu", "exponential": "selu"}
 
 
 KINKED = ("relu", "leaky_relu")  # sigma' jumps at 0
@@ -527,6 +531,8 @@ def _pair_case(loss, tau, soft_targets=False):
         y = rng.dirichlet(np.ones(m), n) if soft_targets else rng.integers(0, m, n)
     elif loss == "binary_cross_entropy":
         y = rng.uniform(0, 1, (n, m))
+    elif loss == "poisson":
+        y = rng.poisson(1.5, (n, m)).astype(float)
     else:
         y = rng.standard_normal((n, m))
     hidden = (HIDDEN[tau], "tanh")

@@ -192,8 +192,8 @@ CASES = {
         e("z_out must be a numpy.ndarray. Received: list")),
     # ---- names and scalars
     "forward: unknown activation": (
-        lambda: forward(activation="swish"), ValueError,
-        e("Unknown activation 'swish'. Valid values: ") + VALID_ACTS),
+        lambda: forward(activation="swishy"), ValueError,
+        e("Unknown activation 'swishy'. Valid values: ") + VALID_ACTS),
     "forward: alpha < 0": (
         lambda: forward(activation="leaky_relu", alpha=-0.1), ValueError,
         e("alpha must be a finite number in [0.0, inf). Received: alpha=-0.1")),
@@ -214,7 +214,7 @@ CASES = {
     # ---- output_delta
     "output_delta: invalid pair": (
         lambda: out_delta(loss="cross_entropy", tau="sigmoid"), ValueError,
-        e("loss 'cross_entropy' needs an output activation in ('softmax'). Received: output "
+        e("loss 'cross_entropy' needs an output activation in ('softmax', 'identity'). Received: output "
           "activation 'sigmoid'")),
     "output_delta: binary cross-entropy after identity": (
         lambda: out_delta(loss="binary_cross_entropy", tau="identity"), ValueError,
@@ -222,7 +222,7 @@ CASES = {
           "output activation 'identity'")),
     "output_delta: unknown loss": (
         lambda: out_delta(loss="hinge"), ValueError,
-        e("Unknown loss 'hinge'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy'")),
+        e("Unknown loss 'hinge'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy', 'mae', 'huber', 'poisson'")),
     "output_delta: unknown output activation": (
         lambda: out_delta(tau="Sigmoid"), ValueError,
         e("Unknown output activation 'Sigmoid'. Valid values: ") + VALID_ACTS),
@@ -309,7 +309,7 @@ CASES = {
     # ---- loss_value
     "loss_value: unknown loss": (
         lambda: loss(name="MSE"), ValueError,
-        e("Unknown loss 'MSE'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy'")),
+        e("Unknown loss 'MSE'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy', 'mae', 'huber', 'poisson'")),
     "loss_value: per_sample of the wrong shape": (
         lambda: loss(per_sample=sentinel((N, 1))), ValueError,
         e("per_sample must have shape (4,). Received: per_sample with shape (4, 1)")),
