@@ -132,8 +132,11 @@ def extensions():
             extra_link_args=[],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             # _network reads array pointers through NumPy's C API (cheaper than a memoryview;
-            # measured: see bench/README.md, Python call costs)
-            include_dirs=[numpy.get_include()],
+            # measured: see bench/README.md, Python call costs); bpcore/ for the C headers beside
+            # the .pyx (_bf16_gemm.h)
+            include_dirs=[numpy.get_include(), "bpcore"],
+            # a changed header recompiles the extensions (the .c files do not change with it)
+            depends=sorted(glob.glob(os.path.join("bpcore", "*.h"))),
         )
         for path in sorted(glob.glob(os.path.join("bpcore", "*.pyx")))
     ]

@@ -81,7 +81,7 @@ def us(ns):
     return f"{v:.3g}" if v < 100 else f"{v:.0f}"
 
 
-VECTOR_FLAGS = ("avx2", "fma", "avx512f")
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16")
 
 
 def machine():

@@ -7,7 +7,7 @@ import numpy as np
 import scipy
 
 import bpcore
-from bpcore import _blas, _cpu
+from bpcore import _bf16, _blas, _cpu
 from bpcore._openmp import omp_max_threads, openmp_enabled
 
 from . import _threads
@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 
 def build_info() -> dict[str, Any]:
     """A dict: versions, OpenMP on or off, the BLAS that gemm calls and its threads, thread count,
-    and the instruction-set path each kernel with run-time-chosen bodies takes on this CPU."""
+    the instruction-set path each kernel with run-time-chosen bodies takes on this CPU, and the
+    bfloat16 GEMM's path (bpcore._bf16.kernel_path: its AVX512-BF16 kernel or the fallback)."""
     blas = []
     for lib in _threads.blas_info():
         blas.append({
@@ -38,6 +39,7 @@ def build_info() -> dict[str, Any]:
         "bp_num_threads": _threads.get_num_threads(),
         "small_gemm_threshold": _blas.SMALL_GEMM_THRESHOLD,
         "gemm": "scipy.linalg.cython_blas (sgemm/dgemm), own loops below the threshold",
+        "bf16_gemm": _bf16.kernel_path(),
         "blas": blas,
         "cpu_x86_64_v3": _cpu.x86_64_v3(),
         "kernel_paths": dict(bpcore.KERNEL_PATHS),
@@ -74,6 +76,7 @@ def show_config(file: TextIO | None = None) -> None:
           f"(omp_get_max_threads: {info['omp_max_threads']})", file=out)
     print(f"  gemm                : {info['gemm']}", file=out)
     print(f"  own-loop threshold  : m*n*k <= {info['small_gemm_threshold']}", file=out)
+    print(f"  bf16 gemm           : {info['bf16_gemm']}", file=out)
     for lib in info["blas"]:
         print(f"  BLAS                : {lib['library']} {lib['version']} ({lib['architecture']}, "
               f"{lib['threading_layer']}, {lib['num_threads']} threads) {lib['filepath']}",

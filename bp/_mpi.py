@@ -174,7 +174,7 @@ def _signature(model):
     bias."""
     layers = ", ".join(f"{layer.units} {layer.activation}" + ("" if layer.use_bias else " no-bias")
                        for layer in model.layers)
-    return f"{model.dtype.name} input {model.input_dim}: [{layers}]"
+    return f"{model.dtype_policy} input {model.input_dim}: [{layers}]"
 
 
 def check_same_model(model: Any, comm: Any) -> None:

@@ -13,8 +13,9 @@ the output of one before it (``src``, -1 for the batch X):
 ``operations`` builds that table from the layers (once per model), ``Workspace`` holds the
 per-operation buffers for one batch size, and ``forward`` / ``backward`` are the twin: the same
 kernels called one per operation from Python, in the engine's order, so the tests can hold the
-engine to them bit for bit. A Dense's folded Dropout (``layer.dropout``, the form of the files
-of format 1) is its own dropout operation here.
+engine to them bit for bit (in mixed_bfloat16 to the float32 sums' rounding: the twin rounds the
+dense products' operands to bf16 and multiplies them in float32). A Dense's folded Dropout
+(``layer.dropout``, the form of the files of format 1) is its own dropout operation here.
 """
 
 import numpy as np
@@ -33,6 +34,7 @@ from bpcore import (
 )
 
 from . import regularizers as _regularizers
+from ._reference import round_bf16
 from .layers import LAYER_TYPES, Dropout, Input, Residual
 
 PARAMETRIC = ("dense", "layer_norm", "batch_norm")
@@ -383,10 +385,12 @@ def _param(views, op, which):
     return views[op["param_index"]][which] if "param_index" in op else None
 
 
-def forward(ops, views, X, ws, n_threads, draw=None):
+def forward(ops, views, X, ws, n_threads, draw=None, mixed=False):
     """The forward pass of every operation into ws (rows = len(X)); returns the list of the
     outputs each operation leaves for the next (a dropout in inference and a fork pass their
-    input on). Inference unless draw (training batch `draw`: dropout masks, batch statistics)."""
+    input on). Inference unless draw (training batch `draw`: dropout masks, batch statistics).
+    mixed (mixed_bfloat16): a dense's product takes bf16-rounded operands (the engine's
+    semantics: products of bf16 values, float32 sums; see _mixed_dense_backward)."""
     rows = X.shape[0]
     cur = []
     for i, op in enumerate(ops):
@@ -395,6 +399,8 @@ def forward(ops, views, X, ws, n_threads, draw=None):
         out = None if ws.z_out[i] is None else ws.z_out[i][:rows]
         W, b = _param(views, op, 0), _param(views, op, 1)
         if kind == "dense":
+            if mixed:
+                x, W = round_bf16(x), round_bf16(W)
             _dense_forward.dense_forward(x, W, b, ws.z_in[i][:rows], out, op["act"], op["alpha"],
                                          n_threads)
         elif kind == "activation":
@@ -420,11 +426,13 @@ def forward(ops, views, X, ws, n_threads, draw=None):
     return cur
 
 
-def backward(ops, views, grad_views, X, Y, w, ws, loss, scale, beta, n_threads, draw=None):
+def backward(ops, views, grad_views, X, Y, w, ws, loss, scale, beta, n_threads, draw=None,
+             mixed=False):
     """Forward, loss, error signals and gradients (grad = beta grad + this batch's) of one batch,
-    one kernel call per operation and pass, in the engine's order; returns the batch loss."""
+    one kernel call per operation and pass, in the engine's order; returns the batch loss.
+    mixed: the dense products of mixed_bfloat16 (see forward)."""
     rows = X.shape[0]
-    cur = forward(ops, views, X, ws, n_threads, draw)
+    cur = forward(ops, views, X, ws, n_threads, draw, mixed)
     out = ops[-1]
     code = bpcore.LOSSES[loss]
     f_in = ws.z_in[-1][:rows] if out["kind"] == "dense" else (
@@ -443,7 +451,10 @@ def backward(ops, views, grad_views, X, Y, w, ws, loss, scale, beta, n_threads, 
         g_prev = ws.delta[op["src"]][:rows] if op["send_back"] else None
         W = _param(views, op, 0)
         gW, gb = _param(grad_views, op, 0), _param(grad_views, op, 1)
-        if kind == "dense":
+        if kind == "dense" and mixed:
+            _mixed_dense_backward(x, W, ws.z_in[i][:rows], ws.z_out[i][:rows], op,
+                                  i == len(ops) - 1, beta, g, gW, gb, g_prev, n_threads)
+        elif kind == "dense":
             _dense.dense_backward(x, W, ws.z_in[i][:rows], ws.z_out[i][:rows], op["act"],
                                   op["alpha"], i == len(ops) - 1, beta, g, gW, gb, g_prev,
                                   n_threads)
@@ -469,3 +480,21 @@ def backward(ops, views, grad_views, X, Y, w, ws, loss, scale, beta, n_threads, 
         else:  # add: the block's last operation receives g unchanged
             g_prev[...] = g
     return value
+
+
+def _mixed_dense_backward(x, W, z_in, z_out, op, from_loss, beta, g, gW, gb, g_prev, n_threads):
+    """The dense backward pass in mixed_bfloat16: delta = g * sigma'(z_in) and grad_b in float32
+    as in float32 (the kernel, its grad_W and g_prev left aside), then
+    grad_W = beta grad_W + bf16(z_out_prev).T @ bf16(delta) and g_prev = bf16(delta) @ bf16(W).T
+    as float32 products of bf16 values (exact), with float32 sums."""
+    scratch = np.empty_like(gW)
+    _dense.dense_backward(x, W, z_in, z_out, op["act"], op["alpha"], from_loss, beta, g, scratch,
+                          gb, None, n_threads)
+    delta = round_bf16(g)
+    product = round_bf16(x).T @ delta
+    if beta == 0:
+        gW[...] = product
+    else:
+        gW[...] = beta * gW + product
+    if g_prev is not None:
+        g_prev[...] = delta @ round_bf16(W).T

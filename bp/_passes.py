@@ -184,6 +184,9 @@ PREDICT_BLOCK_BYTES = 512 * 1024
 # on 2 threads; measured: see bench/README.md, Threads on a whole step): such steps run BLAS on
 # one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
+# mixed_bfloat16 predict: rows per forward pass of the engine (its workspace holds z_in and z_out
+# of every operation for them)
+MIXED_BLOCK_ROWS = 1024
 
 # Workspaces kept per model, for the batch sizes used last (fit meets two): one per distinct
 # size, kept for ever, grew without bound (bench/README.md, "Memory"). Bounds the private pool too.
@@ -213,9 +216,12 @@ class Passes:
     params, grads : the flat parameter and gradient buffers (grads zeros if None)
     compiled : bool, default True
         Run the backward pass in the compiled engine (True) or as the per-layer Python twin.
+    mixed : bool, default False
+        mixed_bfloat16: the dense products in bf16 with float32 sums (params float32). predict
+        and evaluate then run the engine's forward pass (bpcore/_infer.pyx is float32's).
     """
 
-    def __init__(self, layers, params, grads=None, compiled=True):
+    def __init__(self, layers, params, grads=None, compiled=True, mixed=False):
         self.layers = layers
         self.dtype = params.dtype
         self.n_in = layers[0].input_dim
@@ -232,6 +238,11 @@ class Passes:
         self.param_views = split(params, self.layout)
         self.grad_views = split(self.grads, self.layout)
         self.compiled = compiled
+        self.mixed = mixed
+        if mixed and self.dtype != np.float32:
+            raise TypeError(f"mixed_bfloat16 keeps float32 parameters. Received: params with "
+                            f"dtype {self.dtype}")
+        self._mixed_pool = []  # (engine, workspace) pairs for mixed predict, one per caller
         # per layer (kernel l1, l2, bias l1, l2): the weight penalties of bp.regularizers
         self.penalties = [(*_regularizers.coefficients(getattr(layer, "kernel_regularizer", None)),
                            *_regularizers.coefficients(getattr(layer, "bias_regularizer", None)))
@@ -280,7 +291,7 @@ class Passes:
         calls that must not disturb another's binding."""
         if shared and self._engine is not None:
             return self._engine
-        net = _network.Network(self.params, self.grads, self.ops)
+        net = _network.Network(self.params, self.grads, self.ops, mixed=self.mixed)
         if shared:
             self._engine = net
         return net
@@ -296,13 +307,15 @@ class Passes:
         """The forward pass of every operation into workspace ws (bp/_ops.py's twin of the
         engine's); returns f_out. Inference unless draw (training batch `draw`: dropout masks
         and batch statistics)."""
-        return _ops.forward(self.ops, self.param_views, X, ws, n_threads, draw)[-1]
+        return _ops.forward(self.ops, self.param_views, X, ws, n_threads, draw, self.mixed)[-1]
 
     def predict(self, model, X, n_threads, out=None):
         """f_out of X through bpcore/_infer.pyx: the whole network in one call, over blocks of
         rows, its buffers per call (so several threads may call it at once). X is checked here:
         in C when it is already a finite C-contiguous array of the dtype and width, else by
         check_X, which converts it or names what is wrong."""
+        if self.mixed:
+            return self._predict_mixed(model, X, n_threads, out)
         if not self.dense_only:
             return self._predict_by_operations(model, X, n_threads, out)
         inference = self._get_inference()
@@ -336,6 +349,52 @@ class Passes:
         out[...] = cur[-1]
         return out
 
+    def _predict_mixed(self, model, X, n_threads, out=None, f_in=None):
+        """predict (and evaluate's f_in) of a mixed_bfloat16 model: the engine's forward pass
+        in inference mode, its products in bf16 (the weights packed once per call), over blocks
+        of MIXED_BLOCK_ROWS rows through an engine and workspace of this call's own."""
+        if model is not None:
+            X = check_X(model, X)
+        rows = X.shape[0]
+        if out is not None:
+            check_out(out, X, self.n_out, self.dtype)
+        else:
+            out = np.empty((rows, self.n_out), self.dtype)
+        if rows == 0:
+            return out
+        block = min(rows, MIXED_BLOCK_ROWS)
+        n_threads = self.step_threads(rows, n_threads)
+        with self._lock:
+            pair = next((p for p in self._mixed_pool if p[1].n_rows == block), None)
+            if pair is not None:
+                self._mixed_pool.remove(pair)
+        if pair is None:
+            pair = (self.engine(shared=False), self.new_workspace(block))
+            pair[0].bind(pair[1])
+        net, ws = pair
+        last = self.ops[-1]
+        try:
+            for start in range(0, rows, block):
+                stop = min(rows, start + block)
+                net.forward(X[start:stop], n_threads, start == 0)
+                out[start:stop] = ws.z_out[-1][:stop - start]
+                if f_in is not None:
+                    f_in[start:stop] = self._mixed_f_in(ws, X[start:stop], last)
+        finally:
+            with self._lock:
+                self._mixed_pool.append(pair)
+        return out
+
+    def _mixed_f_in(self, ws, X, last):
+        """The output operation's f_in in workspace ws after a forward pass of X's rows."""
+        rows = X.shape[0]
+        if last["kind"] == "dense":
+            return ws.z_in[-1][:rows]
+        src = last["src"]
+        while src >= 0 and self.ops[src]["kind"] in ("dropout", "fork"):  # inference: identity
+            src = self.ops[src]["src"]
+        return X if src < 0 else ws.z_out[src][:rows]
+
     def _get_inference(self):
         inference = self._inference
         if inference is None:
@@ -363,7 +422,9 @@ class Passes:
         rows, n_out = X.shape[0], self.n_out
         n_threads = self._predict_threads(rows, n_threads)
         f_in, f_out = np.empty((rows, n_out), self.dtype), np.empty((rows, n_out), self.dtype)
-        if not self.dense_only:
+        if self.mixed:
+            self._predict_mixed(None, X, n_threads, f_out, f_in)
+        elif not self.dense_only:
             self._predict_by_operations(None, X, n_threads, f_out, f_in)
         else:
             self._get_inference().run(X, f_out, self._block_rows(), n_threads, f_in,
@@ -449,7 +510,7 @@ class Passes:
         """The backward pass as a Python loop of one kernel call per operation and pass
         (bp/_ops.py): the readable version, and the twin the engine is tested against."""
         return _ops.backward(self.ops, self.param_views, grad_views, X, Y, w, ws, loss, scale,
-                             beta, n_threads, draw)
+                             beta, n_threads, draw, self.mixed)
 
     def penalty(self, grads, n_threads):
         """The layers' weight penalties R(W) + R(b), with dR/dW, dR/db added to the flat

@@ -197,6 +197,37 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
     return _into(grad_W, gW), (_into(grad_b, gb) if use_bias else None)
 
 
+# ---- bfloat16 products ("mixed_bfloat16": operands rounded to bf16, sums in float32) -----
+
+
+def round_bf16(x):
+    """bf16(x) as float32: x's float32 bit pattern rounded to its top 16 bits, to nearest even.
+
+    As the hardware does it (vcvtne2ps2bf16, and bpcore's fallback): zero and denormal inputs give
+    a zero of the same sign, NaN stays NaN (quiet), overflow rounds to infinity.
+    """
+    u = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    rounded = np.where((u & 0x7F800000) == 0, u & 0x80000000, rounded)   # denormals -> +-0
+    rounded = np.where((u & 0x7FFFFFFF) > 0x7F800000,                    # NaN -> quiet NaN
+                       (u | 0x00400000) & 0xFFFF0000, rounded)
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+def gemm_bf16(A, B, C, alpha=1.0, beta=0.0, bias=None, activation="identity"):
+    """alpha * bf16(A) @ bf16(B) + beta * C (+ bias, then the activation), in float64.
+
+    A and B are op(A) and op(B) (pass A.T for a transposed operand); the products of bf16 values
+    are exact, so this is the oracle of bpcore._bf16 up to its float32 sums.
+    """
+    out = alpha * (round_bf16(A).astype(np.float64) @ round_bf16(B).astype(np.float64))
+    if beta != 0:
+        out = out + beta * np.asarray(C, dtype=np.float64)
+    if bias is not None:
+        out = out + bias
+    return sigma(activation, out)
+
+
 # ---- parameter updates (torch.optim's rules) -----------------------------------------------------
 
 

@@ -25,6 +25,24 @@ def as_dtype(dtype):
     return dt
 
 
+# A model's dtype policy (Keras 3's names): the dtype of its parameters, and whether its dense
+# products run in bfloat16 (mixed_bfloat16: bf16-rounded operands, float32 sums).
+POLICIES = ("float32", "float64", "mixed_bfloat16")
+
+
+def as_policy(dtype):
+    """(parameter dtype, policy name) for a model's dtype= ('float32', 'float64', the numpy
+    types, or 'mixed_bfloat16'); anything else is an error that lists the valid names."""
+    if isinstance(dtype, str) and dtype == "mixed_bfloat16":
+        return np.dtype(np.float32), dtype
+    try:
+        dt = as_dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be one of {', '.join(POLICIES)}. Received: "
+                        f"dtype={dtype!r}") from None
+    return dt, dt.name
+
+
 def _kind_error(name, arr):
     return TypeError(
         f"{name} must be an array of real numbers (float32 or float64; integers are cast). "

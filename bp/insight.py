@@ -65,7 +65,8 @@ class _Compiled:
         self.X = np.ascontiguousarray(X, model.dtype)
         self.Y = np.ascontiguousarray(Y, model.dtype)
         self.scale = _losses.default_scale(loss, *self.Y.shape)
-        self.passes = _passes.Passes(model.layers, model.get_flat_params(), compiled=False)
+        self.passes = _passes.Passes(model.layers, model.get_flat_params(), compiled=False,
+                                     mixed=getattr(model, "dtype_policy", "") == "mixed_bfloat16")
         self.ws = self.passes.new_workspace(self.X.shape[0])
 
     def forward(self):

@@ -34,8 +34,8 @@ from . import optimizers as _optimizers
 from ._ops import layer_config, layers_from_config, refuse_beyond_dense
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
 from ._validation import (
-    as_dtype,
     as_float_array,
+    as_policy,
     check_finite,
     check_positive_int,
     check_seed,
@@ -63,8 +63,11 @@ class Sequential:
         Dense, Activation, Dropout, LayerNormalization, BatchNormalization, Residual or Input, in
         order; a Dropout right after a Dense acts on its output. The last layer is a Dense or an
         Activation: its activation is the output activation tau.
-    dtype : {"float32", "float64"}, default="float32"
+    dtype : {"float32", "float64", "mixed_bfloat16"}, default="float32"
         The dtype of the weights and of every computation; inputs are cast to it.
+        ``"mixed_bfloat16"`` (Keras 3's policy name): float32 weights, gradients, optimizer
+        state and elementwise passes, and the Dense layers' matrix products in bfloat16 with
+        float32 sums (each operand rounded to bf16, to nearest even); inputs are float32.
     seed : int or None, default=None
         Seeds weight initialisation, shuffling, dropout masks and the validation split: the same
         seed gives bit-identical training.
@@ -84,6 +87,8 @@ class Sequential:
         The optimizer of the last ``fit``, ``step`` or ``compile``, with its state.
     history : History
         The record of the last ``fit``.
+    dtype_policy : str
+        ``"float32"``, ``"float64"`` or ``"mixed_bfloat16"`` (then ``dtype`` is float32).
 
     See Also
     --------
@@ -110,7 +115,7 @@ class Sequential:
                  seed: int | None = None, input_dim: int | None = None,
                  input_shape: tuple[int, ...] | None = None) -> None:
         input_dim = _ops.input_dim_of(input_shape, input_dim)
-        self.dtype = as_dtype(dtype)
+        self.dtype, self.dtype_policy = as_policy(dtype)
         self.seed = check_seed(seed)
         self.layers: list[Any] = []
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
@@ -251,7 +256,8 @@ class Sequential:
 
     def _rebind(self, params, grads=None):
         """Adopt a flat parameter vector (and gradient buffer) and point the layers into it."""
-        self._passes = _passes.Passes(self.layers, params, grads)
+        self._passes = _passes.Passes(self.layers, params, grads,
+                                      mixed=self.dtype_policy == "mixed_bfloat16")
         self._params, self._grads = params, self._passes.grads
         for layer, (W, b) in zip(_ops.parametric(self.layers), self._passes.param_views):
             layer._bind(W, b)
@@ -893,7 +899,7 @@ class Sequential:
         >>> config["seed"], config["layers"][0]["units"]
         (1, 4)
         """
-        return {"dtype": self.dtype.name, "seed": self.seed, "input_dim": self.input_dim,
+        return {"dtype": self.dtype_policy, "seed": self.seed, "input_dim": self.input_dim,
                 "layers": [layer_config(layer) for layer in self.layers], "loss": self.loss}
 
     @classmethod
@@ -984,7 +990,7 @@ class Sequential:
         return _torch.from_torch(cls, module, dtype)
 
     def __repr__(self) -> str:
-        lines = [f"Sequential(dtype={self.dtype.name!r}" + (
+        lines = [f"Sequential(dtype={self.dtype_policy!r}" + (
             f", input_dim={self.input_dim}" if self.input_dim else "") + ") ["]
         for i, layer in enumerate(self.layers):
             lines.append(f"  ({i}) {layer!r}")

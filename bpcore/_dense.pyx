@@ -14,12 +14,17 @@
 # The same multiplications in the same order, so a stack of Dense layers gives the same bits.
 # Both products go through _blas.gemm (the one place a matrix product is chosen); sigma' is a
 # sweep over rows, parallel over rows when the layer is large enough (_openmp.work_threads).
+#
+# mixed_bfloat16 (dense_backward_bf16_core, float32 only): delta and grad_b as above in float32;
+# both products in bf16 through bpcore._bf16 with float32 sums. The engine hands in W.T packed
+# once per update and a scratch buffer (its own) that delta is packed into for the gradient.
 
 from cython.parallel cimport prange
 
 from bpcore._activations cimport backprop_row, sigma_prime_cost
+from bpcore cimport _bf16
 from bpcore._blas cimport gemm
-from bpcore._gradients cimport gradients_core
+from bpcore._gradients cimport column_sums, gradients_core
 from bpcore._openmp cimport work_threads
 
 
@@ -28,24 +33,57 @@ cdef void dense_backward_core(const floating* z_out_prev, Py_ssize_t n, Py_ssize
                               Py_ssize_t n_out, int act, floating alpha, bint from_loss,
                               floating beta, floating* delta, floating* grad_W,
                               floating* grad_b, floating* g_prev, int n_threads) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int nt
     if n == 0:
         return
-    if not from_loss:   # delta = g * sigma'(z_in), in place
-        nt = work_threads(n * n_out * sigma_prime_cost(act), n, n_threads)
-        if nt == 1:
-            for i in range(n):
-                backprop_row(act, alpha, z_in + i * n_out, z_out + i * n_out, delta + i * n_out,
-                             n_out)
-        else:
-            for i in prange(n, num_threads=nt, schedule="static"):
-                backprop_row(act, alpha, z_in + i * n_out, z_out + i * n_out, delta + i * n_out,
-                             n_out)
+    if not from_loss:
+        _sigma_prime(z_in, z_out, n, n_out, act, alpha, delta, n_threads)
     gradients_core(z_out_prev, n, n_in, n_in, delta, n_out, beta, grad_W, grad_b, n_threads)
     if g_prev != NULL:   # g_prev (n, n_in) = delta (n, n_out) @ W.T   (W is (n_in, n_out))
         gemm(False, True, n, n_in, n_out, <floating>1, delta, n_out, W, n_out,
              <floating>0, g_prev, n_in)
+
+
+cdef int dense_backward_bf16_core(const float* z_out_prev, Py_ssize_t n, Py_ssize_t n_in,
+                                  int path, const void* WT_packed, const float* z_in,
+                                  const float* z_out, Py_ssize_t n_out, int act, float alpha,
+                                  bint from_loss, float beta, float* delta, void* scratch,
+                                  float* grad_W, float* grad_b, float* g_prev,
+                                  int n_threads) noexcept nogil:
+    """As dense_backward_core, the products in bf16 (WT_packed: _bf16.pack_b(path, True, n_out,
+    n_in, W); scratch: _bf16.packed_b_bytes(path, n, n_out) bytes). Returns -1 if a product's
+    scratch could not be allocated."""
+    if n == 0:
+        return 0
+    if not from_loss:
+        _sigma_prime(z_in, z_out, n, n_out, act, alpha, delta, n_threads)
+    # grad_W (n_in, n_out) = beta grad_W + z_out_prev.T @ delta: delta packed as op(B), k = n
+    _bf16.pack_b(path, False, n, n_out, delta, n_out, scratch, n_threads)
+    if _bf16.gemm_packed(path, True, n_in, n_out, n, 1.0, z_out_prev, n_in, scratch, beta,
+                         grad_W, n_out, NULL, _bf16.BF16_ACT_NONE, n_threads) != 0:
+        return -1
+    if grad_b != NULL:
+        column_sums(delta, n, n_out, beta, grad_b, n_threads)
+    if g_prev != NULL and _bf16.gemm_packed(path, False, n, n_in, n_out, 1.0, delta, n_out,
+                                            WT_packed, 0.0, g_prev, n_in, NULL,
+                                            _bf16.BF16_ACT_NONE, n_threads) != 0:
+        return -1
+    return 0
+
+
+cdef inline void _sigma_prime(const floating* z_in, const floating* z_out, Py_ssize_t n,
+                              Py_ssize_t n_out, int act, floating alpha, floating* delta,
+                              int n_threads) noexcept nogil:
+    """delta = g * sigma'(z_in), in place."""
+    cdef Py_ssize_t i
+    cdef int nt = work_threads(n * n_out * sigma_prime_cost(act), n, n_threads)
+    if nt == 1:
+        for i in range(n):
+            backprop_row(act, alpha, z_in + i * n_out, z_out + i * n_out, delta + i * n_out,
+                         n_out)
+    else:
+        for i in prange(n, num_threads=nt, schedule="static"):
+            backprop_row(act, alpha, z_in + i * n_out, z_out + i * n_out, delta + i * n_out,
+                         n_out)
 
 
 def dense_backward(const floating[:, ::1] z_out_prev, const floating[:, ::1] W,  # IN

@@ -8,10 +8,15 @@
 # parallelised over rows with prange when the layer is large enough (_openmp.work_threads).
 # z_in is kept because backpropagation needs it (gelu's derivative) and bp shows it to the user;
 # when the caller passes the same buffer for z_in and z_out the activation is applied in place.
+#
+# mixed_bfloat16 (dense_forward_bf16_core): the same with the product in bf16 through bpcore._bf16
+# (z_out_prev rounded while it is packed, W packed beforehand by the engine once per update), the
+# bias and sigma in float32 by the same epilogue.
 
 from cython.parallel cimport prange
 
 from bpcore._activations cimport SOFTMAX, activate_row, sigma_cost, softmax_rows
+from bpcore cimport _bf16
 from bpcore._blas cimport gemm, threads_after_gemm
 from bpcore._openmp cimport work_threads
 
@@ -20,14 +25,39 @@ cdef void dense_forward_core(const floating* z_out_prev, Py_ssize_t n, Py_ssize_
                              Py_ssize_t ld_prev, const floating* W, const floating* b,
                              Py_ssize_t n_out, int act, floating alpha,
                              floating* z_in, floating* z_out, int n_threads) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int nt
     if n == 0 or n_out == 0:
         return
     gemm(False, False, n, n_out, n_in, <floating>1, z_out_prev, ld_prev, W, n_out,
          <floating>0, z_in, n_out)
-    nt = work_threads(n * n_out * sigma_cost(act), n,
-                      threads_after_gemm(n, n_out, n_in, n_threads))
+    _epilogue(b, n, n_out, act, alpha, z_in, z_out,
+              threads_after_gemm(n, n_out, n_in, n_threads))
+
+
+cdef int dense_forward_bf16_core(const float* z_out_prev, Py_ssize_t n, Py_ssize_t n_in,
+                                 Py_ssize_t ld_prev, int path, const void* W_packed,
+                                 const float* b, Py_ssize_t n_out, int act, float alpha,
+                                 float* z_in, float* z_out, int n_threads) noexcept nogil:
+    """As dense_forward_core with W packed by _bf16.pack_b(path, False, n_in, n_out, W);
+    returns -1 if the product's scratch could not be allocated."""
+    if n == 0 or n_out == 0:
+        return 0
+    if _bf16.gemm_packed(path, False, n, n_out, n_in, 1.0, z_out_prev, ld_prev, W_packed, 0.0,
+                         z_in, n_out, NULL, _bf16.BF16_ACT_NONE, n_threads) != 0:
+        return -1
+    # after bp's own kernel no BLAS pool spins beside an OpenMP epilogue; after the fallback's
+    # sgemm one may (threads_after_gemm)
+    _epilogue(b, n, n_out, act, alpha, z_in, z_out,
+              n_threads if path != _bf16.BF16_PATH_FALLBACK
+              else threads_after_gemm(n, n_out, n_in, n_threads))
+    return 0
+
+
+cdef inline void _epilogue(const floating* b, Py_ssize_t n, Py_ssize_t n_out, int act,
+                           floating alpha, floating* z_in, floating* z_out,
+                           int n_threads) noexcept nogil:
+    """z_in += b; z_out = sigma(z_in), row by row while each row is in cache."""
+    cdef Py_ssize_t i
+    cdef int nt = work_threads(n * n_out * sigma_cost(act), n, n_threads)
     if nt == 1 and act == SOFTMAX:  # the whole block's exponentials in one vectorised call
         softmax_rows(b, z_in, z_out, n, n_out)
     elif nt == 1:

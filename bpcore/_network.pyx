@@ -27,6 +27,17 @@
 # is an OPT_ kind with a case in _update (and in _update_is_safe if its growth can be bounded).
 # Every matrix product goes through _blas.gemm, the one place to route a product elsewhere.
 #
+# mixed_bfloat16 (Network(..., mixed=True), float32 only): the dense operations' three products
+# run in bf16 with float32 sums through bpcore._bf16 (dense_forward_bf16_core,
+# dense_backward_bf16_core); everything else stays as above, in float32. The engine owns the packed
+# weights: per dense W (for z_out_prev @ W) and W.T (for delta @ W.T, when it sends g back),
+# allocated once with the table, repacked from the flat parameters at the first forward pass after
+# an update (`stale`, set by every update and by every call from Python, which may have changed
+# the parameters), and one scratch per workspace binding that delta is packed into for
+# z_out_prev.T @ delta. Nothing is allocated in a step (the kernel's packed-A block is per thread
+# and kept: _bf16_gemm.h). The bf16 products run on the step's thread count (OpenMP, bit-identical
+# for any count); the elementwise passes stay as configured.
+#
 # Why one call: a Python loop over layers pays per kernel call for argument parsing, memoryview
 # acquisition, releasing and re-taking the GIL: for the XOR network many times its arithmetic
 # (measured: see bench/README.md, One compiled call instead of a loop over layers); for any
@@ -61,8 +72,9 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from bpcore._activation cimport activation_forward_core, activation_backward_core
 from bpcore._batch_norm cimport batch_norm_forward_core, batch_norm_backward_core
-from bpcore._dense cimport dense_backward_core
-from bpcore._dense_forward cimport dense_forward_core
+from bpcore cimport _bf16
+from bpcore._dense cimport dense_backward_core, dense_backward_bf16_core
+from bpcore._dense_forward cimport dense_forward_core, dense_forward_bf16_core
 from bpcore._dropout cimport u64, dropout_forward_core, dropout_backward_into_core
 from bpcore._error_signal cimport output_delta_core
 from bpcore._layer_norm cimport layer_norm_forward_core, layer_norm_backward_core
@@ -138,6 +150,13 @@ cdef struct Op:
     void* mask                    # dropout: (rows, n_out) bytes
     void* stats                   # norms: the statistics (double)
     void* cur                     # set by the forward pass: the output the next ones read
+    # dense in mixed_bfloat16 (pk_w NULL: float32 products)
+    void* pk_w                    # W packed for _bf16.gemm_packed (path bf16_path)
+    void* pk_wt                   # W.T packed (NULL unless send_back)
+    void* scratch                 # the binding's buffer that delta is packed into
+    int bf16_path, gemm_nt        # the path the buffers are packed for; the products' threads
+    bint stale, stale_t           # the parameters changed since pk_w / pk_wt were packed
+    bint failed                   # a product's scratch could not be allocated
 
 
 cdef struct Opt:
@@ -174,7 +193,13 @@ cdef void _forward_op(Op* ops, Op* O, const floating* params, const floating* X,
     cdef const floating* w = (params + O.w_off) if O.w_off >= 0 else NULL
     cdef const floating* b = (params + O.b_off) if O.b_off >= 0 else NULL
     O.cur = O.z_out
-    if O.kind == OP_DENSE:
+    if O.kind == OP_DENSE and O.pk_w != NULL:   # mixed_bfloat16 (float32 only)
+        if floating is float:
+            if dense_forward_bf16_core(x, n, O.n_in, O.n_in, O.bf16_path, O.pk_w, b, O.n_out,
+                                       O.act, O.alpha, <float*>O.z_in, <float*>O.z_out,
+                                       O.gemm_nt) != 0:
+                O.failed = True
+    elif O.kind == OP_DENSE:
         dense_forward_core(x, n, O.n_in, O.n_in, w, b, O.n_out, O.act, <floating>O.alpha,
                            <floating*>O.z_in, <floating*>O.z_out, nt)
     elif O.kind == OP_ACTIVATION:
@@ -210,7 +235,14 @@ cdef void _backward_op(Op* ops, Op* O, bint last, const floating* params, floati
     cdef floating* gw = (grads + O.w_off) if O.w_off >= 0 else NULL
     cdef floating* gb = (grads + O.b_off) if O.b_off >= 0 else NULL
     cdef Py_ssize_t count = n * O.n_out
-    if O.kind == OP_DENSE:
+    if O.kind == OP_DENSE and O.pk_w != NULL:
+        if floating is float:
+            if dense_backward_bf16_core(x, n, O.n_in, O.bf16_path, O.pk_wt, <float*>O.z_in,
+                                        <float*>O.z_out, O.n_out, O.act, O.alpha, last, acc,
+                                        <float*>O.delta, O.scratch, gw, gb, gp,
+                                        O.gemm_nt) != 0:
+                O.failed = True
+    elif O.kind == OP_DENSE:
         dense_backward_core(x, n, O.n_in, w, <floating*>O.z_in, <floating*>O.z_out, O.n_out,
                             O.act, <floating>O.alpha, last, acc, <floating*>O.delta, gw, gb, gp,
                             nt)
@@ -257,6 +289,7 @@ cdef double _backward(Op* ops, Py_ssize_t n_ops, const floating* params,
     cdef const floating* f_in
     cdef floating* target
     cdef double value
+    _pack_weights(ops, n_ops, params, True)
     for i in range(n_ops):
         _forward_op(ops, &ops[i], params, X, n, draw, nt)
     O = &ops[n_ops - 1]
@@ -273,6 +306,33 @@ cdef double _backward(Op* ops, Py_ssize_t n_ops, const floating* params,
     for i in range(n_ops - 1, -1, -1):
         _backward_op(ops, &ops[i], i == n_ops - 1, params, grads, X, n, acc, draw, nt)
     return value
+
+
+cdef void _pack_weights(Op* ops, Py_ssize_t n_ops, const floating* params,
+                        bint transposed) noexcept nogil:
+    """mixed_bfloat16: repack the dense weights that changed since they were last packed (W.T
+    too with `transposed`: a training step's; predict's forward pass needs W only)."""
+    cdef Py_ssize_t i
+    cdef Op* O
+    if floating is float:
+        for i in range(n_ops):
+            O = &ops[i]
+            if O.pk_w == NULL:
+                continue
+            if O.stale:
+                _bf16.pack_b(O.bf16_path, False, O.n_in, O.n_out, params + O.w_off, O.n_out,
+                             O.pk_w, O.gemm_nt)
+                O.stale = False
+            if transposed and O.stale_t and O.pk_wt != NULL:
+                _bf16.pack_b(O.bf16_path, True, O.n_out, O.n_in, params + O.w_off, O.n_out,
+                             O.pk_wt, O.gemm_nt)
+                O.stale_t = False
+
+
+cdef inline void _mark_stale(Op* ops, Py_ssize_t n_ops) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n_ops):
+        ops[i].stale = ops[i].stale_t = True
 
 
 cdef double _penalties(const Op* ops, Py_ssize_t n_ops, const floating* params,
@@ -633,6 +693,7 @@ cdef void _run_epoch(Epoch* e, Op* ops, Py_ssize_t n_ops, floating* params,
                 _save_state(o, n_params * sizeof(floating), False)
                 iterations = o.iterations
         _update(o, params, grads, n_params, sumsq, nt)
+        _mark_stale(ops, n_ops)   # (the guard below may also put the old parameters back)
         if e.guard:
             if not careful:
                 bounds = next_bounds
@@ -733,6 +794,8 @@ cdef class Network:
     cdef Py_ssize_t n_ops, n_params, capacity, n_in, n_out
     cdef int typenum
     cdef bint is_double, parallel_elementwise, penalized
+    cdef readonly bint mixed      # mixed_bfloat16: the dense products in bf16 (see the header)
+    cdef void* bf16_scratch
     cdef long long draw   # _compute's training batch (-1: inference)
     cdef readonly object params, grads, workspace
     cdef object _keep     # the workspace arrays the raw pointers point into
@@ -751,12 +814,15 @@ cdef class Network:
     cdef readonly int status
     cdef readonly long iterations   # the optimizer's step count after the last call
 
-    def __cinit__(self, params, grads, ops, parallel_elementwise=False):
+    def __cinit__(self, params, grads, ops, parallel_elementwise=False, mixed=False):
         self.ops = NULL
+        self.n_ops = 0
+        self.bf16_scratch = NULL
 
-    def __init__(self, params, grads, ops, bint parallel_elementwise=False):
+    def __init__(self, params, grads, ops, bint parallel_elementwise=False, bint mixed=False):
         cdef Py_ssize_t i, need = 0
         cdef Op* O
+        cdef int path = _bf16.active_path()
         self.parallel_elementwise = parallel_elementwise
         if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
             raise TypeError("params must be a float32 or float64 numpy array")
@@ -773,8 +839,13 @@ cdef class Network:
         if last not in ("dense", "activation"):
             raise ValueError(f"the output operation must be a dense or an activation. "
                              f"Received: {last!r}")
+        if mixed and self.is_double:
+            raise ValueError("mixed_bfloat16 keeps float32 parameters. Received: params with "
+                             "dtype float64")
+        self.mixed = mixed
         self.ops = <Op*>calloc(self.n_ops, sizeof(Op))
         if self.ops == NULL:
+            self.n_ops = 0
             raise MemoryError()
         self._running = []
         self.penalized = False
@@ -817,13 +888,57 @@ cdef class Network:
                 self._running.append(running)
         if need > self.n_params:
             raise ValueError(f"the layout needs {need} parameters; the buffer has {self.n_params}")
+        for i in range(self.n_ops if mixed else 0):   # the packed weights (calloc'd: NULL)
+            O = &self.ops[i]
+            if O.kind != OP_DENSE:
+                continue
+            O.bf16_path, O.stale, O.stale_t, O.gemm_nt = path, True, True, 1
+            O.pk_w = _bf16.alloc_packed(_bf16.packed_b_bytes(path, O.n_in, O.n_out))
+            if O.pk_w == NULL:
+                raise MemoryError()
+            if O.send_back:
+                O.pk_wt = _bf16.alloc_packed(_bf16.packed_b_bytes(path, O.n_out, O.n_in))
+                if O.pk_wt == NULL:
+                    raise MemoryError()
         self.n_in, self.n_out = self.ops[0].n_in, self.ops[self.n_ops - 1].n_out
         self.capacity = 0
         self.workspace = None
         self.draw = -1
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.ops != NULL:
+            for i in range(self.n_ops):
+                _bf16.free_packed(self.ops[i].pk_w)
+                _bf16.free_packed(self.ops[i].pk_wt)
+        _bf16.free_packed(self.bf16_scratch)
         free(self.ops)
+
+    cdef int _start(self, int n_threads, bint repack=True) except -1:
+        """Before a call: the parameters may have changed from Python (repack them), and the
+        bf16 products run on this call's threads."""
+        cdef Py_ssize_t i
+        if self.mixed:
+            for i in range(self.n_ops):
+                self.ops[i].stale |= repack
+                self.ops[i].stale_t |= repack
+                self.ops[i].failed = False
+                # the fallback's rounding passes stay serial: an OpenMP team right before
+                # sgemm fights BLAS's spinning threads (see Threads above; measured:
+                # bench/README.md, mixed_bfloat16)
+                self.ops[i].gemm_nt = (max(1, n_threads)
+                                       if self.ops[i].bf16_path != _bf16.BF16_PATH_FALLBACK
+                                       else 1)
+        return 0
+
+    cdef int _finish(self) except -1:
+        cdef Py_ssize_t i
+        if self.mixed:
+            for i in range(self.n_ops):
+                if self.ops[i].failed:
+                    raise MemoryError("the bfloat16 product's scratch memory could not be "
+                                      "allocated")
+        return 0
 
     def bind(self, ws):
         """Point the engine at a workspace (bp._ops.Workspace): per operation its z_out, delta
@@ -831,9 +946,23 @@ cdef class Network:
         X, Y, w batch buffers, all of ws.n_rows rows."""
         cdef Py_ssize_t i, rows = ws.n_rows
         cdef Op* O
+        cdef size_t scratch = 0
         if ws is self.workspace:
             return
         tn = self.typenum
+        if self.mixed:   # what delta is packed into for z_out_prev.T @ delta
+            for i in range(self.n_ops):
+                if self.ops[i].kind == OP_DENSE:
+                    scratch = max(scratch, _bf16.packed_b_bytes(
+                        self.ops[i].bf16_path, rows, self.ops[i].n_out))
+            _bf16.free_packed(self.bf16_scratch)
+            self.bf16_scratch = _bf16.alloc_packed(scratch)
+            if self.bf16_scratch == NULL:
+                self.workspace = None
+                self.capacity = 0
+                raise MemoryError()
+            for i in range(self.n_ops):
+                self.ops[i].scratch = self.bf16_scratch
         for i in range(self.n_ops):
             O = &self.ops[i]
             n_out = O.n_out
@@ -883,6 +1012,7 @@ cdef class Network:
                                     <double*>grads, nt)
             if update:
                 _update(&self.opt, <double*>self.p, <double*>grads, self.n_params, -1.0, nt)
+                _mark_stale(self.ops, self.n_ops)
         else:
             value = _backward(self.ops, self.n_ops, <float*>self.p, <float*>grads,
                               <float*>X, <float*>Y, <float*>w, n, loss, scale, <float>beta,
@@ -892,6 +1022,7 @@ cdef class Network:
                                     <float*>grads, nt)
             if update:
                 _update(&self.opt, <float*>self.p, <float*>grads, self.n_params, -1.0, nt)
+                _mark_stale(self.ops, self.n_ops)
         return value
 
     cdef double _run_backward(self, const void* X, const void* Y, const void* w, Py_ssize_t n,
@@ -924,8 +1055,11 @@ cdef class Network:
         cdef void* g = self.g if grads is None or grads is self.grads else \
             _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
         self.draw = draw
-        return self._run_backward(xp, yp, wp, n, loss, scale, beta, g, self._omp(n_threads),
-                                  False)
+        self._start(n_threads)
+        value = self._run_backward(xp, yp, wp, n, loss, scale, beta, g, self._omp(n_threads),
+                                   False)
+        self._finish()
+        return value
 
     def train_step(self, X, Y, w, int loss, double scale, dict opt, double lr, long iterations,
                    int n_threads):
@@ -942,10 +1076,37 @@ cdef class Network:
         cdef double value
         self._set_opt(opt, lr, iterations)
         self.draw = iterations  # training batch `iterations` (accumulate 1)
+        self._start(n_threads)
         value = self._run_backward(xp, yp, wp, n, loss, scale, 0.0, self.g,
                                    self._omp(n_threads), True)
+        self._finish()
         self.iterations = self.opt.iterations
         return value
+
+    def forward(self, X, int n_threads, bint repack=True):
+        """The forward pass of every operation in inference mode (no dropout, running
+        statistics) into the bound workspace: predict and evaluate of a mixed_bfloat16 model.
+        The outputs are the workspace's (z_in, z_out of each operation). repack=False: the
+        parameters have not changed since the last call (predict's later blocks)."""
+        cdef const void* xp
+        cdef Py_ssize_t i, n
+        cdef int nt = self._omp(n_threads)
+        if self.workspace is None:
+            raise ValueError("bind a workspace first")
+        xp = _array(X, self.typenum, 2, -1, self.n_in, False, "X")
+        n = cnp.PyArray_DIM(<cnp.ndarray>X, 0)
+        if n > self.capacity:
+            raise ValueError(f"batch of {n} rows; the workspace holds {self.capacity}")
+        self._start(n_threads, repack)
+        with nogil:
+            if self.is_double:
+                for i in range(self.n_ops):
+                    _forward_op(self.ops, &self.ops[i], <double*>self.p, <double*>xp, n, -1, nt)
+            else:
+                _pack_weights(self.ops, self.n_ops, <float*>self.p, False)
+                for i in range(self.n_ops):
+                    _forward_op(self.ops, &self.ops[i], <float*>self.p, <float*>xp, n, -1, nt)
+        self._finish()
 
     # ---- the optimizer, passed in ----------------------------------------------------------
     cdef void* _state(self, spec, str key, str name) except? NULL:
@@ -1072,6 +1233,7 @@ cdef class Network:
         e.total = e.seen = e.correct = e.last_loss = 0
         e.status = DONE
         nt = self._omp(n_threads)
+        self._start(n_threads)
         with nogil:
             if self.is_double:
                 _run_epoch(e, self.ops, self.n_ops, <double*>self.p, <double*>self.g,
@@ -1083,6 +1245,7 @@ cdef class Network:
         self.steps_done, self.last_rows, self.last_start = e.steps_done, e.last_rows, e.last_start
         self.total, self.seen, self.correct = e.total, e.seen, e.correct
         self.last_loss, self.status = e.last_loss, e.status
+        self._finish()
         if e.status == INTERRUPTED:
             if PyErr_Occurred() == NULL:  # stopped by the flag, not by an exception
                 raise KeyboardInterrupt

@@ -28,6 +28,25 @@ TOLERANCES = {
 }
 
 
+# bfloat16 products (bpcore._bf16, "mixed_bfloat16"): the oracle is the float64 product of the
+# bf16-rounded operands (bp._reference.gemm_bf16), so the inputs' rounding is not an error and
+# what is left is the float32 summation. Its error per entry is a few float32 eps (1.2e-7) times
+# the sum of the absolute terms, whatever the sign cancellation, so the bound is relative to that
+# magnitude, |alpha| |op(A)| @ |op(B)| + |beta C| (+ |bias|), not to the entry itself.
+BF16_GEMM_RTOL = 1e-6
+
+
+def assert_close_bf16(actual, desired, magnitude, err_msg=""):
+    """|actual - desired| <= BF16_GEMM_RTOL * magnitude, entry by entry (float32 results)."""
+    actual = np.asarray(actual)
+    assert actual.dtype == np.float32, f"{err_msg}: dtype {actual.dtype}, expected float32"
+    err = np.abs(actual.astype(np.float64) - desired)
+    bad = ~(err <= BF16_GEMM_RTOL * magnitude)
+    assert not bad.any(), (f"{err_msg}: {bad.sum()} of {bad.size} entries off by more than "
+                           f"{BF16_GEMM_RTOL} x magnitude; worst relative error "
+                           f"{np.max(err / np.maximum(magnitude, 1e-300)):.3g}")
+
+
 def tol(dtype, k=1):
     """rtol/atol for a result of `dtype` whose entries are sums of about `k` terms of size ~1."""
     t = TOLERANCES[np.dtype(dtype)]

@@ -388,11 +388,11 @@ def test_empty_sequential():
 # ---- constructors: Sequential, Dense, the optimizers, threads ---------------------------------
 BAD_CONSTRUCTION = [
     ("Sequential-dtype-float16", lambda: bp.Sequential(dtype="float16"), TypeError,
-     r"dtype must be float32 or float64\. Received: dtype='float16'"),
+     r"dtype must be one of float32, float64, mixed_bfloat16\. Received: dtype='float16'"),
     ("Sequential-dtype-int", lambda: bp.Sequential(dtype="int32"), TypeError,
-     r"dtype must be float32 or float64\. Received: dtype='int32'"),
+     r"dtype must be one of float32, float64, mixed_bfloat16\. Received: dtype='int32'"),
     ("Sequential-dtype-nonsense", lambda: bp.Sequential(dtype="banana"), TypeError,
-     r"dtype must be float32 or float64\. Received: dtype='banana'"),
+     r"dtype must be one of float32, float64, mixed_bfloat16\. Received: dtype='banana'"),
     ("Sequential-seed-str", lambda: bp.Sequential(seed="1"), TypeError,
      r"seed must be an int or None\. Received: seed='1'"),
     ("Sequential-seed-float", lambda: bp.Sequential(seed=1.5), TypeError,

@@ -49,6 +49,15 @@ def test_bench_sklearn_quick_runs(tmp_path):
     assert "| digits | lbfgs |" in out.stdout and (tmp_path / "sklearn.json").exists()
 
 
+def test_bench_bf16_gemm_quick_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bf16_gemm.py"), "--quick",
+                          "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "bf16 path:" in out.stdout and "sgemm GFLOP/s" in out.stdout
+    assert (tmp_path / "bf16_gemm.md").exists() and (tmp_path / "bf16_gemm.json").exists()
+
+
 def test_bench_vocab_quick_runs(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "vocab.py"), "--quick",
                           "--out", str(tmp_path)],

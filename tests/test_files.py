@@ -302,7 +302,7 @@ CRAFTED = [
     ("layer-regularizer-negative", _config_edit(lambda c: {**c, "layers": [{**c["layers"][0], "kernel_regularizer": {"l1": 0.0, "l2": -1.0}}, c["layers"][1]]}),
      r"holds an invalid bp model: l2 must be"),
     ("dtype-float16", _config_edit(lambda c: {**c, "dtype": "float16"}),
-     r"holds an invalid bp model: dtype must be float32 or float64\. Received: dtype='float16'"),
+     r"holds an invalid bp model: dtype must be one of float32, float64, mixed_bfloat16\. Received: dtype='float16'"),
     ("optimizer-unknown", _config_edit(lambda c: {**c, "optimizer": {**c["optimizer"], "class": "LBFGS"}}),
      r"holds an invalid bp model: unknown optimizer class 'LBFGS': bp's are SGD, Adam, AdamW, "
      r"RMSprop, Adagrad, Nadam; a "
