@@ -55,6 +55,33 @@ def run_onnx(proto, X, output=0):
 # ---- bp.Sequential -> ONNX --------------------------------------------------------------------
 
 
+def make_layered_model(dtype, seed=0):
+    """Every layer beyond Dense, trained a few epochs so the running statistics and gamma/beta
+    are not their initial values: input dropout, BatchNorm both ways, a Residual block with a
+    LayerNorm, norms without gamma or beta."""
+    model = bp.Sequential([bp.Dropout(0.1), bp.Dense(16), bp.BatchNormalization(momentum=0.5),
+                           bp.Activation("relu"),
+                           bp.Residual([bp.LayerNormalization(), bp.Dense(32, "gelu"),
+                                        bp.Dropout(0.2), bp.Dense(16)]),
+                           bp.LayerNormalization(center=False),
+                           bp.BatchNormalization(scale=False, momentum=0.5),
+                           bp.Dense(3, "softmax")], dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 2, (64, N_IN)).astype(dtype)
+    model.fit(X, np.eye(3)[rng.integers(0, 3, 64)], epochs=3, batch_size=16, verbose=0)
+    return model
+
+
+def test_onnx_of_every_layer_matches_predict(dtype, rng):
+    model = make_layered_model(dtype)
+    before = model.get_flat_params().copy()
+    proto = bp.to_onnx(model)
+    np.testing.assert_array_equal(model.get_flat_params(), before)  # folding changed nothing
+    for rows in (1, 257):
+        X = rng.normal(0, 2, (rows, N_IN)).astype(dtype)
+        assert_close(run_onnx(proto, X), model.predict(X), dtype, k=32, err_msg=f"{rows} rows")
+
+
 @pytest.mark.parametrize("tau", ACTIVATIONS)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_onnx_matches_predict(activation, tau, dtype, rng):
