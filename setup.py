@@ -88,7 +88,8 @@ class BuildExt(build_ext):
         if flags is None:
             bar = "*" * 78
             print(
-                f"\n{bar}\n* bp: OpenMP is off (BP_OPENMP=0, or the compiler cannot build, link and run"
+                f"\n{bar}\n* bp: OpenMP is off (BP_OPENMP=0, or the compiler cannot build, link "
+                "and run"
                 f"\n* an OpenMP program): bpcore is built SERIAL."
                 f"\n* Kernels will use one thread (BLAS may still use more).\n{bar}\n",
                 file=sys.stderr,
@@ -130,11 +131,27 @@ def extensions():
             extra_compile_args=list(compile_args),
             extra_link_args=[],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-            # _network reads array pointers through NumPy's C API (a memoryview costs ~0.3 us)
+            # _network reads array pointers through NumPy's C API (cheaper than a memoryview;
+            # measured: see bench/README.md, Python call costs)
             include_dirs=[numpy.get_include()],
         )
         for path in sorted(glob.glob(os.path.join("bpcore", "*.pyx")))
     ]
+    # The generated .c files are reused when they are newer than every source they come from
+    # (bpcore's .pyx, .pxd and this file, which holds the directives). cythonize alone would
+    # regenerate them in every fresh build environment (pip's build isolation), because it also
+    # compares them with Cython's and NumPy's .pxd files, which each environment installs anew;
+    # and a regenerated .c makes setuptools compile the extension again. So a second
+    # `pip install .` (the README's second command) or `python -m build --wheel` after it reuses
+    # the compiled extensions in build/. BP_FORCE_CYTHONIZE=1 regenerates them anyway.
+    sources = glob.glob(os.path.join("bpcore", "*.p[yx]*")) + [os.path.abspath(__file__)]
+    newest = max(os.path.getmtime(p) for p in sources)
+    generated = [ext.sources[0][:-len(".pyx")] + ".c" for ext in exts]
+    if (os.environ.get("BP_FORCE_CYTHONIZE", "0") != "1" and not debug
+            and all(os.path.exists(c) and os.path.getmtime(c) >= newest for c in generated)):
+        for ext, c in zip(exts, generated, strict=True):
+            ext.sources = [c]
+        return exts
     return cythonize(exts, compiler_directives=directives, annotate=debug)
 
 

@@ -38,7 +38,9 @@ def sample(fn, number):
 
 
 def compare(candidates, repeat=7, warmup=2, target_ns=200_000, settle_s=0.0):
-    """Time several callables interleaved; return {name: {"median": ns, "min": ns, "samples": [..]}}.
+    """Time several callables interleaved.
+
+    Returns {name: {"median": ns, "min": ns, "samples": [..]}}.
 
     candidates: {name: zero-argument callable}. Each gets `warmup` untimed calls, then `repeat`
     rounds; in each round every candidate takes one sample, in an order that rotates.
@@ -67,7 +69,8 @@ def markdown_table(header, rows):
     """A GitHub markdown table from a header and rows of cells (already formatted)."""
     cells = [list(map(str, header))] + [list(map(str, r)) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    line = lambda row: "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |"
+    def line(row):
+        return "| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |"
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
                      + [line(r) for r in cells[1:]])
 

@@ -26,10 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
 import numpy as np  # noqa: E402
+from _harness import compare, machine, machine_line, markdown_table, us, write_outputs  # noqa: E402
 
 import bp  # noqa: E402
-
-from _harness import compare, machine, machine_line, markdown_table, us, write_outputs  # noqa: E402
 
 LR = 0.01
 

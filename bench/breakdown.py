@@ -22,13 +22,13 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
-import bp  # noqa: E402
-import bpcore  # noqa: E402
-from bpcore import _blas, _dense_forward, _error_signal, _gradients, _loss, _param_update  # noqa: E402
-
 from _harness import compare, machine, machine_line, markdown_table, us  # noqa: E402
 from api import compiled_step  # noqa: E402
 from train_step import LR, QUICK_SHAPES, SHAPES, make_data, output_activation  # noqa: E402
+
+import bp  # noqa: E402
+import bpcore  # noqa: E402
+from bpcore import _blas, _dense_forward, _error_signal, _gradients, _loss, _param_update  # noqa: E402
 
 
 def spec(fused, dtype):

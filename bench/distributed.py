@@ -1,7 +1,9 @@
-"""Data-parallel training over MPI: measured at p = 1, 2 on this machine, and a cost model beyond it.
+"""Data-parallel training over MPI: measured at p = 1, 2 on this machine, and a cost model
+beyond it.
 
 Usage:
-    python bench/distributed.py                  # both parts, writes bench/results/distributed.{md,json,png}
+    python bench/distributed.py                  # both parts, writes
+                                                 # bench/results/distributed.{md,json,png}
     python bench/distributed.py --part model     # the cost model only (in-process, 1 thread)
     python bench/distributed.py --part measured  # the mpiexec runs only
     python bench/distributed.py --quick          # tiny configuration (what the tests run)
@@ -70,7 +72,8 @@ def build_model(widths, activation, loss, dtype="float32"):
     import bp
 
     layers = [bp.Dense(u, activation=activation) for u in widths[1:-1]]
-    layers.append(bp.Dense(widths[-1], activation="softmax" if loss == "cross_entropy" else "identity"))
+    out = "softmax" if loss == "cross_entropy" else "identity"
+    layers.append(bp.Dense(widths[-1], activation=out))
     return bp.Sequential(layers, dtype=dtype, seed=0, input_dim=widths[0]).build()
 
 
@@ -87,8 +90,9 @@ def step_seconds(widths, activation, loss, batch, target_s, repeat):
     y = (rng.integers(0, widths[-1], steps * batch) if loss == "cross_entropy"
          else rng.standard_normal((steps * batch, widths[-1])).astype(np.float32))
     opt = bp.SGD(1e-3)
-    fit = lambda: model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=batch,
-                            shuffle=False, verbose=0)
+    def fit():
+        return model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=batch,
+                                shuffle=False, verbose=0)
     fit()  # warm-up: workspaces, engine
     times = []
     for _ in range(repeat):
@@ -225,7 +229,8 @@ def worker(dataset, epochs, quick):
     spec = (QUICK_MEASURED if quick else MEASURED)[dataset]
     X, y = load(dataset, spec)
     w = spec["widths"]
-    layers = [bp.Dense(u, activation="relu") for u in w[1:-1]] + [bp.Dense(w[-1], activation="softmax")]
+    layers = ([bp.Dense(u, activation="relu") for u in w[1:-1]]
+              + [bp.Dense(w[-1], activation="softmax")])
     model = bp.Sequential(layers, dtype="float32", seed=0, input_dim=w[0]).build()
     opt = bp.SGD(0.01)
     B = spec["global_batch"]
@@ -298,7 +303,8 @@ def measured_part(quick, rounds, epochs):
     rows, raw = [], {}
     for d in MEASURED:
         spec = (QUICK_MEASURED if quick else MEASURED)[d]
-        pooled = lambda p, key: [t for run in runs[d, p] for t in run[key]]
+        def pooled(p, key, d=d):
+            return [t for run in runs[d, p] for t in run[key]]
         base = float(np.median(pooled(1, "fit")))
         rows.append([d, 1, spec["global_batch"], "fit", f"{base:.3f}", "", "", "", "1.00"])
         for p in (1, 2):
@@ -350,7 +356,8 @@ def main(argv=None):
         text += ["## Compute term: bp's fit step at one thread", "", t_comp, "",
                  "## The cost model: predicted speed-up at the shape's global batch", "",
                  "Networks: " + "; ".join(f"{k}: {v['bandwidth'] * 8 / 1e9:.0f} Gb/s, "
-                                          f"{v['latency'] * 1e6:g} us" for k, v in NETWORKS.items()),
+                                          f"{v['latency'] * 1e6:g} us"
+                                          for k, v in NETWORKS.items()),
                  "", t_model, ""]
         results["compute"] = compute
         print(t_comp)

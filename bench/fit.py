@@ -66,7 +66,8 @@ def setup_bp(spec, X, y, threads):
 
     bp.set_num_threads(threads)
     w = spec["widths"]
-    layers = [bp.Dense(u, activation="relu") for u in w[1:-1]] + [bp.Dense(w[-1], activation="softmax")]
+    layers = ([bp.Dense(u, activation="relu") for u in w[1:-1]]
+              + [bp.Dense(w[-1], activation="softmax")])
     model = bp.Sequential(layers, dtype="float32", seed=0)
     opt = bp.SGD(LR)
 
@@ -187,7 +188,8 @@ class FitWorker(Worker):
         root = os.path.dirname(HERE)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.name = name
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(threads)]
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name,
+               "--threads", str(threads)]
         if quick:
             cmd.append("--quick")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -240,12 +242,13 @@ def markdown(results):
     lines = [f"{t} thread(s): " + machine_line(info) for t, info in results["machine"].items()]
     lines += ["",
              "| data | thr | impl | median s/epoch | min s/epoch | epochs/s (median) "
-             "| us/step (median) | bp speed-up (peer/bp) |", "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| us/step (median) | bp speed-up (peer/bp) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         lines.append(f"| {r['data']} | {r['threads']} | {r['impl']} | {r['median_s']:.4f} "
                      f"| {r['min_s']:.4f} | {r['epochs_per_s']:.2f} "
                      f"| {r['median_s'] / r['steps'] * 1e6:.0f} "
-                     f"| {'' if r['impl'] == 'bp' else '%.2fx' % r['bp_speedup']} |")
+                     f"| {'' if r['impl'] == 'bp' else '{:.2f}x'.format(r['bp_speedup'])} |")
     return "\n".join(lines)
 
 

@@ -2,13 +2,16 @@
 decide how the kernels run.
 
     python bench/kernels.py                      the passes: bp kernel vs bp._reference (NumPy)
-    python bench/kernels.py --gemm-crossover     own gemm loops vs BLAS: where do own loops stop winning?
+    python bench/kernels.py --gemm-crossover     own gemm loops vs BLAS: where do own loops stop
+                                                 winning?
     python bench/kernels.py --parallel-crossover 1 vs 2 OpenMP threads on the elementwise epilogues
     python bench/kernels.py --quick              a tiny configuration (the test suite runs this)
 
 The passes (for a layer n_in -> n_out and a batch of n):
-    forward       z_in = x @ W + b, z_out = sigma(z_in)                      (n, n_in) @ (n_in, n_out)
-    error signal  delta = (delta_next @ W.T) * sigma'(z_in), the layer below  (n, n_out) @ (n_out, n_in)
+    forward       z_in = x @ W + b, z_out = sigma(z_in)
+                  (n, n_in) @ (n_in, n_out)
+    error signal  delta = (delta_next @ W.T) * sigma'(z_in), the layer below
+                  (n, n_out) @ (n_out, n_in)
     gradients     grad_W = x.T @ delta, grad_b = sum_i delta_i               (n_in, n) @ (n, n_out)
 The bp side calls the bpcore entry points directly (the dtype's specialisation, preallocated
 outputs): it measures the kernel, not bp.kernels' validation. The NumPy side is bp._reference as it
@@ -21,18 +24,18 @@ import argparse
 import os
 import platform
 import sys
+from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # bp and bpcore from this tree, not an installed copy
 
 import numpy as np  # noqa: E402
+from _harness import compare, markdown_table, us  # noqa: E402
 
 import bp  # noqa: E402
 import bpcore  # noqa: E402
 from bp import _reference as R  # noqa: E402
 from bpcore import _blas, _dense_forward, _error_signal, _gradients, _openmp, _param_update  # noqa: E402
-
-from _harness import compare, markdown_table, us  # noqa: E402
 
 CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -62,7 +65,7 @@ def crossover(wins, column):
     return last, after if after is not None else "-"
 
 
-# ---- the three passes --------------------------------------------------------------------------------
+# ---- the three passes ----------------------------------------------------------------------------
 
 
 def pass_candidates(name, dtype, n, n_in, n_out, threads, activation, rng):
@@ -118,7 +121,7 @@ def bench_passes(layers, dtypes, thread_counts, activation, repeat, warmup, targ
                           "numpy median us", "numpy/bp", "bp min us", "numpy min us"], rows))
 
 
-# ---- gemm: own loops vs BLAS -------------------------------------------------------------------------
+# ---- gemm: own loops vs BLAS ---------------------------------------------------------------------
 
 # The three products the kernels make, as (trans_a, trans_b): forward x @ W, error signal
 # delta @ W.T, gradients x.T @ delta.
@@ -141,8 +144,8 @@ def bench_gemm_crossover(dtypes, thread_counts, sizes, repeat, warmup, target_ns
                         A = rng.standard_normal((s, s)).astype(dtype)
                         B = rng.standard_normal((s, s)).astype(dtype)
                         C = np.zeros((s, s), dtype)
-                        t = compare({"own": lambda: gemm(ta, tb, 1.0, A, B, 0.0, C, "own"),
-                                     "blas": lambda: gemm(ta, tb, 1.0, A, B, 0.0, C, "blas")},
+                        t = compare({"own": partial(gemm, ta, tb, 1.0, A, B, 0.0, C, "own"),
+                                     "blas": partial(gemm, ta, tb, 1.0, A, B, 0.0, C, "blas")},
                                     repeat=repeat, warmup=warmup, target_ns=target_ns)
                         own, blas = t["own"]["median"], t["blas"]["median"]
                         own_min, blas_min = t["own"]["min"], t["blas"]["min"]
@@ -162,7 +165,7 @@ def bench_gemm_crossover(dtypes, thread_counts, sizes, repeat, warmup, target_ns
                           "own wins up to (min)", "BLAS wins from (min)"], summary))
 
 
-# ---- elementwise epilogues: 1 vs 2 threads ---------------------------------------------------------
+# ---- elementwise epilogues: 1 vs 2 threads -------------------------------------------------------
 
 
 def bench_parallel_crossover(dtypes, works, repeat, warmup, target_ns, width=64):

@@ -1,8 +1,10 @@
 """The engine's table of operations: what the layers beyond Dense cost, and the ResNet-MLP.
 
     python bench/layers.py plain --threads 1          fit step of mnist / deep (seconds per step)
-    python bench/layers.py norm --threads 1           a 256-wide Dense, alone / + LayerNorm / + BatchNorm
-    python bench/layers.py resnet --threads 1         ResNet-MLP (Gorishniy et al. 2021): bp vs PyTorch
+    python bench/layers.py norm --threads 1           a 256-wide Dense, alone / + LayerNorm /
+                                                      + BatchNorm
+    python bench/layers.py resnet --threads 1         ResNet-MLP (Gorishniy et al. 2021): bp vs
+                                                      PyTorch
 
 Each mode prints one JSON line of medians over interleaved rounds (every variant once per round,
 so a drift of the machine's speed touches them alike). ``plain`` runs whatever bp is first on

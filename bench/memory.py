@@ -2,12 +2,18 @@
 
     python bench/memory.py                 # 100000 training steps (the issue's count)
     python bench/memory.py --steps 20000 --batch-size 32 --dtype float64
+    python bench/memory.py --varying-only   # only the run over many batch sizes
 
 Trains a 32-64-64-10 network with fit (epochs of 100 steps each) and reads the resident set size
 from /proc/self/statm at the end of every epoch (Linux; elsewhere the peak from getrusage). Prints
 RSS after warm-up, at every tenth of the run and at the end, the growth after warm-up and the
 least-squares slope in bytes per step over the second half, where a leak would show. Also runs the
 explicit loop (backward + step) and predict for the same number of calls.
+
+Then the varying-batch-size run (issue 22): on a 64-512-512-10 network, backward over
+micro-batches of 1..600 rows, gradients over the same sizes, and partial_fit over chunks of
+1..400 rows, printing the RSS before and after each. The workspaces are cached per batch size;
+with a bounded cache the growth stays flat, unbounded it grows with every new size.
 """
 
 import argparse
@@ -59,12 +65,17 @@ def mib(b):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--warmup-steps", type=int, default=2000)
+    p.add_argument("--varying-only", action="store_true",
+                   help="run only the varying-batch-size measurement")
     args = p.parse_args()
+    if args.varying_only:
+        return varying_batch_sizes(args.dtype)
 
     steps_per_epoch = 100
     rng = np.random.default_rng(0)
@@ -72,11 +83,12 @@ def main():
     y = rng.integers(0, 10, len(X))
     model = bp.Sequential([bp.Dense(64, activation="relu"), bp.Dense(64, activation="tanh"),
                            bp.Dense(10, activation="softmax")], dtype=args.dtype, seed=0)
-    print(f"bp {bp.__version__}, {bp.get_num_threads()} thread(s), {args.dtype}, batch {args.batch_size}, "
-          f"{steps_per_epoch} steps per epoch")
+    print(f"bp {bp.__version__}, {bp.get_num_threads()} thread(s), {args.dtype}, "
+          f"batch {args.batch_size}, {steps_per_epoch} steps per epoch")
 
     # warm-up: workspaces, BLAS buffers, OpenMP pools, the allocator's arenas
-    model.fit(X, y, epochs=max(1, args.warmup_steps // steps_per_epoch), batch_size=args.batch_size, verbose=0)
+    model.fit(X, y, epochs=max(1, args.warmup_steps // steps_per_epoch),
+              batch_size=args.batch_size, verbose=0)
     gc.collect()
     start = rss_bytes()
     rec = Recorder(steps_per_epoch)
@@ -92,13 +104,17 @@ def main():
     for k in range(1, 11):
         steps, rss = rec.samples[min(len(rec.samples) - 1, k * len(rec.samples) // 10 - 1)]
         print(f"  after {steps:>7} steps {mib(rss)}")
-    print(f"  growth {mib(end - start)}  ({(end - start) / (epochs * steps_per_epoch):+.2f} B/step); "
+    print(f"  growth {mib(end - start)}  "
+          f"({(end - start) / (epochs * steps_per_epoch):+.2f} B/step); "
           f"slope over the second half {slope(rec.samples):+.3f} B/step; "
           f"history holds {len(model.history.epoch)} epochs")
 
     # the explicit loop and predict, the same number of calls
-    for name, call in [("backward+step", lambda i: (model.zero_grad(), model.backward(X[:args.batch_size], y[:args.batch_size]), model.step())),
-                       ("predict", lambda i: model.predict(X[:args.batch_size]))]:
+    batch = args.batch_size
+    for name, call in [("backward+step", lambda i: (model.zero_grad(),
+                                                    model.backward(X[:batch], y[:batch]),
+                                                    model.step())),
+                       ("predict", lambda i: model.predict(X[:batch]))]:
         for i in range(args.warmup_steps):
             call(i)
         gc.collect()
@@ -111,9 +127,34 @@ def main():
                 samples.append((i + 1, rss_bytes()))
         gc.collect()
         after = rss_bytes()
-        print(f"{name}: {args.steps} calls in {time.perf_counter() - t0:.1f} s; RSS {mib(before)} -> "
-              f"{mib(after)}, growth {mib(after - before)}; slope over the second half "
-              f"{slope(samples):+.3f} B/call")
+        print(f"{name}: {args.steps} calls in {time.perf_counter() - t0:.1f} s; "
+              f"RSS {mib(before)} -> {mib(after)}, growth {mib(after - before)}; "
+              f"slope over the second half {slope(samples):+.3f} B/call")
+    varying_batch_sizes(args.dtype)
+
+
+def varying_batch_sizes(dtype):
+    """RSS growth over many distinct batch sizes (each would have its own workspace)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 64))
+    y = rng.integers(0, 10, len(X))
+    model = bp.Sequential([bp.Dense(512, activation="relu"), bp.Dense(512, activation="relu"),
+                           bp.Dense(10, activation="softmax")], dtype=dtype, seed=0)
+    model.build(64)
+    print(f"\nvarying batch sizes, 64-512-512-10, {dtype}")
+    runs = [("backward, micro-batches of 1..600 rows", 600,
+             lambda n: model.backward(X[:n], y[:n], total_samples=600)),
+            ("gradients, 1..600 rows", 600, lambda n: model.gradients(X[:n], y[:n])),
+            ("partial_fit, chunks of 1..400 rows", 400,
+             lambda n: model.partial_fit(X[:n], y[:n], batch_size=n, optimizer="sgd"))]
+    for name, top, call in runs:
+        gc.collect()
+        before = rss_bytes()
+        for n in range(1, top + 1):
+            call(n)
+        gc.collect()
+        after = rss_bytes()
+        print(f"{name}: RSS {mib(before)} -> {mib(after)}, growth {mib(after - before)}")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from _harness import compare, machine, machine_line, markdown_table, write_outputs  # noqa: E402
+
 import bp  # noqa: E402
 from bpcore import _blas  # noqa: E402
-
-from _harness import compare, machine, machine_line, markdown_table, write_outputs  # noqa: E402
 
 NETWORKS = {"digits": (64, 128, 64, 10), "mnist": (784, 256, 128, 10)}
 PEERS = ("bp", "bp out=", "onnxrt", "torch", "sklearn", "numpy", "products")
@@ -196,7 +196,8 @@ def markdown(results):
             ""]
     rows = []
     for key in dict.fromkeys((r["network"], r["threads"], r["rows"]) for r in results["rows"]):
-        sel = {r["impl"]: r for r in results["rows"] if (r["network"], r["threads"], r["rows"]) == key}
+        sel = {r["impl"]: r for r in results["rows"]
+               if (r["network"], r["threads"], r["rows"]) == key}
         bp_us = sel["bp"]["median_us"]
         for impl, r in sel.items():
             p99 = "" if np.isnan(r["p99_us"]) else f"{r['p99_us']:.1f}"

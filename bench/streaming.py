@@ -22,8 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-import bp  # noqa: E402
 from _harness import compare, markdown_table  # noqa: E402
+
+import bp  # noqa: E402
 
 
 def machine():
@@ -61,7 +62,7 @@ def main(argv=None):
                                               bp.Dense(10, activation="softmax")], seed=0)
             data = {"in memory": X, "memmap": Xm}
 
-            def epoch(name):
+            def epoch(name, models=models, data=data):
                 return lambda: models[name].fit(data[name], y, epochs=1, batch_size=128,
                                                 optimizer=bp.SGD(0.01), verbose=0)
 

@@ -2,7 +2,8 @@
 writes, PyTorch and JAX, and against the step's own BLAS limit.
 
 Usage:
-    python bench/train_step.py                       # every shape, float32 and float64, 1 and 2 threads
+    python bench/train_step.py                       # every shape, float32 and float64,
+                                                     # 1 and 2 threads
     python bench/train_step.py --shapes mnist deep --dtypes float32 --threads 1
     python bench/train_step.py --quick               # a tiny configuration (what the tests run)
 
@@ -45,7 +46,6 @@ import sys
 import time
 
 import numpy as np
-
 from _harness import machine, machine_line, write_outputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -159,7 +159,8 @@ def numpy_step(Ws, bs, act, loss, lr):
     n_layers = len(Ws)
     f = {"relu": lambda a: np.maximum(a, 0, out=a), "tanh": lambda a: np.tanh(a, out=a),
          "sigmoid": lambda a: np.divide(1, 1 + np.exp(-a), out=a)}[act]
-    df = {"relu": lambda z: z > 0, "tanh": lambda z: 1 - z * z, "sigmoid": lambda z: z * (1 - z)}[act]
+    df = {"relu": lambda z: z > 0, "tanh": lambda z: 1 - z * z,
+          "sigmoid": lambda z: z * (1 - z)}[act]
     lr = np.asarray(lr, Ws[0].dtype)
 
     def step(X, Y):
@@ -307,7 +308,8 @@ SETUPS = {"bp": setup_bp, "blas limit": setup_blas_limit, "numpy": setup_numpy,
 
 
 def worker(name, threads):
-    if name == "jax" and hasattr(os, "sched_setaffinity") and threads < len(os.sched_getaffinity(0)):
+    if (name == "jax" and hasattr(os, "sched_setaffinity")
+            and threads < len(os.sched_getaffinity(0))):
         # XLA's CPU runtime sizes its thread pools from the CPUs it may use and has no supported
         # flag for one intra-op thread: confine it to `threads` CPUs so that 1 thread means 1.
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
@@ -356,7 +358,8 @@ class Worker:
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--worker", name, "--threads", str(threads)],
+            [sys.executable, os.path.abspath(__file__), "--worker", name,
+             "--threads", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
     def ask(self, **cmd):
@@ -458,7 +461,7 @@ def markdown(results):
         lines.append(
             f"| {r['shape']} | {r['dtype']} | {r['threads']} | {r['impl']} | {r['median_us']:.1f} "
             f"| {r['p10_us']:.1f} | {r['min_us']:.1f} | {r['gflops']:.1f} | {of_limit} "
-            f"| {'' if r['impl'] in ('bp', 'blas limit') else '%.2fx' % r['bp_speedup']} |")
+            f"| {'' if r['impl'] in ('bp', 'blas limit') else '{:.2f}x'.format(r['bp_speedup'])} |")
     return "\n".join(lines)
 
 
@@ -478,14 +481,17 @@ def targets(results):
     checks = []
     for shape in ("mnist", "deep", "wide"):
         checks.append((f"{shape}: bp >= 90% of the BLAS limit", 0.9, pct,
-                       lambda d, t, s=shape: _ratio(med(s, d, t, "blas limit"), med(s, d, t, "bp"))))
+                       lambda d, t, s=shape: _ratio(med(s, d, t, "blas limit"),
+                                                    med(s, d, t, "bp"))))
     for shape in ("mnist", "deep"):
         for peer, goal in (("numpy", 1.1), ("torch", 1.5)):
             checks.append((f"{shape}: bp >= {goal}x {peer}", goal, times,
-                           lambda d, t, s=shape, p=peer: _ratio(med(s, d, t, p), med(s, d, t, "bp"))))
+                           lambda d, t, s=shape, p=peer: _ratio(med(s, d, t, p),
+                                                                med(s, d, t, "bp"))))
     for peer, goal in (("numpy", 3.0), ("torch", 10.0)):
         checks.append((f"digits: bp >= {goal:g}x {peer}", goal, times,
-                       lambda d, t, p=peer: _ratio(med("digits", d, t, p), med("digits", d, t, "bp"))))
+                       lambda d, t, p=peer: _ratio(med("digits", d, t, p),
+                                                   med("digits", d, t, "bp"))))
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
     threads = sorted({r["threads"] for r in rows})
     header = ["target"] + [f"{d}, {t} thr" for d in dtypes for t in threads]

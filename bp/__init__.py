@@ -19,21 +19,37 @@ True
 from . import kernels, losses, regularizers, schedules
 from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
-from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback,
-                        ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN)
-from .layers import (Activation, BatchNormalization, Dense, Dropout, Input, LayerNormalization,
-                     Residual)
+from .callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    LambdaCallback,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
+from .export import from_torch, to_onnx, to_torch
+from .insight import DiagnosticsLogger, explain
+from .layers import (
+    Activation,
+    BatchNormalization,
+    Dense,
+    Dropout,
+    Input,
+    LayerNormalization,
+    Residual,
+)
+from .optimizers import SGD, Adagrad, Adam, AdamW, Nadam, Optimizer, RMSprop
 from .regularizers import l1, l1_l2, l2
-from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
 from .sequential import Sequential, TrainingDivergedError, load
-from .insight import DiagnosticsLogger, explain
-from .export import from_torch, to_onnx, to_torch
 
 __all__ = [
+    "__version__",
     "Sequential", "Dense", "Dropout", "Activation", "LayerNormalization", "BatchNormalization",
     "Residual", "Input", "load", "l1", "l2", "l1_l2",
-    "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
+    "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Nadam", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "explain", "DiagnosticsLogger", "to_onnx", "to_torch", "from_torch",

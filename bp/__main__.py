@@ -26,7 +26,8 @@ def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, received {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
     return value
@@ -42,9 +43,21 @@ def _positive_float(text):
     return value
 
 
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, received {text!r}")
+    return value
+
+
 def _widths(text):
     try:
-        widths = [int(w) for w in text.split(",") if w.strip()]
+        # an empty entry (5,,3) is a typo, not a width to skip
+        widths = [int(w) for w in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers like 128,64, received {text!r}") from None
@@ -58,9 +71,11 @@ def _threads(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer (-1 for all cores), received {text!r}") from None
+        raise argparse.ArgumentTypeError("expected an integer (-1 for all cores), received "
+                                         f"{text!r}") from None
     if value == 0:
-        raise argparse.ArgumentTypeError("expected a nonzero integer (-1 for all cores), received 0")
+        raise argparse.ArgumentTypeError(
+            "expected a nonzero integer (-1 for all cores), received 0")
     return value
 
 
@@ -69,9 +84,8 @@ def _make_optimizer(name, lr):
 
     if name == "sgd":
         return bp.SGD(learning_rate=lr or 0.1, momentum=0.9)
-    if name == "adamw":
-        return bp.AdamW(learning_rate=lr or 1e-3)
-    return bp.Adam(learning_rate=lr or 1e-3)
+    # the others with their own default learning rate unless one is given
+    return bp.optimizers.OPTIMIZERS[name](**({"learning_rate": lr} if lr else {}))
 
 
 def digits(args):
@@ -175,11 +189,12 @@ def _explain_options(p):
                    default="tanh", help="hidden activation (default tanh)")
     p.add_argument("--loss", choices=tuple(NATURAL_OUTPUT), default="cross_entropy",
                    help="cross_entropy (softmax output, default), binary_cross_entropy "
-                        "(sigmoid), mse (identity)")
+                        "(sigmoid), poisson (exponential), mse (identity)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="samples N (default 16)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="the network's dtype (default float32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the data and the weights (default 0)")
     p.add_argument("--diagnose", action="store_true",
                    help="also print the per-layer diagnosis and per-sample gradient norms")
 
@@ -195,6 +210,8 @@ def explain(args):
         y = rng.integers(0, args.outputs, N)
     elif args.loss == "binary_cross_entropy":
         y = rng.integers(0, 2, (N, args.outputs)).astype(float)
+    elif args.loss == "poisson":
+        y = rng.poisson(1.0, (N, args.outputs)).astype(float)
     else:
         y = rng.standard_normal((N, args.outputs))
     layers = [bp.Dense(w, activation=args.activation) for w in args.layers]
@@ -237,10 +254,10 @@ def build_parser():
     p = sub.add_parser("xor", help="train the XOR network and print its error signals")
     p.add_argument("--epochs", type=_positive_int, default=300,
                    help="full-batch SGD steps (default 300)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
     p.add_argument("--explain", action="store_true",
-                   help="show the final step in the notation of the mathematics: z_in, z_out, delta, "
-                        "gradients")
+                   help="show the final step in the notation of the mathematics: z_in, z_out, "
+                        "delta, gradients")
     sub.add_parser("config", help="show how bp was built")
     _explain_options(sub.add_parser(
         "explain", help="every gradient three ways (naive, forward caching, backpropagation): "
@@ -261,7 +278,7 @@ def _digits_options(p):
                    help="the learning rate (default 1e-3 for adam and adamw, 0.1 for sgd)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="the network's dtype (default float32)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the train/test split, the weights and the shuffles (default 0)")
     p.add_argument("--output", default="bp_digits_model.npz",
                    help="where to save the model (default bp_digits_model.npz)")
@@ -305,7 +322,33 @@ def parse_args(argv=None):
     for dest, value in takes.items():
         if not hasattr(args, dest):
             setattr(args, dest, list(value) if isinstance(value, list) else value)
+    _check_before_running(parser, command, args)
     return args
+
+
+def _check_before_running(parser, command, args):
+    """Usage errors for what the options' types alone cannot see, before any training: a network
+    too large for this machine, an --output or --plot that cannot be written (missing folder,
+    a directory)."""
+    from ._io import check_target
+    from ._model_file import parameter_count
+    from ._validation import check_size
+    from .layers import Dense
+
+    if command not in ("digits", "explain"):
+        return
+    n_in, n_out = (64, 10) if command == "digits" else (args.inputs, args.outputs)
+    try:
+        layers = [Dense(w) for w in [*args.layers, n_out]]
+        check_size(parameter_count(layers, n_in), n_in, args.dtype)
+    except ValueError as exc:
+        parser.error(f"argument --layers: {exc}")
+    for dest in ("output", "plot"):
+        if getattr(args, dest, None) is not None:
+            try:
+                check_target(getattr(args, dest), f"--{dest}")
+            except ValueError as exc:
+                parser.error(f"argument --{dest}: {exc}")
 
 
 def main(argv=None):

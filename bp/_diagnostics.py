@@ -6,12 +6,17 @@ Built on the model's public passes (``model.gradients`` and the cached ``error_s
 ``z_in``, ``z_out``) and bp._passes' input checks; it never imports the model's class.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _ops, _passes
 from . import losses as _losses
-from ._validation import check_choice
 from ._ops import refuse_beyond_dense
+from ._validation import check_choice
 from .callbacks import Callback
 
 
@@ -41,7 +46,8 @@ def _batch_pass(model, X, y, loss):
     return X, loss, grads, deltas, z_in, z_out
 
 
-def per_sample_gradient_norms(model, X, y, loss=None, *, reduction="none", bias=True):
+def per_sample_gradient_norms(model: Any, X: Any, y: Any, loss: str | None = None, *,
+                              reduction: str = "none", bias: bool = True) -> Any:
     """||dl_s/d(W[i], b[i])|| for every sample s and layer i, from one batched backward pass.
 
     The gradient of sample s at layer i is the outer product z_out_s[i-1] delta_s[i]^T (plus
@@ -137,7 +143,7 @@ class Diagnosis:
         return "\n".join(rows)
 
 
-def diagnose(model, X, y, loss=None):
+def diagnose(model: Any, X: Any, y: Any, loss: str | None = None) -> Diagnosis:
     """Per-layer diagnostics from the deltas of one backward pass on (X, y): the mean |delta|
     (vanishing or exploding signals), the dead relu units, the saturated sigmoid/tanh units.
     Returns a Diagnosis (print it for a table). No update is made."""
@@ -219,9 +225,9 @@ class DiagnosticsLogger(Callback):
     (3, 3)
     """
 
-    def __init__(self, X, y, loss=None):
+    def __init__(self, X: ArrayLike, y: ArrayLike, loss: str | None = None) -> None:
         self.X, self.y, self.loss = X, y, loss
-        self.diagnoses = []
+        self.diagnoses: list[Diagnosis] = []
 
     def on_train_begin(self, logs=None):
         """Forget the diagnoses of a previous fit.

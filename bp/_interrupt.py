@@ -22,12 +22,12 @@ Elsewhere (fit in another thread, or under a SIGINT handler the user installed) 
 changed: KeyboardInterrupt, if any, arrives as Python delivers it.
 """
 
+# signal.signal and signal.getsignal wrap these and convert every handler and signal number to
+# an enum on the way (many times the cost of _signal's; measured: see bench/README.md, Python call
+# costs): partial_fit and fit pay this per call
+import _signal
 import signal
 import threading
-
-# signal.signal and signal.getsignal wrap these and convert every handler and signal number to
-# an enum on the way (~10 us a call pair, against ~0.5 us): partial_fit and fit pay this per call
-import _signal
 
 
 class defer_sigint:

@@ -21,6 +21,7 @@ try to unpickle it), and every failure is a ValueError naming the file: no half-
 import hashlib
 import json
 import os
+import stat
 import tempfile
 
 import numpy as np
@@ -42,10 +43,44 @@ def _checksum(arrays):
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
+def check_target(path, what="path"):
+    """The file a write to `path` replaces: `path`, or through a symlink its final target.
+
+    ValueError (naming `what` and the path) for "", a directory, a FIFO, a device or a socket,
+    or a missing folder: a save replaces a regular file or creates one, nothing else (a FIFO or
+    a device node would otherwise be silently replaced by a regular file, and a symlink by a
+    file while its target stays stale). Checked before anything is written.
+    """
+    path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if path == "":
+        raise ValueError(f"{what} must name a file. Received: {what}=''")
+    target = os.path.realpath(path)  # a symlink's final target; the path itself otherwise
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise ValueError(f"{what} must be in an existing folder. Received: {path!r} (the "
+                             f"folder {folder!r} does not exist)") from None
+        return target
+    except OSError as exc:
+        raise ValueError(f"{what} cannot be written: {exc}. Received: {path!r}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise ValueError(f"{what} must be a regular file (or a new one). Received: {path!r}, "
+                         f"which is {kind}" + ("" if target == os.path.abspath(path)
+                                               else f" (through a link to {target!r})"))
+    return target
+
+
 def write(path, config, arrays, version=FORMAT_VERSION):
     """Write `config` (JSON-able) and `arrays` (name -> array: params, opt_<name>) to `path`,
-    with the format version and the checksum, atomically."""
-    path = os.fspath(path)
+    with the format version and the checksum, atomically (through a symlink: to its target)."""
+    path = check_target(path)
     arrays = {
         "bp_format": np.array([version], dtype=np.int64),
         "config": np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8),
@@ -104,12 +139,24 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def read(path):
+# The small entries' largest declared sizes, checked before anything is inflated (a 1 MB archive
+# can declare an entry of gigabytes: zip bombs). The arrays' budget comes from the config.
+SMALL_ENTRIES = {"bp_format": 4096, "checksum": 4096, "config": 1 << 20}
+
+
+class _Refused(ValueError):
+    """A refusal of read's own, already naming the file (other errors are the reader's)."""
+
+
+def read(path, expected=None):
     """(config, arrays) of a file written by ``write``: the parsed config, and every other entry
     but the version and the checksum by name.
 
-    Raises ValueError for a file that is not a bp model, is truncated or corrupted (checksum), or
-    has another format version; never unpickles anything.
+    expected(config) -> {name: bytes}, when given, is the most bytes each other entry may hold
+    (it raises for a config that makes no model): checked against each entry's declared size
+    before any is inflated. Raises ValueError for a file that is not a bp model, is truncated
+    or corrupted (checksum), declares more than the budget, or has another format version;
+    never unpickles anything.
     """
     path = os.fspath(path)
     try:
@@ -125,32 +172,59 @@ def read(path):
                          + (f"a file starting with {magic!r}" if magic else "an empty file"))
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            config, arrays = _read_checked(path, data, expected)
+    except _Refused:
+        raise
     except Exception as exc:  # noqa: BLE001
         # A damaged archive surfaces as whatever the zip and .npy readers meet first: BadZipFile,
         # EOFError, NotImplementedError (a flipped version or compression byte), zlib.error,
         # RuntimeError (a flipped "encrypted" flag), MemoryError (a header claiming an absurd
         # shape)... To the caller each means the same thing.
         raise ValueError(f"{path!r} is not a readable bp model file (.npz): {exc}") from None
-    if "bp_format" not in arrays:
-        raise ValueError(f"{path!r} is not a bp model file: no 'bp_format' entry")
-    fmt = arrays["bp_format"]
-    if fmt.shape != (1,) or fmt.dtype.kind not in "iu":
-        raise ValueError(f"{path!r} is not a bp model file: 'bp_format' must be one integer. "
-                         f"Received: dtype {fmt.dtype}, shape {fmt.shape}")
-    version = int(fmt[0])
-    if version not in READS:
-        raise ValueError(f"{path!r} has bp file format version {version}; this bp reads versions "
-                         f"{READS[0]} to {READS[-1]}"
-                         + (" (a newer bp wrote it: upgrade bp)" if version > READS[-1] else ""))
-    for key in ("config", "params", "checksum"):
-        if key not in arrays:
-            raise ValueError(f"{path!r} is not a complete bp model file: no {key!r} entry")
     if not np.array_equal(arrays["checksum"], _checksum(arrays)):
         raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents")
-    try:
-        config = json.loads(arrays["config"].tobytes().decode("utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
     return config, {name: a for name, a in arrays.items()
                     if name not in ("bp_format", "config", "checksum")}
+
+
+def _read_checked(path, data, expected):
+    """The entries of an open archive, each inflated only after its declared size is checked."""
+    sizes = {}
+    for info in data.zip.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        sizes[name] = max(sizes.get(name, 0), info.file_size)
+    if "bp_format" not in sizes:
+        raise _Refused(f"{path!r} is not a bp model file: no 'bp_format' entry")
+    for key, limit in SMALL_ENTRIES.items():
+        if sizes.get(key, 0) > limit:
+            raise _Refused(f"{path!r} is not a bp model file: its {key!r} entry declares "
+                           f"{sizes[key]:,} bytes (at most {limit:,})")
+    fmt = data["bp_format"]
+    if fmt.shape != (1,) or fmt.dtype.kind not in "iu":
+        raise _Refused(f"{path!r} is not a bp model file: 'bp_format' must be one integer. "
+                       f"Received: dtype {fmt.dtype}, shape {fmt.shape}")
+    version = int(fmt[0])
+    if version not in READS:
+        raise _Refused(f"{path!r} has bp file format version {version}; this bp reads versions "
+                       f"{READS[0]} to {READS[-1]}"
+                       + (" (a newer bp wrote it: upgrade bp)" if version > READS[-1] else ""))
+    for key in ("config", "params", "checksum"):
+        if key not in sizes:
+            raise _Refused(f"{path!r} is not a complete bp model file: no {key!r} entry")
+    raw = data["config"]  # (an object array fails here, as the reader's error)
+    try:
+        config = json.loads(raw.tobytes().decode("utf-8"))
+        limits = None if expected is None else expected(config)
+    except _Refused:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError,
+            OverflowError) as exc:
+        raise _Refused(f"{path!r} holds an invalid bp model: {exc}") from None
+    if limits is not None:
+        for name, size in sizes.items():
+            if name not in SMALL_ENTRIES and size > limits.get(name, 0):
+                raise _Refused(f"{path!r} holds an invalid bp model: its {name!r} entry declares "
+                               f"{size:,} bytes; " + (f"the architecture in its config needs "
+                                                      f"{limits[name]:,} at most" if name in limits
+                                                      else "no such entry belongs in a model file"))
+    return config, {name: data[name] for name in data.files}

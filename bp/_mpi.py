@@ -18,10 +18,12 @@ global loss, and a non-finite loss on any rank makes it non-finite on all: the d
 stops every rank at the same step) and a Ctrl-C flag (so that all ranks stop after the same step).
 """
 
-import os
-import sys
+from __future__ import annotations
 
+import os
 import re
+import sys
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,7 @@ def mpi():
     return MPI
 
 
-def shard(n_rows, comm):
+def shard(n_rows: int, comm: Any) -> slice:
     """Return this rank's contiguous range of rows.
 
     Rank r of p gets rows [start, stop) with ``start = r q + min(r, s)``,
@@ -89,7 +91,7 @@ def shard(n_rows, comm):
     return slice(start, start + q + (rank < s))
 
 
-def shard_rows(X, comm):
+def shard_rows(X: np.ndarray, comm: Any) -> np.ndarray:
     """Return this rank's block of rows of X, ``X[shard(len(X), comm)]``.
 
     A view, never a copy: for an array from ``np.load(path, mmap_mode="r")`` only this rank's rows
@@ -123,7 +125,7 @@ def shard_rows(X, comm):
     return X[shard(X.shape[0], comm)]
 
 
-def check_world(comm=None):
+def check_world(comm: Any = None) -> Any:
     """Raise if the launcher started more ranks than MPI's world holds.
 
     An ``mpiexec`` from another MPI than the one mpi4py loads (Open MPI's mpirun around an MPICH
@@ -175,7 +177,7 @@ def _signature(model):
     return f"{model.dtype.name} input {model.input_dim}: [{layers}]"
 
 
-def check_same_model(model, comm):
+def check_same_model(model: Any, comm: Any) -> None:
     """Raise, on every rank, if the ranks' models differ in architecture or dtype (or are not all built).
 
     The error names the ranks that differ from rank 0 and what each holds.
@@ -221,7 +223,7 @@ def _gradient_buffer(model):
     return model._passes.grads
 
 
-def broadcast_parameters(model, comm, root=0):
+def broadcast_parameters(model: Any, comm: Any, root: int = 0) -> None:
     """Give every rank rank `root`'s parameters and optimizer state, so that all ranks start bit for bit the same.
 
     Call it once after building the model on every rank (``model.build(n_features)``), before the
@@ -278,14 +280,14 @@ def broadcast_parameters(model, comm, root=0):
         opt.set_epoch(meta["epoch"])
 
 
-def allreduce_gradients(model, comm):
+def allreduce_gradients(model: Any, comm: Any) -> None:
     """Replace the model's gradient buffer by its sum over the ranks (``MPI_Allreduce``, in place).
 
     ``g <- sum_r g_r`` over one flat buffer. The sum is the global batch's mean gradient when each
     rank's ``backward`` was told the global count,
     ``model.backward(X_part, y_part, total_samples=N_global)`` (the default, the rank's own row
     count, would give p times the mean over equal shards). With it, the step that follows is the
-    step one process makes on the union of the ranks' rows, and gradient clipping (``clip_norm``)
+    step one process makes on the union of the ranks' rows, and gradient clipping (``global_clipnorm``)
     clips by the global norm.
 
     Parameters
@@ -322,7 +324,7 @@ def allreduce_gradients(model, comm):
     return model.get_flat_grads()
 
 
-def local_threads(comm):
+def local_threads(comm: Any) -> int:
     """Return this rank's share of its node's cores: cores // (ranks on the node), at least 1.
 
     Ranks on one node that each run one thread per core would oversubscribe it p-fold; this is
@@ -357,6 +359,67 @@ def local_threads(comm):
 
 
 # ---- fit(comm=...) -----------------------------------------------------------------------------
+def check_comm(comm):
+    """TypeError unless comm is an mpi4py communicator (checked before any collective call)."""
+    if not isinstance(comm, mpi().Comm):
+        raise TypeError(f"comm must be an mpi4py communicator (mpi4py.MPI.Comm), or None. "
+                        f"Received: comm={comm!r}")
+    return comm
+
+
+def fit_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate, shuffle, on_nan,
+                 callbacks, val, validation_split, first_epoch):
+    """What every rank of a data-parallel fit must agree on, by name (Agreement)."""
+    return {"model": (model.dtype.name, X.shape[1], [(type(L).__name__, getattr(L, "units", None),
+                                                      getattr(L, "activation", None),
+                                                      getattr(L, "use_bias", None))
+                                                     for L in model.layers]),
+            "targets width": Y.shape[1], "loss": loss, "optimizer": type(opt).__name__,
+            "epochs": epochs, "batch_size": batch_size, "accumulate": accumulate,
+            "shuffle": bool(shuffle), "on_nan": on_nan, "first epoch": first_epoch,
+            "callbacks": [type(cb).__name__ for cb in callbacks],
+            "validation": (val is not None and not isinstance(val, tuple), val is not None,
+                           float(validation_split or 0.0))}
+
+
+class Agreement:
+    """fit's one collective check, before anything changes: every rank sends the settings that
+    must agree (batch size, accumulate, loss, epochs, callbacks, validation, the model...) or the
+    error its own checks raised; then every rank fails alike if any rank failed or any setting
+    differs from rank 0's, with a message naming the setting and each rank's value. Without it a
+    rank with another batch size or epoch count aborts the job with "Message truncated" in the
+    allreduce, or hangs in it."""
+
+    def __init__(self, comm):
+        self.comm, self.done = comm, False
+
+    def check(self, settings):
+        self._exchange(None, settings)
+
+    def fail(self, exc):
+        """Join the collective with this rank's error (the others raise too); then re-raise."""
+        if not self.done:
+            self._exchange(f"{type(exc).__name__}: {exc}", None)
+
+    def _exchange(self, error, settings):
+        self.done = True
+        everyone = self.comm.allgather((error, settings))
+        rank = self.comm.Get_rank()
+        failed = [(r, e) for r, (e, _) in enumerate(everyone) if e is not None]
+        if failed:
+            if error is not None:
+                return  # this rank raises its own error
+            raise ValueError("fit was refused on " + "; ".join(
+                f"rank {r}: {e}" for r, e in failed) + f" (this is rank {rank})")
+        first = everyone[0][1]
+        for key in first:
+            values = [s.get(key) for _, s in everyone]
+            if any(v != values[0] for v in values):
+                held = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+                raise ValueError(f"every rank of a data-parallel fit must use the same {key}. "
+                                 f"Received: {held}")
+
+
 def rank_threads(comm):
     """The thread count a rank of a data-parallel fit uses when the user chose none (neither
     bp.set_num_threads nor OMP_NUM_THREADS): its share of the node's cores. None if they chose."""

@@ -2,7 +2,7 @@
 
 ``partial_fit`` is ``fit(epochs=1)`` going on from the optimizer's last epoch (bp/_training.py).
 Online learning calls it once per batch, so on a small batch fit's set-up costs as much as the
-step itself (a 32-row digits step: ~30 us of set-up around a ~30 us engine call). When there is
+step itself (measured: see bench/README.md, Python call costs). When there is
 nothing for that set-up to serve (no communicator, no progress display, no callbacks, no
 validation, no streaming, a built model whose own optimizer runs in the compiled engine) this
 module runs the same epoch as one ``CompiledSteps.run`` over all its steps, the run fit makes
@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from . import _interrupt, _ops, _passes, _streaming, _threads, _training
+from ._validation import MAX_COUNT, check_some_weight
 from .callbacks import History
 
 
@@ -33,7 +34,7 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     if (comm is not None or verbose != 0 or opt is None or passes is None
             or _training.runner_for(passes, opt) is not _training.CompiledSteps
             or type(batch_size) is not int
-            or type(accumulate) is not int or batch_size < 1 or accumulate < 1
+            or type(accumulate) is not int or batch_size < 1 or not 1 <= accumulate <= MAX_COUNT
             or y is None or _streaming.streamable(X)  # (y None: an iterable of batches)
             or not lock.acquire(blocking=False)):  # (a fit in another thread: fit refuses)
         return _training.partial_fit(model, X, y, loss=loss, optimizer=optimizer,
@@ -43,8 +44,9 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     try:  # one fit of a model at a time (_training.exclusive)
         # fit's checks, in fit's order; a schedule that fails at once is rejected here too
         loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
+        check_some_weight(w, "sample_weight")
         _ops.check_training_rows(model.layers, X.shape[0], batch_size, accumulate)
-        opt.current_learning_rate(0)
+        opt.current_learning_rate(0 if opt._epoch is None else opt._epoch + 1)  # this pass's
         # -- from here on the model changes --
         model.loss, model._comm = loss, None
         nt = _threads.ensure_blas_limit()

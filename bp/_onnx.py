@@ -19,8 +19,11 @@ and the other layers their inference forms:
 
     identity    z                               sigmoid   Sigmoid(z)        tanh   Tanh(z)
     relu        Relu(z)                         softmax   Softmax(z, axis=-1): row-wise
-    leaky_relu  Where(z > 0, z, alpha * z)      (bp's formula; ONNX Runtime has no float64 LeakyRelu)
+    leaky_relu  Where(z > 0, z, alpha * z)      (bp's formula; ONNX Runtime has no float64
+                                                LeakyRelu)
     gelu        z * Phi(z), Phi(z) = (1 + erf(z / sqrt 2)) / 2  (exact, PyTorch's default)
+    elu, selu, silu, softplus, mish, hard_sigmoid, exponential: their formulas
+                (bpcore/_activations.pxd) in Exp, Log, Tanh, Sigmoid, Min, Max and Where nodes
 
 ONNX Runtime's Erf is float32 only, so in float64 Phi is computed from erfc, which it needs only
 for a = |z| / sqrt 2 >= 0: erfc(a) = t exp(p(2t - 1) - a^2), t = 2 / (2 + a), with p a Chebyshev
@@ -35,10 +38,14 @@ classifier) gets the outputs skl2onnx gives it with zipmap off: "label" (batch,)
 onnx is imported only when an export runs: it is the optional extra ``bp[onnx]``.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import numpy as np
 
+from . import _reference
 from ._config import __version__
 from ._ops import output_width
 
@@ -58,7 +65,8 @@ def _import_onnx():
     return onnx
 
 
-def to_onnx(model, path=None, *, opset=None):
+def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, *,
+            opset: int | None = None) -> Any:
     """Convert a trained network to an ONNX graph.
 
     The graph computes ``f_out = tau(sigma(X @ W_1 + b_1) @ ... @ W_L + b_L)``.
@@ -290,11 +298,36 @@ def _sigma(g, activation, z, alpha):
         return g.op("Where", [positive, z, g.op("Mul", [z, g.const(alpha)])])
     if activation == "gelu":
         return g.op("Mul", [z, _phi(g, z)])
+    # The newer activations from elementary nodes: ONNX Runtime's Elu, Selu, Softplus and
+    # HardSigmoid are float32 only.
+    if activation in ("elu", "selu"):
+        negative = g.op("Sub", [g.op("Exp", [g.op("Min", [z, g.const(0.0)])]), g.const(1.0)])
+        if activation == "elu":
+            return g.op("Where", [g.op("Greater", [z, g.const(0.0)]), z, negative])
+        scaled = g.op("Mul", [negative, g.const(_reference.SELU_ALPHA)])
+        return g.op("Mul", [g.op("Where", [g.op("Greater", [z, g.const(0.0)]), z, scaled]),
+                            g.const(_reference.SELU_SCALE)])
+    if activation == "silu":
+        return g.op("Mul", [z, g.op("Sigmoid", [z])])
+    if activation in ("softplus", "mish"):
+        # max(z, 0) + log(1 + e^-|z|), which cannot overflow
+        e = g.op("Exp", [g.op("Neg", [g.op("Abs", [z])])])
+        sp = g.op("Add", [g.op("Max", [z, g.const(0.0)]),
+                          g.op("Log", [g.op("Add", [g.const(1.0), e])])])
+        if activation == "mish":  # no threshold, as torch's mish
+            return g.op("Mul", [z, g.op("Tanh", [sp])])
+        return g.op("Where", [g.op("Greater", [z, g.const(20.0)]), z, sp])  # torch's threshold
+    if activation == "hard_sigmoid":
+        t = g.op("Min", [g.op("Max", [g.op("Add", [z, g.const(3.0)]), g.const(0.0)]), g.const(6.0)])
+        return g.op("Div", [t, g.const(6.0)])
+    if activation == "exponential":
+        return g.op("Exp", [z])
     raise ValueError(f"cannot export the activation {activation!r}")
 
 
 def _phi(g, z):
-    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, the normal CDF: Erf in float32, erfc's series in float64."""
+    """Phi(z) = (1 + erf(z / sqrt 2)) / 2, the normal CDF: Erf in float32, erfc's series in
+    float64."""
     if g.dtype == np.float32:
         erf = g.op("Erf", [g.op("Mul", [z, g.const(1 / np.sqrt(2))])])
         return g.op("Mul", [g.op("Add", [erf, g.const(1.0)]), g.const(0.5)])

@@ -20,8 +20,17 @@ of format 1) is its own dropout operation here.
 import numpy as np
 
 import bpcore
-from bpcore import (_activation, _batch_norm, _dense, _dense_forward, _dropout, _error_signal,
-                    _layer_norm, _loss, _residual)
+from bpcore import (
+    _activation,
+    _batch_norm,
+    _dense,
+    _dense_forward,
+    _dropout,
+    _error_signal,
+    _layer_norm,
+    _loss,
+    _residual,
+)
 
 from . import regularizers as _regularizers
 from .layers import LAYER_TYPES, Dropout, Input, Residual

@@ -28,11 +28,10 @@ import bpcore
 from bpcore import _infer, _loss, _network, _param_update, _regularize
 
 from . import _ops, _threads
-from ._ops import flat_layout, parametric, split, walk
 from . import losses as _losses
 from . import regularizers as _regularizers
-from ._validation import as_float_array, check_finite
-
+from ._ops import flat_layout, parametric, split, walk
+from ._validation import as_float_array, check_column_names, check_finite
 
 # ---- input checks shared by every entry point ----------------------------------------------------
 
@@ -55,9 +54,11 @@ def check_layers(layers):
 
 def check_X(model, X, name="X"):
     """X as a 2-D float array of the model's dtype, with the model's input width, all finite."""
+    check_column_names(getattr(model, "_column_names", None), X, name)  # a DataFrame's
     X = as_float_array(name, X, model.dtype, ndim=2)
     if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty: expected at least one sample. Received: shape {X.shape}")
+        raise ValueError(f"{name} is empty: expected at least one sample. Received: shape "
+                         f"{X.shape}")
     if X.shape[1] == 0:
         raise ValueError(f"{name} has no features. Received: shape {X.shape}")
     expected = model.input_dim if model.input_dim is not None else (
@@ -134,7 +135,7 @@ def _prepare_quickly(model, X, y, loss, sample_weight):
     """prepare's answer in a few microseconds for the common batch (a finite C-ordered X of the
     model's dtype and width, int64 class labels, cross-entropy, no weights), else None: then
     prepare's full checks run and name what is wrong. Nothing is cached: each call checks the
-    arrays it is given (partial_fit and backward on a 32-row batch paid ~8 us for the checks)."""
+    arrays it is given (measured: see bench/README.md, Python call costs)."""
     layers = model.layers
     if (sample_weight is not None or type(X) is not np.ndarray or type(y) is not np.ndarray
             or X.dtype != model.dtype or X.ndim != 2 or not X.flags.c_contiguous
@@ -170,22 +171,26 @@ def all_finite(flat, n_threads):
 
 # The update and the scans around it run on one thread outside the engine too, as inside it
 # (bpcore/_network.pyx's header): an OpenMP team right after threaded BLAS calls fights
-# OpenBLAS's still-spinning threads for the cores (digits at 2 threads: 13 ms a step through
-# zero_grad/backward/step, 0.36 ms through fit with a custom optimizer, against ~0.05 ms).
+# OpenBLAS's still-spinning threads for the cores (measured: see bench/README.md, OpenMP teams
+# after BLAS calls).
 # Their results do not depend on the thread count.
 ELEMENTWISE_THREADS = 1
 
 # predict runs the layers over blocks of rows whose activations (two buffers of the widest hidden
-# layer) stay in cache: PREDICT_BLOCK_BYTES for both (half of this machine's 1 MiB L2 per core).
+# layer) stay in L2: PREDICT_BLOCK_BYTES for both (measured: see bench/README.md, predict's blocks).
 PREDICT_BLOCK_BYTES = 512 * 1024
 
-# Threads lose on a training step below this many FLOPs (2 threads against 1 on an AMD EPYC,
-# bench/README.md: digits at batch 32, 2.7 MFLOP a step, is no faster and slower when the
-# other core is busy; from ~10 MFLOP on 2 threads win): such steps run BLAS on one thread.
+# Threads lose on a training step below this many FLOPs (a digits step at batch 32 is no faster
+# on 2 threads; measured: see bench/README.md, Threads on a whole step): such steps run BLAS on
+# one thread.
 MIN_PARALLEL_STEP_FLOPS = 8_000_000
 
+# Workspaces kept per model, for the batch sizes used last (fit meets two): one per distinct
+# size, kept for ever, grew without bound (bench/README.md, "Memory"). Bounds the private pool too.
+WORKSPACE_CACHE = 4
 
-_pools = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
+
+_pools: dict = {}  # helper threads for predict, by count: {n - 1: ThreadPoolExecutor}
 
 
 def _helpers(n_threads):
@@ -236,15 +241,15 @@ class Passes:
         self._workspaces = {}
         self._engine = None
         self._backup = None
-        # private (engine, workspace) pairs for calls that may run beside others, by rows
-        self._free = {}
+        # private (engine, workspace) pairs for calls that may run beside others, newest last
+        self._free = []
         self._held = None  # the pair the last private pass used: kept out of the pool
         self._lock = threading.Lock()
         self._step_flops_per_row = sum((2 if i == 0 else 3) * 2 * n_in * n_out
                                        for i, (n_in, n_out, _, _) in enumerate(self.layout))
         self._inference = None  # bpcore._infer.Inference, for predict
         # the bytes of one row in predict's two block buffers (the widest hidden layer's)
-        self._row_bytes = 2 * max([layer.units for layer in layers[:-1]] or [1]) * self.dtype.itemsize
+        self._row_bytes = 2 * max([L.units for L in layers[:-1]] or [1]) * self.dtype.itemsize
 
     # ---- buffers ---------------------------------------------------------------------------
     def views(self, flat):
@@ -256,9 +261,11 @@ class Passes:
 
     def workspace(self, n_rows):
         """The model's shared workspace for batches of n_rows rows (made on first use)."""
-        ws = self._workspaces.get(n_rows)
-        if ws is None:
-            ws = self._workspaces[n_rows] = self.new_workspace(n_rows)
+        # popped and put back: a dict keeps insertion order, so the first is the least recent
+        ws = self._workspaces.pop(n_rows, None) or self.new_workspace(n_rows)
+        self._workspaces[n_rows] = ws
+        while len(self._workspaces) > WORKSPACE_CACHE:
+            del self._workspaces[next(iter(self._workspaces))]
         return ws
 
     def backup(self):
@@ -350,8 +357,8 @@ class Passes:
 
     def evaluate(self, X, Y, w, loss, n_threads, penalty=True):
         """The loss L of the checked batch (X, Y, w) and f_out: predict's pass, which also keeps
-        f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
-        BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1). penalty=False
+        f_in, then the loss on one thread (an OpenMP team after BLAS's products fights BLAS's
+        spinning threads: see bench/README.md, OpenMP teams after BLAS calls). penalty=False
         leaves the layers' regularisers out (fit's validation in parts adds them once)."""
         rows, n_out = X.shape[0], self.n_out
         n_threads = self._predict_threads(rows, n_threads)
@@ -410,8 +417,8 @@ class Passes:
         so ``cached`` (error_signals, z_in, z_out) never reads a workspace being rewritten."""
         rows = X.shape[0]
         with self._lock:
-            free = self._free.get(rows)
-            net, ws = free.pop() if free else (None, None)
+            i = next((i for i, (_, w) in enumerate(self._free) if w.n_rows == rows), None)
+            net, ws = (None, None) if i is None else self._free.pop(i)
         if ws is None:
             ws = self.new_workspace(rows)
         if self.compiled and net is None:
@@ -426,14 +433,16 @@ class Passes:
                                              n_threads)
         except BaseException:
             with self._lock:
-                self._free.setdefault(rows, []).append((net, ws))
+                self._free.append((net, ws))
+                del self._free[:-WORKSPACE_CACHE]  # the oldest go
             raise
         self.penalty(grads, n_threads)
         with self._lock:
             held, self._held = self._held, (net, ws)
             self.last = (ws, rows, False)
             if held is not None:
-                self._free.setdefault(held[1].n_rows, []).append(held)
+                self._free.append(held)
+                del self._free[:-WORKSPACE_CACHE]
         return grads, value
 
     def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):
@@ -469,7 +478,7 @@ class Passes:
             return None
         ws, rows, training = self.last
         snapshots = []
-        for i, op in enumerate(self.ops):
+        for i in range(len(self.ops)):
             a = self._output(ws, i, None, training) if name == "z_out" else getattr(ws, name)[i]
             a = None if a is None else a[:rows].copy()
             if a is not None:

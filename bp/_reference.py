@@ -13,7 +13,10 @@ Notation (the layer i maps z_out[i-1] to z_out[i]; the output layer's activation
 """
 
 import numpy as np
-from scipy.special import erf
+from scipy.special import erf, expit
+
+SELU_SCALE = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
 
 # ---- activations: sigma beside sigma' ------------------------------------------------------------
 
@@ -37,6 +40,21 @@ def sigma(activation, z, alpha=0.01):
     if activation == "softmax":
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+    if activation == "elu":
+        return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+    if activation == "selu":
+        return SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * np.expm1(np.minimum(z, 0)))
+    if activation == "silu":
+        return z * expit(z)
+    if activation == "softplus":  # PyTorch's threshold: z itself above 20
+        return np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, 20))))
+    if activation == "mish":
+        with np.errstate(over="ignore"):
+            return z * np.tanh(np.log1p(np.exp(z)))
+    if activation == "hard_sigmoid":
+        return np.clip(z + 3, 0, 6) / 6
+    if activation == "exponential":
+        return np.exp(z)
     raise ValueError(f"unknown activation {activation!r}")
 
 
@@ -57,10 +75,27 @@ def sigma_backward(activation, z_in, z_out, g, alpha=0.01):
         return g * (0.5 * (1 + erf(z_in / np.sqrt(2))) + z_in * phi)
     if activation == "softmax":
         return z_out * (g - (g * z_out).sum(axis=1, keepdims=True))
+    if activation == "elu":
+        return g * np.where(z_in > 0, 1, np.exp(np.minimum(z_in, 0)))
+    if activation == "selu":
+        return g * SELU_SCALE * np.where(z_in > 0, 1, SELU_ALPHA * np.exp(np.minimum(z_in, 0)))
+    if activation == "silu":
+        s = expit(z_in)
+        return g * s * (1 + z_in * (1 - s))
+    if activation == "softplus":
+        return g * np.where(z_in > 20, 1, expit(z_in))
+    if activation == "mish":
+        with np.errstate(over="ignore"):
+            t = np.tanh(np.log1p(np.exp(z_in)))
+        return g * (t + z_in * expit(z_in) * (1 - t * t))
+    if activation == "hard_sigmoid":
+        return g * ((z_in > -3) & (z_in < 3)) / 6
+    if activation == "exponential":
+        return g * z_out
     raise ValueError(f"unknown activation {activation!r}")
 
 
-# ---- losses ----------------------------------------------------------------------------------------
+# ---- losses --------------------------------------------------------------------------------------
 
 
 def default_scale(loss, n_samples, n_outputs):
@@ -83,6 +118,13 @@ def per_sample_loss(loss, f_in, f_out, y):
         m = f_in.max(axis=1, keepdims=True)
         lse = m + np.log(np.exp(f_in - m).sum(axis=1, keepdims=True))
         return (y * (lse - f_in)).sum(axis=1)
+    if loss == "mae":
+        return np.abs(f_out - y).sum(axis=1)
+    if loss == "huber":  # delta = 1
+        d = np.abs(f_out - y)
+        return np.where(d <= 1, 0.5 * d * d, d - 0.5).sum(axis=1)
+    if loss == "poisson":  # f_out = e^f_in (exponential output)
+        return (f_out - y * f_in).sum(axis=1)
     raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -104,7 +146,7 @@ def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_samp
     return float(scale * np.sum(w * per))
 
 
-# ---- the three passes, one layer at a time ---------------------------------------------------------
+# ---- the three passes, one layer at a time -------------------------------------------------------
 
 
 def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=None,
@@ -123,10 +165,17 @@ def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scal
     n, m = f_out.shape
     scale = default_scale(loss, n, m) if scale is None else scale
     w = (np.ones(n) if sample_weight is None else sample_weight)[:, None] * scale
-    if (loss, tau) in (("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid")):
+    if (loss, tau) in (("cross_entropy", "softmax"), ("binary_cross_entropy", "sigmoid"),
+                       ("poisson", "exponential")):
         return _into(out, w * (f_out - y))
-    if loss == "mse":
-        return _into(out, sigma_backward(tau, f_in, f_out, 2 * w * (f_out - y), alpha))
+    if (loss, tau) == ("cross_entropy", "identity"):  # from the logits
+        return _into(out, w * (sigma("softmax", f_in) - y))
+    if (loss, tau) == ("binary_cross_entropy", "identity"):
+        return _into(out, w * (expit(f_in) - y))
+    grad_f_out = {"mse": lambda d: 2 * d, "mae": np.sign,
+                  "huber": lambda d: np.clip(d, -1, 1)}.get(loss)
+    if grad_f_out is not None:
+        return _into(out, sigma_backward(tau, f_in, f_out, w * grad_f_out(f_out - y), alpha))
     raise ValueError(f"unsupported pair loss={loss!r}, tau={tau!r}")
 
 
@@ -148,7 +197,7 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
     return _into(grad_W, gW), (_into(grad_b, gb) if use_bias else None)
 
 
-# ---- parameter updates (torch.optim's rules) -------------------------------------------------------
+# ---- parameter updates (torch.optim's rules) -----------------------------------------------------
 
 
 def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
@@ -176,6 +225,54 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     v_hat = v / (1 - beta2**step)
     param -= learning_rate * m_hat / (np.sqrt(v_hat) + eps)
     return param
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None,
+                   learning_rate=0.01, rho=0.99, epsilon=1e-8, weight_decay=0.0, momentum=0.0,
+                   grad_scale=1.0, *, n_threads=None):
+    """One RMSprop step in place (torch.optim.RMSprop; centered when grad_avg is given)."""
+    g = grad_scale * grad + weight_decay * param
+    square_avg[...] = rho * square_avg + (1 - rho) * g * g
+    avg = square_avg
+    if grad_avg is not None:
+        grad_avg[...] = rho * grad_avg + (1 - rho) * g
+        avg = square_avg - grad_avg * grad_avg
+    r = g / (np.sqrt(avg) + epsilon)
+    if momentum_buffer is not None:
+        momentum_buffer[...] = momentum * momentum_buffer + r
+        r = momentum_buffer
+    param -= learning_rate * r
+    return param
+
+
+def adagrad_update(param, grad, accumulator, learning_rate=0.01, epsilon=1e-10, weight_decay=0.0,
+                   grad_scale=1.0, *, n_threads=None):
+    """One Adagrad step in place (torch.optim.Adagrad, lr_decay 0)."""
+    g = grad_scale * grad + weight_decay * param
+    accumulator += g * g
+    param -= learning_rate * g / (np.sqrt(accumulator) + epsilon)
+    return param
+
+
+def nadam_mu(step, beta_1=0.9, momentum_decay=4e-3):
+    """Dozat's momentum schedule mu_t = beta_1 (1 - 0.96^(t psi) / 2)."""
+    return beta_1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def nadam_update(param, grad, m, v, step, mu_product, learning_rate=2e-3, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                 grad_scale=1.0, *, n_threads=None):
+    """One Nadam step in place (torch.optim.NAdam); mu_product = prod_{k<t} mu_k; returns the
+    product through step t."""
+    g = grad_scale * grad + weight_decay * param
+    mu, mu_next = nadam_mu(step, beta_1, momentum_decay), nadam_mu(step + 1, beta_1, momentum_decay)
+    mu_product = mu_product * mu
+    m[...] = beta_1 * m + (1 - beta_1) * g
+    v[...] = beta_2 * v + (1 - beta_2) * g * g
+    d = np.sqrt(v / (1 - beta_2**step)) + epsilon
+    param -= learning_rate * (1 - mu) / (1 - mu_product) * g / d
+    param -= learning_rate * mu_next / (1 - mu_product * mu_next) * m / d
+    return mu_product
 
 
 def sum_of_squares(x, *, n_threads=None):
@@ -219,7 +316,7 @@ def dropout_forward(z_out, mask, rate):
     return z_out * mask * (1.0 / (1.0 - rate))
 
 
-# ---- a whole network -------------------------------------------------------------------------------
+# ---- a whole network -----------------------------------------------------------------------------
 
 
 def forward(X, Ws, bs, activations, alpha=0.01):

@@ -19,10 +19,10 @@ whole data.
 Two cases leave the compiled loop for a per-layer pass through the same kernels, one batch per
 Python iteration: a sparse X (the first layer's X @ W0 and X.T @ delta0 through scipy.sparse, so
 the matrix is never densified; a Cython kernel of the same loops, written into the caller's
-arrays, measured no faster on bench/sklearn_mlp.py's text batches, 200 x 50000 at 1% and 64
-outputs, ~25 ms each way for both and no better on 2 threads: the random rows of W0 it touches
-bound it by memory) and the Poisson loss (an exponential output, which bp's engine does not
-have: delta[O] = w_i (exp(f_in) - y) / sum(w), as scikit-learn).
+arrays, was no faster and no better on 2 threads: the random rows of W0 it touches bound it by
+memory; measured: see bench/README.md, Sparse X in bp.sklearn) and the Poisson loss (an
+exponential output, which bp's engine does not have: delta[O] = w_i (exp(f_in) - y) / sum(w),
+as scikit-learn).
 """
 
 from types import SimpleNamespace
@@ -300,5 +300,5 @@ class Optimizer:
             return True
         self.learning_rate /= 5.0
         if verbose:
-            print(msg + " Setting learning rate to %f" % self.learning_rate)
+            print(msg + f" Setting learning rate to {self.learning_rate:f}")
         return False

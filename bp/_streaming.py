@@ -17,13 +17,12 @@ block (finite values), which is one more read of the file per fit.
 """
 
 import mmap
-import os
 
 import numpy as np
 
 from . import _ops, _passes
 from . import losses as _losses
-from ._validation import check_finite, check_positive_int
+from ._validation import as_float_array, check_positive_int
 
 # The block budget: about this many bytes of X are read (and converted) at a time.
 BLOCK_BYTES = 32 << 20
@@ -60,17 +59,21 @@ class Blocks:
         return raw if raw.dtype == self.dtype else raw.astype(self.dtype)
 
     def check(self, name="X"):
-        """ValueError for a non-finite value, naming its row of X (one pass over the file)."""
+        """ValueError for a non-finite value, naming its row of X (one pass over the file); a
+        value that became inf in the cast (1e300 in a float64 X of a float32 model) is reported
+        as that value, read back from X."""
         with open(self.path, "rb") as f:
             for b in range(self.n_blocks):
-                block = self.read(b, f)
-                try:
-                    check_finite(name, block)
-                except ValueError:
-                    r, c = np.argwhere(~np.isfinite(block))[0]
-                    raise ValueError(f"{name} must contain only finite values. Received: "
-                                     f"{block[r, c]} at row, column ({b * self.block_rows + r}, "
-                                     f"{c})") from None
+                with np.errstate(over="ignore"):  # an overflow is found and named below
+                    block = self.read(b, f)
+                if np.isfinite(block).all():
+                    continue
+                r, c = np.argwhere(~np.isfinite(block))[0]
+                row = b * self.block_rows + r
+                value = self.X[row, c]
+                what = ("must contain only finite values" if not np.isfinite(value) else
+                        f"must fit in {self.dtype.name} (largest {np.finfo(self.dtype).max:.4g})")
+                raise ValueError(f"{name} {what}. Received: {value} at row, column ({row}, {c})")
 
     def parts(self, rng, shuffle):
         """Per block, in the epoch's order: (X_block, first row, order within the block)."""
@@ -143,7 +146,7 @@ class Batches:
                              f"no batch may be larger than the first")
         if self.class_weight is not None:
             cw = _losses.class_weights(loss, Y, self.class_weight)
-            w = (cw if w is None else w * cw).astype(self.model.dtype)
+            w = as_float_array("class_weight", cw if w is None else w * cw, self.model.dtype)
         return loss, X, Y, w
 
     def _next(self, k):

@@ -14,8 +14,12 @@ so that the two pools, which run one after the other, never ask for more threads
 cores between them.
 """
 
+from __future__ import annotations
+
 import os
 import threading
+import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bpcore._openmp import omp_max_threads, openmp_enabled
@@ -24,22 +28,24 @@ _lock = threading.Lock()
 _n_threads = None  # what the user asked for through set_num_threads (None: the default)
 _blas_limited_to = None  # what we last told the BLAS pools
 # get_num_threads()'s answer, settled on first use and again after each set_num_threads: working
-# it out (the CPU set, the topology files under /sys, OMP_NUM_THREADS) cost ~60 us, most of
-# predict's time on one row. It is worked out again after set_num_threads and when
-# OMP_NUM_THREADS changes (one dictionary look-up, ~0.2 us, tells).
+# it out (the CPU set, the topology files under /sys, OMP_NUM_THREADS) was most of predict's
+# time on one row. It is worked out again after set_num_threads and when OMP_NUM_THREADS changes
+# (one dictionary look-up tells). Measured: see bench/README.md, Python call costs.
 _settled = None
 _settled_env = None  # the OMP_NUM_THREADS the settled answer was worked out under
 
 
-_cores_of = {}  # CPU set -> physical cores in it (the topology files are read once per set)
+# CPU set -> physical cores in it (the topology files are read once per set)
+_cores_of: dict[frozenset[int], int] = {}
 
 
 def _physical_cores():
     """Physical cores available to this process (logical CPUs where topology is unknown).
 
-    Reading the topology costs ~100 us (two sysfs files per CPU) and every entry point asks;
-    the answer is remembered per CPU set, so a changed affinity (``os.sched_setaffinity``) is
-    still seen, at the cost of one ``sched_getaffinity`` call (~0.5 us)."""
+    Reading the topology is slow (two sysfs files per CPU) and every entry point asks; the
+    answer is remembered per CPU set, so a changed affinity (``os.sched_setaffinity``) is still
+    seen, at the cost of one ``sched_getaffinity`` call (measured: see bench/README.md, Python
+    call costs)."""
     try:
         cpus = frozenset(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -65,7 +71,7 @@ def _count_physical_cores(cpus):
     return max(1, len(cores))
 
 
-def effective_n_threads(n_threads=None, only_physical_cores=True):
+def effective_n_threads(n_threads: int | None = None, only_physical_cores: bool = True) -> int:
     """Return the number of threads bp's kernels will use for `n_threads`.
 
     A serial build (no OpenMP) runs its own kernels on one thread whatever this says; the count
@@ -123,7 +129,7 @@ def _omp_num_threads_env():
     return n if n > 0 else None
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Return the thread count bp uses now (for its kernels and, while it runs, the BLAS pools).
 
     Returns
@@ -150,7 +156,7 @@ def get_num_threads():
     return n
 
 
-def set_num_threads(n_threads):
+def set_num_threads(n_threads: int | None) -> None:
     """Set the number of threads bp uses, for its OpenMP kernels and the BLAS that does its gemms.
 
     Parameters
@@ -172,14 +178,21 @@ def set_num_threads(n_threads):
     >>> bp.set_num_threads(None)                        # back to the default
     """
     global _n_threads, _settled
-    effective_n_threads(n_threads)  # validate before changing anything
+    n = effective_n_threads(n_threads)  # validate before changing anything
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cpus and n > cpus:
+        # more threads than CPUs oversubscribe: every OpenMP barrier waits for threads the
+        # scheduler has not run (a one-epoch fit with 64 threads on 2 cores: 600 times slower)
+        warnings.warn(f"set_num_threads({n_threads}) asks for more threads than the {cpus} CPUs "
+                      f"this process may run on; bp will be much slower than with {cpus}",
+                      RuntimeWarning, stacklevel=2)
     with _lock:
         _n_threads, _settled = n_threads, None
     _limit_blas(get_num_threads())
 
 
 @contextmanager
-def num_threads(n_threads):
+def num_threads(n_threads: int | None) -> Iterator[None]:
     """Set bp's thread count for the duration of a ``with`` block.
 
     Parameters
@@ -225,8 +238,9 @@ _blas_libs = None  # threadpoolctl's controllers of the loaded BLAS libraries, f
 
 
 def hold_blas(n):
-    """Set the BLAS pools to n threads now, cheaply: ~1 us through threadpoolctl's cached
-    per-library controllers (its ``limit()`` takes ~5 us, a fresh threadpool_limits ~1 ms). The
+    """Set the BLAS pools to n threads now, cheaply, through threadpoolctl's cached
+    per-library controllers (cheaper than its ``limit()``, far cheaper than a fresh
+    threadpool_limits; measured: see bench/README.md, Python call costs). The
     training loop holds BLAS to one thread for steps too small for threads, and gives the count
     back afterwards: partial_fit does both on every call."""
     global _blas_libs, _blas_limited_to
@@ -254,3 +268,36 @@ def blas_info():
     from threadpoolctl import threadpool_info
 
     return [d for d in threadpool_info() if d.get("user_api") == "blas"]
+
+
+def current_thread():
+    """The ident of the calling thread (what FitLock.owner holds)."""
+    return threading.get_ident()
+
+
+class FitLock:
+    """A model's one-fit-at-a-time lock, knowing the thread that holds it: so a fit started from
+    a callback of the same fit, and a predict from another thread during a fit, are told apart
+    from the rest and refused with their own message."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.owner = None  # the ident of the fitting thread
+
+    def acquire(self, blocking=True):
+        if not self._lock.acquire(blocking):
+            return False
+        self.owner = threading.get_ident()
+        return True
+
+    def release(self):
+        self.owner = None
+        self._lock.release()
+
+    def check_reader(self):
+        """RuntimeError if another thread is fitting the model: the weights change between the
+        rows of one predict (a callback of the fit itself may predict)."""
+        if self.owner is not None and self.owner != threading.get_ident():
+            raise RuntimeError("this model is being fitted in another thread: a predict or "
+                               "evaluate now would use weights of different steps within one call; "
+                               "wait for the fit to end, or use a copy made before it")

@@ -1,20 +1,22 @@
 """The PyTorch hand-over: a bp model as a torch.nn.Sequential, and back.
 
-    bp Dense(n_out, sigma) with W (n_in, n_out), b   <->   nn.Linear(n_in, n_out), weight = W.T, bias = b
-                                                          followed by sigma's module (none for identity)
-    bp Activation(sigma)                           <->   sigma's module
-    bp Dropout(rate)                               <->   nn.Dropout(p=rate)
-    bp LayerNormalization(epsilon, center, scale)  <->   nn.LayerNorm(n, eps=epsilon,
-                                                          elementwise_affine=scale or center,
-                                                          bias=center)
-    bp BatchNormalization(momentum, epsilon)       <->   nn.BatchNorm1d(n, eps=epsilon,
-                                                          momentum=1 - momentum), its running_mean
-                                                          and running_var (both unbiased variances)
-    bp Residual([...])                             <->   bp._torch.Residual(nn.Sequential(...)):
-                                                          forward(x) = block(x) + x
+    bp Dense(n_out, sigma) with W (n_in, n_out), b
+        <->   nn.Linear(n_in, n_out), weight = W.T, bias = b,
+              followed by sigma's module (none for identity)
+    bp Activation(sigma)                  <->   sigma's module
+    bp Dropout(rate)                      <->   nn.Dropout(p=rate)
+    bp LayerNormalization(epsilon, center, scale)
+        <->   nn.LayerNorm(n, eps=epsilon, elementwise_affine=scale or center, bias=center)
+    bp BatchNormalization(momentum, epsilon)
+        <->   nn.BatchNorm1d(n, eps=epsilon, momentum=1 - momentum), its running_mean and
+              running_var (both unbiased variances)
+    bp Residual([...])                    <->   bp._torch.Residual(nn.Sequential(...)):
+                                                forward(x) = block(x) + x
 
     sigmoid nn.Sigmoid   tanh nn.Tanh   relu nn.ReLU   leaky_relu nn.LeakyReLU(alpha)
     gelu nn.GELU() (exact: approximate="none")   softmax nn.Softmax(dim=-1)
+    elu nn.ELU()   selu nn.SELU()   silu nn.SiLU()   softplus nn.Softplus()   mish nn.Mish()
+    hard_sigmoid nn.Hardsigmoid()   exponential a module computing torch.exp (to_torch only)
 
 The momentum conventions differ: Keras' (bp's) momentum is the share of the running value kept,
 PyTorch's the share of the new batch's, so torch_momentum = 1 - bp_momentum (exact for bp's
@@ -27,6 +29,10 @@ the class it is handed (``Sequential.from_torch`` passes itself), so it never im
 torch is imported only when a hand-over runs: it is the optional extra ``bp[torch]``; the
 Residual module class is made on first use (``bp._torch.Residual``).
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -89,10 +95,23 @@ def __getattr__(name):
 def _activation_modules(nn):
     """bp activation -> a new torch module (identity has none)."""
     return {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU,
-            "leaky_relu": None, "softmax": lambda: nn.Softmax(dim=-1)}
+            "leaky_relu": None, "softmax": lambda: nn.Softmax(dim=-1), "elu": nn.ELU,
+            "selu": nn.SELU, "silu": nn.SiLU, "softplus": nn.Softplus, "mish": nn.Mish,
+            "hard_sigmoid": nn.Hardsigmoid, "exponential": _Exp}
 
 
-def to_torch(model):
+def _Exp():
+    """torch has no exponential module: a small one (its forward is torch.exp)."""
+    torch = _import_torch()
+
+    class Exp(torch.nn.Module):
+        def forward(self, x):
+            return torch.exp(x)
+
+    return Exp()
+
+
+def to_torch(model: Any) -> Any:
     """Convert a built model to a ``torch.nn.Sequential`` computing the same ``f_out`` as ``predict``.
 
     Each Dense becomes an ``nn.Linear`` (``weight = W.T``, ``bias = b``, the model's dtype) followed
@@ -344,9 +363,14 @@ def _follows_linear(steps, position, nn):
 
 def _activation_of(nn, step, where):
     """(bp activation, alpha) for a torch activation module; ValueError for anything else."""
-    simple = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu"}
+    simple = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.SELU: "selu",
+              nn.SiLU: "silu", nn.Mish: "mish", nn.Hardsigmoid: "hard_sigmoid"}
     if type(step) in simple:
         return simple[type(step)], 0.01
+    if isinstance(step, nn.ELU) and step.alpha == 1.0:
+        return "elu", 0.01
+    if isinstance(step, nn.Softplus) and step.beta == 1.0 and step.threshold == 20.0:
+        return "softplus", 0.01
     if isinstance(step, nn.LeakyReLU):
         if step.negative_slope < 0:
             raise ValueError(f"{where}: bp's leaky_relu needs a slope >= 0. Received: "
@@ -364,7 +388,9 @@ def _activation_of(nn, step, where):
         return "softmax", 0.01
     raise ValueError(f"{where} has no bp equivalent. Expected nn.Linear, nn.Identity, "
                      "nn.Dropout, nn.LayerNorm, nn.BatchNorm1d, bp._torch.Residual or one of "
-                     "nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Softmax")
+                     "nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Softmax, nn.SELU, "
+                     "nn.SiLU, nn.Mish, nn.Hardsigmoid, nn.ELU (alpha=1), nn.Softplus (beta=1, "
+                     "threshold=20)")
 
 
 def _module_dtype(steps, dtype):

@@ -30,10 +30,18 @@ import numpy as np
 import bpcore
 from bpcore import _network
 
-from . import _interrupt, _mpi, _ops, _passes, _streaming, _threads
+from . import _interrupt, _model_file, _mpi, _ops, _passes, _streaming, _threads
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._validation import check_number, check_positive_int
+from ._validation import (
+    MAX_COUNT,
+    as_float_array,
+    check_number,
+    check_positive_int,
+    check_size,
+    check_some_weight,
+    column_names,
+)
 from .callbacks import Callback, History, TerminateOnNaN, _Progress, wants_every_batch
 
 DONE = _network.STATUS["done"]
@@ -84,7 +92,8 @@ class TrainingDivergedError(FloatingPointError):
     def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None,
                  row=None):
         super().__init__(message)
-        self.epoch, self.batch, self.layer, self.sample, self.where = epoch, batch, layer, sample, where
+        self.epoch, self.batch, self.layer = epoch, batch, layer
+        self.sample, self.where = sample, where
         self.row = row  # the sample's row in the X given to fit
 
 
@@ -149,7 +158,7 @@ class CompiledSteps(_Steps):
         self.net = self.passes.engine()
         self.backup = self.passes.backup()
         self.mean_width = _losses.mean_width(self.loss, self.Y.shape[1])
-        self.count_hits = self.loss != "mse"
+        self.count_hits = _losses.is_classification(self.loss)
 
     def run(self, first_step, count):
         net, opt, reducer = self.net, self.opt, self.reducer
@@ -255,7 +264,8 @@ class PythonSteps(_Steps):
 def _gather(ws, X, Y, w, order, start, rows):
     """The batch's rows, copied into the workspace (no allocation: np.take with out=)."""
     if order is None:
-        return X[start:start + rows], Y[start:start + rows], (None if w is None else w[start:start + rows])
+        stop = start + rows
+        return X[start:stop], Y[start:stop], (None if w is None else w[start:stop])
     idx = order[start:start + rows]
     Xb, Yb = ws.X[:rows], ws.Y[:rows]
     np.take(X, idx, axis=0, out=Xb)
@@ -288,6 +298,10 @@ def _rows_of(order, train_rows, start, rows):
 def exclusive(model):
     """One fit of a model at a time: a second, from another thread, is refused."""
     if not model._fit_lock.acquire(blocking=False):
+        if model._fit_lock.owner == _threads.current_thread():
+            raise RuntimeError("fit (or partial_fit) was called while this model is being fitted "
+                               "in this same thread (from a callback?): a fit cannot start "
+                               "inside another fit of the same model; fit a copy")
         raise RuntimeError("this model is already being fitted in another thread; "
                            "wait for that fit to finish (or fit a copy)")
     try:
@@ -317,18 +331,25 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, vali
         if comm is None:
             return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args, verbose, on_nan,
                         first_epoch, steps_per_epoch, None, validation_steps)
+        _mpi.check_comm(comm)
         _mpi.check_world(comm)  # a foreign mpiexec: an error before anything changes
         share = _mpi.rank_threads(comm)
+        agreement = _mpi.Agreement(comm)
         with (_threads.num_threads(share) if share else contextlib.nullcontext()):
-            return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
-                        verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
-                        steps_per_epoch, comm, validation_steps)
+            try:
+                return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
+                            verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
+                            steps_per_epoch, comm, validation_steps, agreement)
+            except Exception as exc:
+                agreement.fail(exc)  # a rank's own refusal reaches the others' collective check
+                raise
 
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
          shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
-         steps_per_epoch, comm, validation_steps=None):
+         steps_per_epoch, comm, validation_steps=None, agreement=None):
     # -- everything is checked before anything changes --
+    names = column_names(X)  # a DataFrame's: later ones must have these columns in this order
     epochs = check_positive_int("epochs", epochs)
     batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
     if _streaming.is_batches(X, y):
@@ -353,8 +374,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                                                                       sample_weight)
     # class weights weigh the training rows only (as Keras): a validation split keeps its own
     cw = None if class_weight is None else _losses.class_weights(loss, Y, class_weight)
-    batch_size = check_positive_int("batch_size", batch_size)
-    accumulate = check_positive_int("accumulate", accumulate)
+    batch_size = check_positive_int("batch_size", batch_size, high=MAX_COUNT)
+    accumulate = check_positive_int("accumulate", accumulate, high=MAX_COUNT)
     if verbose not in (0, 1, 2, False, True):
         raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
     if on_nan not in ("raise", "stop"):
@@ -362,12 +383,17 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     callbacks = list(callbacks or [])
     for cb in callbacks:
         if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be bp.Callback instances. Received: {type(cb).__name__}")
+            raise TypeError("callbacks must be bp.Callback instances. Received: "
+                            f"{type(cb).__name__}")
     if any(isinstance(cb, TerminateOnNaN) for cb in callbacks):
         on_nan = "stop"
-    opt = _optimizers.get(optimizer) if optimizer is not None else (
+    opt = _optimizers.get(optimizer) if optimizer is not None else (  # a schedule: checked below
         model.optimizer or _optimizers.get(None))
-    opt.current_learning_rate(0)  # a schedule that fails at once is rejected before any change
+    # a schedule is asked now for every epoch this fit will ask it for (a very long fit: its
+    # first 10000 and its last), so that one failing at epoch 5 is refused before any change
+    last = first_epoch + epochs - 1
+    for e in [*range(first_epoch, min(last, first_epoch + 9999) + 1), last]:
+        opt.current_learning_rate(e)
     val = None
     if validation_data is not None:
         if validation_split:
@@ -386,6 +412,26 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                              f"validation_split. Received: validation_split={validation_split}")
         blocks = _streaming.Blocks(X, model.dtype, min(batch_size, X.shape[0]) * accumulate)
         blocks.check()
+    # sample_weight times class_weight: each value must fit the model's dtype, and not all be 0
+    # (the loss would be 0, yet Adam's moments would still move the weights; scikit-learn refuses)
+    wc = None if cw is None else as_float_array("class_weight", cw if w is None else w * cw,
+                                                model.dtype)
+    check_some_weight(w if wc is None else wc,
+                      "class_weight" if wc is not None else "sample_weight")
+    # what the callbacks will read, checked now (paths, monitored names, the optimizer)
+    keys = ["loss"] + (["accuracy"] if loss != "mse" else [])
+    if val is not None or validation_split > 0:
+        keys += ["val_" + k for k in keys]
+    opt._check_owner(model)
+    for cb in callbacks:
+        cb.check_before_fit(model, opt, keys + ["learning_rate"])
+    if not model.built:
+        # (and each layer's input_dim against its width: build would say it after the split)
+        check_size(_model_file.parameter_count(model.layers, X.shape[1]), X.shape[1], model.dtype)
+    if agreement is not None:
+        agreement.check(_mpi.fit_settings(model, X, Y, loss, opt, epochs, batch_size, accumulate,
+                                      shuffle, on_nan, callbacks, val, validation_split,
+                                      first_epoch))
     rng = model._rng
     train_rows = None  # row i of the training set is row train_rows[i] of X (None: row i)
     if val is None and validation_split > 0:
@@ -398,16 +444,19 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         train_rows = ti
         val = (X[vi], Y[vi], None if w is None else w[vi])
         X, Y, w = X[ti], Y[ti], (None if w is None else w[ti])
-        cw = None if cw is None else cw[ti]
-    if cw is not None:
-        w = (cw if w is None else w * cw).astype(model.dtype)
+        wc = None if wc is None else wc[ti]
+    if wc is not None:
+        w = wc
     if hasattr(X, "shape"):  # (an iterable of batches is checked batch by batch)
         _ops.check_training_rows(model.layers, X.shape[0], batch_size, accumulate)
     # -- from here on the model changes --
     if not model.built:
         model.build(X.shape[1])
     model.loss, model.optimizer = loss, opt
+    opt._bind(model)
     model._comm = comm
+    if names is not None:
+        model._column_names = names
     if comm is not None:
         # the same model everywhere (checked), rank 0's parameters and optimizer state; each rank
         # shuffles its own rows from its own stream, drawn from the model's
@@ -507,7 +556,7 @@ def epoch_logs(loss, total, seen, correct, weight, comm=None):
     accuracy (of each batch before its update, as Keras reports), over all ranks' rows when
     data-parallel."""
     logs = {"loss": total / seen}
-    if loss != "mse":
+    if _losses.is_classification(loss):
         logs["accuracy"] = _ratio(comm, correct, weight)
     return logs
 
@@ -541,7 +590,7 @@ def _validate(model, val, loss, comm):
         nt = _threads.get_num_threads()
         total, rows, hits, weight = val.sums(model._passes, loss, nt)
         ev = {"loss": float(total / rows + model._passes.penalty(None, nt))}
-        if loss != "mse":
+        if _losses.is_classification(loss):
             ev["accuracy"] = float(hits / weight) if weight else 0.0
         return {"val_" + k: v for k, v in ev.items()}
     ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
@@ -573,7 +622,7 @@ def _diverged(model, passes, epoch, batch, on_nan, progress, X_batch=None, batch
            + (f", first at sample {sample} of the batch" if sample is not None else "")
            + (f" (row {row} of X)" if row is not None else "")
            + "; the model keeps the last finite weights (lower the learning rate, clip "
-           "gradients with clip_norm, or check the data)")
+           "gradients with global_clipnorm, or check the data)")
     model.history.stopped = "diverged"
     model.history.diverged = {"epoch": epoch, "batch": batch, "layer": layer,
                               "sample": sample, "row": row, "where": where}

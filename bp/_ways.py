@@ -45,12 +45,13 @@ import numpy as np
 from . import _reference as R
 from ._validation import check_positive_int
 
-# The naive way costs about N P^2 multiply-adds (a forward pass per parameter): at a few
-# 1e8 multiply-adds a second in NumPy, beyond this it takes more than a few seconds, so explain()
-# refuses such networks (e.g. P = 5,000 parameters at N = 32 is 8e8: accepted).
+# The naive way costs about N P^2 multiply-adds (a forward pass per parameter): beyond this it
+# takes more than a few seconds in NumPy (measured: see bench/README.md, bp.explain's chunks),
+# so explain() refuses such networks (e.g. P = 5,000 parameters at N = 32 is 8e8: accepted).
 MAX_NAIVE_MULTIPLY_ADDS = 10**9
 # Numbers per temporary array of a chunk of parameters (parameters x samples x width): 32K
-# float64 = 256 KB stays in a core's L2 cache; measured 2-5x faster than 8 MB chunks, and the
+# float64 = 256 KB stays in a core's L2 cache, faster than 8 MB chunks (measured: see
+# bench/README.md, bp.explain's chunks), and the
 # loop over chunks still costs little next to the arithmetic.
 _CHUNK_ELEMENTS = 1 << 15
 

@@ -1,11 +1,16 @@
 """Training history, callbacks, early stopping and the progress display of ``fit``."""
 
+from __future__ import annotations
+
 import csv
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
+from . import _io
 from ._validation import check_number
 
 
@@ -46,7 +51,12 @@ class History:
     ([0, 1, 2], 3, None)
     """
 
-    def __init__(self):
+    # attribute types for the type checker (set in __init__)
+    history: dict[str, list[float]]
+    epoch: list[int]
+    epoch_times: list[float]
+
+    def __init__(self) -> None:
         self.history = {}
         self.epoch = []
         self.epoch_times = []
@@ -60,10 +70,10 @@ class History:
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
-    def plot(self, path=None):
+    def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
         """Draw the training curves: loss, accuracy (classification) with their validation values, and the learning rate, per epoch.
 
         Needs matplotlib (``pip install "bp[plot]"``).
@@ -132,9 +142,9 @@ class Callback:
     epoch 1: loss ...
     """
 
-    model = None
+    model: Any = None
 
-    def set_model(self, model):
+    def set_model(self, model: Any) -> None:
         """Set the model being fitted (fit calls it before ``on_train_begin``).
 
         Parameters
@@ -144,7 +154,42 @@ class Callback:
         """
         self.model = model
 
-    def on_train_begin(self, logs=None):
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a fit before it changes anything (the base class accepts every fit).
+
+        fit calls it for every callback after its own checks and before the first change:
+        raise ValueError or TypeError here for what the callback could only find out later
+        (a path that cannot be written, a monitored name that fit will not log).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            In a subclass, for settings this fit cannot honour.
+
+        See Also
+        --------
+        on_train_begin : Called next, once the fit has started.
+
+        Examples
+        --------
+        >>> import bp
+        >>> class NeedsValidation(bp.Callback):
+        ...     def check_before_fit(self, model, optimizer, keys):
+        ...         if "val_loss" not in keys:
+        ...             raise ValueError("NeedsValidation needs validation data")
+        """
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         """Run at the start of fit, before the first epoch.
 
         Parameters
@@ -155,7 +200,7 @@ class Callback:
         """
         pass
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Run at the start of every epoch.
 
         Parameters
@@ -168,7 +213,7 @@ class Callback:
         """
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Run at the end of every epoch, after validation.
 
         Parameters
@@ -181,7 +226,7 @@ class Callback:
         """
         pass
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """Run after every batch (only if overridden: fit then returns to Python every batch).
 
         Parameters
@@ -194,7 +239,7 @@ class Callback:
         """
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Run at the end of fit, however it ended.
 
         Parameters
@@ -223,7 +268,10 @@ class EarlyStopping(Callback):
         Whether smaller or larger is better; "auto" maximises names containing "acc".
     restore_best_weights : bool, default=True
         At the end, put back the weights of the best epoch (Keras' default is False; bp's is
-        True because that is what one wants almost always).
+        True because that is what one wants almost always). The optimizer's state stays the
+        last step's, as in Keras. When fit ends by divergence or Ctrl-C nothing is restored: the
+        model is the last completed step, weights and optimizer state together (``best_params``
+        holds the best epoch's weights for ``set_flat_params``).
 
     Attributes
     ----------
@@ -250,10 +298,11 @@ class EarlyStopping(Callback):
     ('early_stopping', True)
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be a non-negative integer. Received: patience={patience!r}")
+            raise ValueError("patience must be a non-negative integer. Received: "
+                             f"patience={patience!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
         self.monitor = monitor
@@ -265,6 +314,26 @@ class EarlyStopping(Callback):
         self.best_epoch = None
         self.best_params = None
         self.wait = 0
+
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a monitored name that fit will not log.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
+        _monitored("EarlyStopping", self.monitor, dict.fromkeys(keys))
 
     def on_train_begin(self, logs=None):
         """Forget the best value and the patience count of a previous fit.
@@ -327,6 +396,12 @@ class EarlyStopping(Callback):
             The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
             validation data, ``learning_rate``; at the end of training, the last epoch's.
         """
+        # After a divergence or Ctrl-C the model stays the last completed step, with its
+        # optimizer state (README, "Divergence", "Interruption"): best-epoch weights with a later
+        # step's momenta and step count would be neither. best_params still holds them.
+        history = getattr(self.model, "history", None)
+        if getattr(history, "stopped", None) in ("diverged", "interrupted"):
+            return
         if self.restore_best_weights and self.best_params is not None:
             self.model.set_flat_params(self.best_params)
 
@@ -357,7 +432,8 @@ class TerminateOnNaN(Callback):
 
 
 class _Progress:
-    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per epoch."""
+    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per
+    epoch."""
 
     def __init__(self, verbose, epochs, n_batches, file=None):
         self.verbose = verbose
@@ -464,7 +540,7 @@ def _improves(value, best, mode, key, min_delta=0.0):
     return value < best - min_delta
 
 
-def wants_every_batch(callback):
+def wants_every_batch(callback: Callback) -> bool:
     """True if `callback` has an on_batch_end of its own (a subclass method or, as
     LambdaCallback sets it, an instance attribute): fit then returns to Python every batch."""
     return getattr(callback.on_batch_end, "__func__", None) is not Callback.on_batch_end
@@ -509,7 +585,10 @@ class ModelCheckpoint(Callback):
     True
     """
 
-    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
+    saved: list[str]  # the paths written, in order (for the type checker)
+
+    def __init__(self, filepath: str | os.PathLike[str], monitor: str = "val_loss",
+                 save_best_only: bool = False, mode: str = "auto") -> None:
         self.filepath = os.fspath(filepath)
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be a str. Received: {type(monitor).__name__}")
@@ -518,6 +597,37 @@ class ModelCheckpoint(Callback):
         self.mode = _check_mode(mode)
         self.best = None
         self.saved = []  # the paths written, in order
+
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a path that cannot be formatted or written, or an unlogged monitor.
+
+        The monitor is checked with save_best_only only.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
+        if self.save_best_only:
+            _monitored("ModelCheckpoint", self.monitor, dict.fromkeys(keys))
+        _io.check_target(self._path(0, dict.fromkeys(keys, 0.0)), "ModelCheckpoint's filepath")
+
+    def _path(self, epoch, logs):
+        try:
+            return self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint cannot format the path {self.filepath!r} with "
+                             f"epoch and {', '.join(logs)}: {exc!r}") from None
 
     def on_train_begin(self, logs=None):
         """Forget the best value of a previous fit.
@@ -548,11 +658,7 @@ class ModelCheckpoint(Callback):
             if not math.isfinite(value) or not _improves(value, self.best, self.mode, key):
                 return
             self.best = value
-        try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"ModelCheckpoint cannot format the path {self.filepath!r} with "
-                             f"epoch and {', '.join(logs)}: {exc!r}") from None
+        path = self._path(epoch, logs)
         self.model.save(path)
         self.saved.append(path)
 
@@ -596,8 +702,9 @@ class ReduceLROnPlateau(Callback):
     [0.1, 0.1, 0.05]
     """
 
-    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_lr=0.0, min_delta=1e-4,
-                 cooldown=0, mode="auto"):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_lr: float = 0.0, min_delta: float = 1e-4, cooldown: int = 0,
+                 mode: str = "auto") -> None:
         for name, value in (("patience", patience), ("cooldown", cooldown)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer. Received: "
@@ -611,8 +718,31 @@ class ReduceLROnPlateau(Callback):
         self.mode = _check_mode(mode)
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a scheduled learning rate, and a monitored name that fit will not log.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done (TypeError for a schedule).
+        """
+        if callable(optimizer.learning_rate):
+            raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
+                            f"this one has the schedule {optimizer.learning_rate!r}")
+        _monitored("ReduceLROnPlateau", self.monitor, dict.fromkeys(keys))
+
     def on_train_begin(self, logs=None):
-        """Check that the optimizer's rate is a constant; forget a previous fit's counts.
+        """Forget a previous fit's counts (the optimizer was checked by check_before_fit).
 
         Parameters
         ----------
@@ -620,9 +750,6 @@ class ReduceLROnPlateau(Callback):
             The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
             validation data, ``learning_rate``; at the end of training, the last epoch's.
         """
-        if callable(self.model.optimizer.learning_rate):
-            raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
-                            f"this one has the schedule {self.model.optimizer.learning_rate!r}")
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -682,11 +809,32 @@ class CSVLogger(Callback):
     'epoch,loss,accuracy,learning_rate'
     """
 
-    def __init__(self, filename, separator=",", append=False):
+    def __init__(self, filename: str | os.PathLike[str], separator: str = ",",
+                 append: bool = False) -> None:
         self.filename = os.fspath(filename)
         self.separator = separator
         self.append = bool(append)
         self._file = self._writer = self._keys = None
+
+    def check_before_fit(self, model, optimizer, keys):
+        """Refuse a file that cannot be written (a missing folder, a directory).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model about to be fitted.
+        optimizer : Optimizer
+            The optimizer it will train with.
+        keys : list of str
+            The names fit will log each epoch (``loss``, ``accuracy``, ``val_...``,
+            ``learning_rate``).
+
+        Raises
+        ------
+        ValueError
+            Naming what cannot be done.
+        """
+        _io.check_target(self.filename, "CSVLogger's filename")
 
     def on_train_begin(self, logs=None):
         """Open the file (and decide whether it needs a header).
@@ -769,8 +917,11 @@ class LambdaCallback(Callback):
     3
     """
 
-    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
-                 on_train_end=None, on_batch_end=None):
+    def __init__(self, on_epoch_begin: Callable[..., Any] | None = None,
+                 on_epoch_end: Callable[..., Any] | None = None,
+                 on_train_begin: Callable[..., Any] | None = None,
+                 on_train_end: Callable[..., Any] | None = None,
+                 on_batch_end: Callable[..., Any] | None = None) -> None:
         given = {"on_epoch_begin": on_epoch_begin, "on_epoch_end": on_epoch_end,
                  "on_train_begin": on_train_begin, "on_train_end": on_train_end,
                  "on_batch_end": on_batch_end}
@@ -779,7 +930,9 @@ class LambdaCallback(Callback):
                 raise TypeError(f"{name} must be callable or None. Received: {type(fn).__name__}")
         self._fns = given
         if on_batch_end is not None:
-            self.on_batch_end = lambda batch, logs=None: on_batch_end(batch, logs or {})
+            # an instance attribute, which wants_every_batch sees
+            self.on_batch_end = (  # type: ignore[method-assign]
+                lambda batch, logs=None: on_batch_end(batch, logs or {}))
 
     def _call(self, name, *args):
         fn = self._fns[name]

@@ -48,8 +48,15 @@ A loop of your own; under ``mpiexec -n p`` each rank runs it on its own rows:
 ...     model.step(opt)
 """
 
-from ._mpi import (allreduce_gradients, broadcast_parameters, check_same_model, check_world,
-                   local_threads, shard, shard_rows)
+from ._mpi import (
+    allreduce_gradients,
+    broadcast_parameters,
+    check_same_model,
+    check_world,
+    local_threads,
+    shard,
+    shard_rows,
+)
 
 __all__ = ["shard", "shard_rows", "broadcast_parameters", "allreduce_gradients", "check_world",
            "check_same_model", "local_threads"]

@@ -12,6 +12,12 @@ onnx and torch are optional (``pip install "bp[onnx]"``, ``"bp[torch]"``) and im
 one of these runs.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from numpy.typing import DTypeLike
+
 from ._onnx import to_onnx
 from ._torch import to_torch
 from .sequential import Sequential
@@ -19,7 +25,7 @@ from .sequential import Sequential
 __all__ = ["to_onnx", "to_torch", "from_torch"]
 
 
-def from_torch(module, dtype=None):
+def from_torch(module: Any, dtype: DTypeLike | None = None) -> Sequential:
     """Build a bp model from a ``torch.nn.Sequential``, its weights exactly.
 
     ``bp.Sequential.from_torch(module, dtype)``: reads ``Linear`` layers (an activation module

@@ -11,21 +11,38 @@ Layers are numbered from 0 here, as in ``model.layers``; the mathematics' notati
 (``python -m bp xor --explain``) numbers the hidden layer 1 and calls the output layer O.
 """
 
+from __future__ import annotations
+
 import math
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
 from . import _passes, _threads
 from . import _reference as R
 from . import losses as _losses
+from ._diagnostics import (  # noqa: F401
+    EXPLODING,
+    SATURATION,
+    VANISHING,
+    Diagnosis,
+    DiagnosticsLogger,
+    _inputs,
+    diagnose,
+    per_sample_gradient_norms,
+)
 from ._ops import refuse_beyond_dense
-from ._diagnostics import (EXPLODING, SATURATION, VANISHING, Diagnosis,  # noqa: F401
-                           DiagnosticsLogger, _inputs, diagnose, per_sample_gradient_norms)
-from ._ways import (MAX_NAIVE_MULTIPLY_ADDS, _Net, backprop_gradients,  # noqa: F401
-                    forward_gradients, naive_gradients, operation_counts)
-from ._ways import _forward_pass
+from ._ways import (  # noqa: F401
+    MAX_NAIVE_MULTIPLY_ADDS,
+    _forward_pass,
+    _Net,
+    backprop_gradients,
+    forward_gradients,
+    naive_gradients,
+    operation_counts,
+)
 
 WAYS = ("naive", "forward", "backprop")
 _WAY_NAMES = {
@@ -153,11 +170,13 @@ class Explanation:
             lines.append(f"{_WAY_NAMES[way]:<38}{c[way]:>16,}{c[way] / c['forward_pass']:>12.1f}"
                          f"{_fmt_time(t[way]):>12}{t[way] / t['backprop']:>12.1f}")
         lines.append(f"{'    the forward pass alone':<38}{c['forward_pass']:>16,}{1.0:>12.1f}"
-                     f"{_fmt_time(t['forward_pass']):>12}{t['forward_pass'] / t['backprop']:>12.2f}")
+                     f"{_fmt_time(t['forward_pass']):>12}"
+                     f"{t['forward_pass'] / t['backprop']:>12.2f}")
         lines += [
             "(counts exact; times: NumPy in float64, the best of repeated runs, including NumPy's",
             " few microseconds per call, which weigh most on small networks)",
-            f"bp's compiled kernels ({self.dtype}): forward pass {_fmt_time(t['bp_forward_pass'])}, "
+            f"bp's compiled kernels ({self.dtype}): forward pass "
+            f"{_fmt_time(t['bp_forward_pass'])}, "
             f"backpropagation {_fmt_time(t['bp_backprop'])} = "
             f"{t['bp_backprop'] / t['bp_forward_pass']:.1f} x the forward pass "
             f"(counted: {c['backprop'] / c['forward_pass']:.2f} x)",
@@ -189,7 +208,8 @@ def _fmt_time(seconds):
     return f"{seconds:.2f} s"
 
 
-def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
+def explain(model: Any, X: Any, y: Any, loss: str | None = None, *,
+            budget: float = 0.1, n_threads: int | None = None) -> Explanation:
     """Count and time the three ways to get every gradient of `model` on the batch (X, y).
 
     (1) the naive chain rule, (2) forward caching, (3) backpropagation: exact multiply-add counts
@@ -258,7 +278,8 @@ def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
             f"{'-'.join(map(str, net.widths))} network, P = {P:,} parameters, batch N = {N}: "
             f"{counts['naive']:.2e} multiply-adds. Use fewer samples (X[:16]) or narrower "
             "layers; bench/caching.py shows the growth")
-    nt = _threads.get_num_threads() if n_threads is None else _threads.effective_n_threads(n_threads)
+    nt = (_threads.get_num_threads() if n_threads is None
+          else _threads.effective_n_threads(n_threads))
     X64 = X.astype(np.float64)
     scale = _losses.default_scale(loss, N, Y.shape[1])
     ways = {"naive": naive_gradients, "forward": forward_gradients,
@@ -366,20 +387,23 @@ def explain_xor(model, X, y, file=None):
             f"{f_in[s, 0]:10.4f}{f_out[s, 0]:9.4f}{y[s, 0]:>4g}")
     say(f"  L = {loss_value:.6g}")
     say()
-    say("2. Output error signal, once per sample: delta[O] = dL/df_in = (2/N) (f_out - y) tau'(f_in),")
+    say("2. Output error signal, once per sample: delta[O] = dL/df_in = (2/N) (f_out - y) "
+        "tau'(f_in),")
     say("   tau'(f_in) = f_out (1 - f_out)")
     for s in range(N):
         say(f"  s={s}: (2/{N}) * ({_g(f_out[s, 0])} - {_g(y[s, 0])}) * {_g(tau_prime[s, 0])}"
             f" = {delta_O[s, 0]:.4g}")
     say()
-    say("3. Hidden error signals from the recursion: delta[1] = (delta[O] @ W[O].T) * sigma'(z_in[1])")
+    say("3. Hidden error signals from the recursion: delta[1] = (delta[O] @ W[O].T) * "
+        "sigma'(z_in[1])")
     for s in range(N):
         for q in range(k):
             say(f"  s={s}, unit {q}: ({_g(delta_O[s, 0])} * {_g(WO[q, 0])}) * "
                 f"{_g(sigma_prime[s, q])} = {delta_1[s, q]:.4g}")
     say()
     say("4. Every gradient is a delta times the input it multiplies, summed over the samples:")
-    say("   dL/dW[i][p,q] = sum_s z_out[i-1][s,p] delta[i][s,q];  dL/db[i][q] = sum_s delta[i][s,q]")
+    say("   dL/dW[i][p,q] = sum_s z_out[i-1][s,p] delta[i][s,q];  dL/db[i][q] = sum_s "
+        "delta[i][s,q]")
 
     def line(name, inputs, deltas, input_name, delta_name, total):
         if inputs is None:

@@ -12,6 +12,8 @@ the same buffer). They are written in place.
 ``n_threads`` follows :func:`bp.effective_n_threads` (None: bp's current setting).
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 import bpcore
@@ -24,17 +26,26 @@ from ._validation import (
     check_no_overlap,
     check_number,
     check_output,
-    check_shape,
 )
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
+# Other names for the same activation (Keras' "linear" and "swish"); None means identity too.
+ACTIVATION_ALIASES = {"linear": "identity", "swish": "silu"}
 LOSSES = tuple(bpcore.LOSSES)
 # The output activation tau that each loss accepts. The cross-entropies are fused with their
 # natural output (delta = f_out - y); mean squared error goes through any tau's Jacobian.
+# The identity output with cross-entropy is Keras' from_logits=True: the loss is computed from
+# the logits (as it always is) and delta[O] = softmax(f_in) - y. (bpcore also has sigmoid(f_in) - y
+# for binary cross-entropy from logits, but accuracy would then be cut at 0.5 on a logit: the pair
+# stays refused until accuracy knows the output activation.) poisson wants the log link
+# (scikit-learn's MLPRegressor(loss="poisson") pairs it with exp).
 LOSS_OUTPUTS = {
     "mse": ACTIVATIONS,
     "binary_cross_entropy": ("sigmoid",),
-    "cross_entropy": ("softmax",),
+    "cross_entropy": ("softmax", "identity"),
+    "mae": ACTIVATIONS,
+    "huber": ACTIVATIONS,
+    "poisson": ("exponential",),
 }
 
 
@@ -50,13 +61,24 @@ def _n_threads(n_threads):
     return _threads.effective_n_threads(n_threads)
 
 
+def activation_name(activation):
+    """The canonical name of `activation`: a name of ACTIVATIONS, an alias, or None (identity).
+    ValueError listing the valid names for any other string, TypeError for a non-string."""
+    if activation is None:
+        return "identity"
+    if not isinstance(activation, str):
+        raise TypeError(f"activation must be a string or None. Received: activation={activation!r}")
+    check_choice("activation", activation, ACTIVATIONS + tuple(ACTIVATION_ALIASES))
+    return ACTIVATION_ALIASES.get(activation, activation)
+
+
 def _activation_code(name, alpha):
-    check_choice("activation", name, ACTIVATIONS)
+    name = activation_name(name)
     alpha = check_number("alpha", alpha, low=0.0)
     return bpcore.ACTIVATIONS[name], alpha
 
 
-def check_loss_pair(loss, tau):
+def check_loss_pair(loss: str, tau: str) -> None:
     """Raise a ValueError unless the loss and the output activation tau make a valid pair.
 
     Parameters
@@ -78,7 +100,7 @@ def check_loss_pair(loss, tau):
     >>> bp.kernels.check_loss_pair("cross_entropy", "sigmoid")
     Traceback (most recent call last):
     ...
-    ValueError: loss 'cross_entropy' needs an output activation in ('softmax'). Received: output activation 'sigmoid'
+    ValueError: loss 'cross_entropy' needs an output activation in ('softmax', 'identity'). Received: output activation 'sigmoid'
     """
     check_choice("loss", loss, LOSSES)
     check_choice("output activation", tau, ACTIVATIONS)
@@ -101,12 +123,14 @@ def _scale(scale, loss, n, m):
     if scale is None:
         if n * m == 0:
             return 1.0  # an empty batch: nothing to average (and no division by zero)
-        return 1.0 / n if loss == "cross_entropy" else 1.0 / (n * m)
+        return 1.0 / n if loss == "cross_entropy" else 1.0 / (n * m)  # bp.losses.default_scale
     return check_number("scale", scale)
 
 
-def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=None,
-                  n_threads=None):
+def dense_forward(z_out_prev: np.ndarray, W: np.ndarray, b: np.ndarray | None, activation: str,
+                  alpha: float = 0.01, *, z_in: np.ndarray | None = None,
+                  z_out: np.ndarray | None = None,
+                  n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Run one layer's forward pass: ``z_in = z_out_prev @ W + b``, ``z_out = sigma(z_in)``.
 
     Parameters
@@ -153,8 +177,10 @@ def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=
     if b is not None:
         b = check_kernel_input("b", b, dtype=dtype, ndim=1, shape=(n_out,))
     n = x.shape[0]
-    z_in = np.empty((n, n_out), dtype) if z_in is None else check_output("z_in", z_in, dtype, (n, n_out))
-    z_out = np.empty((n, n_out), dtype) if z_out is None else check_output("z_out", z_out, dtype, (n, n_out))
+    z_in = (np.empty((n, n_out), dtype) if z_in is None
+            else check_output("z_in", z_in, dtype, (n, n_out)))
+    z_out = (np.empty((n, n_out), dtype) if z_out is None
+             else check_output("z_out", z_out, dtype, (n, n_out)))
     for name, buf in (("z_in", z_in), ("z_out", z_out)):
         check_no_overlap(name, buf, z_out_prev=x, W=W, b=b)
     if z_in is not z_out and not _same_buffer(z_in, z_out):
@@ -163,8 +189,10 @@ def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=
     return z_in, z_out
 
 
-def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scale=None, *,
-                 out=None, n_threads=None):
+def output_delta(f_in: np.ndarray, f_out: np.ndarray, y: np.ndarray, loss: str, tau: str,
+                 alpha: float = 0.01, sample_weight: np.ndarray | None = None,
+                 scale: float | None = None, *, out: np.ndarray | None = None,
+                 n_threads: int | None = None) -> np.ndarray:
     """Compute the output layer's error signal ``delta[O] = dL/df_in``.
 
     Fused to ``w_i * scale * (f_out - y)`` for softmax + cross_entropy and sigmoid +
@@ -225,8 +253,9 @@ def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scal
     return out
 
 
-def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out=None,
-                 n_threads=None):
+def hidden_delta(delta_next: np.ndarray, W_next: np.ndarray, z_in: np.ndarray | None,
+                 z_out: np.ndarray, activation: str, alpha: float = 0.01, *,
+                 out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
     """Compute a hidden layer's error signal ``delta = (delta_next @ W_next.T) * sigma'(z_in)``.
 
     Parameters
@@ -278,8 +307,10 @@ def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out
     return out
 
 
-def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=True, *,
-              n_threads=None):
+def gradients(z_out_prev: np.ndarray, delta: np.ndarray, beta: float = 0.0,
+              grad_W: np.ndarray | None = None, grad_b: np.ndarray | None = None,
+              use_bias: bool = True, *,
+              n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Compute ``grad_W = beta grad_W + z_out_prev.T @ delta`` and ``grad_b = beta grad_b + sum_i delta_i``.
 
     ``beta = 0`` overwrites; ``beta = 1`` accumulates micro-batches into the given buffers.
@@ -347,13 +378,14 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
     if beta != 0:
         # accumulating into a non-finite buffer would only spread it: refuse it now
         for name, arr in [("grad_W", grad_W)] + ([("grad_b", grad_b)] if use_bias else []):
-            check_kernel_input(name, arr, dtype=dtype, ndim=arr.ndim)
+            check_kernel_input(name, arr, dtype=dtype, ndim=arr.ndim)  # type: ignore[union-attr]
     _gradients.gradients(x, delta, beta, grad_W, grad_b, _n_threads(n_threads))
     return grad_W, grad_b
 
 
-def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_sample=None,
-               n_threads=None):
+def loss_value(f_in: np.ndarray, f_out: np.ndarray, y: np.ndarray, loss: str,
+               sample_weight: np.ndarray | None = None, scale: float | None = None, *,
+               per_sample: np.ndarray | None = None, n_threads: int | None = None) -> float:
     """Compute the loss ``L = scale * sum_i w_i l_i`` (``bp.losses`` has each l_i).
 
     l_i is summed over the outputs; the default scale (1/N for cross_entropy, 1/(N m) otherwise)
@@ -420,12 +452,15 @@ def _param_buffer(param):
 def _flat_state(name, arr, dtype, n):
     check_output(name, arr, dtype, arr.shape)
     if arr.size != n:
-        raise ValueError(f"{name} must have {n} elements like param. Received: {name} with shape {arr.shape}")
+        raise ValueError(f"{name} must have {n} elements like param. Received: {name} with shape "
+                         f"{arr.shape}")
     return arr.reshape(-1)
 
 
-def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
-               weight_decay=0.0, grad_scale=1.0, *, n_threads=None):
+def sgd_update(param: np.ndarray, grad: np.ndarray, velocity: np.ndarray | None = None,
+               learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+               weight_decay: float = 0.0, grad_scale: float = 1.0, *,
+               n_threads: int | None = None) -> np.ndarray:
     """Apply one SGD step in place (torch.optim.SGD's rule) and return param.
 
     ``g = grad_scale * grad + weight_decay * param``; with momentum ``v = momentum v + g`` and
@@ -467,7 +502,8 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
     array([0.9, 0.8])
     """
     p = _param_buffer(param)
-    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim,
+                           shape=param.shape).reshape(-1)
     lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
     mu = check_number("momentum", momentum, low=0.0)
     wd = check_number("weight_decay", weight_decay, low=0.0)
@@ -484,8 +520,10 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
     return param
 
 
-def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, decoupled=False, grad_scale=1.0, *, n_threads=None):
+def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, step: int,
+                learning_rate: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False,
+                grad_scale: float = 1.0, *, n_threads: int | None = None) -> np.ndarray:
     """Apply one Adam (``decoupled=False``) or AdamW (``decoupled=True``) step in place.
 
     Parameters
@@ -531,7 +569,8 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     array([-0.1,  0.1])
     """
     p = _param_buffer(param)
-    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim,
+                           shape=param.shape).reshape(-1)
     mm = _flat_state("m", m, param.dtype, param.size)
     vv = _flat_state("v", v, param.dtype, param.size)
     check_no_overlap("m", mm, param=p, v=vv)
@@ -549,7 +588,205 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
     return param
 
 
-def sum_of_squares(x, *, n_threads=None):
+def _states(param, **buffers):
+    """The optimizer state buffers (None stays None) as flat views, each checked against param
+    and against every other buffer for overlap."""
+    flat = {name: None if buf is None else _flat_state(name, buf, param.dtype, param.size)
+            for name, buf in buffers.items()}
+    given = {name: buf for name, buf in flat.items() if buf is not None}
+    for name, buf in given.items():
+        check_no_overlap(name, buf, param=param.reshape(-1),
+                         **{k: b for k, b in given.items() if k != name})
+    return flat
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None,
+                   learning_rate=0.01, rho=0.99, epsilon=1e-8, weight_decay=0.0, momentum=0.0,
+                   grad_scale=1.0, *, n_threads=None):
+    """Apply one RMSprop step in place (torch.optim.RMSprop's rule, see bpcore/_param_update.pyx).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    square_avg : numpy.ndarray
+        The running mean of g^2, updated in place.
+    grad_avg : numpy.ndarray or None, default=None
+        The running mean of g (centered RMSprop), updated in place; None: not centered.
+    momentum_buffer : numpy.ndarray or None, default=None
+        The momentum buffer, updated in place; needed when momentum is not 0.
+    learning_rate : float, default=0.01
+        The step size (> 0).
+    rho : float, default=0.99
+        The decay of the running means, in [0, 1) (torch's alpha).
+    epsilon : float, default=1e-8
+        Added to the denominator, outside the square root (> 0).
+    weight_decay : float, default=0.0
+        An L2 term in the gradient.
+    momentum : float, default=0.0
+        The momentum of the step (>= 0).
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray
+        param.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, square_avg = np.zeros(2), np.zeros(2)
+    >>> bp.kernels.rmsprop_update(param, np.array([1.0, -1.0]), square_avg, rho=0.75).round(6)
+    array([-0.02,  0.02])
+    """
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    rho = check_number("rho", rho, low=0.0, high=1.0, high_open=True)
+    eps = check_number("epsilon", epsilon, low=0.0, low_open=True)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    mu = check_number("momentum", momentum, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    if mu != 0 and momentum_buffer is None:
+        raise ValueError(f"momentum={mu} needs a momentum_buffer. Received: momentum_buffer=None")
+    st = _states(param, square_avg=square_avg, grad_avg=grad_avg,
+                 momentum_buffer=momentum_buffer if mu != 0 else None)
+    _param_update.rmsprop_update(g, lr, rho, eps, wd, mu, gs, p, st["square_avg"],
+                                 st["grad_avg"], st["momentum_buffer"], _n_threads(n_threads))
+    return param
+
+
+def adagrad_update(param, grad, accumulator, learning_rate=0.01, epsilon=1e-10, weight_decay=0.0,
+                   grad_scale=1.0, *, n_threads=None):
+    """Apply one Adagrad step in place (torch.optim.Adagrad's rule with lr_decay 0).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    accumulator : numpy.ndarray
+        The running sum of g^2, updated in place.
+    learning_rate : float, default=0.01
+        The step size (> 0).
+    epsilon : float, default=1e-10
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term in the gradient.
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray
+        param.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, accumulator = np.zeros(2), np.zeros(2)
+    >>> bp.kernels.adagrad_update(param, np.array([2.0, -2.0]), accumulator, learning_rate=0.1)
+    array([-0.1,  0.1])
+    """
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    eps = check_number("epsilon", epsilon, low=0.0, low_open=True)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    st = _states(param, accumulator=accumulator)
+    _param_update.adagrad_update(g, lr, eps, wd, gs, p, st["accumulator"], _n_threads(n_threads))
+    return param
+
+
+def nadam_update(param, grad, m, v, step, mu_product, learning_rate=2e-3, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                 grad_scale=1.0, *, n_threads=None):
+    """Apply one Nadam step in place (torch.optim.NAdam's rule, see bpcore/_param_update.pyx).
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    m : numpy.ndarray
+        The first-moment buffer, updated in place.
+    v : numpy.ndarray
+        The second-moment buffer, updated in place.
+    step : int
+        The step number, counted from 1.
+    mu_product : float
+        The product of the momentum schedule's mu_k over the steps before this one (1 at step 1).
+    learning_rate : float, default=2e-3
+        The step size (> 0).
+    beta_1 : float, default=0.9
+        The decay of m, in [0, 1).
+    beta_2 : float, default=0.999
+        The decay of v, in [0, 1).
+    epsilon : float, default=1e-8
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term in the gradient.
+    momentum_decay : float, default=4e-3
+        psi in the momentum schedule mu_t = beta_1 (1 - 0.96^(t psi) / 2).
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    float
+        The product of the mu_k through this step: the next call's mu_product.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    >>> product = bp.kernels.nadam_update(param, np.array([1.0, -1.0]), m, v, 1, 1.0)
+    >>> bool(param[0] < 0 < param[1])
+    True
+    """
+    p = _param_buffer(param)
+    g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
+    st = _states(param, m=m, v=v)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an integer >= 1. Received: step={step!r}")
+    mu_product = check_number("mu_product", mu_product, low=0.0, high=1.0)
+    lr = check_number("learning_rate", learning_rate, low=0.0, low_open=True)
+    b1 = check_number("beta_1", beta_1, low=0.0, high=1.0, high_open=True)
+    b2 = check_number("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
+    eps = check_number("epsilon", epsilon, low=0.0, low_open=True)
+    wd = check_number("weight_decay", weight_decay, low=0.0)
+    psi = check_number("momentum_decay", momentum_decay, low=0.0)
+    gs = check_number("grad_scale", grad_scale)
+    mu, mu_next = nadam_mu(int(step), b1, psi), nadam_mu(int(step) + 1, b1, psi)
+    mu_product = mu_product * mu
+    c_grad = lr * (1 - mu) / (1 - mu_product)
+    c_m = lr * mu_next / (1 - mu_product * mu_next)
+    _param_update.nadam_update(g, b1, b2, eps, wd, c_grad, c_m, int(step), gs, p, st["m"],
+                               st["v"], _n_threads(n_threads))
+    return mu_product
+
+
+def nadam_mu(step, beta_1=0.9, momentum_decay=4e-3):
+    """Dozat's momentum schedule mu_t = beta_1 (1 - 0.96^(t psi) / 2) (torch.optim.NAdam)."""
+    return beta_1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def sum_of_squares(x: np.ndarray, *, n_threads: int | None = None) -> float:
     """Compute ``sum(x**2)`` in double precision, the same bits for any thread count.
 
     Parameters
@@ -577,5 +814,6 @@ def sum_of_squares(x, *, n_threads=None):
 
 __all__ = [
     "ACTIVATIONS", "LOSSES", "LOSS_OUTPUTS", "check_loss_pair", "dense_forward", "output_delta",
-    "hidden_delta", "gradients", "loss_value", "sgd_update", "adam_update", "sum_of_squares",
+    "hidden_delta", "gradients", "loss_value", "sgd_update", "adam_update", "rmsprop_update",
+    "adagrad_update", "nadam_update", "sum_of_squares",
 ]

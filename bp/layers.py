@@ -6,16 +6,27 @@ Weights are stored (n_in, n_out), as in Keras and scikit-learn, so the product i
 ``z_out_prev @ W`` with no transpose.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 import bpcore
 
 from . import kernels
 from . import regularizers as _regularizers
-from ._validation import (FLOAT_DTYPES, as_dtype, as_float_array, check_choice, check_finite,
-                          check_number, check_positive_int)
+from ._validation import (
+    FLOAT_DTYPES,
+    as_dtype,
+    as_float_array,
+    check_choice,
+    check_finite,
+    check_number,
+    check_positive_int,
+)
 
 ACTIVATIONS = tuple(bpcore.ACTIVATIONS)
 # He initialisation for the relu family, Glorot for the rest (Keras and PyTorch practice).
@@ -61,8 +72,10 @@ class Dense:
     units : int
         The output width n_out (> 0).
     activation : str or None, default="identity"
-        sigma: one of "identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu" (the exact erf
-        form), "softmax" (output layer only); None and "linear" (Keras' names) mean identity.
+        sigma: one of ``bp.kernels.ACTIVATIONS`` ("identity", "sigmoid", "tanh", "relu",
+        "leaky_relu", "gelu" (the exact erf form), "softmax" (output layer only), "elu", "selu",
+        "silu", "softplus", "mish", "hard_sigmoid", "exponential"; bpcore/_activations.pxd has each
+        formula), "linear" or None (identity), "swish" (silu).
     use_bias : bool, default=True
         Whether the layer adds a bias b.
     kernel_initializer : str or callable, optional
@@ -99,18 +112,26 @@ class Dense:
     (5, 64)
     """
 
+    # attribute types for the type checker (set in __init__ and build)
+    units: int
+    activation: str
+    use_bias: bool
+    alpha: float
+    input_dim: int | None
+    _W: Any
+    _b: Any
+    _owner: Any  # the Sequential whose flat buffer holds W and b
+
     _kind = "dense"
 
-    def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
-                 alpha=0.01, kernel_regularizer=None, bias_regularizer=None, input_dim=None,
-                 name=None):
+    def __init__(self, units: int, activation: str = "identity", *, use_bias: bool = True,
+                 kernel_initializer: str | None = None, alpha: float = 0.01,
+                 kernel_regularizer: _regularizers.L1L2 | dict | str | None = None,
+                 bias_regularizer: _regularizers.L1L2 | dict | str | None = None,
+                 input_dim: int | None = None, name: str | None = None) -> None:
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
-        if activation is None or activation == "linear":  # Keras' names for the identity
-            activation = "identity"
-        if not isinstance(activation, str):
-            raise TypeError(f"activation must be a string. Received: {activation!r}")
-        check_choice("activation", activation, ACTIVATIONS)
+        activation = kernels.activation_name(activation)  # None, "linear": identity
         if kernel_initializer is not None and not callable(kernel_initializer):
             check_choice("kernel_initializer", kernel_initializer, INITIALIZERS)
         self.units = int(units)
@@ -161,7 +182,10 @@ class Dense:
             if W.shape != (n_in, self.units):
                 raise ValueError(f"kernel_initializer must return shape {(n_in, self.units)}. "
                                  f"Received: shape {W.shape}")
-            W = W.astype(dtype)
+            if W.dtype.kind not in "fiu":
+                raise TypeError(f"kernel_initializer must return real numbers. Received: dtype "
+                                f"{W.dtype}")
+            W = as_float_array("initial W (from kernel_initializer)", W, dtype)  # names 1e39
         else:
             W = initialize(self.kernel_initializer, (n_in, self.units), rng, dtype)
         check_finite("initial W", W)
@@ -172,7 +196,8 @@ class Dense:
         self._W = W_view
         self._b = b_view
 
-    def build(self, input_dim, dtype="float32", seed=None):
+    def build(self, input_dim: int, dtype: DTypeLike = "float32",
+              seed: int | np.random.Generator | None = None) -> Dense:
         """Allocate and initialise W and b of a layer used on its own (not in a model).
 
         Parameters
@@ -260,17 +285,18 @@ class Dense:
             raise TypeError(f"{name} must be real numbers. Received: dtype {arr.dtype}")
         if arr.shape != target.shape:
             raise ValueError(f"{name} must have shape {target.shape}. Received: shape {arr.shape}")
-        arr = arr.astype(target.dtype)
+        arr = as_float_array(name, arr, target.dtype)  # a value too large for float32 is named
         check_finite(name, arr)
         return arr
 
     # -- forward on its own ----------------------------------------------------------------------
-    def __call__(self, X):
+    def __call__(self, X: Any) -> np.ndarray:
         """z_out for input X (builds the layer on first use when it is not part of a model)."""
         # every check before the first-use build, so a rejected X leaves the layer unbuilt
         X = as_float_array("X", X, self._W.dtype if self.built else None, ndim=2)
         if X.dtype not in FLOAT_DTYPES:
-            X = X.astype(np.float32)  # integers; a float32 or float64 X sets an unbuilt layer's dtype
+            # integers; a float32 or float64 X sets an unbuilt layer's dtype
+            X = X.astype(np.float32)
         n_in = self._W.shape[0] if self.built else self.input_dim
         if n_in is not None and X.shape[1] != n_in:
             raise ValueError(f"X must have {n_in} features (the layer's input width). "
@@ -373,7 +399,7 @@ class Dropout:
         """int or None: the width, as a layer of its own (its input's, once built)."""
         return self.input_dim
 
-    def __init__(self, rate, seed=None):
+    def __init__(self, rate: float, seed: int | None = None) -> None:
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
             raise TypeError(f"Dropout rate must be a number in [0, 1). Received: {rate!r}")
         if not 0.0 <= float(rate) < 1.0:  # also refuses NaN
@@ -433,8 +459,9 @@ class Activation(_WidthPreserving):
     Parameters
     ----------
     activation : str
-        sigma: one of "identity" (also "linear"), "sigmoid", "tanh", "relu", "leaky_relu",
-        "gelu", "softmax".
+        sigma: one of ``bp.kernels.ACTIVATIONS`` ("identity", also "linear" or None, "sigmoid",
+        "tanh", "relu", "leaky_relu", "gelu", "softmax", "elu", "selu", "silu" or "swish",
+        "softplus", "mish", "hard_sigmoid", "exponential").
     alpha : float, default=0.01
         leaky_relu's negative slope (>= 0).
     name : str, optional
@@ -451,10 +478,7 @@ class Activation(_WidthPreserving):
     _kind = "activation"
 
     def __init__(self, activation, *, alpha=0.01, name=None):
-        if not isinstance(activation, str):
-            raise TypeError(f"activation must be a string. Received: activation={activation!r}")
-        activation = "identity" if activation == "linear" else activation
-        check_choice("activation", activation, ACTIVATIONS)
+        activation = kernels.activation_name(activation)  # None, "linear": identity
         self.activation = activation
         self.alpha = check_number("alpha", alpha, low=0.0)
         self.name = name

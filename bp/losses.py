@@ -1,44 +1,89 @@
 """Losses, with PyTorch's default reductions so that the numbers compare directly.
 
-=========================  ======================================  ==========================
-name                       L (sample weights w_i, default 1)       output activation tau
-=========================  ======================================  ==========================
-``mse``                    sum_i w_i sum_j (f_out - y)^2 / (N m)    any
-``binary_cross_entropy``   sum_i w_i sum_j bce(f_in, y) / (N m)     sigmoid (fused: f_out - y)
-``cross_entropy``          sum_i w_i sum_j -y log f_out / N         softmax (fused: f_out - y)
-=========================  ======================================  ==========================
+========================  ========================================  =============================
+name                      L (sample weights w_i, default 1)         output activation tau
+========================  ========================================  =============================
+``mse``                   sum_i w_i sum_j (f_out - y)^2 / (N m)     any
+``mae``                   sum_i w_i sum_j abs(f_out - y) / (N m)    any
+``huber``                 sum_i w_i sum_j h(f_out - y) / (N m)      any
+``poisson``               sum_i w_i sum_j (f_out - y f_in) / (N m)  exponential (fused: f_out - y)
+``binary_cross_entropy``  sum_i w_i sum_j bce(f_in, y) / (N m)      sigmoid (fused: f_out - y)
+``cross_entropy``         sum_i w_i sum_j -y log f_out / N          softmax (fused: f_out - y),
+                                                                    or identity (from the logits:
+                                                                    softmax(f_in) - y)
+========================  ========================================  =============================
 
-Without weights these are torch.nn.MSELoss(), BCELoss() (BCEWithLogitsLoss() on f_in) and
-CrossEntropyLoss() on f_in, all with reduction="mean". With weights, the weighted sum is divided
-by N (Keras' "sum_over_batch_size"), not by the sum of the weights.
+h(d) = d^2 / 2 for abs(d) <= 1, abs(d) - 1/2 beyond (Huber with delta = 1). Without weights these
+are
+torch.nn.MSELoss(), L1Loss(), HuberLoss() (= SmoothL1Loss()), PoissonNLLLoss(log_input=True) on
+f_in, BCELoss() (BCEWithLogitsLoss() on f_in) and CrossEntropyLoss() on f_in, all with
+reduction="mean". With weights, the weighted sum is divided by N (Keras' "sum_over_batch_size"),
+not by the sum of the weights.
 The cross-entropies are computed from the logits f_in, so they stay finite where f_out rounds to
 0 or 1. Cross-entropy takes integer class labels (n,) or one-hot / probability rows (n, m).
+An identity output layer with cross-entropy is Keras' ``from_logits=True``: the model's outputs are
+the logits (predict returns them) and the softmax lives in the loss.
+poisson is scikit-learn's MLPRegressor(loss="poisson") pairing (the exp output, the log link): its
+half Poisson deviance differs from this by y log y - y, a constant, so the gradients are equal.
+
+Aliases (each means exactly the loss it names; names whose meaning differs are not taken):
+
+=====================================  ====================  ================================
+alias                                  loss                  whose, and why it is the same
+=====================================  ====================  ================================
+``mean_squared_error``                 mse                   Keras
+``mean_absolute_error``, ``l1``        mae                   Keras; torch.nn.L1Loss
+``smooth_l1``                          huber                 torch.nn.SmoothL1Loss(beta=1),
+                                                             = HuberLoss(delta=1)
+``binary_crossentropy``, ``bce``       binary_cross_entropy  Keras; torch.nn.BCELoss (on
+                                                             probabilities)
+``categorical_crossentropy``           cross_entropy         Keras: one-hot or probabilities
+``sparse_categorical_crossentropy``    cross_entropy         Keras: integer labels (bp takes
+                                                             both)
+``categorical_cross_entropy``, ``ce``  cross_entropy         torch.nn.CrossEntropyLoss: labels
+                                                             or probabilities, softmax inside
+=====================================  ====================  ================================
+
+``huber``, ``poisson``, ``mse`` and ``mae`` are also Keras' own short names. Keras' huber and
+poisson take y_pred = f_out: poisson's y log(f_out + eps) is y f_in here (no eps).
 """
+
+from __future__ import annotations
 
 import numpy as np
 
 import bpcore
 
 from ._validation import as_float_array, check_choice, check_finite
-from .kernels import LOSS_OUTPUTS, check_loss_pair
+from .kernels import check_loss_pair
 
 LOSSES = tuple(bpcore.LOSSES)
-ALIASES = {"mean_squared_error": "mse", "bce": "binary_cross_entropy",
+ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae", "l1": "mae",
+           "smooth_l1": "huber", "binary_crossentropy": "binary_cross_entropy",
+           "bce": "binary_cross_entropy", "categorical_crossentropy": "cross_entropy",
+           "sparse_categorical_crossentropy": "cross_entropy",
            "categorical_cross_entropy": "cross_entropy", "ce": "cross_entropy"}
+# the losses whose targets are classes (accuracy is reported, class_weight applies)
+CLASSIFICATION = ("binary_cross_entropy", "cross_entropy")
 
 
-def get(loss):
+def get(loss: str) -> str:
     """The canonical loss name for `loss` (a name or alias); ValueError listing the valid ones."""
     if not isinstance(loss, str):
         raise TypeError(f"loss must be a string, one of {', '.join(LOSSES)}. Received: {loss!r}")
-    name = ALIASES.get(loss, loss)
-    check_choice("loss", name, LOSSES)
-    return name
+    check_choice("loss", loss, LOSSES + tuple(ALIASES))
+    return ALIASES.get(loss, loss)
+
+
+def is_classification(loss):
+    """True for the losses whose targets are classes (accuracy and class_weight apply)."""
+    return loss in CLASSIFICATION
 
 
 # The output activation each loss is made for: the CLI builds that output layer for a loss, and
 # a model whose output layer has it trains with that loss by default (any other output: mse).
-NATURAL_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "mse": "identity"}
+NATURAL_OUTPUT = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid",
+                  "poisson": "exponential", "mse": "identity"}
 
 
 def default_loss(tau):
@@ -65,7 +110,7 @@ def accuracy(loss, f_out, Y, w=None, count=False):
     the argmax of Y for cross-entropy, the share of outputs on the right side of 0.5 for binary
     cross-entropy. count=True returns the weighted number of correct rows instead of the
     fraction. (bpcore/_network.pyx's _batch_hits is the compiled twin fit's loop uses.)"""
-    if loss == "mse":
+    if not is_classification(loss):
         return None
     if loss == "cross_entropy":
         hit = (np.argmax(f_out, axis=1) == np.argmax(Y, axis=1)).astype(np.float64)
@@ -131,7 +176,8 @@ def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):
     if y_arr.shape[0] != n_samples:
         raise ValueError(f"X and {name} must have the same number of samples. Received: "
                          f"{n_samples} samples in X and {y_arr.shape[0]} in {name}")
-    if loss == "cross_entropy" and (y_arr.ndim == 1 or (y_arr.ndim == 2 and y_arr.shape[1] == 1 and n_outputs > 1)):
+    if loss == "cross_entropy" and (y_arr.ndim == 1 or (y_arr.ndim == 2 and y_arr.shape[1] == 1
+                                                        and n_outputs > 1)):
         return _one_hot(y_arr.reshape(-1), n_outputs, dtype, name)
     Y = as_float_array(name, y_arr, dtype, ndim=(1, 2))
     if Y.ndim == 1:
@@ -143,6 +189,10 @@ def prepare_targets(loss, y, n_samples, n_outputs, dtype, name="y"):
     if loss == "binary_cross_entropy" and ((Y < 0).any() or (Y > 1).any()):
         bad = np.argwhere((Y < 0) | (Y > 1))[0]
         raise ValueError(f"binary_cross_entropy targets must lie in [0, 1]. Received: "
+                         f"{Y[tuple(bad)]} at row {bad[0]}, column {bad[1]} of {name}")
+    if loss == "poisson" and (Y < 0).any():
+        bad = np.argwhere(Y < 0)[0]
+        raise ValueError(f"poisson targets must be non-negative (counts or rates). Received: "
                          f"{Y[tuple(bad)]} at row {bad[0]}, column {bad[1]} of {name}")
     if loss == "cross_entropy" and (Y < 0).any():
         bad = np.argwhere(Y < 0)[0]
@@ -167,7 +217,8 @@ def _one_hot(labels, n_classes, dtype, name):
     if labels.dtype.kind == "f":
         if not np.isfinite(labels).all():
             i = int(np.argwhere(~np.isfinite(labels))[0, 0])
-            raise ValueError(f"{name} must contain only finite values. Received: {labels[i]} at index {i}")
+            raise ValueError(f"{name} must contain only finite values. Received: {labels[i]} at "
+                             f"index {i}")
         if (labels != np.round(labels)).any():
             i = int(np.argwhere(labels != np.round(labels))[0, 0])
             raise ValueError(f"cross_entropy labels must be integers in [0, {n_classes}). "

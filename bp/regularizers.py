@@ -8,6 +8,8 @@ Keras' ``model.losses``); ``evaluate`` and ``gradients`` include it too. Unlike 
 ``weight_decay`` (one rate for every parameter) a penalty belongs to a layer and is saved with it.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from bpcore import _regularize
@@ -34,7 +36,7 @@ class L1L2:
     0.00066
     """
 
-    def __init__(self, l1=0.0, l2=0.0):
+    def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
         self.l1 = check_number("l1", l1, low=0.0)
         self.l2 = check_number("l2", l2, low=0.0)
 
@@ -45,18 +47,18 @@ class L1L2:
             W = W.astype(np.float64)
         return np.ascontiguousarray(W).reshape(-1)
 
-    def __call__(self, W):
+    def __call__(self, W: np.ndarray) -> float:
         """R(W), a float."""
         return _regularize.penalty(self._flat(W), self.l1, self.l2, None, 1)
 
-    def gradient(self, W):
+    def gradient(self, W: np.ndarray) -> np.ndarray:
         """dR/dW = l1 sign(W) + 2 l2 W, an array shaped like W."""
         flat = self._flat(W)
         grad = np.zeros_like(flat)
         _regularize.penalty(flat, self.l1, self.l2, grad, 1)
         return grad.reshape(np.shape(W))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, float]:
         """Return the coefficients as plain data.
 
         Returns
@@ -77,7 +79,7 @@ class L1L2:
         return f"bp.l1_l2(l1={self.l1}, l2={self.l2})"
 
 
-def l1(l1=0.01):
+def l1(l1: float = 0.01) -> L1L2:
     """An L1 penalty ``R(W) = l1 sum |W|`` (Keras' default coefficient 0.01).
 
     Parameters
@@ -101,7 +103,7 @@ def l1(l1=0.01):
     return L1L2(l1=l1)
 
 
-def l2(l2=0.01):
+def l2(l2: float = 0.01) -> L1L2:
     """An L2 penalty ``R(W) = l2 sum W^2`` (Keras' default coefficient 0.01).
 
     Parameters
@@ -125,7 +127,7 @@ def l2(l2=0.01):
     return L1L2(l2=l2)
 
 
-def l1_l2(l1=0.01, l2=0.01):
+def l1_l2(l1: float = 0.01, l2: float = 0.01) -> L1L2:
     """Both penalties: ``R(W) = l1 sum |W| + l2 sum W^2``.
 
     Parameters
@@ -153,7 +155,8 @@ def l1_l2(l1=0.01, l2=0.01):
 _NAMES = {"l1": l1, "l2": l2, "l1_l2": l1_l2}
 
 
-def get(identifier, name="regularizer"):
+def get(identifier: L1L2 | dict[str, float] | str | None,
+        name: str = "regularizer") -> L1L2 | None:
     """An L1L2 (or None) from None, an L1L2, its config, or "l1" / "l2" / "l1_l2" (Keras')."""
     if identifier is None or isinstance(identifier, L1L2):
         return identifier

@@ -4,6 +4,8 @@ Pass one as an optimizer's ``learning_rate``; bp evaluates it at the start of ev
 Any function of the epoch works the same way.
 """
 
+from __future__ import annotations
+
 import math
 
 from ._validation import check_number, check_positive_int
@@ -36,12 +38,12 @@ class StepDecay:
     >>> opt = bp.SGD(learning_rate=schedule)
     """
 
-    def __init__(self, initial, step_size, gamma=0.1):
+    def __init__(self, initial: float, step_size: int, gamma: float = 0.1) -> None:
         self.initial = check_number("initial", initial, low=0.0, low_open=True)
         self.step_size = check_positive_int("step_size", step_size)
         self.gamma = check_number("gamma", gamma, low=0.0, low_open=True)
 
-    def __call__(self, epoch):
+    def __call__(self, epoch: int) -> float:
         return self.initial * self.gamma ** (epoch // self.step_size)
 
     def __repr__(self):
@@ -75,12 +77,12 @@ class CosineDecay:
     (0.1, 0.05, 0.0)
     """
 
-    def __init__(self, initial, total_epochs, final=0.0):
+    def __init__(self, initial: float, total_epochs: int, final: float = 0.0) -> None:
         self.initial = check_number("initial", initial, low=0.0, low_open=True)
         self.total_epochs = check_positive_int("total_epochs", total_epochs)
         self.final = check_number("final", final, low=0.0)
 
-    def __call__(self, epoch):
+    def __call__(self, epoch: int) -> float:
         t = min(epoch, self.total_epochs) / self.total_epochs
         return self.final + (self.initial - self.final) * (1 + math.cos(math.pi * t)) / 2
 

@@ -17,18 +17,35 @@ separable: a data-parallel step is ``backward`` on a shard, a sum of the flat gr
 ranks, then ``step``.
 """
 
+from __future__ import annotations
+
 import os
 import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
-from . import _io, _mpi, _online, _ops, _passes, _threads, _torch, _training
+from . import _io, _model_file, _mpi, _online, _ops, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
-from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
 from ._ops import layer_config, layers_from_config, refuse_beyond_dense
+from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
+from ._validation import (
+    as_dtype,
+    as_float_array,
+    check_finite,
+    check_positive_int,
+    check_seed,
+    check_size,
+)
+
+if TYPE_CHECKING:  # annotations only (bp.callbacks imports nothing from here)
+    from .callbacks import Callback, History
+    from .layers import Dense, Dropout
+    from .optimizers import Optimizer
 
 _BUILD_LOCK = threading.Lock()
 
@@ -89,30 +106,29 @@ class Sequential:
     (2, 131)
     """
 
-    def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None,
-                 input_shape=None):
+    def __init__(self, layers: Iterable[Any] | None = None, *, dtype: DTypeLike = "float32",
+                 seed: int | None = None, input_dim: int | None = None,
+                 input_shape: tuple[int, ...] | None = None) -> None:
         input_dim = _ops.input_dim_of(input_shape, input_dim)
         self.dtype = as_dtype(dtype)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
-        self.seed = None if seed is None else int(seed)
-        self.layers = []
+        self.seed = check_seed(seed)
+        self.layers: list[Any] = []
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
-        self.loss = None
-        self.optimizer = None
+        self.loss: str | None = None
+        self.optimizer: Any = None
         self.stop_training = False
         self._stop_reason = None
-        self._params = None
-        self._grads = None
-        self._passes = None  # bp._passes.Passes over _params and _grads, once built
+        self._params: Any = None
+        self._grads: Any = None
+        self._passes: Any = None  # bp._passes.Passes over _params and _grads, once built
         self._comm = None  # the communicator of the last fit (data-parallel), for save
         self._rng = np.random.default_rng(self.seed)
-        self._fit_lock = threading.Lock()
+        self._fit_lock = _threads.FitLock()
         for layer in layers or ():
             self.add(layer)
 
     # ---- a list of layers ----------------------------------------------------------------------
-    def add(self, layer):
+    def add(self, layer: Dense | Dropout) -> None:
         """Append a layer (before the model is built).
 
         A Dropout right after a Dense is folded into it (``layer.dropout``); ``bp.Input(n)``,
@@ -135,13 +151,13 @@ class Sequential:
         """
         self.input_dim = _ops.append_layer(self.layers, layer, self, self.input_dim, self.built)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.layers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Dense]:
         return iter(self.layers)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> Any:
         """An int gives the layer; a slice a new Sequential of copies of those (built: weights too)."""
         if not isinstance(index, slice):
             return self.layers[index]
@@ -163,7 +179,7 @@ class Sequential:
 
     # ---- building ------------------------------------------------------------------------------
     @property
-    def built(self):
+    def built(self) -> bool:
         """Whether the parameters are allocated (after ``build``, ``fit`` or ``predict``).
 
         Examples
@@ -177,7 +193,7 @@ class Sequential:
         """
         return self._params is not None
 
-    def build(self, input_dim=None):
+    def build(self, input_dim: int | None = None) -> Sequential:
         """Allocate the flat parameter buffer and initialise every layer (seeded).
 
         Parameters
@@ -211,6 +227,7 @@ class Sequential:
             raise ValueError("the input width is unknown: give input_dim or call fit/predict")
         n_in = check_positive_int("input_dim", n_in)
         dense_inputs = _ops.dense_inputs(self.layers, n_in)  # checks every width first
+        check_size(_model_file.parameter_count(self.layers, n_in), n_in, self.dtype)
         # Draw every layer's weights before binding any: a kernel_initializer that fails on a later
         # layer then leaves no layer half-built, and the seeded generator as it was.
         rng = self._rng
@@ -241,7 +258,7 @@ class Sequential:
 
     # ---- parameters ----------------------------------------------------------------------------
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """The number of parameters (weights and biases), 0 before the model is built.
 
         Examples
@@ -252,7 +269,7 @@ class Sequential:
         """
         return 0 if not self.built else int(self._params.size)
 
-    def get_flat_params(self):
+    def get_flat_params(self) -> np.ndarray:
         """A copy of all parameters, layer by layer (W row-major, then b).
 
         Returns
@@ -270,7 +287,7 @@ class Sequential:
         self._require_built()
         return self._params.copy()
 
-    def set_flat_params(self, flat):
+    def set_flat_params(self, flat: ArrayLike) -> None:
         """Set all parameters from a flat vector laid out as ``get_flat_params`` (checked first).
 
         Parameters
@@ -290,11 +307,12 @@ class Sequential:
         self._require_built()
         arr = as_float_array("params", flat, self.dtype, ndim=1)
         if arr.shape != self._params.shape:
-            raise ValueError(f"params must have shape {self._params.shape}. Received: shape {arr.shape}")
+            raise ValueError(f"params must have shape {self._params.shape}. Received: shape "
+                             f"{arr.shape}")
         check_finite("params", arr)
         self._params[...] = arr
 
-    def get_flat_grads(self):
+    def get_flat_grads(self) -> np.ndarray:
         """The gradient buffer (a read-only view), laid out as ``get_flat_params``.
 
         Returns
@@ -316,10 +334,12 @@ class Sequential:
 
     def _require_built(self):
         if not self.built:
-            raise ValueError("the model is not built yet: call fit, predict or build(input_dim) first")
+            raise ValueError("the model is not built yet: call fit, predict or build(input_dim) "
+                             "first")
 
     # ---- prediction and evaluation -------------------------------------------------------------
-    def predict(self, X, batch_size=None, out=None):
+    def predict(self, X: ArrayLike, batch_size: int | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
         """Predict ``f_out = tau(f_in)`` for every row of X.
 
         Runs the whole network in one compiled call over cache-sized blocks of rows. Safe to call from
@@ -352,11 +372,14 @@ class Sequential:
         ((60, 3), True)
         """
         check_positive_int("batch_size", batch_size, allow_none=True)
+        self._fit_lock.check_reader()
         if self._passes is None:
             self._build_from(_passes.check_X(self, X))
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
-    def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
+    def evaluate(self, X: ArrayLike, y: ArrayLike, loss: str | None = None,
+                 sample_weight: ArrayLike | None = None,
+                 batch_size: int | None = None) -> dict[str, float]:
         """Compute the loss (with the regularisers, as fit's) and the accuracy on (X, y).
 
         Parameters
@@ -388,6 +411,7 @@ class Sequential:
         ['accuracy', 'loss']
         """
         check_positive_int("batch_size", batch_size, allow_none=True)
+        self._fit_lock.check_reader()
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
         value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
@@ -395,7 +419,8 @@ class Sequential:
         return {"loss": float(value), **({} if acc is None else {"accuracy": acc})}
 
     # ---- gradients without an update -----------------------------------------------------------
-    def gradients(self, X, y, loss=None, sample_weight=None):
+    def gradients(self, X: ArrayLike, y: ArrayLike, loss: str | None = None,
+                  sample_weight: ArrayLike | None = None) -> list[tuple[np.ndarray, ...]]:
         """Compute dL/dW and dL/db of each layer on (X, y), without an update.
 
         Inference mode (no dropout mask), with the regularisers. The error signals of this pass are
@@ -438,7 +463,7 @@ class Sequential:
         return self._passes.views(grads)
 
     @property
-    def error_signals(self):
+    def error_signals(self) -> list[np.ndarray] | None:
         """The error signals ``delta = dL/dz_in`` of the last backward pass, one per layer.
 
         Read-only arrays of shape ``(n_samples, units)`` (fit's: training mode, through the dropout
@@ -460,7 +485,7 @@ class Sequential:
         return None if self._passes is None else self._passes.cached("delta")
 
     @property
-    def z_in(self):
+    def z_in(self) -> list[np.ndarray] | None:
         """The cached ``z_in`` of the last backward pass, per layer (read-only; ``f_in`` is the last).
 
         Examples
@@ -475,7 +500,7 @@ class Sequential:
         return None if self._passes is None else self._passes.cached("z_in")
 
     @property
-    def z_out(self):
+    def z_out(self) -> list[np.ndarray] | None:
         """The cached ``z_out`` of the last backward pass, per layer (read-only; ``f_out`` is the last).
 
         Examples
@@ -490,7 +515,7 @@ class Sequential:
         return None if self._passes is None else self._passes.cached("z_out")
 
     # ---- explicit steps: zero_grad / backward / step -------------------------------------------
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set the gradient buffer to zero (start accumulating).
 
         On an unbuilt model there is nothing to zero: the buffer starts at zero when the first
@@ -509,7 +534,9 @@ class Sequential:
         if self.built:
             self._grads[...] = 0
 
-    def backward(self, X, y, loss=None, sample_weight=None, total_samples=None):
+    def backward(self, X: Any, y: ArrayLike, loss: str | None = None,
+                 sample_weight: ArrayLike | None = None,
+                 total_samples: int | None = None) -> float:
         """Add this batch's gradient to the gradient buffer and return its loss.
 
         Inference mode (no dropout mask), data loss (no regulariser penalty: ``step`` adds none
@@ -552,7 +579,8 @@ class Sequential:
         >>> model.step(bp.SGD(learning_rate=0.1))
         """
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
-        n_total = X.shape[0] if total_samples is None else check_positive_int("total_samples", total_samples)
+        n_total = (X.shape[0] if total_samples is None
+                   else check_positive_int("total_samples", total_samples))
         self._build_from(X)
         nt = _threads.ensure_blas_limit()
         ws = self._passes.workspace(X.shape[0])
@@ -560,7 +588,7 @@ class Sequential:
                                            _losses.default_scale(loss, n_total, Y.shape[1]), 1.0,
                                            self._grads, nt))
 
-    def step(self, optimizer=None):
+    def step(self, optimizer: Optimizer | str | None = None) -> None:
         """Apply one optimizer update from the gradient buffer.
 
         Parameters
@@ -587,7 +615,8 @@ class Sequential:
         # no BLAS here, so no thread count to settle: the update runs serial (_passes)
         self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
-    def compile(self, loss=None, optimizer=None):
+    def compile(self, loss: str | None = None,
+                optimizer: Optimizer | str | None = None) -> Sequential:
         """Set the default loss and optimizer for fit, partial_fit and evaluate (Keras style).
 
         Parameters
@@ -612,14 +641,18 @@ class Sequential:
         """
         new_loss = _passes.check_loss(self, loss) if loss is not None else self.loss
         new_opt = _optimizers.get(optimizer) if optimizer is not None else self.optimizer
+        new_opt is None or new_opt._bind(self)
         self.loss, self.optimizer = new_loss, new_opt
         return self
 
     # ---- training: bp/_training.py -------------------------------------------------------------
-    def fit(self, X, y=None, *, loss=None, optimizer=None, epochs=1, batch_size=32,
-            validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
-            class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise",
-            steps_per_epoch=None, validation_steps=None, comm=None):
+    def fit(self, X: Any, y: ArrayLike | None = None, *, loss: str | None = None,
+            optimizer: Optimizer | str | None = None, epochs: int = 1, batch_size: int = 32,
+            validation_split: float = 0.0, validation_data: Any = None, shuffle: bool = True,
+            sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
+            callbacks: Sequence[Callback] | None = None, accumulate: int = 1, verbose: int = 1,
+            on_nan: str = "raise", steps_per_epoch: int | None = None,
+            validation_steps: int | None = None, comm: Any = None) -> History:
         """Train by mini-batch backpropagation.
 
         Each epoch shuffles the rows (seeded), and each batch is one step: forward pass, loss, error
@@ -713,8 +746,10 @@ class Sequential:
                              class_weight=class_weight, callbacks=callbacks, accumulate=accumulate,
                              on_nan=on_nan, steps_per_epoch=steps_per_epoch, comm=comm)
 
-    def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
-                    shuffle=True, accumulate=1, verbose=0, comm=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, *, loss: str | None = None,
+                    optimizer: Optimizer | str | None = None, batch_size: int = 32,
+                    sample_weight: ArrayLike | None = None, shuffle: bool = True,
+                    accumulate: int = 1, verbose: int = 0, comm: Any = None) -> History:
         """Train one pass over (X, y), keeping the optimizer's state across calls.
 
         The optimizer's moments, step count and a learning-rate schedule's epoch carry over (each pass
@@ -766,7 +801,8 @@ class Sequential:
                                    comm=comm)
 
     # ---- insight: what the cached deltas tell (bp/insight.py) ----------------------------------
-    def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
+    def per_sample_gradient_norms(self, X: ArrayLike, y: ArrayLike, loss: str | None = None, *,
+                                  reduction: str = "none", bias: bool = True) -> Any:
         """Compute each sample's gradient norm per layer, from one batched pass.
 
         ``||dl_s/d(W[i], b[i])|| = ||delta_s[i]|| * ||z_out_s[i-1]||`` per sample s and layer i
@@ -803,7 +839,7 @@ class Sequential:
         """
         return _insight.per_sample_gradient_norms(self, X, y, loss, reduction=reduction, bias=bias)
 
-    def diagnose(self, X, y, loss=None):
+    def diagnose(self, X: ArrayLike, y: ArrayLike, loss: str | None = None) -> Any:
         """Diagnose the error signals of each layer on (X, y), without an update.
 
         Per layer: the mean absolute error signal delta (and its ratio to the output layer's), the
@@ -842,7 +878,7 @@ class Sequential:
         return _insight.diagnose(self, X, y, loss)
 
     # ---- description ---------------------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """Describe the architecture as plain data: dtype, seed, input_dim, the layers' configs, loss.
 
         Returns
@@ -861,7 +897,7 @@ class Sequential:
                 "layers": [layer_config(layer) for layer in self.layers], "loss": self.loss}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
         """Build a new, unbuilt model with the architecture ``get_config`` described.
 
         Slicing, unpickling and ``bp.load`` all rebuild through here.
@@ -889,7 +925,7 @@ class Sequential:
         model.loss = config.get("loss")
         return model
 
-    def to_torch(self):
+    def to_torch(self) -> Any:
         """Convert the model to a ``torch.nn.Sequential`` of Linear and activation modules.
 
         ``Linear.weight`` is ``W.T`` (bp stores W as ``(n_in, n_out)``). Needs
@@ -918,7 +954,7 @@ class Sequential:
         return _torch.to_torch(self)
 
     @classmethod
-    def from_torch(cls, module, dtype=None):
+    def from_torch(cls, module: Any, dtype: DTypeLike | None = None) -> Sequential:
         """Build a model from a torch module, with its weights exactly.
 
         Reads an ``nn.Sequential`` of ``Linear`` layers, each followed by at most one of ``Sigmoid``,
@@ -947,7 +983,7 @@ class Sequential:
         """
         return _torch.from_torch(cls, module, dtype)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"Sequential(dtype={self.dtype.name!r}" + (
             f", input_dim={self.input_dim}" if self.input_dim else "") + ") ["]
         for i, layer in enumerate(self.layers):
@@ -955,7 +991,7 @@ class Sequential:
         lines.append("]")
         return "\n".join(lines)
 
-    def summary(self, file=None):
+    def summary(self, file: TextIO | None = None) -> str:
         """Print (and return) a table of the layers, their output shapes and parameter counts.
 
         Parameters
@@ -984,7 +1020,7 @@ class Sequential:
         return out
 
     # ---- files and pickling --------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to an .npz file, atomically.
 
         The architecture, the weights, the loss, the optimizer and its state, with a format version and
@@ -1042,7 +1078,7 @@ class Sequential:
         params, grads = state.pop("_params"), state.pop("_grads")
         running = state.pop("_running", [])
         self.__dict__.update(state)
-        self._fit_lock = threading.Lock()
+        self._fit_lock = _threads.FitLock()
         self.layers = []
         self._params = self._grads = self._passes = None
         for layer in layers_from_config(layer_cfgs):
@@ -1054,7 +1090,7 @@ class Sequential:
             self._rebind(params, grads)
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Sequential:
     """Read a model written by ``Sequential.save``.
 
     Never unpickles anything (zip archives only, ``allow_pickle=False``).
@@ -1072,8 +1108,10 @@ def load(path):
     Raises
     ------
     ValueError
-        For a file that is not a bp model, is truncated or corrupted (checksum), or has another
-        format version.
+        Naming the file, for a file that is not a bp model, is truncated or corrupted
+        (checksum), has another format version, or holds what makes no model: checked before
+        anything is built or inflated (bp/_model_file.py: sizes, names, shapes, dtypes,
+        finiteness, ranges, known losses and optimizers).
 
     See Also
     --------
@@ -1088,9 +1126,16 @@ def load(path):
     >>> bp.load(path).n_params
     8
     """
-    config, arrays = _io.read(path)
     path = os.fspath(path)
+    shapes = {}
+
+    def expected(config):
+        shapes.update(_model_file.expected(Sequential.from_config(config), config))
+        return _model_file.budget(shapes)
+
+    config, arrays = _io.read(path, expected)
     try:
+        _model_file.check_arrays(shapes, arrays)
         model = Sequential.from_config(config)
         model.build()
         params = arrays["params"]
@@ -1108,8 +1153,9 @@ def load(path):
             model._rng.bit_generator.state = config["rng_state"]
         if config.get("optimizer") is not None:
             state = {name[4:]: buf for name, buf in arrays.items() if name.startswith("opt_")}
-            model.optimizer = _optimizers.deserialize(config["optimizer"], state, params)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            model.optimizer = _optimizers.deserialize(config["optimizer"], state, arrays["params"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError,
+            OverflowError) as exc:
         raise ValueError(f"{path!r} holds an invalid bp model: {exc}") from None
     return model
 

@@ -18,6 +18,8 @@ BLAS; None: bp's default, which honours OMP_NUM_THREADS, as joblib's workers set
 ``dtype`` (None: X's, float32 or float64 as scikit-learn; or force one).
 """
 
+from __future__ import annotations
+
 import warnings
 from contextlib import contextmanager
 from numbers import Integral
@@ -25,6 +27,7 @@ from numbers import Integral
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
+from numpy.typing import DTypeLike
 
 try:
     from sklearn.exceptions import ConvergenceWarning
@@ -52,8 +55,9 @@ _EXTRA_CONSTRAINTS = {
 @contextmanager
 def _blas_threads(n):
     """Hold BLAS to n threads for a fit or a prediction (the kernels get n as an argument), then
-    give bp's count back; through bp's cached threadpoolctl controller (~10 us, where a fresh
-    threadpool_limits costs ~5 ms, much of a small fit in a grid search)."""
+    give bp's count back; through bp's cached threadpoolctl controller (a fresh
+    threadpool_limits costs much of a small fit in a grid search; measured: see
+    bench/README.md, Python call costs)."""
     previous = _threads.get_num_threads()
     _threads.hold_blas(n)
     try:
@@ -69,7 +73,10 @@ class _BpMLP:
     # ---- the extras ------------------------------------------------------------------------
     def _validate_input(self, X, y, incremental, reset):
         X, y = super()._validate_input(X, y, incremental, reset)
-        dtype = self._param_dtype(X.dtype)
+        # partial_fit goes on in the parameters' dtype, as scikit-learn: a float32 batch after
+        # float64 ones is cast, and coefs_ and Adam's moments stay float64
+        fitted = not reset and getattr(self, "coefs_", None) is not None
+        dtype = self.coefs_[0].dtype if fitted else self._param_dtype(X.dtype)
         if X.dtype != dtype:
             X = X.astype(dtype)
         # batches are row slices: CSR's, or C-ordered rows
@@ -151,7 +158,7 @@ class _BpMLP:
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than "
-                              "sample size. It is going to be clipped")
+                              "sample size. It is going to be clipped", stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         X_train = X_train if sp.issparse(X_train) else np.ascontiguousarray(X_train)
         Y_train = np.ascontiguousarray(Y_train)
@@ -161,7 +168,7 @@ class _BpMLP:
         try:
             with _blas_threads(nt):
                 self.n_iter_ = 0
-                for it in range(self.max_iter):
+                for _ in range(self.max_iter):
                     if self.shuffle:   # sklearn.utils.shuffle's draw, without its checks
                         perm = np.arange(n_samples)
                         self._random_state.shuffle(perm)
@@ -173,27 +180,27 @@ class _BpMLP:
                     self.t_ += n_samples
                     self.loss_curve_.append(self.loss_)
                     if self.verbose:
-                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                        print(f"Iteration {self.n_iter_:d}, loss = {self.loss_:.8f}")
                     self._update_no_improvement_count(early_stopping, X_val, y_val, w_val)
                     opt.iteration_ends(self.t_)
                     if self._no_improvement_count > self.n_iter_no_change:
                         if early_stopping:
-                            msg = ("Validation score did not improve more than tol=%f for %d "
-                                   "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                            msg = (f"Validation score did not improve more than tol={self.tol:f} "
+                                   f"for {self.n_iter_no_change:d} consecutive epochs.")
                         else:
-                            msg = ("Training loss did not improve more than tol=%f for %d "
-                                   "consecutive epochs." % (self.tol, self.n_iter_no_change))
+                            msg = (f"Training loss did not improve more than tol={self.tol:f} "
+                                   f"for {self.n_iter_no_change:d} consecutive epochs.")
                         if opt.trigger_stopping(msg, self.verbose):
                             break
                         self._no_improvement_count = 0
                     if incremental:
                         break
                     if self.n_iter_ == self.max_iter:
-                        warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached "
-                                      "and the optimization hasn't converged yet."
-                                      % self.max_iter, ConvergenceWarning)
+                        warnings.warn(f"Stochastic Optimizer: Maximum iterations "
+                                      f"({self.max_iter:d}) reached and the optimization "
+                                      "hasn't converged yet.", ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            warnings.warn("Training interrupted by user.", stacklevel=3)
         if early_stopping:
             self.coefs_ = self._best_coefs
             self.intercepts_ = self._best_intercepts
@@ -361,13 +368,16 @@ class MLPClassifier(_BpMLP, _MLPClassifier):
 
     _parameter_constraints = {**_MLPClassifier._parameter_constraints, **_EXTRA_CONSTRAINTS}
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None, dtype=None):
+    def __init__(self, hidden_layer_sizes: tuple[int, ...] = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
+                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: int | np.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: bool = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
+                 n_threads: int | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
             alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
@@ -481,13 +491,17 @@ class MLPRegressor(_BpMLP, _MLPRegressor):
 
     _parameter_constraints = {**_MLPRegressor._parameter_constraints, **_EXTRA_CONSTRAINTS}
 
-    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
-                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 n_threads=None, dtype=None):
+    def __init__(self, loss: str = "squared_error", hidden_layer_sizes: tuple[int, ...] = (100,),
+                 activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
+                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: int | np.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: bool = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000,
+                 n_threads: int | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(
             loss=loss, hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             solver=solver, alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,

@@ -10,16 +10,36 @@
 #   gelu        sigma(z) = z Phi(z)  (exact, erf)     sigma' = Phi(z) + z phi(z)     (z_in)
 #   softmax     s = e^(z - max z) / sum e^(z - max z), row-wise; its Jacobian is not diagonal:
 #               (J^T g)_j = s_j (g_j - <g, s>)                                       (z_out)
+#   elu         sigma(z) = z if z > 0 else e^z - 1        sigma' = 1 if z_out > 0 else z_out + 1
+#                                                                                    (z_out)
+#   selu        sigma(z) = l z if z > 0 else l a (e^z - 1) sigma' = l if z_out > 0 else z_out + l a
+#               (l = 1.0507..., a = 1.6732..., Klambauer et al.'s constants)         (z_out)
+#   silu        sigma(z) = z s(z), s the sigmoid          sigma' = s (1 + z (1 - s))  (z_in)
+#   (swish)
+#   softplus    sigma(z) = log(1 + e^z), = z for z > 20   sigma' = s(z), = 1 for z > 20 (z_in)
+#   mish        sigma(z) = z tanh(softplus(z))            sigma' = t + z s(z) (1 - t^2),
+#                                                         t = tanh(softplus(z))      (z_in)
+#   hard_sigmoid sigma(z) = min(max(z + 3, 0), 6) / 6     sigma' = 1/6 if -3 < z < 3 else 0
+#                                                                                    (z_in)
+#   exponential sigma(z) = e^z                            sigma' = z_out             (z_out)
 # gelu is PyTorch's default, exact formula (approximate="none"), not the tanh approximation.
-# Only gelu needs z_in; every other derivative comes from the cached z_out.
+# Each is PyTorch's formula, so forward and derivative compare to torch.nn.functional directly:
+# elu is F.elu with alpha = 1 (Keras' "elu" default too), softplus is F.softplus with its default
+# beta = 1, threshold = 20 (linear above 20, where log(1 + e^z) - z < 2.1e-9), mish computes its
+# softplus without that threshold (as F.mish does), and hard_sigmoid is relu6(z + 3) / 6: Keras 3's
+# hard_sigmoid and F.hardsigmoid (Keras 2's was the different 0.2 z + 0.5, clipped).
+# elu and selu take sigma' from z_out as torch's own in-place backward does (no exponential in the
+# backward pass); near z << 0 that is z_out + 1 = e^z to within one rounding of 1 (absolute).
+# hard_sigmoid reads z_in because z + 3 rounds to 6 for z just under 3 (z_out = 1, yet sigma' is
+# 1/6 there); silu, softplus and mish need s(z), which z_out does not give cheaply.
 #
 # Rows, not elements: a row function switches on the activation once and then runs a plain loop,
 # so the switch is outside the hot loop. The kernels call these on one row at a time, inside their
 # own prange over rows.
 
 from cython cimport floating
-from libc.math cimport (exp, expf, tanh, tanhf, erf, erff, log, logf, log1p, log1pf, sqrt, sqrtf,
-                        fabs, fabsf)
+from libc.math cimport (exp, expf, expm1, expm1f, tanh, tanhf, erf, erff, log, logf, log1p,
+                        log1pf, sqrt, sqrtf, fabs, fabsf)
 
 from bpcore._openmp cimport COST_EPILOGUE, COST_TRANSCENDENTAL
 
@@ -31,16 +51,26 @@ cdef enum:
     LEAKY_RELU = 4
     GELU = 5
     SOFTMAX = 6
+    ELU = 7
+    SELU = 8
+    SILU = 9
+    SOFTPLUS = 10
+    MISH = 11
+    HARD_SIGMOID = 12
+    EXPONENTIAL = 13
 
 # What one element of sigma and of sigma' costs, for the parallel threshold (_openmp.pxd): only
-# identity and the relus are copy-like; gelu' is the one derivative that evaluates erf and exp.
+# identity, the relus and hard_sigmoid are copy-like; the derivatives that re-evaluate a
+# transcendental function of z_in (gelu, silu, softplus, mish) are the expensive ones.
 cdef inline Py_ssize_t sigma_cost(int act) noexcept nogil:
-    if act == IDENTITY or act == RELU or act == LEAKY_RELU:
+    if act == IDENTITY or act == RELU or act == LEAKY_RELU or act == HARD_SIGMOID:
         return COST_EPILOGUE
     return COST_TRANSCENDENTAL
 
 cdef inline Py_ssize_t sigma_prime_cost(int act) noexcept nogil:
-    return COST_TRANSCENDENTAL if act == GELU else COST_EPILOGUE
+    if act == GELU or act == SILU or act == SOFTPLUS or act == MISH:
+        return COST_TRANSCENDENTAL
+    return COST_EPILOGUE
 
 
 # 1 / sqrt(2) and 1 / sqrt(2 pi), for gelu
@@ -51,6 +81,15 @@ cdef extern from *:
     """
     double INV_SQRT2 "BP_INV_SQRT2"
     double INV_SQRT_2PI "BP_INV_SQRT_2PI"
+
+# selu's lambda and alpha (PyTorch's constants, to the digits it writes them)
+cdef extern from *:
+    """
+    #define BP_SELU_SCALE 1.0507009873554804934193349852946
+    #define BP_SELU_ALPHA 1.6732632423543772848170429916717
+    """
+    double SELU_SCALE "BP_SELU_SCALE"
+    double SELU_ALPHA "BP_SELU_ALPHA"
 
 
 cdef inline floating f_exp(floating x) noexcept nogil:
@@ -65,6 +104,13 @@ cdef inline floating f_log(floating x) noexcept nogil:
         return logf(x)
     else:
         return log(x)
+
+
+cdef inline floating f_expm1(floating x) noexcept nogil:
+    if floating is float:
+        return expm1f(x)
+    else:
+        return expm1(x)
 
 
 cdef inline floating f_log1p(floating x) noexcept nogil:
@@ -115,7 +161,8 @@ cdef inline floating tanh_prime(floating z_out) noexcept nogil:
 
 # ---- a vectorisable tanh for whole rows --------------------------------------------------------
 # libm's tanhf/tanh are scalar calls (glibc's goes through expm1 for |x| > ~0.55), and they were a
-# third of the deep tanh network's training step. These row functions compute tanh with
+# large share of the deep tanh network's training step (measured: see bench/README.md, Loops
+# written to vectorise). These row functions compute tanh with
 # polynomials that gcc vectorises (SSE2 everywhere; AVX2+FMA through target_clones on CPUs that
 # have it; setup.py's -fno-trapping-math lets gcc turn the branch selects into blends):
 #   |x| < 0.625   x + x^3 P(x^2)             (float; Cephes tanhf)   x + x^3 P(x^2)/Q(x^2) (double)
@@ -139,8 +186,9 @@ cdef extern from *:
     #endif
 
     /* Round-to-nearest by the magic-number trick: adding 1.5 * 2^23 (2^52 for double) to a small
-       t puts round(t) in the low mantissa bits, so k and 2^k come from integer adds and shifts on the
-       bits: no float-int conversion, no floor (SSE2 has neither in vector form for these widths). */
+       t puts round(t) in the low mantissa bits, so k and 2^k come from integer adds and shifts on
+       the bits: no float-int conversion, no floor (SSE2 has neither in vector form for these
+       widths). */
     static inline float bp_bitsf(int32_t b) { float r; memcpy(&r, &b, 4); return r; }
     static inline int32_t bp_intf(float f) { int32_t b; memcpy(&b, &f, 4); return b; }
     static inline double bp_bitsd(int64_t b) { double r; memcpy(&r, &b, 8); return r; }
@@ -149,33 +197,36 @@ cdef extern from *:
     #define BP_MAGICD 6755399441055744.0       /* 1.5 * 2^52 */
 
     /* tanh(x): |x| < 0.625: x + x^3 P(x^2) (Cephes tanhf's polynomial; tanh's odd Taylor-like
-       series, no cancellation); otherwise 1 - 2 / (e^{2|x|} + 1) with e^t = 2^k p(r), t = k ln2 + r,
-       |r| <= ln2/2 (Cephes expf's polynomial), the sign restored at the end. Both branches are
-       computed and one selected, so the loop has no branch and vectorises. NaN propagates (the
-       clamp keeps NaN), +-inf gives +-1. */
+       series, no cancellation); otherwise 1 - 2 / (e^{2|x|} + 1) with e^t = 2^k p(r),
+       t = k ln2 + r, |r| <= ln2/2 (Cephes expf's polynomial), the sign restored at the end. Both
+       branches are computed and one selected, so the loop has no branch and vectorises. NaN
+       propagates (the clamp keeps NaN), +-inf gives +-1. */
     BP_CLONES
     static void bp_tanh_row_f(const float* x, float* y, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) {
             float v = x[j], a = fabsf(v), z = v * v;
-            float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                            + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * v + v;
+            float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z
+                             - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z
+                           - 3.33332819422e-1f) * z * v + v;
             float t = 2.0f * a;
             t = t > 20.0f ? 20.0f : t;            /* tanh(10) rounds to 1 in float */
             float kb = t * 1.44269504088896341f + BP_MAGICF;     /* round(t / ln2) in the bits */
             float k = kb - BP_MAGICF;
             float r = t - k * 0.693359375f + k * 2.12194440e-4f;  /* |r| <= ln2 / 2 */
             float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
-                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r * r
-                       + r + 1.0f) * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
+                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f)
+                        * r * r + r + 1.0f)
+                       * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
             float large = copysignf(1.0f - 2.0f / (p + 1.0f), v);
             y[j] = a < 0.625f ? small : large;
         }
     }
 
     /* The same for double: |x| < 0.625: x + x^3 P(x^2)/Q(x^2) (Cephes tanh); otherwise
-       1 - 2 / (e^{2|x|} + 1) with Cephes exp's Pade form e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)),
-       so that 2 / (e + 1) = 2 (Q - rP) / (2^k (Q + rP) + Q - rP). The two branches share one
-       division (divisions are the slow part of the vector loop). */
+       1 - 2 / (e^{2|x|} + 1) with Cephes exp's Pade form
+       e^r = (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)), so that
+       2 / (e + 1) = 2 (Q - rP) / (2^k (Q + rP) + Q - rP). The two branches share one division
+       (divisions are the slow part of the vector loop). */
     BP_CLONES
     static void bp_tanh_row_d(const double* x, double* y, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) {
@@ -207,7 +258,8 @@ cdef extern from *:
        e^x = 2^k p(r), x = k ln2 + r, |r| <= ln2/2, Cephes expf's polynomial. Below -87.3365 the
        result is under float's smallest normal: 0 is returned (off by < 1.2e-38). NaN gives NaN.
        glibc's expf is a scalar call: with it, softmax over 10 outputs was most of predict's time
-       outside the products on the digits network. */
+       outside the products on the digits network (measured: see bench/README.md, Loops written
+       to vectorise). */
     BP_CLONES
     static void bp_exp_row_f(const float* x, float* y, Py_ssize_t n) {
         for (Py_ssize_t j = 0; j < n; j++) {
@@ -217,8 +269,9 @@ cdef extern from *:
             float k = kb - BP_MAGICF;
             float r = t - k * 0.693359375f + k * 2.12194440e-4f;
             float p = ((((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
-                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f) * r * r
-                       + r + 1.0f) * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
+                          + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f)
+                        * r * r + r + 1.0f)
+                       * bp_bitsf((bp_intf(kb) - bp_intf(BP_MAGICF) + 127) << 23);
             y[j] = v < -87.3365448f ? 0.0f : p;
         }
     }
@@ -264,6 +317,60 @@ cdef inline floating gelu_prime(floating z_in) noexcept nogil:
         return 0.5 * (1 + erf(z_in * INV_SQRT2)) + z_in * INV_SQRT_2PI * exp(-0.5 * z_in * z_in)
 
 
+# ---- elu and selu (sigma' from z_out) -----------------------------------------------------------
+cdef inline floating elu(floating z) noexcept nogil:
+    return z if z > 0 else f_expm1(z)
+
+cdef inline floating elu_prime(floating z_out) noexcept nogil:
+    return 1 if z_out > 0 else z_out + 1
+
+cdef inline floating selu(floating z) noexcept nogil:
+    if z > 0:
+        return <floating>SELU_SCALE * z
+    return <floating>(SELU_SCALE * SELU_ALPHA) * f_expm1(z)
+
+cdef inline floating selu_prime(floating z_out) noexcept nogil:
+    return <floating>SELU_SCALE if z_out > 0 else z_out + <floating>(SELU_SCALE * SELU_ALPHA)
+
+
+# ---- silu, softplus, mish (sigma' from z_in) ----------------------------------------------------
+cdef inline floating silu(floating z) noexcept nogil:
+    return z * sigmoid(z)
+
+cdef inline floating silu_prime(floating z_in) noexcept nogil:
+    cdef floating s = sigmoid(z_in)
+    return s * (1 + z_in * (1 - s))
+
+cdef inline floating softplus(floating z) noexcept nogil:
+    # PyTorch's threshold: z itself above 20 (beta = 1)
+    return z if z > 20 else f_log1p(f_exp(z))
+
+cdef inline floating softplus_prime(floating z_in) noexcept nogil:
+    cdef floating e
+    if z_in > 20:
+        return 1
+    e = f_exp(z_in)
+    return e / (e + 1)
+
+cdef inline floating mish(floating z) noexcept nogil:
+    return z * tanh_(f_log1p(f_exp(z)))
+
+cdef inline floating mish_prime(floating z_in) noexcept nogil:
+    cdef floating t = tanh_(f_log1p(f_exp(z_in)))
+    return t + z_in * sigmoid(z_in) * (1 - t * t)
+
+
+# ---- hard_sigmoid (relu6(z + 3) / 6) and exponential -------------------------------------------
+cdef inline floating hard_sigmoid(floating z) noexcept nogil:
+    cdef floating t = z + 3
+    t = 0 if t < 0 else t     # written so that NaN passes through, as in torch
+    t = 6 if t > 6 else t
+    return t / 6
+
+cdef inline floating hard_sigmoid_prime(floating z_in) noexcept nogil:
+    return <floating>(1.0 / 6.0) if (z_in > -3 and z_in < 3) else 0
+
+
 # ---- rows --------------------------------------------------------------------------------------
 cdef inline void softmax_rows(const floating* b, floating* z_in, floating* z_out, Py_ssize_t rows,
                               Py_ssize_t n) noexcept nogil:
@@ -301,6 +408,99 @@ cdef inline void softmax_rows(const floating* b, floating* z_in, floating* z_out
             zo[j] = zo[j] * total
 
 
+# ---- elu, selu, silu, softplus, mish in float32 through the vectorised exponential --------------
+# With libm's scalar expf (and tanhf, log1pf for mish) these activations cost far more than relu
+# on the mnist step (measured: see bench/README.md, "Activations and optimizers"). Each needs only
+# e = e^-|z| (<= 1, so bp_exp_row_f's range), computed for a chunk of the row into a stack buffer:
+#   elu   z > 0: z,   else e - 1            selu  l z,  else l a (e - 1)
+#   s(z)  = 1 / (1 + e) for z >= 0, e / (1 + e) below (the sigmoid, no overflow)
+#   silu  z s(z)         silu' s (1 + z (1 - s))      softplus' s (1 for z > 20)
+#   mish  z t, t = tanh(softplus(z)) = u / (u + 2), u = e^z (e^z + 2): for z >= 0 written in e as
+#         t = (1 + 2e) / (1 + 2e + 2e^2), below as u = e (e + 2)       mish' t + z s (1 - t^2)
+#   softplus  z above 20, else max(z, 0) + log(1 + e), log(1 + e) = 2 atanh(v), v = e / (2 + e)
+#         <= 1/3, by atanh's odd series to v^17 (the first term left out, v^19/19, is < 1e-10 of
+#         the sum): no log1pf call
+# e - 1 near z = 0 loses the relative precision expm1 keeps (its error is one rounding of 1, 6e-8
+# absolute): within float32's tolerance against torch. float64 keeps the exact scalar forms above.
+cdef enum:
+    EXP_CHUNK = 256
+
+cdef inline void _exp_neg_abs_f(const float* z, float* e, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        e[j] = -fabsf(z[j])
+    bp_exp_row_f(e, e, n)
+
+
+cdef inline void exp_family_forward_f(int act, const float* z_in, float* z_out,
+                                      Py_ssize_t n) noexcept nogil:
+    """z_out = sigma(z_in) for elu, selu, silu, softplus, mish (z_out may be z_in)."""
+    cdef float e[EXP_CHUNK]
+    cdef Py_ssize_t lo = 0, k, m
+    cdef float z, s, t, u, v, w, ls = <float>SELU_SCALE, la = <float>(SELU_SCALE * SELU_ALPHA)
+    while lo < n:
+        m = min(<Py_ssize_t>EXP_CHUNK, n - lo)
+        _exp_neg_abs_f(z_in + lo, e, m)
+        if act == ELU:
+            for k in range(m):
+                z = z_in[lo + k]
+                z_out[lo + k] = z if z > 0 else e[k] - 1
+        elif act == SELU:
+            for k in range(m):
+                z = z_in[lo + k]
+                z_out[lo + k] = ls * z if z > 0 else la * (e[k] - 1)
+        elif act == SILU:
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                z_out[lo + k] = z * s
+        elif act == SOFTPLUS:
+            for k in range(m):
+                z = z_in[lo + k]
+                v = e[k] / (2 + e[k])
+                w = v * v
+                t = 2 * v * (1 + w * (<float>(1.0 / 3) + w * (<float>(1.0 / 5) + w * (
+                    <float>(1.0 / 7) + w * (<float>(1.0 / 9) + w * (<float>(1.0 / 11) + w * (
+                        <float>(1.0 / 13) + w * (<float>(1.0 / 15) + w * <float>(1.0 / 17)))))))))
+                z_out[lo + k] = z if z > 20 else (z if z > 0 else 0) + t
+        else:  # MISH
+            for k in range(m):
+                z = z_in[lo + k]
+                u = e[k] * (e[k] + 2)
+                t = (1 + 2 * e[k]) / (1 + 2 * e[k] + 2 * e[k] * e[k]) if z >= 0 else u / (u + 2)
+                z_out[lo + k] = z * t
+        lo += m
+
+
+cdef inline void exp_family_backward_f(int act, const float* z_in, float* g,
+                                       Py_ssize_t n) noexcept nogil:
+    """g *= sigma'(z_in) for silu, softplus, mish."""
+    cdef float e[EXP_CHUNK]
+    cdef Py_ssize_t lo = 0, k, m
+    cdef float z, s, t, u
+    while lo < n:
+        m = min(<Py_ssize_t>EXP_CHUNK, n - lo)
+        _exp_neg_abs_f(z_in + lo, e, m)
+        if act == SILU:
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                g[lo + k] = g[lo + k] * (s * (1 + z * (1 - s)))
+        elif act == SOFTPLUS:
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                g[lo + k] = g[lo + k] * (1 if z > 20 else s)
+        else:  # MISH
+            for k in range(m):
+                z = z_in[lo + k]
+                s = (1 if z >= 0 else e[k]) / (1 + e[k])
+                u = e[k] * (e[k] + 2)
+                t = (1 + 2 * e[k]) / (1 + 2 * e[k] + 2 * e[k] * e[k]) if z >= 0 else u / (u + 2)
+                g[lo + k] = g[lo + k] * (t + z * s * (1 - t * t))
+        lo += m
+
+
 cdef inline void activate_row(int act, floating alpha, const floating* b,
                               floating* z_in, floating* z_out, Py_ssize_t n) noexcept nogil:
     """z_in += b (if b is not NULL), then z_out = sigma(z_in). z_out may be z_in itself."""
@@ -328,12 +528,37 @@ cdef inline void activate_row(int act, floating alpha, const floating* b,
             z_out[j] = gelu(z_in[j])
     elif act == SOFTMAX:
         softmax_rows(NULL, z_in, z_out, 1, n)
+    elif act == ELU or act == SELU or act == SILU or act == SOFTPLUS or act == MISH:
+        if floating is float:
+            exp_family_forward_f(act, z_in, z_out, n)
+        elif act == SOFTPLUS:
+            for j in range(n):
+                z_out[j] = softplus(z_in[j])
+        elif act == ELU:
+            for j in range(n):
+                z_out[j] = elu(z_in[j])
+        elif act == SELU:
+            for j in range(n):
+                z_out[j] = selu(z_in[j])
+        elif act == SILU:
+            for j in range(n):
+                z_out[j] = silu(z_in[j])
+        else:
+            for j in range(n):
+                z_out[j] = mish(z_in[j])
+    elif act == HARD_SIGMOID:
+        for j in range(n):
+            z_out[j] = hard_sigmoid(z_in[j])
+    elif act == EXPONENTIAL:
+        for j in range(n):
+            z_out[j] = f_exp(z_in[j])
 
 
 cdef inline void backprop_row(int act, floating alpha, const floating* z_in,
                               const floating* z_out, floating* g, Py_ssize_t n) noexcept nogil:
     """g = J_sigma^T g in place: g * sigma'(z) for elementwise activations, the softmax
-    Jacobian-vector product for softmax. z_in is read only for gelu (it may be NULL otherwise)."""
+    Jacobian-vector product for softmax. z_in is read only for gelu, silu, softplus, mish and
+    hard_sigmoid (see the header; it may be NULL otherwise)."""
     cdef Py_ssize_t j
     cdef floating dot
     if act == IDENTITY:
@@ -353,6 +578,30 @@ cdef inline void backprop_row(int act, floating alpha, const floating* z_in,
     elif act == GELU:
         for j in range(n):
             g[j] = g[j] * gelu_prime(z_in[j])
+    elif act == ELU:
+        for j in range(n):
+            g[j] = g[j] * elu_prime(z_out[j])
+    elif act == SELU:
+        for j in range(n):
+            g[j] = g[j] * selu_prime(z_out[j])
+    elif act == SILU or act == SOFTPLUS or act == MISH:
+        if floating is float:
+            exp_family_backward_f(act, z_in, g, n)
+        elif act == SILU:
+            for j in range(n):
+                g[j] = g[j] * silu_prime(z_in[j])
+        elif act == SOFTPLUS:
+            for j in range(n):
+                g[j] = g[j] * softplus_prime(z_in[j])
+        else:
+            for j in range(n):
+                g[j] = g[j] * mish_prime(z_in[j])
+    elif act == HARD_SIGMOID:
+        for j in range(n):
+            g[j] = g[j] * hard_sigmoid_prime(z_in[j])
+    elif act == EXPONENTIAL:
+        for j in range(n):
+            g[j] = g[j] * z_out[j]
     elif act == SOFTMAX:
         dot = 0
         for j in range(n):

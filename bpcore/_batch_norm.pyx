@@ -9,7 +9,8 @@
 #   backward   gg = g gamma    (g = dL/dz_out)
 #     training   g_prev = rstd (gg - mean_rows gg - xhat mean_rows(gg xhat))   per column
 #     inference  g_prev = rstd gg          (the statistics are constants)
-#              grad_gamma = acc grad_gamma + sum_rows g xhat;  grad_beta = acc grad_beta + sum_rows g
+#              grad_gamma = acc grad_gamma + sum_rows g xhat;
+#              grad_beta = acc grad_beta + sum_rows g
 #              (the same two column sums as the training error signal's means: summed once)
 #
 # In training every output of a column depends on every row of the batch through mu and var: the

@@ -10,14 +10,11 @@
 # Why not always BLAS: a BLAS call has a fixed cost of dispatch and packing before the first
 # multiply-add, which can dominate tiny products (the XOR network's 4x2 @ 2x2). Up to
 # SMALL_GEMM_WORK multiply-adds our own loops (single-threaded, vectorisable inner loop) are used.
-# Measured with bench/kernels.py --gemm-crossover (square m = n = k, medians of 15 interleaved
-# repeats, 4 runs, 1 and 2 threads alike) on an AMD EPYC (Zen 4, AVX-512) with scipy's OpenBLAS
-# 0.3.30: own loops win or tie up to m*n*k = 64 for x @ W, ~125-216 for x.T @ delta and 343-729
-# for delta @ W.T, and lose beyond (2x slower at 4096, the previous threshold; 5-10x at 10^5), in
-# float32 and float64 alike. This OpenBLAS has small-matrix kernels for AVX-512, and our loops are
-# built without -march (SSE2), so BLAS is cheap even for tiny products here; on CPUs or BLAS builds
-# without such kernels the crossover is higher (the previous comment reported 4096-8192 on an AVX2
-# EPYC). 256 is where the wins and losses of the three products balance on this machine.
+# Measured with bench/kernels.py --gemm-crossover (measured: see bench/README.md, Small products:
+# own loops or BLAS): the crossover differs between the three products, and OpenBLAS's
+# small-matrix kernels for AVX-512 make BLAS cheap even for tiny products, while our loops are
+# built without -march (SSE2); on CPUs or BLAS builds without such kernels the crossover is
+# higher. 256 is where the wins and losses of the three products balanced on the machine measured.
 #
 # Threads: this file never starts threads itself. BLAS threads its own gemm with its own pool,
 # which bp._threads holds to the same count as the OpenMP kernels. gemm is never called from
@@ -69,8 +66,8 @@ cdef inline void _blas_gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t
     cdef int inc_x = <int>(lda if trans_a else 1), one = 1
     if m == 1:
         # One row: C^T (n) = op(B)^T (n x k) @ x, a matrix-vector product. gemm would pack all of
-        # B first (it expects to reuse it over many rows): predict on one row of the mnist
-        # network took ~100 us through sgemm against ~10 us through sgemv.
+        # B first (it expects to reuse it over many rows): predict on one row is many times
+        # faster through gemv (measured: see bench/README.md, Small products: own loops or BLAS).
         if trans_b:  # op(B)^T = B, stored column-major as k x n
             ta, M, N = b't', <int>k, <int>n
         else:        # op(B)^T = B^T, stored column-major as n x k
@@ -101,8 +98,8 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
 cdef int threads_after_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int n_threads) noexcept nogil:
     # After a product that went to BLAS, BLAS's threads spin for a while waiting for more work,
     # and so would an OpenMP team started right after them: on 2 cores the two pools then fight.
-    # Measured (256x1024 @ 1024x4096 float32 with its relu epilogue, BLAS on 2 threads): 28 ms
-    # with a 2-thread epilogue, 13 ms with a serial one, NumPy's matmul alone 12 ms;
+    # A 2-thread epilogue after a 2-thread BLAS product doubled its time where a serial one cost
+    # little (measured: see bench/README.md, OpenMP teams after BLAS calls);
     # OMP_WAIT_POLICY=passive also cured it, but is a process-wide setting for the user to make.
     # So the pass that follows a BLAS product stays on one thread, and BLAS alone threads the
     # gemm-shaped work, as bpcore/_network.pyx does for a whole step. Our own small loops run on

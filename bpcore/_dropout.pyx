@@ -33,8 +33,8 @@ cdef inline void _forward_row(const floating* z_out, Py_ssize_t r, Py_ssize_t un
                               u64 threshold, floating scale, unsigned char* mask,
                               floating* z_drop) noexcept nogil:
     # a pair of units per hash, the pairs independent of each other (a loop over units that
-    # hashed on even j and shifted on odd j carried h from one unit to the next, and ran 1.6x
-    # slower)
+    # hashed on even j and shifted on odd j carried h from one unit to the next, and ran slower;
+    # measured: see bench/README.md, Loops written to vectorise)
     cdef Py_ssize_t p, j, o = r * units
     cdef u64 row_key = _mix(key + <u64>(r + 1) * GOLDEN)
     cdef u64 h

@@ -4,8 +4,9 @@
 #                                 for each layer:  z = sigma(z @ W + b)      (dense_forward_core)
 #                                 out[r] = z
 #
-# Why one call: a Python loop over layers costs ~1-2 us per kernel call (argument parsing,
-# memoryviews, the GIL), several times the arithmetic of one row through a small network. Here the
+# Why one call: a Python loop over layers pays argument parsing, memoryviews and the GIL per kernel
+# call, several times the arithmetic of one row through a small network (measured: see
+# bench/README.md, One compiled call instead of a loop over layers). Here the
 # model's layer table and parameter pointer are set up once (``Inference(params, table)``, cached
 # by bp._passes) and a call checks X and out through NumPy's C API in well under a microsecond.
 #
@@ -19,7 +20,8 @@
 # BLAS pools to one) and buffers of its own, and the call returns when every block is done. It
 # never waits for a helper that has not started: one that starts late finds no block left. Not
 # an OpenMP team: its barrier waits for every member to arrive, and on a busy 2-core machine the
-# second thread is often not running (predict on 2 threads was 10x slower than on 1); nor
+# second thread is often not running (measured: see bench/README.md, OpenMP teams after BLAS
+# calls); nor
 # BLAS-threaded products, one block after another, which wait on BLAS's workers at every product
 # (and an OpenMP epilogue between BLAS calls fights BLAS's spinning threads: _blas.pyx,
 # threads_after_gemm). The caller picks the block size and the threads (bp._passes.Passes.predict).
@@ -44,12 +46,16 @@ cdef extern from *:
     """
     #if defined(_MSC_VER)
       #include <windows.h>
-      static long long bp_fetch_add(long long* p, long long v) { return InterlockedExchangeAdd64(p, v); }
+      static long long bp_fetch_add(long long* p, long long v) {
+          return InterlockedExchangeAdd64(p, v);
+      }
       static long long bp_load(long long* p) { return InterlockedCompareExchange64(p, 0, 0); }
       static void bp_yield(void) { SwitchToThread(); }
     #else
       #include <sched.h>
-      static long long bp_fetch_add(long long* p, long long v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
+      static long long bp_fetch_add(long long* p, long long v) {
+          return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
+      }
       static long long bp_load(long long* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
       static void bp_yield(void) { sched_yield(); }
     #endif
@@ -169,7 +175,8 @@ cdef class Inference:
                 self.width = max(self.width, n_out)
             need = max(need, w_off + n_in * n_out, b_off + n_out)
         if need > params.shape[0]:
-            raise ValueError(f"the layout needs {need} parameters; the buffer has {params.shape[0]}")
+            raise ValueError(f"the layout needs {need} parameters; "
+                             f"the buffer has {params.shape[0]}")
         self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
 
     def __dealloc__(self):
@@ -261,4 +268,3 @@ cdef class Inference:
                               <float*>buf, <float*>buf + block_rows * self.width, st, wait)
         free(buf)
         return 0
-

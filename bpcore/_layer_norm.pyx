@@ -4,7 +4,8 @@
 #                xhat = (z_in - mu) rstd;  z_out = gamma xhat + beta
 #     backward   gg = g gamma    (g = dL/dz_out)
 #                g_prev = rstd (gg - mean_j gg - xhat mean_j(gg xhat))      dL/dz_in, per row
-#                grad_gamma = acc grad_gamma + sum_rows g xhat;  grad_beta = acc grad_beta + sum_rows g
+#                grad_gamma = acc grad_gamma + sum_rows g xhat;
+#                grad_beta = acc grad_beta + sum_rows g
 #
 # The row's statistics enter the error signal through the two means: each output depends on every
 # input of its row. The biased variance (divide by m), as Keras and PyTorch. Means and variances

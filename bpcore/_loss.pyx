@@ -3,8 +3,19 @@
 #   mse                   l_i = sum_j (f_out_ij - y_ij)^2
 #   binary_cross_entropy  l_i = sum_j [max(x, 0) - x y + log(1 + e^-|x|)],  x = f_in_ij (sigmoid)
 #   cross_entropy         l_i = sum_j y_ij (logsumexp(f_in_i) - f_in_ij)               (softmax)
+#   mae                   l_i = sum_j |f_out_ij - y_ij|
+#   huber                 l_i = sum_j h(f_out_ij - y_ij),  h(d) = d^2 / 2 if |d| <= 1
+#                                                           else |d| - 1/2   (delta = 1)
+#   poisson               l_i = sum_j (f_out_ij - y_ij f_in_ij)
+#                         (exponential: f_out = e^f_in)
 # The cross-entropies are computed from the logits f_in, not from log(f_out): that is exact where
-# f_out has rounded to 0 or 1 (PyTorch's BCELoss instead clamps log at -100).
+# f_out has rounded to 0 or 1 (PyTorch's BCELoss instead clamps log at -100). So they need no
+# change when the output is the identity (the logits themselves, Keras' from_logits=True).
+# poisson is PyTorch's PoissonNLLLoss(log_input=True): the negative log-likelihood of y under a
+# Poisson law of mean f_out = e^f_in, without the constant log(y!); scikit-learn's half Poisson
+# deviance (MLPRegressor(loss="poisson")) is the same up to the constant y log y - y, so both
+# have the same gradient. huber is torch.nn.HuberLoss() (= SmoothL1Loss() for delta = 1) and
+# Keras' Huber() defaults.
 # Reduction: L = scale * sum_i w_i l_i, w_i the sample weights (1 if none), scale chosen by the
 # caller: 1/N for cross-entropy and 1/(N m) for mse and binary cross-entropy give PyTorch's mean.
 # It is the same scale that _error_signal.pyx puts into delta[O] = dL/df_in, which is why every l_i
@@ -17,7 +28,7 @@ from libc.math cimport fabs
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from bpcore._activations cimport f_exp, f_log, f_log1p
+from bpcore._activations cimport f_abs, f_exp, f_log, f_log1p
 from bpcore._openmp cimport COST_STREAM, COST_TRANSCENDENTAL, work_threads
 
 
@@ -34,6 +45,19 @@ cdef inline floating _row_loss(const floating* f_in, const floating* f_out, cons
         for j in range(m):
             x = f_in[j]
             acc = acc + (x if x > 0 else 0) - x * y[j] + f_log1p(f_exp(-fabs(x)))
+        return acc
+    if loss == MAE:
+        for j in range(m):
+            acc = acc + f_abs(f_out[j] - y[j])
+        return acc
+    if loss == HUBER:
+        for j in range(m):
+            d = f_abs(f_out[j] - y[j])
+            acc = acc + (d * d / 2 if d <= 1 else d - <floating>0.5)
+        return acc
+    if loss == POISSON:
+        for j in range(m):
+            acc = acc + f_out[j] - y[j] * f_in[j]
         return acc
     # cross-entropy: sum_j y_j (lse - x_j) = lse * sum(y) - <y, x>
     if m == 0:
@@ -58,7 +82,8 @@ cdef double loss_core(const floating* f_in, const floating* f_out, const floatin
                       int n_threads) noexcept nogil:
     cdef Py_ssize_t i
     cdef double total = 0
-    cdef int nt = work_threads(n * m * (COST_STREAM if loss == MSE else COST_TRANSCENDENTAL), n,
+    cdef bint cheap = loss == MSE or loss == MAE or loss == HUBER or loss == POISSON
+    cdef int nt = work_threads(n * m * (COST_STREAM if cheap else COST_TRANSCENDENTAL), n,
                                n_threads)
     if nt == 1:
         for i in range(n):
@@ -76,7 +101,8 @@ def loss_value(const floating[:, ::1] f_in, const floating[:, ::1] f_out,  # IN
                int loss, double scale,
                floating[::1] per_sample,  # OUT
                int n_threads):
-    """Per-sample losses into `per_sample` and return scale * sum_i w_i l_i. Inputs pre-validated."""
+    """Per-sample losses into `per_sample` and return scale * sum_i w_i l_i.
+    Inputs pre-validated."""
     cdef Py_ssize_t n = f_out.shape[0], m = f_out.shape[1]
     cdef const floating* w = NULL if sample_weight is None else &sample_weight[0]
     cdef double total

@@ -8,7 +8,7 @@
 #     dense        _dense_forward / _dense    z_in = z_out_prev @ W + b;  z_out = sigma(z_in)
 #     activation   _activation                z_out = sigma(z_in)
 #     dropout      _dropout                   z_out = z_in * mask / (1 - rate)   (training only)
-#     layer_norm   _layer_norm                per row:    (z_in - mu) / sqrt(var + eps) * gamma + beta
+#     layer_norm   _layer_norm                per row: (z_in - mu) / sqrt(var + eps) * gamma + beta
 #     batch_norm   _batch_norm                per column, batch statistics (training) or running
 #     fork, add    _residual                  a residual block's start (identity) and end (+ skip)
 #
@@ -27,10 +27,11 @@
 # is an OPT_ kind with a case in _update (and in _update_is_safe if its growth can be bounded).
 # Every matrix product goes through _blas.gemm, the one place to route a product elsewhere.
 #
-# Why one call: a Python loop over layers costs ~1-2 us per kernel call (argument parsing,
-# memoryview acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us
-# against well under 1 us of arithmetic; for any network the cost grows with the depth. Here a
-# step is one C loop over a table of raw pointers, set up once per batch size.
+# Why one call: a Python loop over layers pays per kernel call for argument parsing, memoryview
+# acquisition, releasing and re-taking the GIL: for the XOR network many times its arithmetic
+# (measured: see bench/README.md, One compiled call instead of a loop over layers); for any
+# network the cost grows with the depth. Here a step is one C loop over a table of raw pointers,
+# set up once per batch size.
 #
 # Ownership: the engine owns nothing but that table. The parameters and gradients are the model's
 # flat buffers, the cached z_in, z_out and delta of every operation are the model's workspace
@@ -43,12 +44,13 @@
 # and `update`).
 #
 # Threads: BLAS threads the products (its pool is held to bp's thread count by bp._threads); the
-# elementwise passes of a step run serial by default. Measured on 2 cores (bench/README.md): an
-# OpenMP team between BLAS calls leaves libgomp's threads spinning while OpenBLAS's threads want
-# the same cores, and the mnist step with 2 threads took 19-140 ms instead of 0.8 ms; with the
-# epilogues serial and BLAS on 2 threads it is 1.7x faster than 1 thread. (OMP_WAIT_POLICY=passive
-# also cures it, but bp must not set a process-wide variable for the user.) The epilogues are a
-# few percent of a step whose products are large enough for threads to pay.
+# elementwise passes of a step run serial by default. An OpenMP team between BLAS calls leaves
+# libgomp's threads spinning while OpenBLAS's threads want the same cores, and the mnist step with
+# 2 threads took many times longer; with the epilogues serial and BLAS on 2 threads it is faster
+# than 1 thread (measured: see bench/README.md, OpenMP teams after BLAS calls).
+# (OMP_WAIT_POLICY=passive also cures it, but bp must not set a process-wide variable for the
+# user.) The epilogues are a few percent of a step whose products are large enough for threads to
+# pay.
 # Network(..., parallel_elementwise=True) restores OpenMP for them (for measurements).
 
 from cython cimport floating
@@ -83,7 +85,8 @@ cdef extern from "Python.h":
     void* PyErr_Occurred()
 
 # How often the epoch loop looks for Ctrl-C: at most every SIGNAL_NS nanoseconds (between steps),
-# so that a tiny network does not pay for taking the GIL on every one of its ~1 us steps.
+# so that a tiny network does not pay for taking the GIL on every one of its microsecond steps
+# (measured: see bench/README.md, One compiled call instead of a loop over layers).
 cdef long long SIGNAL_NS = 2000000
 
 # Optimizer kinds
@@ -432,7 +435,7 @@ cdef struct Epoch:
     # data-parallel steps (see "Handing the gradient to an allreduce" below); NULL: one process
     void* reduce                 # a callable reduce() -> 0, or nonzero if it failed
     double* ctl                  # [step loss, stop] that reduce() sums over the ranks
-    const long long* global_rows # the rows of step s summed over the ranks
+    const long long* global_rows  # the rows of step s summed over the ranks
     Py_ssize_t n_global_steps
     # outputs
     Py_ssize_t steps_done, last_rows, last_start
@@ -442,8 +445,9 @@ cdef struct Epoch:
 
 # ---- the divergence guard without copies --------------------------------------------------------
 # fit promises that an update which makes a parameter or the optimizer's state non-finite is undone.
-# Copying the parameters and the state before every update (and scanning them after) costs 10-20%
-# of an mnist-sized step, so the guard first asks whether the update *can* overflow. It keeps upper
+# Copying the parameters and the state before every update (and scanning them after) costs a
+# visible share of an mnist-sized step (measured: see bench/README.md, Loops written to
+# vectorise), so the guard first asks whether the update *can* overflow. It keeps upper
 # bounds of max|p| and of each state buffer's max|x| (exact, from sums of squares, at a run's first
 # update and after any careful step; the first one's parameter sum rides in the gradient's sweep,
 # as nothing changes the parameters before it) and carries them through the update rule with the
@@ -593,7 +597,7 @@ cdef void _run_epoch(Epoch* e, Op* ops, Py_ssize_t n_ops, floating* params,
             beta = 1
             if (o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM) and e.loss != MSE:
                 Lb = clipped_log_loss_core(<floating*>ops[n_ops - 1].z_out, Yb, wb, rows,
-                                            e.m, e.loss, o.sw, Lb)
+                                           e.m, e.loss, o.sw, Lb)
             step_loss += Lb
             if not isfinite(Lb):
                 break
@@ -679,14 +683,16 @@ cdef Py_ssize_t KEEP_GIL_WORK = 16384
 cdef void* _array(object a, int typenum, int ndim, Py_ssize_t rows, Py_ssize_t cols,
                   bint writeable, str name) except NULL:
     """The data pointer of `a` after checking it is a C-contiguous ndarray of the given type,
-    ndim, rows (-1: any) and columns (2-D). Through NumPy's C API: a typed memoryview costs
-    ~0.3 us to acquire, a noticeable share of a 1-2 us training step."""
+    ndim, rows (-1: any) and columns (2-D). Through NumPy's C API: a typed memoryview's
+    acquisition is a noticeable share of a tiny training step (measured: see bench/README.md,
+    Python call costs)."""
     cdef cnp.ndarray arr
     if not cnp.PyArray_Check(a):
         raise TypeError(f"{name} must be a numpy array. Received: {type(a).__name__}")
     arr = <cnp.ndarray>a
     if cnp.PyArray_TYPE(arr) != typenum:
-        raise TypeError(f"{name} must be {cnp.PyArray_DescrFromType(typenum)}. Received: {arr.dtype}")
+        raise TypeError(f"{name} must be {cnp.PyArray_DescrFromType(typenum)}. "
+                        f"Received: {arr.dtype}")
     if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{name} must be a C-contiguous {ndim}-D array")
     if (rows >= 0 and arr.shape[0] != rows) or (ndim == 2 and arr.shape[1] != cols):
@@ -1030,7 +1036,8 @@ cdef class Network:
         e.order = NULL
         if order is not None:
             e.order = <const long long*>_array(order, cnp.NPY_INT64, 1, n, 0, False, "order")
-            for i in range(n):  # (order.min() and order.max() took ~2 us of a one-step call)
+            for i in range(n):  # (cheaper than order.min() and order.max(); measured: see
+                # bench/README.md, Python call costs)
                 if e.order[i] < 0 or e.order[i] >= n:
                     raise ValueError("order holds an index out of range")
         e.backup = NULL

@@ -25,13 +25,10 @@ cdef extern from *:
 # Threads lose on small work: an OpenMP region costs a few microseconds to wake and join its team,
 # more than a layer of a small network takes to compute. A row loop stays serial while
 # elements x cost < MIN_PARALLEL_WORK, where cost weighs what one element takes (the COST_ codes).
-# Measured with bench/kernels.py --parallel-crossover (1 vs 2 threads, rows of 64, BLAS on one
-# thread) on an AMD EPYC (Zen 4, 2 cores, KVM, shared and noisy: the best of 9 runs of 15
-# interleaved repeats each), 2 threads break even at
-#   bias + identity/relu right after the gemm   float32 ~25-50 thousand elements (1.1x at 49k);
-#                                               float64 ~250 thousand (never more than 1.05x)
-#   output delta (mse), SGD over the parameters  ~2-4 thousand (1.3x at 8k)
-#   sigmoid, tanh (exp/tanh per element)         below 1 thousand (1.2-1.6x at 1024)
+# Measured with bench/kernels.py --parallel-crossover (measured: see bench/README.md, OpenMP
+# crossovers): 2 threads break even at tens of thousands of elements for bias + identity/relu
+# right after the gemm (float32; float64 barely gains), at a few thousand for the output delta
+# (mse) and SGD, below a thousand for sigmoid and tanh (exp/tanh per element).
 # A copy-like pass over rows the gemm has just written gains least (presumably because it is bound
 # by memory, and the rows sit in the cache of the core that ran the gemm). So
 # MIN_PARALLEL_WORK is the float32 crossover of that cheapest sweep, and the others weigh more per

@@ -11,7 +11,8 @@ def openmp_enabled():
 
 
 def omp_max_threads():
-    """omp_get_max_threads(): OMP_NUM_THREADS if set, else the number of logical CPUs (1 if serial)."""
+    """omp_get_max_threads(): OMP_NUM_THREADS if set, else the number of logical CPUs
+    (1 if serial)."""
     return omp_get_max_threads()
 
 

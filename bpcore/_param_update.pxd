@@ -9,6 +9,20 @@ cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating be
                     long step, floating grad_scale, floating* param, floating* m, floating* v,
                     int n_threads) noexcept nogil
 
+cdef void rmsprop_core(const floating* grad, Py_ssize_t n, floating lr, floating rho,
+                       floating eps, floating weight_decay, floating momentum,
+                       floating grad_scale, floating* param, floating* sq, floating* gavg,
+                       floating* buf, int n_threads) noexcept nogil
+
+cdef void adagrad_core(const floating* grad, Py_ssize_t n, floating lr, floating eps,
+                       floating weight_decay, floating grad_scale, floating* param,
+                       floating* acc, int n_threads) noexcept nogil
+
+cdef void nadam_core(const floating* grad, Py_ssize_t n, floating beta1, floating beta2,
+                     floating eps, floating weight_decay, double c_grad, double c_m, long step,
+                     floating grad_scale, floating* param, floating* m, floating* v,
+                     int n_threads) noexcept nogil
+
 cdef double sum_of_squares_core(const floating* x, Py_ssize_t n, int n_threads) noexcept nogil
 
 cdef void sums_of_squares_core(const floating* x, const floating* y, Py_ssize_t n,

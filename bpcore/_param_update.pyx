@@ -14,6 +14,15 @@
 #   Adam   g = s grad + wd p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 #          p -= (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 #   AdamW  the same with g = s grad and, first, p *= 1 - lr wd (decoupled weight decay)
+#   RMSprop g = s grad + wd p;  a = rho a + (1 - rho) g^2;  (centered: c = rho c + (1 - rho) g,
+#          a - c^2 in place of a);  r = g / (sqrt(a) + eps);  momentum: u = mu u + r, p -= lr u;
+#          else p -= lr r
+#   Adagrad g = s grad + wd p;  a += g^2;  p -= lr g / (sqrt(a) + eps)
+#   Nadam  g = s grad + wd p;  m, v as Adam;  d = sqrt(v / (1 - b2^t)) + eps;
+#          p -= c_g g / d + c_m m / d, with mu_t = b1 (1 - 0.96^(t psi) / 2) and
+#          c_g = lr (1 - mu_t) / (1 - prod_{k<=t} mu_k),
+#          c_m = lr mu_{t+1} / (1 - prod_{k<=t+1} mu_k)
+#          (Dozat's momentum schedule, psi = momentum_decay; the caller keeps the product)
 # Parallel over elements with prange (each element is independent, so the result does not depend
 # on the thread count). sum_of_squares sums fixed chunks in a fixed order: also thread-independent.
 
@@ -43,7 +52,7 @@ cdef void sgd_core(const floating* grad, Py_ssize_t n, floating lr, floating mom
                    floating* param, floating* velocity, int n_threads) noexcept nogil:
     cdef Py_ssize_t c, size
     cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
-    if nt == 1:  # no OpenMP region at all: entering one costs ~0.2 us even with one thread
+    if nt == 1:  # no OpenMP region (measured: see bench/README.md, Python call costs)
         _sgd_range(grad, 0, n, lr, momentum, nesterov, weight_decay, grad_scale, param, velocity)
         return
     size = (n + nt - 1) // nt  # one contiguous range per thread, each a vectorised loop
@@ -92,14 +101,111 @@ cdef void adam_core(const floating* grad, Py_ssize_t n, floating lr, floating be
                     step_size, inv_sqrt_bias2, grad_scale, param, m, v)
 
 
+cdef inline void _rmsprop_range(const floating* grad, Py_ssize_t lo, Py_ssize_t hi, floating lr,
+                                floating rho, floating c, floating eps, floating weight_decay,
+                                floating momentum, floating grad_scale, floating* param,
+                                floating* sq, floating* gavg, floating* buf) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, a, r
+    for i in range(lo, hi):
+        g = grad_scale * grad[i] + weight_decay * param[i]
+        a = rho * sq[i] + c * g * g
+        sq[i] = a
+        if gavg != NULL:
+            gavg[i] = rho * gavg[i] + c * g
+            a = a - gavg[i] * gavg[i]
+        r = g / (f_sqrt(a) + eps)
+        if buf != NULL:
+            r = momentum * buf[i] + r
+            buf[i] = r
+        param[i] = param[i] - lr * r
+
+
+cdef void rmsprop_core(const floating* grad, Py_ssize_t n, floating lr, floating rho,
+                       floating eps, floating weight_decay, floating momentum,
+                       floating grad_scale, floating* param, floating* sq, floating* gavg,
+                       floating* buf, int n_threads) noexcept nogil:
+    """gavg NULL: not centered; buf NULL: no momentum."""
+    cdef Py_ssize_t c, size
+    cdef floating c1 = 1 - rho
+    cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
+    if nt == 1:
+        _rmsprop_range(grad, 0, n, lr, rho, c1, eps, weight_decay, momentum, grad_scale, param,
+                       sq, gavg, buf)
+        return
+    size = (n + nt - 1) // nt
+    for c in prange(nt, num_threads=nt, schedule="static"):
+        _rmsprop_range(grad, c * size, min(n, (c + 1) * size), lr, rho, c1, eps, weight_decay,
+                       momentum, grad_scale, param, sq, gavg, buf)
+
+
+cdef inline void _adagrad_range(const floating* grad, Py_ssize_t lo, Py_ssize_t hi, floating lr,
+                                floating eps, floating weight_decay, floating grad_scale,
+                                floating* param, floating* acc) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g
+    for i in range(lo, hi):
+        g = grad_scale * grad[i] + weight_decay * param[i]
+        acc[i] = acc[i] + g * g
+        param[i] = param[i] - lr * g / (f_sqrt(acc[i]) + eps)
+
+
+cdef void adagrad_core(const floating* grad, Py_ssize_t n, floating lr, floating eps,
+                       floating weight_decay, floating grad_scale, floating* param,
+                       floating* acc, int n_threads) noexcept nogil:
+    cdef Py_ssize_t c, size
+    cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
+    if nt == 1:
+        _adagrad_range(grad, 0, n, lr, eps, weight_decay, grad_scale, param, acc)
+        return
+    size = (n + nt - 1) // nt
+    for c in prange(nt, num_threads=nt, schedule="static"):
+        _adagrad_range(grad, c * size, min(n, (c + 1) * size), lr, eps, weight_decay,
+                       grad_scale, param, acc)
+
+
+cdef inline void _nadam_range(const floating* grad, Py_ssize_t lo, Py_ssize_t hi, floating beta1,
+                              floating beta2, floating c1, floating c2, floating eps,
+                              floating weight_decay, floating c_grad, floating c_m,
+                              floating inv_sqrt_bias2, floating grad_scale, floating* param,
+                              floating* m, floating* v) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating g, d
+    for i in range(lo, hi):
+        g = grad_scale * grad[i] + weight_decay * param[i]
+        m[i] = beta1 * m[i] + c1 * g
+        v[i] = beta2 * v[i] + c2 * g * g
+        d = f_sqrt(v[i]) * inv_sqrt_bias2 + eps
+        param[i] = param[i] - c_grad * g / d - c_m * m[i] / d
+
+
+cdef void nadam_core(const floating* grad, Py_ssize_t n, floating beta1, floating beta2,
+                     floating eps, floating weight_decay, double c_grad, double c_m, long step,
+                     floating grad_scale, floating* param, floating* m, floating* v,
+                     int n_threads) noexcept nogil:
+    cdef Py_ssize_t c, size
+    cdef floating inv_sqrt_bias2 = <floating>(1 / ((1 - (<double>beta2) ** step) ** 0.5))
+    cdef floating c1 = 1 - beta1, c2 = 1 - beta2
+    cdef int nt = work_threads(n * COST_STREAM, n, n_threads)
+    if nt == 1:
+        _nadam_range(grad, 0, n, beta1, beta2, c1, c2, eps, weight_decay, <floating>c_grad,
+                     <floating>c_m, inv_sqrt_bias2, grad_scale, param, m, v)
+        return
+    size = (n + nt - 1) // nt
+    for c in prange(nt, num_threads=nt, schedule="static"):
+        _nadam_range(grad, c * size, min(n, (c + 1) * size), beta1, beta2, c1, c2, eps,
+                     weight_decay, <floating>c_grad, <floating>c_m, inv_sqrt_bias2, grad_scale,
+                     param, m, v)
+
+
 cdef extern from *:
     """
     #define BP_SUMSQ_CHUNKS 64
     /* The body of _chunk_sum_of_squares: acc[k] += x[i + k]^2 for i = lo, lo + 8, ... while
        i + 8 <= hi; returns the i it stopped at. With GCC or Clang the eight sums are four pairs
        of doubles (vector extensions): each lane does what a scalar sum does, in the same order,
-       so the bits are the same; GCC 12 left the scalar loop unvectorised (one element a cycle:
-       the divergence guard's two sweeps were ~18% of a 32-row digits partial_fit). */
+       so the bits are the same; GCC 12 left the scalar loop unvectorised (one element a cycle;
+       measured: see bench/README.md, Loops written to vectorise). */
     #if defined(__GNUC__) || defined(__clang__)
     typedef double bp_v2d __attribute__((vector_size(16)));
     #define BP_SUMSQ8(T)                                                                        \
@@ -240,6 +346,52 @@ def adam_update(const floating[::1] grad,  # IN
         adam_core(&grad[0], param.shape[0], <floating>learning_rate, <floating>beta1,
                   <floating>beta2, <floating>eps, <floating>weight_decay, decoupled, step,
                   <floating>grad_scale, &param[0], &m[0], &v[0], n_threads)
+
+
+def rmsprop_update(const floating[::1] grad,  # IN
+                   double learning_rate, double rho, double eps, double weight_decay,
+                   double momentum, double grad_scale,
+                   floating[::1] param, floating[::1] square_avg,  # OUT
+                   floating[::1] grad_avg, floating[::1] momentum_buffer,  # OUT (None: not used)
+                   int n_threads):
+    """One RMSprop step (torch.optim.RMSprop's rule); grad_avg None: not centered,
+    momentum_buffer None: no momentum."""
+    cdef floating* gavg = NULL if grad_avg is None else &grad_avg[0]
+    cdef floating* buf = NULL if momentum_buffer is None else &momentum_buffer[0]
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        rmsprop_core(&grad[0], param.shape[0], <floating>learning_rate, <floating>rho,
+                     <floating>eps, <floating>weight_decay, <floating>momentum,
+                     <floating>grad_scale, &param[0], &square_avg[0], gavg, buf, n_threads)
+
+
+def adagrad_update(const floating[::1] grad,  # IN
+                   double learning_rate, double eps, double weight_decay, double grad_scale,
+                   floating[::1] param, floating[::1] accumulator,  # OUT
+                   int n_threads):
+    """One Adagrad step (torch.optim.Adagrad's rule, lr_decay 0)."""
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        adagrad_core(&grad[0], param.shape[0], <floating>learning_rate, <floating>eps,
+                     <floating>weight_decay, <floating>grad_scale, &param[0], &accumulator[0],
+                     n_threads)
+
+
+def nadam_update(const floating[::1] grad,  # IN
+                 double beta1, double beta2, double eps, double weight_decay, double c_grad,
+                 double c_m, long step, double grad_scale,
+                 floating[::1] param, floating[::1] m, floating[::1] v,  # OUT
+                 int n_threads):
+    """One Nadam step (torch.optim.NAdam's rule); c_grad and c_m are the step's two
+    coefficients (the file header), `step` counts from 1."""
+    if param.shape[0] == 0:
+        return
+    with nogil:
+        nadam_core(&grad[0], param.shape[0], <floating>beta1, <floating>beta2, <floating>eps,
+                   <floating>weight_decay, c_grad, c_m, step, <floating>grad_scale, &param[0],
+                   &m[0], &v[0], n_threads)
 
 
 cdef inline double _eight_sums(const double* acc) noexcept nogil:

@@ -10,7 +10,7 @@
 # bits for any thread count), like sum_of_squares in _param_update.pyx; in the step it runs on
 # one thread (it follows BLAS's products), so its cost is that of its loops, which are written
 # to vectorise: a sum in lanes of the dtype, then a plain axpy-like sweep for the gradient
-# (bench/README.md, issue 15: 121 us -> 46 us on the mnist network's 235k float32 weights).
+# (measured: see bench/README.md, Loops written to vectorise).
 
 from cython.parallel cimport prange
 
@@ -33,7 +33,8 @@ cdef inline double _chunk_sum(const floating* W, Py_ssize_t lo, Py_ssize_t hi,
     # sum |W_k| (absolute) or sum W_k^2 over W[lo:hi]. Eight lanes (element i into lane i % 8)
     # each sum runs of eight terms in the dtype, and the runs go into eight sums in double,
     # added in a fixed order. Lanes of one type vectorise; a float32 term carried to double
-    # costs a scalar conversion each (the pass then ran 3.4x slower), and a run of eight float32
+    # costs a scalar conversion each (the pass then ran slower; measured: see bench/README.md,
+    # Loops written to vectorise), and a run of eight float32
     # terms rounds at about 5e-7 relative, the float32 loss's own level.
     cdef double acc[8]
     cdef floating run[8]
@@ -60,8 +61,8 @@ cdef inline void _grad_range(const floating* W, Py_ssize_t lo, Py_ssize_t hi, fl
                              floating two_l2, floating* grad_W) noexcept nogil:
     # Plain loops the compiler vectorises: l2 alone, the common case, is an axpy; with l1 the
     # sign is two selects. Written as l1 ((w > 0) - (w < 0)) in one loop for both (int
-    # arithmetic, then a conversion), nothing vectorised: 63 us on 235k float32 weights, where
-    # NumPy's g += c * W takes 18.
+    # arithmetic, then a conversion), nothing vectorised and NumPy's g += c * W was faster
+    # (measured: see bench/README.md, Loops written to vectorise).
     cdef Py_ssize_t i
     cdef floating w
     if l1 == 0:

@@ -21,7 +21,8 @@ KERNELS = [name for name in K.__all__ if callable(getattr(K, name)) and name != 
 
 def test_kernel_list():
     assert set(KERNELS) == {"dense_forward", "output_delta", "hidden_delta", "gradients",
-                            "loss_value", "sgd_update", "adam_update", "sum_of_squares"}
+                            "loss_value", "sgd_update", "adam_update", "rmsprop_update",
+                            "adagrad_update", "nadam_update", "sum_of_squares"}
 
 
 @pytest.mark.parametrize("name", KERNELS)

@@ -26,7 +26,7 @@ def model_of(dtype, seed=0):
 
 
 OPTIMIZERS = {
-    "adam": lambda: bp.Adam(0.01, clip_norm=1.0),
+    "adam": lambda: bp.Adam(0.01, global_clipnorm=1.0),
     "sgd": lambda: bp.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "adamw": lambda: bp.AdamW(0.01),
 }

@@ -61,9 +61,9 @@ def test_dense_defaults():
     assert (layer.units, layer.activation, layer.use_bias, layer.alpha) == (3, "identity", True, 0.01)
     assert layer.input_dim is None and not layer.built and layer.n_params is None
     with pytest.raises(ValueError, match=r"not built yet.*input_dim"):
-        layer.W
+        _ = layer.W
     with pytest.raises(ValueError, match=r"not built yet"):
-        layer.b
+        _ = layer.b
 
 
 @pytest.mark.parametrize("activation, initializer", [
@@ -616,7 +616,8 @@ def test_binary_cross_entropy_targets_are_checked():
                                          r"Received: 1\.5 at row 2, column 1"):
         model.fit(np.zeros((4, 3)), y, verbose=0)
     with pytest.raises(ValueError, match=r"loss 'cross_entropy' needs an output activation in "
-                                         r"\('softmax'\)\. Received: output activation 'sigmoid'"):
+                                         r"\('softmax', 'identity'\)\. Received: output "
+                                         r"activation 'sigmoid'"):
         model.evaluate(np.zeros((4, 3)), np.zeros(4, int), loss="cross_entropy")
     np.testing.assert_array_equal(model.get_flat_params(), params)
     assert model.loss is None and model.optimizer is None

@@ -82,7 +82,7 @@ CASES = {
     "sgd momentum weight decay": (lambda: bp.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
                                   lambda: TorchSGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
     "adam": (lambda: bp.Adam(), lambda: TorchAdam()),
-    "adam custom": (lambda: bp.Adam(0.01, beta1=0.8, beta2=0.99, eps=1e-6),
+    "adam custom": (lambda: bp.Adam(0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-6),
                     lambda: TorchAdam(0.01, betas=(0.8, 0.99), eps=1e-6)),
     "adam l2": (lambda: bp.Adam(0.01, weight_decay=0.1), lambda: TorchAdam(0.01, weight_decay=0.1)),
     "adamw": (lambda: bp.AdamW(0.01, weight_decay=0.1), lambda: TorchAdam(0.01, weight_decay=0.1, decoupled=True)),
@@ -106,7 +106,7 @@ def test_apply_follows_the_published_rule(name, clip_norm, dtype):
     make_bp, make_torch = CASES[name]
     opt = make_bp()
     if clip_norm is not None:
-        opt = type(opt)(**{**opt.get_config(), "clip_norm": clip_norm})
+        opt = type(opt)(**{**opt.get_config(), "global_clipnorm": clip_norm})
     rule = make_torch()
     rng = np.random.default_rng(1)
     p_ref = rng.standard_normal(50)
@@ -136,7 +136,7 @@ def test_apply_follows_the_published_rule(name, clip_norm, dtype):
 def test_model_step_follows_the_published_rule(name, dtype):
     # the same rules through the model: backward fills the flat gradient, step applies it
     make_bp, make_torch = CASES[name]
-    opt = type(make_bp())(**{**make_bp().get_config(), "clip_norm": 0.5})
+    opt = type(make_bp())(**{**make_bp().get_config(), "global_clipnorm": 0.5})
     rule = make_torch()
     model = bp.Sequential([bp.Dense(5, activation="tanh"), bp.Dense(2, activation="softmax")],
                           dtype=dtype, seed=0).build(3)
@@ -172,7 +172,7 @@ def test_nesterov_and_heavy_ball_differ_from_plain_sgd():
 
 def test_state_dict_round_trip_continues_identically():
     grads = _gradients(20, 6)
-    a, b = bp.Adam(0.01, clip_norm=1.0), bp.Adam(0.01, clip_norm=1.0)
+    a, b = bp.Adam(0.01, global_clipnorm=1.0), bp.Adam(0.01, global_clipnorm=1.0)
     pa = np.linspace(-1, 1, 20)
     for g in grads[:3]:
         a.apply(pa, g)
@@ -195,9 +195,12 @@ def test_names_defaults_and_repr():
     assert bp.optimizers.get(opt) is opt
     assert bp.AdamW().weight_decay == 0.01 and bp.Adam().weight_decay == 0.0  # torch's defaults
     assert repr(bp.SGD(0.1, momentum=0.9)) == ("SGD(learning_rate=0.1, momentum=0.9, nesterov=False, "
-                                               "weight_decay=0.0, clip_norm=None)")
-    assert repr(bp.AdamW(clip_norm=2)) == ("AdamW(learning_rate=0.001, beta1=0.9, beta2=0.999, eps=1e-08, "
-                                           "weight_decay=0.01, clip_norm=2.0)")
+                                               "weight_decay=0.0, global_clipnorm=None)")
+    assert repr(bp.AdamW(global_clipnorm=2)) == (
+        "AdamW(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-08, weight_decay=0.01, "
+        "global_clipnorm=2.0)")
+    for name, cls in [("rmsprop", bp.RMSprop), ("Adagrad", bp.Adagrad), ("nadam", bp.Nadam)]:
+        assert type(bp.optimizers.get(name)) is cls
 
 
 @pytest.mark.parametrize("make, exc, match", [
@@ -209,12 +212,12 @@ def test_names_defaults_and_repr():
     (lambda: bp.SGD(0.1, momentum=-0.5), ValueError, r"Received: momentum=-0\.5"),
     (lambda: bp.SGD(0.1, nesterov=True), ValueError, r"nesterov=True needs a momentum > 0\. Received: momentum=0"),
     (lambda: bp.SGD(0.1, weight_decay=-1), ValueError, r"weight_decay must be a finite number in \[0\.0, inf\)"),
-    (lambda: bp.SGD(0.1, clip_norm=0), ValueError, r"clip_norm must be a finite number in \(0\.0, inf\)\. Received: clip_norm=0"),
-    (lambda: bp.Adam(beta1=1.0), ValueError, r"beta1 must be a finite number in \[0\.0, 1\.0\)\. Received: beta1=1\.0"),
-    (lambda: bp.Adam(beta2=-0.1), ValueError, r"Received: beta2=-0\.1"),
-    (lambda: bp.Adam(eps=0), ValueError, r"eps must be a finite number in \(0\.0, inf\)\. Received: eps=0"),
+    (lambda: bp.SGD(0.1, global_clipnorm=0), ValueError, r"global_clipnorm must be a finite number in \(0\.0, inf\)\. Received: global_clipnorm=0"),
+    (lambda: bp.Adam(beta_1=1.0), ValueError, r"beta_1 must be a finite number in \[0\.0, 1\.0\)\. Received: beta_1=1\.0"),
+    (lambda: bp.Adam(beta_2=-0.1), ValueError, r"Received: beta_2=-0\.1"),
+    (lambda: bp.Adam(epsilon=0), ValueError, r"epsilon must be a finite number in \(0\.0, inf\)\. Received: epsilon=0"),
     (lambda: bp.AdamW(weight_decay=float("nan")), ValueError, r"Received: weight_decay=nan"),
-    (lambda: bp.optimizers.get("rmsprop"), ValueError, r"Unknown optimizer 'rmsprop'\. Valid values: 'sgd', 'adam', 'adamw'"),
+    (lambda: bp.optimizers.get("lbfgs"), ValueError, r"Unknown optimizer 'lbfgs'\. Valid values: 'sgd', 'adam', 'adamw', 'rmsprop', 'adagrad', 'nadam' or a bp\.Optimizer\. Received: optimizer='lbfgs'"),
     (lambda: bp.optimizers.get(bp.SGD), TypeError, r"optimizer must be a bp\.Optimizer .* Received: type"),
     (lambda: bp.StepDecay(0, step_size=1), ValueError, r"initial must be a finite number in \(0\.0, inf\)\. Received: initial=0"),
     (lambda: bp.StepDecay(0.1, step_size=0), ValueError, r"step_size must be a positive integer\. Received: step_size=0"),
@@ -320,7 +323,7 @@ class HeavyBall(bp.Optimizer):
     _state_names = ("velocity",)
 
     def __init__(self, learning_rate, beta=0.5, clip_norm=None, explode_at=None):
-        super().__init__(learning_rate, clip_norm=clip_norm)
+        super().__init__(learning_rate, global_clipnorm=clip_norm)
         self.beta, self.explode_at = beta, explode_at
 
     def _update(self, params, grads, lr, grad_scale, n_threads):

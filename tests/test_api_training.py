@@ -429,7 +429,7 @@ def test_zero_grad_backward_step_equals_one_big_step(dtype, loss, out_act, targe
     w = rng.uniform(0, 2, 15)
     micro, big = mlp(dtype=dtype, out_act=out_act), mlp(dtype=dtype, out_act=out_act)
     opt_micro, opt_big = bp.SGD(0.1, momentum=0.9), bp.SGD(0.1, momentum=0.9)
-    for step in range(3):
+    for _ in range(3):
         expected = flat_grads(big.gradients(X, y, loss=loss, sample_weight=w))
         micro.zero_grad()  # a no-op the first time, before backward builds the model
         total = 0.0
@@ -510,9 +510,13 @@ def test_fit_with_sample_weight_takes_the_weighted_step():
 
 # Every loss with every output activation it accepts; the hidden layers cycle through the rest.
 PAIRS = ([("mse", tau) for tau in bp.kernels.ACTIVATIONS]
-         + [("binary_cross_entropy", "sigmoid"), ("cross_entropy", "softmax")])
+         + [("binary_cross_entropy", "sigmoid"), ("cross_entropy", "softmax"),
+            ("cross_entropy", "identity"), ("mae", "tanh"), ("huber", "identity"),
+            ("poisson", "exponential")])
 HIDDEN = {"identity": "gelu", "sigmoid": "leaky_relu", "tanh": "relu", "relu": "tanh",
-          "leaky_relu": "sigmoid", "gelu": "identity", "softmax": "tanh"}
+          "leaky_relu": "sigmoid", "gelu": "identity", "softmax": "tanh", "elu": "silu",
+          "selu": "mish", "silu": "softplus", "softplus": "hard_sigmoid", "mish": "elu",
+          "hard_sigmoid": "selu", "exponential": "selu"}
 
 
 KINKED = ("relu", "leaky_relu")  # sigma' jumps at 0
@@ -527,6 +531,8 @@ def _pair_case(loss, tau, soft_targets=False):
         y = rng.dirichlet(np.ones(m), n) if soft_targets else rng.integers(0, m, n)
     elif loss == "binary_cross_entropy":
         y = rng.uniform(0, 1, (n, m))
+    elif loss == "poisson":
+        y = rng.poisson(1.5, (n, m)).astype(float)
     else:
         y = rng.standard_normal((n, m))
     hidden = (HIDDEN[tau], "tanh")

@@ -46,8 +46,9 @@ def forward(x=None, W=None, b=None, activation="tanh", alpha=0.01, z_in=None, z_
     b = arr((N_OUT,)) if b is None else b
     z_in = sentinel((N, N_OUT)) if z_in is None else z_in
     z_out = sentinel((N, N_OUT)) if z_out is None else z_out
-    call = lambda: K.dense_forward(x, W, b, activation, alpha, z_in=z_in, z_out=z_out,
-                                   n_threads=n_threads)
+    def call():
+        return K.dense_forward(x, W, b, activation, alpha, z_in=z_in, z_out=z_out,
+                                       n_threads=n_threads)
     return call, [x, W, b, z_in, z_out]
 
 
@@ -57,8 +58,9 @@ def out_delta(f_in=None, f_out=None, y=None, loss="mse", tau="sigmoid", alpha=0.
     f_out = arr((N, 3)) if f_out is None else f_out
     y = arr((N, 3)) if y is None else y
     out = sentinel((N, 3)) if out is None else out
-    call = lambda: K.output_delta(f_in, f_out, y, loss, tau, alpha, sample_weight, scale, out=out,
-                                  n_threads=n_threads)
+    def call():
+        return K.output_delta(f_in, f_out, y, loss, tau, alpha, sample_weight, scale, out=out,
+                                      n_threads=n_threads)
     return call, [f_in, f_out, y, out] + ([] if sample_weight is None else [sample_weight])
 
 
@@ -72,7 +74,8 @@ def hid_delta(delta_next=None, W_next=None, z_in=None, z_out=None, activation="g
     z_in = arr((N, 5)) if z_in is None else None if z_in is MISSING else z_in
     z_out = arr((N, 5)) if z_out is None else z_out
     out = sentinel((N, 5)) if out is None else out
-    call = lambda: K.hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha, out=out)
+    def call():
+        return K.hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha, out=out)
     return call, [delta_next, W_next, out] + [a for a in (z_in, z_out) if isinstance(a, np.ndarray)]
 
 
@@ -81,7 +84,8 @@ def grads(x=None, delta=None, beta=0.0, grad_W=None, grad_b=None, use_bias=True,
     delta = arr((N, N_OUT)) if delta is None else delta
     grad_W = sentinel((N_IN, N_OUT)) if grad_W is None and "grad_W" not in missing else grad_W
     grad_b = sentinel((N_OUT,)) if grad_b is None and "grad_b" not in missing else grad_b
-    call = lambda: K.gradients(x, delta, beta, grad_W, grad_b, use_bias)
+    def call():
+        return K.gradients(x, delta, beta, grad_W, grad_b, use_bias)
     return call, [a for a in (x, delta, grad_W, grad_b) if a is not None]
 
 
@@ -91,7 +95,8 @@ def loss(f_in=None, f_out=None, y=None, name="mse", sample_weight=None, scale=No
     f_out = arr((N, 3)) if f_out is None else f_out
     y = arr((N, 3)) if y is None else y
     per_sample = sentinel((N,)) if per_sample is None else per_sample
-    call = lambda: K.loss_value(f_in, f_out, y, name, sample_weight, scale, per_sample=per_sample)
+    def call():
+        return K.loss_value(f_in, f_out, y, name, sample_weight, scale, per_sample=per_sample)
     return call, [f_in, f_out, y, per_sample]
 
 
@@ -102,7 +107,8 @@ def sgd(param=None, grad=None, velocity=None, **kw):
     kw.setdefault("momentum", 0.9)
     if isinstance(velocity, str):  # "none": no velocity passed
         velocity = None
-    call = lambda: K.sgd_update(param, grad, velocity, **kw)
+    def call():
+        return K.sgd_update(param, grad, velocity, **kw)
     return call, [a for a in (param, grad, velocity) if isinstance(a, np.ndarray)]
 
 
@@ -111,7 +117,8 @@ def adam(param=None, grad=None, m=None, v=None, step=3, **kw):
     grad = arr((3, 2)) if grad is None else grad
     m = sentinel((3, 2)) if m is None else m
     v = arr((3, 2), fill=0.5) if v is None else v
-    call = lambda: K.adam_update(param, grad, m, v, step, **kw)
+    def call():
+        return K.adam_update(param, grad, m, v, step, **kw)
     return call, [a for a in (param, grad, m, v) if isinstance(a, np.ndarray)]
 
 
@@ -185,8 +192,8 @@ CASES = {
         e("z_out must be a numpy.ndarray. Received: list")),
     # ---- names and scalars
     "forward: unknown activation": (
-        lambda: forward(activation="swish"), ValueError,
-        e("Unknown activation 'swish'. Valid values: ") + VALID_ACTS),
+        lambda: forward(activation="swishy"), ValueError,
+        e("Unknown activation 'swishy'. Valid values: ") + VALID_ACTS),
     "forward: alpha < 0": (
         lambda: forward(activation="leaky_relu", alpha=-0.1), ValueError,
         e("alpha must be a finite number in [0.0, inf). Received: alpha=-0.1")),
@@ -207,7 +214,7 @@ CASES = {
     # ---- output_delta
     "output_delta: invalid pair": (
         lambda: out_delta(loss="cross_entropy", tau="sigmoid"), ValueError,
-        e("loss 'cross_entropy' needs an output activation in ('softmax'). Received: output "
+        e("loss 'cross_entropy' needs an output activation in ('softmax', 'identity'). Received: output "
           "activation 'sigmoid'")),
     "output_delta: binary cross-entropy after identity": (
         lambda: out_delta(loss="binary_cross_entropy", tau="identity"), ValueError,
@@ -215,7 +222,7 @@ CASES = {
           "output activation 'identity'")),
     "output_delta: unknown loss": (
         lambda: out_delta(loss="hinge"), ValueError,
-        e("Unknown loss 'hinge'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy'")),
+        e("Unknown loss 'hinge'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy', 'mae', 'huber', 'poisson'")),
     "output_delta: unknown output activation": (
         lambda: out_delta(tau="Sigmoid"), ValueError,
         e("Unknown output activation 'Sigmoid'. Valid values: ") + VALID_ACTS),
@@ -302,7 +309,7 @@ CASES = {
     # ---- loss_value
     "loss_value: unknown loss": (
         lambda: loss(name="MSE"), ValueError,
-        e("Unknown loss 'MSE'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy'")),
+        e("Unknown loss 'MSE'. Valid values: 'mse', 'binary_cross_entropy', 'cross_entropy', 'mae', 'huber', 'poisson'")),
     "loss_value: per_sample of the wrong shape": (
         lambda: loss(per_sample=sentinel((N, 1))), ValueError,
         e("per_sample must have shape (4,). Received: per_sample with shape (4, 1)")),

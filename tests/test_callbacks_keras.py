@@ -37,7 +37,7 @@ def chunks(monkeypatch):
 
 def test_epoch_callbacks_keep_the_whole_epoch_compiled(tmp_path, chunks):
     cbs = [bp.ModelCheckpoint(tmp_path / "m.npz"), bp.ReduceLROnPlateau(patience=1),
-           bp.CSVLogger(tmp_path / "log.csv"), bp.LambdaCallback(on_epoch_end=lambda e, l: None)]
+           bp.CSVLogger(tmp_path / "log.csv"), bp.LambdaCallback(on_epoch_end=lambda epoch, logs: None)]
     _fit(classifier(trained=False), cbs)
     assert chunks == [5, 5, 5]
 

@@ -107,8 +107,9 @@ BAD_OPTIONS = {
     "layers": (["--layers", "128,x"], r"argument --layers: expected comma-separated positive integers like 128,64"),
     "layers zero": (["--layers", "128,0"], r"argument --layers: expected comma-separated positive "
                                            r"integers like 128,64, received '128,0'"),
-    "optimizer": (["digits", "--optimizer", "rmsprop"],
-                  r"argument --optimizer: invalid choice: 'rmsprop' \(choose from '?adam'?, '?adamw'?, '?sgd'?\)"),
+    "optimizer": (["digits", "--optimizer", "lbfgs"],
+                  r"argument --optimizer: invalid choice: 'lbfgs' \(choose from '?adagrad'?, '?adam'?, "
+                  r"'?adamw'?, '?nadam'?, '?rmsprop'?, '?sgd'?\)"),
     "threads 0": (["--threads", "0", "xor"],
                   r"argument --threads: expected a nonzero integer \(-1 for all cores\), received 0"),
     "threads word": (["--threads", "many"],

@@ -52,3 +52,21 @@ def test_show_config_prints_the_build_info(capsys):
     # and without a file, to stdout
     bp.show_config()
     assert capsys.readouterr().out == text
+
+
+def test_kernel_paths_name_the_body_this_cpu_runs(monkeypatch):
+    import bpcore
+    from bpcore import _cpu
+
+    info = _config.build_info()
+    rows = info["kernel_paths"]["activation rows (tanh, softmax's exp)"]
+    assert rows == _cpu.activation_rows_path()
+    if "default clone" in rows or "x86-64-v3 clone" in rows:  # GCC on x86-64 Linux
+        assert ("x86-64-v3 clone" in rows) is _cpu.x86_64_v3() is info["cpu_x86_64_v3"]
+    # a module with bodies of its own registers them, and show_config prints every entry
+    monkeypatch.setitem(bpcore.KERNEL_PATHS, "test kernel", "test path")
+    buffer = io.StringIO()
+    bp.show_config(file=buffer)
+    paths = re.findall(r"^  kernel path +: (.*)$", buffer.getvalue(), re.M)
+    assert "test kernel: test path" in paths
+    assert len(paths) == len(bpcore.KERNEL_PATHS)

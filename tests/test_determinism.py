@@ -32,7 +32,7 @@ def _model(seed, dtype):
 
 
 OPTIMIZERS = {"sgd": lambda: bp.SGD(0.05, momentum=0.9, nesterov=True),
-              "adam": lambda: bp.Adam(1e-2), "adamw": lambda: bp.AdamW(1e-2, clip_norm=0.5)}
+              "adam": lambda: bp.Adam(1e-2), "adamw": lambda: bp.AdamW(1e-2, global_clipnorm=0.5)}
 
 
 def _train(seed, dtype, optimizer):

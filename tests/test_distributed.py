@@ -142,7 +142,8 @@ def test_shard_rows_of_a_memmap_is_a_view_that_reads_nothing_else(tmp_path):
     part = distributed.shard_rows(X_disk, FakeComm(1, 3))  # rows 5..8 of 13 over 3 ranks
     # a memmap view over the file: nothing is read until these rows are touched, and only they
     assert isinstance(part, np.memmap) and np.shares_memory(part, X_disk)
-    address = lambda a: a.__array_interface__["data"][0]
+    def address(a):
+        return a.__array_interface__["data"][0]
     assert address(part) - address(X_disk) == 5 * 3 * X.itemsize and part.shape == (4, 3)
     np.testing.assert_array_equal(part, X[5:9])
 

@@ -44,7 +44,7 @@ def test_the_last_pass_workspace_is_never_handed_out_again(compiled):
         model.gradients(X, y)
         passes = model._passes
         last_ws = passes.last[0]
-        pooled = [ws for pairs in passes._free.values() for _, ws in pairs]
+        pooled = [ws for _, ws in passes._free]  # the private pool: (engine, workspace) pairs
         assert all(ws is not last_ws for ws in pooled)
         expected = [d.copy() for d in model.error_signals]
         model.gradients(*_data(6, seed + 10))  # a later pass must not write into last_ws

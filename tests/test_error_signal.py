@@ -24,7 +24,10 @@ INVALID_PAIRS = [(loss, tau) for loss in K.LOSSES for tau in K.ACTIVATIONS
 
 def test_pairs():
     assert ("cross_entropy", "softmax") in PAIRS and ("binary_cross_entropy", "sigmoid") in PAIRS
-    assert len(PAIRS) == len(K.ACTIVATIONS) + 2
+    # mse, mae and huber go through any tau; the cross-entropies and poisson have their own
+    # (cross-entropy also the identity: from the logits)
+    assert len(PAIRS) == 3 * len(K.ACTIVATIONS) + 4
+    assert ("cross_entropy", "identity") in PAIRS and ("poisson", "exponential") in PAIRS
     assert ("cross_entropy", "sigmoid") in INVALID_PAIRS
 
 
@@ -34,6 +37,8 @@ def targets(rng, loss, n, m, dtype):
         return rng.dirichlet(np.ones(m), n).astype(dtype)
     if loss == "binary_cross_entropy":
         return rng.uniform(0, 1, (n, m)).astype(dtype)
+    if loss == "poisson":
+        return rng.poisson(1.5, (n, m)).astype(dtype)
     return rng.standard_normal((n, m)).astype(dtype)
 
 

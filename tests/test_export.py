@@ -19,6 +19,9 @@ onnx = pytest.importorskip("onnx", reason='bp.to_onnx needs onnx: pip install "b
 ort = pytest.importorskip("onnxruntime", reason="the exported graphs run in onnxruntime")
 
 ACTIVATIONS = list(bp.layers.ACTIVATIONS)
+# exponential in both hidden layers overflows to inf on these weights (and then inf * 0 = NaN
+# where the two sides need not agree): it is tested as the output tau
+HIDDEN_ACTIVATIONS = [a for a in ACTIVATIONS if a != "exponential"]
 N_IN, HIDDEN = 5, (8, 6)
 
 
@@ -83,7 +86,7 @@ def test_onnx_of_every_layer_matches_predict(dtype, rng):
 
 
 @pytest.mark.parametrize("tau", ACTIVATIONS)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_onnx_matches_predict(activation, tau, dtype, rng):
     model = make_model(activation, tau, dtype)
     proto = bp.to_onnx(model)
@@ -249,8 +252,19 @@ def test_onnx_sklearn_unfitted():
 # ---- PyTorch: bp -> torch -> bp ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tau", ACTIVATIONS)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_to_torch_exponential(torch, dtype, rng):
+    # torch has no exponential module: to_torch writes a small one, from_torch does not read it
+    model = make_model("tanh", "exponential", dtype)
+    X = rng.normal(0, 2, (33, N_IN)).astype(dtype)
+    with torch.inference_mode():
+        got = model.to_torch()(torch.from_numpy(X)).numpy()
+    assert_close(got, model.predict(X), dtype, k=max(HIDDEN))
+    with pytest.raises(ValueError, match="has no bp equivalent"):
+        bp.Sequential.from_torch(model.to_torch())
+
+
+@pytest.mark.parametrize("tau", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_torch_round_trip_is_exact(torch, activation, tau, dtype, rng):
     model = make_model(activation, tau, dtype)
     module = model.to_torch()

@@ -252,7 +252,7 @@ def test_input_and_identity_names():
 
 
 @pytest.mark.parametrize("make, exc, match", [
-    (lambda: bp.Activation("swish"), ValueError, r"Unknown activation 'swish'. Valid values"),
+    (lambda: bp.Activation("swishy"), ValueError, r"Unknown activation 'swishy'. Valid values"),
     (lambda: bp.Activation(3), TypeError, r"Received: activation=3"),
     (lambda: bp.LayerNormalization(epsilon=0), ValueError, r"positive.*Received: epsilon=0"),
     (lambda: bp.LayerNormalization(center=1), TypeError, r"Received: center=1"),

@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BP = ROOT / "bp"
+import bp
+import bpcore
+
+# The sources of the bp that is imported: the checkout's, or the installed package's when CI
+# tests a wheel from outside the source tree (the wheel ships the .py, .pyx and .pxd files).
+BP = Path(bp.__file__).resolve().parent
+BPCORE = Path(bpcore.__file__).resolve().parent
 MODULES = sorted(p.stem for p in BP.glob("*.py"))
 
 
@@ -70,7 +75,7 @@ def test_the_leaf_utilities_import_no_other_part_of_bp():
 def test_bpcore_imports_nothing_from_bp():
     # the kernels and the engine take arrays, scalars and kind codes (like scikit-learn's
     # _sgd_fast.pyx, which never imports the estimator)
-    for path in sorted((ROOT / "bpcore").glob("*.p[yx]*")):
+    for path in sorted(BPCORE.glob("*.p[yx]*")):
         text = path.read_text()
         for line in text.splitlines():
             words = line.split()

@@ -65,7 +65,7 @@ def _same_history(h, g):
 OPTIMIZERS = {
     "sgd": lambda: bp.SGD(0.05),
     "momentum": lambda: bp.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam_clip": lambda: bp.Adam(0.01, clip_norm=0.5),
+    "adam_clip": lambda: bp.Adam(0.01, global_clipnorm=0.5),
     "schedule": lambda: bp.SGD(bp.schedules.StepDecay(0.1, step_size=1, gamma=0.5)),
 }
 

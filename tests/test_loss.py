@@ -13,7 +13,8 @@ from .conftest import LAYOUTS, assert_close, layouts
 from .test_error_signal import PAIRS, targets
 
 BATCHES = (1, 7, 33, 300)
-NATURAL = {"mse": "identity", "binary_cross_entropy": "sigmoid", "cross_entropy": "softmax"}
+NATURAL = {"mse": "identity", "binary_cross_entropy": "sigmoid", "cross_entropy": "softmax",
+           "mae": "identity", "huber": "identity", "poisson": "exponential"}
 
 
 def _batch(rng, dtype, loss, n, m, tau=None):
@@ -59,6 +60,13 @@ def test_default_scale_is_pytorch_mean(rng, loss):
     elif loss == "binary_cross_entropy":
         p = 1 / (1 + np.exp(-f_in))
         torch_mean = np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    elif loss == "mae":
+        torch_mean = np.mean(np.abs(f_out - y))
+    elif loss == "huber":
+        d = np.abs(f_out - y)
+        torch_mean = np.mean(np.where(d < 1, 0.5 * d * d, d - 0.5))
+    elif loss == "poisson":
+        torch_mean = np.mean(np.exp(f_in) - y * f_in)
     else:
         log_softmax = f_in - np.log(np.exp(f_in).sum(axis=1, keepdims=True))
         torch_mean = np.mean(-(y * log_softmax).sum(axis=1))

@@ -16,7 +16,7 @@ TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1
 OPTIMIZERS = {
     "sgd": lambda: bp.SGD(0.1),
     "momentum": lambda: bp.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam": lambda: bp.Adam(1e-2, clip_norm=0.5),
+    "adam": lambda: bp.Adam(1e-2, global_clipnorm=0.5),
     "adamw": lambda: bp.AdamW(1e-2, weight_decay=0.1),
 }
 

@@ -41,7 +41,10 @@ def small_blocks(monkeypatch):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("rows", [1, 2, 8, 9, 61])
 def test_predict_matches_the_reference_across_blocks(small_blocks, activation, rows, dtype, rng):
-    model = make_model(dtype, activation, tau=activation)
+    # exponential as the output only: through every layer it reaches e^80 and beyond, where the
+    # float32 rounding of each z_in is amplified 80-fold
+    hidden = "tanh" if activation == "exponential" else activation
+    model = make_model(dtype, hidden, tau=activation)
     X = rng.normal(0, 2, (rows, 6))
     assert_close(model.predict(X), reference(model, X), dtype, k=9)
 

@@ -68,7 +68,7 @@ def check_bar_text(text, history, accumulate):
         last = [b for b in bars if int(b[0]) == epoch + 1][-1]
         assert last[2] == "=" * 30 and (int(last[3]), int(last[4])) == (n_batches, n_batches)
         assert last[5] == loss
-    for e, total, bar, done, of, _ in bars:
+    for _e, total, bar, done, of, _ in bars:
         done, of = int(done), int(of)
         assert int(total) == EPOCHS and of == n_batches and 0 < done <= n_batches
         assert done % accumulate == 0 or done == n_batches  # whole steps of `accumulate` batches

@@ -82,7 +82,7 @@ def test_gradients_and_evaluate_include_the_penalty():
     X, y = data(16)
     plain, reg = _model(), _model(bp.l2(0.05), bp.l1_l2(0.01, 0.02))
     g_plain, g_reg = plain.gradients(X, y), reg.gradients(X, y)
-    for L, (gW, gb), (gW0, gb0) in zip(reg.layers, g_reg, g_plain):
+    for L, (gW, _gb), (gW0, _gb0) in zip(reg.layers, g_reg, g_plain):
         np.testing.assert_allclose(gW, gW0 + L.kernel_regularizer.gradient(L.W), rtol=1e-12,
                                    atol=1e-14)
     np.testing.assert_allclose(g_reg[0][1], g_plain[0][1] + bp.l1_l2(0.01, 0.02).gradient(

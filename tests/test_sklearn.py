@@ -86,7 +86,7 @@ def test_partial_fit_stream_learns_and_needs_classes_first():
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         clf.partial_fit(X[:10], y[:10])
     losses = []
-    for epoch in range(20):
+    for _ in range(20):
         for chunk in np.array_split(np.arange(len(y)), 5):
             clf.partial_fit(X[chunk], y[chunk], classes=np.unique(y))
         losses.append(clf.loss_)
@@ -217,7 +217,7 @@ def _worker_threads():
 def test_joblib_workers_hold_bp_to_their_share_of_the_cores():
     # loky sets OMP_NUM_THREADS to cpu_count // n_jobs in its workers, and bp's thread count
     # (which n_threads=None uses for its kernels and BLAS) honours it: no oversubscription
-    from joblib import Parallel, delayed, cpu_count
+    from joblib import Parallel, cpu_count, delayed
     counts = Parallel(n_jobs=2, backend="loky")(delayed(_worker_threads)() for _ in range(2))
     assert all(c <= max(1, cpu_count() // 2) for c in counts)
 

@@ -89,7 +89,8 @@ def test_concurrent_first_predict_builds_once():
     for trial in range(5):
         model = big_model(seed=trial)
         results = [None] * 6
-        run_threads(6, lambda i: results.__setitem__(i, model.predict(X)))
+        run_threads(6, lambda i, model=model, results=results:
+                    results.__setitem__(i, model.predict(X)))
         final = model.predict(X)
         assert all(r.tobytes() == final.tobytes() for r in results)
         assert all(np.shares_memory(L.W, model._params) for L in model.layers)

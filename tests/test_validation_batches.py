@@ -222,6 +222,19 @@ def test_data_parallel_fit_refuses_validation_in_parts(monkeypatch, tmp_path):
 
     monkeypatch.setattr(_mpi, "check_world", lambda comm=None: None)
     monkeypatch.setattr(_mpi, "rank_threads", lambda comm: None)
+    monkeypatch.setattr(_mpi, "check_comm", lambda comm: comm)  # (a fake, not an MPI.Comm)
+
+    class Alone:  # the ranks' agreement, for one process: nothing to exchange
+        def __init__(self, comm):
+            pass
+
+        def check(self, settings):
+            pass
+
+        def fail(self, exc):
+            pass
+
+    monkeypatch.setattr(_mpi, "Agreement", Alone)
     np.save(tmp_path / "XV.npy", XV.astype(np.float32))
     XVm = np.load(tmp_path / "XV.npy", mmap_mode="r")
     m = _model()
