@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from ._validation import as_dtype
-from .layers import (Activation, BatchNormalization, Dense, Dropout, LayerNormalization,
-                     Residual as _BpResidual)
+from .layers import Activation, BatchNormalization, Dense, Dropout, LayerNormalization
+from .layers import Residual as _BpResidual
 
 _RESIDUAL = []  # the torch Residual class, made once torch is imported
 
