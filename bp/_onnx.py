@@ -5,6 +5,18 @@ Each Dense layer becomes one product and its activation, in the order the forwar
     z_in  = Gemm(z_out_prev, W, b)      (MatMul without a bias; W stays (n_in, n_out): no transpose)
     z_out = sigma(z_in)                 (the nodes below, one formula per activation)
 
+and the other layers their inference forms:
+
+    Activation          sigma(z), the nodes below
+    Dropout             nothing (the identity in inference)
+    LayerNormalization  mu = z @ (1/m), d = z - mu, var = (d * d) @ (1/m),
+                        z_out = d / sqrt(var + eps) * gamma + beta    (the row means as MatMul by a
+                        constant column: the same graph in every opset from 14 on, float32 and
+                        float64; ONNX's LayerNormalization op needs opset 17)
+    BatchNormalization  z_out = z * s + t, s = gamma / sqrt(running_var + eps),
+                        t = beta - running_mean * s  (the running statistics folded into constants)
+    Residual            Add(block(z), z)
+
     identity    z                               sigmoid   Sigmoid(z)        tanh   Tanh(z)
     relu        Relu(z)                         softmax   Softmax(z, axis=-1): row-wise
     leaky_relu  Where(z > 0, z, alpha * z)      (bp's formula; ONNX Runtime has no float64
@@ -35,7 +47,7 @@ import numpy as np
 
 from . import _reference
 from ._config import __version__
-from ._ops import refuse_beyond_dense
+from ._ops import output_width
 
 DEFAULT_OPSET = 17  # ONNX Runtime runs it from 1.14 on
 MIN_OPSET = 14  # Relu on float64 (14); Softmax over the last axis alone (13)
@@ -64,7 +76,7 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, *,
     Parameters
     ----------
     model : Sequential or MLPClassifier or MLPRegressor
-        A built ``bp.Sequential`` of Dense layers, or a fitted scikit-learn MLPClassifier /
+        A built ``bp.Sequential`` (any of bp's layers), or a fitted scikit-learn MLPClassifier /
         MLPRegressor (or any estimator with their attributes, such as bp.sklearn's).
     path : str or path-like, optional
         Also write the model there (its directory must exist).
@@ -127,7 +139,7 @@ def to_onnx(model: Any, path: str | os.PathLike[str] | None = None, *,
 
 
 def _sequential_spec(model):
-    """{dtype, n_in, layers: [(name, W, b or None, activation, alpha)], kind} of a bp model."""
+    """{dtype, n_in, n_out, steps, kind} of a bp model: steps as _steps gives them."""
     layers = getattr(model, "layers", None)
     if not hasattr(model, "built") or not isinstance(layers, list):
         raise TypeError("to_onnx exports a bp.Sequential or a fitted scikit-learn MLP. "
@@ -135,11 +147,38 @@ def _sequential_spec(model):
     if not model.built:
         raise ValueError("the model is not built yet: call fit, predict or build(input_dim) "
                          "before to_onnx")
-    refuse_beyond_dense(layers, "to_onnx")
-    return {"dtype": model.dtype, "n_in": layers[0].W.shape[0], "kind": "sequential",
-            "doc": repr(model),
-            "layers": [(layer.name or f"dense_{i}", layer.W, layer.b, layer.activation,
-                        layer.alpha) for i, layer in enumerate(layers)]}
+    steps = _steps(layers, "")
+    return {"dtype": np.dtype(model.dtype), "n_in": model.input_dim, "kind": "sequential",
+            "doc": repr(model), "n_out": output_width(layers, model.input_dim), "steps": steps}
+
+
+def _steps(layers, where):
+    """The layers as plain data for the graph, in forward order: ("dense", name, W, b, sigma,
+    alpha), ("activation", sigma, alpha), ("layer_norm", name, gamma, beta, eps),
+    ("scale_shift", name, s, t) for a BatchNormalization, ("residual", steps); a Dropout is
+    nothing in inference."""
+    steps = []
+    for i, layer in enumerate(layers):
+        name = layer.name or f"{layer._kind}{where}_{i}"
+        kind = layer._kind
+        if kind == "dense":
+            steps.append(("dense", name, layer.W, layer.b, layer.activation, layer.alpha))
+        elif kind == "activation":
+            steps.append(("activation", layer.activation, layer.alpha))
+        elif kind == "layer_norm":
+            steps.append(("layer_norm", name, layer.gamma, layer.beta, layer.epsilon))
+        elif kind == "batch_norm":
+            mean, var = layer.moving_mean, layer.moving_variance
+            s = 1.0 / np.sqrt(var + layer.epsilon)
+            if layer.gamma is not None:
+                s = s * layer.gamma
+            t = -mean * s
+            if layer.beta is not None:
+                t = t + layer.beta
+            steps.append(("scale_shift", name, s, t))
+        elif kind == "residual":
+            steps.append(("residual", _steps(layer.layers, f"{where}_{i}")))
+    return steps
 
 
 def _sklearn_spec(est):
@@ -157,8 +196,9 @@ def _sklearn_spec(est):
         raise TypeError(f"the MLP's weights must be float32 or float64. Received: {dtype}")
     acts = [_SKLEARN_ACTIVATIONS[hidden]] * (len(coefs) - 1) + [_SKLEARN_ACTIVATIONS[out]]
     spec = {"dtype": dtype, "n_in": coefs[0].shape[0], "doc": repr(est),
-            "layers": [(f"dense_{i}", np.asarray(W, dtype), np.asarray(b, dtype), act, 0.0)
-                       for i, (W, b, act) in enumerate(zip(coefs, intercepts, acts))]}
+            "n_out": coefs[-1].shape[1],
+            "steps": [("dense", f"dense_{i}", np.asarray(W, dtype), np.asarray(b, dtype), act, 0.0)
+                      for i, (W, b, act) in enumerate(zip(coefs, intercepts, acts))]}
     if not hasattr(est, "classes_"):
         spec["kind"] = "regressor"
         return spec
@@ -201,17 +241,48 @@ class _Graph:
         return output
 
 
-def _dense(g, z, prefix, W, b, activation, alpha, output=None):
-    """z_out = sigma(z @ W + b): the product's node, then the activation's (named output last)."""
+def _dense(g, z, prefix, W, b, activation, alpha):
+    """z_out = sigma(z @ W + b): the product's node, then the activation's."""
     W_name = g.const(W, f"{prefix}.W")
     if b is None:
         z_in = g.op("MatMul", [z, W_name], f"{prefix}.z_in")
     else:
         z_in = g.op("Gemm", [z, W_name, g.const(b, f"{prefix}.b")], f"{prefix}.z_in")
-    z_out = _sigma(g, activation, z_in, alpha)
-    if output is not None:
-        z_out = g.op("Identity", [z_out], output)
-    return z_out
+    return _sigma(g, activation, z_in, alpha)
+
+
+def _layer_norm(g, z, prefix, gamma, beta, eps, width):
+    """gamma (z - mu) / sqrt(var + eps) + beta over each row, the means as products by a
+    constant column of 1/m (opset-independent; float64 too)."""
+    mean_col = g.const(np.full((width, 1), 1.0 / width), f"{prefix}.mean")
+    d = g.op("Sub", [z, g.op("MatMul", [z, mean_col])])
+    var = g.op("MatMul", [g.op("Mul", [d, d]), mean_col])
+    z = g.op("Div", [d, g.op("Sqrt", [g.op("Add", [var, g.const(eps)])])])
+    if gamma is not None:
+        z = g.op("Mul", [z, g.const(gamma, f"{prefix}.gamma")])
+    if beta is not None:
+        z = g.op("Add", [z, g.const(beta, f"{prefix}.beta")])
+    return z
+
+
+def _emit(g, steps, z, width):
+    """The nodes of the steps (_steps'), from input z of the given width; returns the output
+    name and width."""
+    for step in steps:
+        kind = step[0]
+        if kind == "dense":
+            z, width = _dense(g, z, *step[1:]), step[2].shape[1]
+        elif kind == "activation":
+            z = _sigma(g, step[1], z, step[2])
+        elif kind == "layer_norm":
+            z = _layer_norm(g, z, *step[1:], width)
+        elif kind == "scale_shift":
+            _, prefix, s, t = step
+            z = g.op("Add", [g.op("Mul", [z, g.const(s, f"{prefix}.scale")]),
+                             g.const(t, f"{prefix}.shift")])
+        else:  # residual
+            z = g.op("Add", [_emit(g, step[1], z, width)[0], z])
+    return z, width
 
 
 def _sigma(g, activation, z, alpha):
@@ -292,14 +363,11 @@ def _build(onnx, spec, opset):
     helper, TensorProto = onnx.helper, onnx.TensorProto
     elem = TensorProto.FLOAT if spec["dtype"] == np.float32 else TensorProto.DOUBLE
     g = _Graph(onnx, spec["dtype"])
-    kind, layers = spec["kind"], spec["layers"]
+    kind, n_out = spec["kind"], spec["n_out"]
     last_output = "f_out" if kind == "sequential" else ("variable" if kind == "regressor" else None)
-    z = INPUT
-    for i, (prefix, W, b, activation, alpha) in enumerate(layers):
-        z = _dense(g, z, prefix, W, b, activation, alpha,
-                   last_output if i == len(layers) - 1 else None)
-    n_out = layers[-1][1].shape[1]
+    z, _ = _emit(g, spec["steps"], INPUT, spec["n_in"])
     if last_output is not None:
+        g.op("Identity", [z], last_output)
         outputs = [helper.make_tensor_value_info(last_output, elem, ["batch", n_out])]
     else:
         outputs = _classifier_outputs(g, spec, z, helper, TensorProto, elem)
@@ -319,7 +387,7 @@ def _classifier_outputs(g, spec, p, helper, TensorProto, elem):
     predict_proba give them: binary [1 - p, p], multiclass the softmax, multilabel p > 0.5."""
     kind = spec["kind"]
     if kind == "multilabel":
-        n = spec["layers"][-1][1].shape[1]
+        n = spec["n_out"]
         g.op("Identity", [p], "probabilities")
         g.op("Cast", [g.op("Greater", [p, g.const(0.5)])], "label", to=TensorProto.INT64)
         label_type = helper.make_tensor_value_info("label", TensorProto.INT64, ["batch", n])

@@ -4,6 +4,7 @@
                                                  other ONNX runtimes (bp/_onnx.py); also for a
                                                  fitted scikit-learn MLP
     bp.to_torch(model)                           a torch.nn.Sequential with the same weights
+                                                 (every layer; bp._torch.Residual for a block)
     bp.from_torch(module, dtype=None)            a built bp.Sequential from such a module
                                                  (bp/_torch.py)
 
@@ -27,9 +28,11 @@ __all__ = ["to_onnx", "to_torch", "from_torch"]
 def from_torch(module: Any, dtype: DTypeLike | None = None) -> Sequential:
     """Build a bp model from a ``torch.nn.Sequential``, its weights exactly.
 
-    ``bp.Sequential.from_torch(module, dtype)``: reads ``Linear`` layers each followed by at most one
-    of ``Sigmoid``, ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU()`` and ``Softmax(dim=-1)``, and refuses
-    anything else by name.
+    ``bp.Sequential.from_torch(module, dtype)``: reads ``Linear`` layers (an activation module
+    right after one, of ``Sigmoid``, ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU()`` and
+    ``Softmax(dim=-1)``, becomes its activation; elsewhere an ``Activation`` layer), ``Dropout``,
+    ``LayerNorm`` (over the last axis), ``BatchNorm1d`` (running statistics, momentum
+    ``1 - torch's``) and ``bp._torch.Residual`` blocks, and refuses anything else by name.
 
     Parameters
     ----------

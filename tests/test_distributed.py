@@ -102,6 +102,13 @@ def test_fit_over_ranks_equals_one_process_on_the_union_batches(n_ranks, tmp_pat
 
 @pytest.mark.slow
 @needs_mpi
+def test_batch_norm_statistics_stay_per_rank():
+    # as PyTorch DDP without SyncBatchNorm: each rank's batch statistics and running statistics
+    # are its own, the parameters one (see the script)
+    assert "ok p=2" in run_ranks(2, HERE / "mpi" / "batch_norm.py")
+
+
+@needs_mpi
 def test_cli_trains_digits_data_parallel_prints_and_saves_once(tmp_path):
     cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "bp", "--distributed",
            "--epochs", "2", "--verbose", "2", "--output", str(tmp_path / "model.npz")]

@@ -57,6 +57,33 @@ def run_onnx(proto, X, output=0):
 # ---- bp.Sequential -> ONNX --------------------------------------------------------------------
 
 
+def make_layered_model(dtype, seed=0):
+    """Every layer beyond Dense, trained a few epochs so the running statistics and gamma/beta
+    are not their initial values: input dropout, BatchNorm both ways, a Residual block with a
+    LayerNorm, norms without gamma or beta."""
+    model = bp.Sequential([bp.Dropout(0.1), bp.Dense(16), bp.BatchNormalization(momentum=0.5),
+                           bp.Activation("relu"),
+                           bp.Residual([bp.LayerNormalization(), bp.Dense(32, "gelu"),
+                                        bp.Dropout(0.2), bp.Dense(16)]),
+                           bp.LayerNormalization(center=False),
+                           bp.BatchNormalization(scale=False, momentum=0.5),
+                           bp.Dense(3, "softmax")], dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 2, (64, N_IN)).astype(dtype)
+    model.fit(X, np.eye(3)[rng.integers(0, 3, 64)], epochs=3, batch_size=16, verbose=0)
+    return model
+
+
+def test_onnx_of_every_layer_matches_predict(dtype, rng):
+    model = make_layered_model(dtype)
+    before = model.get_flat_params().copy()
+    proto = bp.to_onnx(model)
+    np.testing.assert_array_equal(model.get_flat_params(), before)  # folding changed nothing
+    for rows in (1, 257):
+        X = rng.normal(0, 2, (rows, N_IN)).astype(dtype)
+        assert_close(run_onnx(proto, X), model.predict(X), dtype, k=32, err_msg=f"{rows} rows")
+
+
 @pytest.mark.parametrize("tau", ACTIVATIONS)
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_onnx_matches_predict(activation, tau, dtype, rng):
@@ -285,13 +312,60 @@ def test_from_torch_reads_a_torch_built_module(torch, rng):
     assert (single.dtype, len(single), single.layers[0].activation) == (np.float64, 1, "identity")
 
 
+def test_torch_round_trip_of_every_layer(torch, dtype, rng):
+    # norms with their default center/scale: bp -> torch -> bp gives the same bits, running
+    # statistics included; torch's module (eval mode) computes predict's f_out
+    model = make_layered_model(dtype)
+    module = bp.to_torch(model)
+    assert not module.training and module[2].momentum == 1 - model[2].momentum
+    X = rng.normal(0, 2, (33, N_IN)).astype(dtype)
+    with torch.no_grad():
+        assert_close(module(torch.from_numpy(X)).numpy(), model.predict(X), dtype, k=32)
+    back = bp.from_torch(module)
+    np.testing.assert_array_equal(back.predict(X), model.predict(X))
+    plain = bp.Sequential([bp.Dense(8), bp.BatchNormalization(momentum=0.9), bp.Activation("tanh"),
+                           bp.Residual([bp.LayerNormalization(), bp.Dense(8, "relu"),
+                                        bp.Dropout(0.3)]),
+                           bp.Dense(3)], dtype=dtype, seed=1)
+    plain.fit(X, rng.normal(size=(33, 3)), epochs=2, batch_size=11, verbose=0)
+    again = bp.from_torch(bp.to_torch(plain))
+    assert repr(again) == repr(plain)
+    np.testing.assert_array_equal(again.get_flat_params(), plain.get_flat_params())
+    np.testing.assert_array_equal(again[1].running, plain[1].running)
+    assert again[1].momentum == plain[1].momentum  # 1 - (1 - m) is exact for m >= 0.5
+
+
+def test_from_torch_reads_activations_dropout_and_norms_as_layers(torch):
+    nn = torch.nn
+    from bp._torch import Residual
+    module = nn.Sequential(nn.ReLU(), nn.Linear(3, 4), nn.ReLU(), nn.Tanh(), nn.Dropout(0.25),
+                           nn.BatchNorm1d(4, eps=1e-5, momentum=0.1), nn.LayerNorm(4, bias=False),
+                           Residual(nn.Sequential(nn.Linear(4, 4), nn.GELU())), nn.Linear(4, 2))
+    model = bp.from_torch(module)
+    assert [type(layer).__name__ for layer in model] == [
+        "Activation", "Dense", "Activation", "Dropout", "BatchNormalization",
+        "LayerNormalization", "Residual", "Dense"]
+    assert model[1].activation == "relu" and model[1].dropout is None  # the Dropout follows tanh
+    assert (model[4].momentum, model[4].epsilon) == (0.9, 1e-5)
+    assert (model[5].scale, model[5].center) == (True, False)
+    X = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
+    with torch.no_grad():
+        assert_close(model.predict(X), module.eval()(torch.from_numpy(X)).numpy(), np.float32, k=4)
+
+
 def test_from_torch_refusals(torch):
     nn = torch.nn
+    from bp._torch import Residual
     cases = [
-        (nn.Sequential(nn.ReLU(), nn.Linear(3, 2)), ValueError, r"module \[0\] \(ReLU\(\)\) does not follow a Linear"),
-        (nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Tanh()), ValueError, r"module \[2\].*does not follow a Linear"),
-        (nn.Sequential(nn.Linear(3, 2), nn.Dropout()), ValueError, r"Dropout.*has no bp equivalent"),
-        (nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), ValueError, "has no bp equivalent"),
+        (nn.Sequential(nn.Linear(3, 2), nn.Flatten()), ValueError, r"Flatten.*has no bp equivalent"),
+        (nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2, momentum=None)), ValueError,
+         "keeps running statistics with a momentum. Received: track_running_stats=True, momentum=None"),
+        (nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2, track_running_stats=False)), ValueError,
+         "Received: track_running_stats=False"),
+        (nn.Sequential(nn.Linear(3, 2), nn.LayerNorm((1, 2))), ValueError, r"normalized_shape=\(1, 2\)"),
+        (nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(3)), ValueError, "takes 3 features but the layer before gives 2"),
+        (nn.Sequential(nn.Linear(3, 2), Residual(nn.Sequential(nn.Linear(2, 4)))), ValueError,
+         r"(?s)module \[1\].*must keep its width. Received: 2 in, 4 out"),
         (nn.Sequential(nn.Linear(3, 2), nn.GELU("tanh")), ValueError, "exact erf form.*approximate='tanh'"),
         (nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=0)), ValueError, "over each row.*dim=0"),
         (nn.Sequential(nn.Linear(3, 2), nn.LeakyReLU(-0.1)), ValueError, "slope >= 0"),
