@@ -40,7 +40,7 @@ from ._validation import as_dtype
 from .layers import Activation, BatchNormalization, Dense, Dropout, LayerNormalization
 from .layers import Residual as _BpResidual
 
-_RESIDUAL = []  # the torch Residual class, made once torch is imported
+_RESIDUAL: list[type] = []  # the torch Residual class, made once torch is imported
 
 
 def _import_torch():
