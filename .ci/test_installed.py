@@ -2,8 +2,10 @@
 
     python .ci/test_installed.py PROJECT_DIR [pytest arguments...]
 
-tests/ and bench/ (the tests run the benchmarks' --quick configurations) and pyproject.toml
-(pytest's settings only) are copied into a fresh temporary directory and pytest runs there, with
+tests/, bench/ and benchmarks/ (the tests run the benchmarks' --quick configurations and every
+asv benchmark once), README.md and docs/conf.py (tests/test_docs.py runs the README's quick start
+and reads numpydoc's checks from the docs' configuration) and pyproject.toml (pytest's settings
+only) are copied into a fresh temporary directory and pytest runs there, with
 PYTHONPATH unset: no checkout is on sys.path, so `import bp` can only find the installed package,
 which is asserted before the tests start. Used by .ci/run and by cibuildwheel's test-command.
 """
@@ -32,9 +34,11 @@ def main(argv):
     project, pytest_args = os.path.abspath(argv[0]), argv[1:]
     work = tempfile.mkdtemp(prefix="bp-installed-tests-")
     ignore = shutil.ignore_patterns("__pycache__", "results", "*.npz", ".pytest_cache")
-    for folder in ("tests", "bench"):
+    for folder in ("tests", "bench", "benchmarks"):
         shutil.copytree(os.path.join(project, folder), os.path.join(work, folder), ignore=ignore)
-    shutil.copy(os.path.join(project, "pyproject.toml"), work)
+    os.mkdir(os.path.join(work, "docs"))
+    for name in ("pyproject.toml", "README.md", os.path.join("docs", "conf.py")):
+        shutil.copy(os.path.join(project, name), os.path.join(work, name))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-c", CHECK], cwd=work, env=env, check=True)
     tests = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args,
