@@ -8,7 +8,7 @@ error signal, gradients) and the parameter updates in Cython kernels (package ``
 >>> history = model.fit(X, y, loss="cross_entropy", optimizer=bp.Adam(1e-3), epochs=10)
 """
 
-from . import kernels, losses, regularizers, schedules
+from . import kernels, losses, metrics, regularizers, schedules
 from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback,
@@ -27,6 +27,6 @@ __all__ = [
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "explain", "DiagnosticsLogger", "to_onnx", "to_torch", "from_torch",
-    "kernels", "losses", "regularizers", "schedules",
+    "kernels", "losses", "metrics", "regularizers", "schedules",
     "show_config", "effective_n_threads", "get_num_threads", "num_threads", "set_num_threads",
 ]
