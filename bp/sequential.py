@@ -22,9 +22,10 @@ import threading
 
 import numpy as np
 
-from . import _io, _mpi, _online, _passes, _threads, _torch, _training
+from . import _evaluate, _io, _mpi, _online, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
+from . import metrics as _metrics
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
 from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
@@ -64,8 +65,7 @@ class Sequential:
         self.seed = None if seed is None else int(seed)
         self.layers = []
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
-        self.loss = None
-        self.optimizer = None
+        self.loss, self.optimizer, self._metrics = None, None, []
         self.stop_training = False
         self._stop_reason = None
         self._params = None
@@ -208,15 +208,13 @@ class Sequential:
             self._build_from(_passes.check_X(self, X))
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
-    def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None):
-        """A dict with the loss (with the regularisers, as fit's) and accuracy on (X, y).
+    def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None, metrics=None):
+        """A dict with the loss (with the regularisers, as fit's), the accuracy (a classifier)
+        and the metrics (compile's, or these: bp.metrics) on (X, y), each exact over the rows.
         (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
         check_positive_int("batch_size", batch_size, allow_none=True)
-        loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
-        self._build_from(X)
-        value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
-        acc = _losses.accuracy(loss, f_out, Y, w)
-        return {"loss": float(value), **({} if acc is None else {"accuracy": acc})}
+        return _evaluate.evaluate_model(self, X, y, loss, sample_weight,
+                                        self._metrics if metrics is None else metrics)
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
@@ -284,18 +282,21 @@ class Sequential:
         # no BLAS here, so no thread count to settle: the update runs serial (_passes)
         self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
-    def compile(self, loss=None, optimizer=None):
-        """Set the default loss and optimizer for fit/partial_fit/evaluate (Keras style)."""
+    def compile(self, loss=None, optimizer=None, metrics=None):
+        """Set the default loss, optimizer and metrics (names or bp.metrics objects) for
+        fit/partial_fit/evaluate (Keras style)."""
         new_loss = _passes.check_loss(self, loss) if loss is not None else self.loss
         new_opt = _optimizers.get(optimizer) if optimizer is not None else self.optimizer
-        self.loss, self.optimizer = new_loss, new_opt
+        new_metrics = _metrics.check(metrics) if metrics is not None else self._metrics
+        self.loss, self.optimizer, self._metrics = new_loss, new_opt, new_metrics
         return self
 
     # ---- training: bp/_training.py -------------------------------------------------------------
     def fit(self, X, y=None, *, loss=None, optimizer=None, epochs=1, batch_size=32,
             validation_split=0.0, validation_data=None, shuffle=True, sample_weight=None,
             class_weight=None, callbacks=None, accumulate=1, verbose=1, on_nan="raise",
-            steps_per_epoch=None, validation_steps=None, comm=None):
+            steps_per_epoch=None, validation_steps=None, comm=None, metrics=None,
+            initial_epoch=None):
         """Train by mini-batch backpropagation.
 
         Parameters
@@ -312,25 +313,22 @@ class Sequential:
         shuffle : reshuffle every epoch (seeded);  sample_weight : (n_samples,) weights >= 0
         class_weight : {label: weight} or "balanced" (n / (k n_c)), times sample_weight
         callbacks : list of bp.Callback (e.g. bp.EarlyStopping)
+        metrics : names or bp.metrics ("auc", "f1", "mae", "r2"...; compile's if None)
+        initial_epoch : run epochs initial_epoch .. epochs - 1 (Keras; schedules read them)
         accumulate : int >= 1; each update uses `accumulate` micro-batches of batch_size rows,
             exactly the update of one batch of accumulate * batch_size rows
         verbose : 0 silent, 1 progress bar (a line per epoch when not a terminal), 2 line/epoch
         on_nan : "raise" (TrainingDivergedError) or "stop" (end quietly, History.stopped set);
             either way the model keeps the last finite weights
         comm : an mpi4py communicator for data-parallel training (README "Training on many
-            processes"): each rank passes its own rows; batch_size is per rank; each update is
-            the one a single process makes on the union of the ranks' micro-batches
+            processes"): each rank its own rows and batch_size, updates as on the union of them
 
         Returns
         -------
         History (on Ctrl-C: after the current step, ``stopped == "interrupted"``, model usable).
         """
-        return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
-                             batch_size=batch_size, validation_split=validation_split,
-                             validation_data=validation_data, validation_steps=validation_steps,
-                             shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
-                             class_weight=class_weight, callbacks=callbacks, accumulate=accumulate,
-                             on_nan=on_nan, steps_per_epoch=steps_per_epoch, comm=comm)
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "X", "y")}
+        return _training.fit(self, X, y, **arguments)  # every keyword, as given
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0, comm=None):
@@ -386,11 +384,13 @@ class Sequential:
         lines.append("]")
         return "\n".join(lines)
 
-    def summary(self, file=None):
-        """Print (and return) a table of the layers, their output shapes and parameter counts."""
+    def summary(self, print_fn=None, file=None, to_string=False):
+        """Print a table of the layers, output shapes and parameter counts; return None (Keras),
+        or with to_string=True the text, not printed; print_fn(text) prints it instead."""
         out = _summary_table(self.layers, self.input_dim, self.dtype)
-        print(out, file=file)
-        return out
+        if to_string:
+            return out
+        print_fn(out) if print_fn is not None else print(out, file=file)
 
     # ---- files and pickling --------------------------------------------------------------------
     def save(self, path):
