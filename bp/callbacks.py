@@ -3,9 +3,8 @@
 import csv
 import math
 import os
-import sys
-import time
 
+from . import metrics as _metrics
 from ._validation import check_number
 
 
@@ -29,6 +28,9 @@ class History:
         the batch), row (of X) and where; the model kept the last finite step.
     epoch_times : list of float
         Seconds of training (without validation) per epoch.
+    best_epoch, best_value : int or None, float or None
+        The epoch with the best ``val_loss`` (``loss`` without validation data) and its value;
+        ``best(monitor)`` for another quantity.
     """
 
     def __init__(self):
@@ -38,6 +40,36 @@ class History:
         self.stopped = None
         self.stopped_at = None
         self.diverged = None
+        self._modes = {}  # fit's {key: "max" or "min"} for its metrics
+
+    def best(self, monitor=None, mode="auto"):
+        """(epoch, value) of the best finite value of `monitor` (default "val_loss", else
+        "loss"); mode "auto" maximises accuracies, AUC, R2, precision, recall and F1 and
+        minimises the rest. (None, None) before any epoch.
+
+        Examples
+        --------
+        >>> epoch, value = model.fit(X, y, validation_split=0.2, epochs=20).best("val_accuracy")
+        """
+        mode = _check_mode(mode)
+        key = monitor or ("val_loss" if "val_loss" in self.history else "loss")
+        if key not in self.history:
+            if not self.epoch:
+                return None, None
+            raise ValueError(f"History has no {key!r}. Available: {', '.join(self.history)}")
+        best_epoch = best = None
+        for epoch, value in zip(self.epoch, self.history[key]):
+            if math.isfinite(value) and _improves(value, best, mode, key, modes=self._modes):
+                best_epoch, best = epoch, value
+        return best_epoch, best
+
+    @property
+    def best_epoch(self):
+        return self.best()[0]
+
+    @property
+    def best_value(self):
+        return self.best()[1]
 
     def _record(self, epoch, logs, seconds):
         self.epoch.append(epoch)
@@ -108,15 +140,18 @@ class EarlyStopping(Callback):
     monitor : str, default "val_loss"   (falls back to "loss" when there is no validation data)
     patience : int, default 5
     min_delta : float, default 0        an improvement must exceed it
-    mode : "min" or "max", default "min" ("max" for names containing "accuracy" if left "auto")
+    mode : "auto", "min" or "max", default "auto" (the metric's own: "max" for accuracies, AUC,
+        R2, precision, recall and F1, "min" for losses and errors)
         A non-finite value (NaN, inf) counts as no improvement.
     restore_best_weights : bool, default True
         At the end, put back the weights of the best epoch (Keras' default is False; bp's is True
         because that is what one wants almost always).
+    verbose : 0 or 1, default 0
+        1 prints the epoch it stopped at and the epoch whose weights it restored.
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
-                 restore_best_weights=True):
+                 restore_best_weights=True, verbose=0):
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative integer. Received: patience={patience!r}")
         if mode not in ("auto", "min", "max"):
@@ -126,24 +161,25 @@ class EarlyStopping(Callback):
         self.min_delta = abs(check_number("min_delta", min_delta))
         self.mode = mode
         self.restore_best_weights = restore_best_weights
+        if verbose not in (0, 1, False, True):
+            raise ValueError(f"verbose must be 0 or 1. Received: verbose={verbose!r}")
+        self.verbose = int(verbose)
         self.best = None
         self.best_epoch = None
         self.best_params = None
+        self.stopped_epoch = None
         self.wait = 0
 
     def on_train_begin(self, logs=None):
         self.best = None
         self.best_epoch = None
         self.best_params = None
+        self.stopped_epoch = None
         self.wait = 0
 
     def _better(self, value):
-        if self.best is None:
-            return True
-        maximize = self.mode == "max" or (self.mode == "auto" and "acc" in self._key)
-        if maximize:
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        return _improves(value, self.best, self.mode, self._key, self.min_delta,
+                         getattr(self.model, "_monitor_modes", None))
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -164,59 +200,25 @@ class EarlyStopping(Callback):
             if self.wait >= self.patience:
                 self.model.stop_training = True
                 self.model._stop_reason = "early_stopping"
+                self.stopped_epoch = epoch
 
     def on_train_end(self, logs=None):
-        if self.restore_best_weights and self.best_params is not None:
+        restore = self.restore_best_weights and self.best_params is not None
+        if self.verbose and self.stopped_epoch is not None:
+            # epochs counted from 1, as the progress line shows them
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping: {self._key} did not improve "
+                  f"for {self.patience} epochs; the best was {self.best:.6g} at epoch "
+                  f"{self.best_epoch + 1}", flush=True)
+        if restore:
             self.model.set_flat_params(self.best_params)
+            if self.verbose:
+                print(f"Restored the model's weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1} ({self._key} {self.best:.6g})", flush=True)
 
 
 class TerminateOnNaN(Callback):
     """Marker for ``fit(on_nan=...)``: kept for Keras users. bp checks every step anyway; this
     callback makes a non-finite loss stop training quietly instead of raising."""
-
-
-class _Progress:
-    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per epoch."""
-
-    def __init__(self, verbose, epochs, n_batches, file=None):
-        self.verbose = verbose
-        self.epochs = epochs
-        self.n_batches = n_batches
-        self.file = file or sys.stdout
-        self.bar = verbose == 1 and hasattr(self.file, "isatty") and self.file.isatty()
-        self._last = 0.0
-
-    def batch(self, epoch, done, loss):
-        if not self.bar:
-            return
-        now = time.perf_counter()
-        if done < self.n_batches and now - self._last < 0.1:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * done / max(1, self.n_batches))
-        bar = "=" * filled + (">" if filled < width else "") + "." * max(0, width - filled - 1)
-        self.file.write(f"\rEpoch {epoch + 1}/{self.epochs} [{bar}] {done}/{self.n_batches}"
-                        f" - loss: {loss:.4f}")
-        self.file.flush()
-
-    def epoch_end(self, epoch, logs, seconds):
-        if not self.verbose:
-            return
-        parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "learning_rate")
-        line = f"Epoch {epoch + 1}/{self.epochs} - {seconds:.2f}s - {parts}"
-        if self.bar:
-            self.file.write("\r" + line + " " * 10 + "\n")
-        else:
-            self.file.write(line + "\n")
-        self.file.flush()
-
-    def message(self, text):
-        if self.verbose:
-            if self.bar:
-                self.file.write("\n")
-            self.file.write(text + "\n")
-            self.file.flush()
 
 
 # ---- History.plot -------------------------------------------------------------------------------
@@ -274,11 +276,14 @@ def _monitored(who, monitor, logs):
     return key
 
 
-def _improves(value, best, mode, key, min_delta=0.0):
-    """True if `value` beats `best` by more than min_delta (max for accuracies under "auto")."""
+def _improves(value, best, mode, key, min_delta=0.0, modes=None):
+    """True if `value` beats `best` by more than min_delta. mode "auto": the metric's direction,
+    from fit's metrics (`modes`, {key: "max" or "min"}) or bp.metrics.mode_of(key)."""
     if best is None:
         return True
-    if mode == "max" or (mode == "auto" and "acc" in key):
+    if mode == "auto":
+        mode = (modes or {}).get(key) or _metrics.mode_of(key)
+    if mode == "max":
         return value > best + min_delta
     return value < best - min_delta
 
@@ -327,7 +332,9 @@ class ModelCheckpoint(Callback):
         if self.save_best_only:
             key = _monitored("ModelCheckpoint", self.monitor, logs)
             value = logs[key]
-            if not math.isfinite(value) or not _improves(value, self.best, self.mode, key):
+            if not math.isfinite(value) or not _improves(
+                    value, self.best, self.mode, key, modes=getattr(self.model, "_monitor_modes",
+                                                                     None)):
                 return
             self.best = value
         try:
@@ -394,7 +401,8 @@ class ReduceLROnPlateau(Callback):
             self.wait = 0
         if not math.isfinite(value):
             return
-        if _improves(value, self.best, self.mode, key, self.min_delta):
+        if _improves(value, self.best, self.mode, key, self.min_delta,
+                     getattr(self.model, "_monitor_modes", None)):
             self.best, self.wait = value, 0
         elif self.cooldown_counter == 0:
             self.wait += 1

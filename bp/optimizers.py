@@ -50,7 +50,9 @@ class Optimizer:
     ----------
     learning_rate : float or callable
         A positive number, or a schedule ``f(epoch) -> float`` (see :mod:`bp.schedules`),
-        evaluated at the start of each epoch.
+        evaluated at the start of each epoch, or a per-step schedule (``per_step = True``:
+        bp.schedules.WarmupCosine, OneCycle, PerStep) evaluated at the step count before each
+        update.
     clip_norm : float or None
         If set, gradients are scaled so that their global L2 norm (over all parameters) is at
         most clip_norm (torch.nn.utils.clip_grad_norm_), fused into the update.
@@ -72,6 +74,8 @@ class Optimizer:
     # -- learning rate -------------------------------------------------------------------------
     def current_learning_rate(self, epoch=0):
         """The learning rate for `epoch` (the constant, or the schedule's value)."""
+        if per_step(self):
+            return self.step_rate()
         if callable(self.learning_rate):
             lr = self.learning_rate(epoch)
             return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
@@ -80,6 +84,12 @@ class Optimizer:
     def set_epoch(self, epoch):
         self._lr = self.current_learning_rate(epoch)
         self._epoch = epoch
+
+    def step_rate(self):
+        """The rate of the next update under a per-step schedule (bp.schedules): its value at
+        the optimizer's step count, which goes on across fits."""
+        lr = self.learning_rate(self.iterations)
+        return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
 
     # -- state ---------------------------------------------------------------------------------
     def _ensure_state(self, params):
@@ -146,6 +156,8 @@ class Optimizer:
         nt = _threads.get_num_threads() if n_threads is None else n_threads
         if self._lr is None:
             self.set_epoch(0)
+        if per_step(self):
+            self._lr = self.step_rate()
         self._ensure_state(params)
         self.iterations += 1
         self._update(params, grads, self._lr, self.grad_scale(grads, nt), nt)
@@ -272,6 +284,12 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 # their subclasses: a user's subclass may change the update in Python, so it runs in fit's
 # Python step. Another bp module adds its optimizers with ``engine_runs``.
 _ENGINE_CLASSES = set(OPTIMIZERS.values())
+
+
+def per_step(optimizer):
+    """True if the optimizer's learning rate is a per-step schedule (bp.schedules), which fit
+    evaluates before every update instead of once an epoch."""
+    return bool(getattr(optimizer.learning_rate, "per_step", False))
 
 
 def engine_runs(cls):
