@@ -511,8 +511,13 @@ class Tracker:
             m.reset_state()
 
     def update(self, f_out, Y, w):
+        """Add a training batch: fit's own arrays (C-contiguous, one dtype, checked shapes), so
+        straight to the compiled updates, without update_state's checks."""
+        weighted = w is not None
+        if not weighted:
+            w = _PLACEHOLDER[f_out.dtype.char]
         for m in self.running:
-            m.update_state(f_out, Y, w)
+            m._update(f_out, Y, w, weighted)
 
     def results(self):
         return {m.name: m.result() for m in self.running}
