@@ -299,15 +299,13 @@ class AUC(Metric):
     def result(self):
         """The trapezoids between the ROC points at the bin edges, averaged over the classes
         (NaN for a class without both labels yet)."""
-        values = []
-        for c in self._columns():
-            neg, pos = self.H[c, 0], self.H[c, 1]
-            P, N = pos.sum(), neg.sum()
-            if not (P > 0 and N > 0):
-                return math.nan
-            above = np.cumsum(pos[::-1])[::-1] - pos  # positives in higher bins
-            values.append(float(np.sum(neg * (above + 0.5 * pos)) / (P * N)))
-        return float(np.mean(values))
+        H = self.H[self._columns()]
+        neg, pos = H[:, 0], H[:, 1]
+        P, N = pos.sum(axis=1), neg.sum(axis=1)
+        if not ((P > 0) & (N > 0)).all():
+            return math.nan
+        above = np.cumsum(pos[:, ::-1], axis=1)[:, ::-1] - pos  # positives in higher bins
+        return float(np.mean(np.sum(neg * (above + 0.5 * pos), axis=1) / (P * N)))
 
     def _labels(self, Y):
         if self.kind == "argmax":

@@ -86,7 +86,9 @@ class WarmupCosine:
                 u = (t - warmup_steps) / (total_steps - warmup_steps)        otherwise
 
     (the warm-up's first step is peak / warmup_steps, never 0). For a number of epochs, take
-    total_steps = epochs * ceil(n_samples / batch_size).
+    total_steps = epochs * ceil(n_samples / batch_size). From step total_steps on the rate is
+    `final`; an optimizer refuses a rate of 0, so with final=0 train at most total_steps steps
+    (or give final > 0).
 
     Examples
     --------
