@@ -229,7 +229,17 @@ class Recall(_Averaged):
 
 
 class F1Score(_Averaged):
-    """2 tp / (2 tp + fp + fn), the harmonic mean of precision and recall."""
+    """2 tp / (2 tp + fp + fn), the harmonic mean of precision and recall.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f1 = F1Score("macro").bind("cross_entropy", 3)
+    >>> f_out = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    >>> y = np.eye(3)[[0, 1, 2, 2]]
+    >>> round(f1.exact(f_out, y), 6)        # sklearn.metrics.f1_score(..., average="macro")
+    0.777778
+    """
 
     name = "f1"
 
@@ -278,6 +288,20 @@ class AUC(Metric):
         The bins of [0, 1] of the running (training) value's score histograms; validation and
         evaluate are exact whatever it is.
     name : str, default="auc"
+
+    See Also
+    --------
+    sklearn.metrics.roc_auc_score : what ``exact`` equals.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> auc = AUC().bind("binary_cross_entropy", 1)
+    >>> f_out, y = np.array([[0.1], [0.4], [0.35], [0.8]]), np.array([[0.], [0.], [1.], [1.]])
+    >>> auc.exact(f_out, y)
+    0.75
+    >>> auc.update_state(f_out, y); auc.result()   # the running value, from the histogram
+    0.75
     """
 
     name, needs_classes = "auc", True
@@ -441,7 +465,15 @@ ALIASES = {"acc": "accuracy", "f1_score": "f1", "mean_absolute_error": "mae",
 
 
 def get(metric):
-    """A Metric for a name (or alias) or a Metric object; ValueError listing the valid names."""
+    """A Metric for a name (or alias) or a Metric object; ValueError listing the valid names.
+
+    Examples
+    --------
+    >>> get("mean_absolute_error")
+    MeanAbsoluteError(name='mae')
+    >>> get("auc").mode
+    'max'
+    """
     if isinstance(metric, Metric):
         return metric
     if not isinstance(metric, str):

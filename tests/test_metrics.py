@@ -267,16 +267,25 @@ def test_a_regressor_logs_its_errors(rng):
     assert h["val_rmse"][-1] == pytest.approx(math.sqrt(h["val_mse"][-1]), rel=1e-12)
 
 
-def test_monitors_take_the_metric_s_mode(rng):
+def test_monitors_take_the_metric_s_mode(rng, tmp_path):
     X, y = digits_like(rng)
     model = net(3, "softmax")
     stop = bp.EarlyStopping(monitor="val_auc", patience=50)
-    best = bp.ModelCheckpoint("unused-{epoch}.npz", monitor="val_auc", save_best_only=True)
-    best.model = None
-    h = model.fit(X, y, epochs=6, verbose=0, validation_split=0.25, metrics=["auc"],
-                  callbacks=[stop], optimizer=bp.SGD(0.2))
+    best = bp.ModelCheckpoint(tmp_path / "m-{epoch}.npz", monitor="val_auc", save_best_only=True)
+    plateau = bp.ReduceLROnPlateau(monitor="val_mae", patience=0, factor=0.5, min_delta=0.0)
+    h = model.fit(X, y, epochs=6, verbose=0, validation_split=0.25, metrics=["auc", "mae"],
+                  callbacks=[stop, best, plateau], optimizer=bp.SGD(0.2))
     values = h["val_auc"]
     assert stop.best == max(values) and stop.best_epoch == int(np.argmax(values))
+    # a checkpoint at each new maximum of val_auc, from epoch 1 (Keras counts from 1)
+    records = [e for e in range(6) if values[e] > max(values[:e], default=-1)]
+    assert best.saved == [str(tmp_path / f"m-{e + 1}.npz") for e in records]
+    # the rate halves after each epoch whose val_mae is not below the best so far ("min")
+    mae, rate = h["val_mae"], 0.2
+    for e in range(5):
+        if mae[e] >= min(mae[:e], default=np.inf):
+            rate *= 0.5
+        assert h["learning_rate"][e + 1] == pytest.approx(rate), e
     assert h.best("val_auc") == (int(np.argmax(values)), max(values))
     assert h.best_epoch == int(np.argmin(h["val_loss"])) and h.best_value == min(h["val_loss"])
     assert h.best("val_auc", mode="min") == (int(np.argmin(values)), min(values))
@@ -359,3 +368,26 @@ def test_bad_metric_arguments():
     metric = bp.metrics.get("mae").bind("mse", 2)
     with pytest.raises(ValueError, match=r"Received: f_out \(4, 3\), Y \(4, 3\), w None"):
         metric.update_state(np.zeros((4, 3)), np.zeros((4, 3)))
+
+
+def test_metrics_with_batches_and_a_memory_mapped_validation_set(rng, tmp_path):
+    # an iterable of batches trains as the arrays do; validation read in blocks gives the exact
+    # metrics over all its rows
+    X, y = digits_like(rng)
+    path = tmp_path / "X_val.npy"
+    np.save(path, X[180:])
+    X_val = np.load(path, mmap_mode="r")
+    arrays, batches = net(3, "softmax"), net(3, "softmax")
+    h = arrays.fit(X[:180], y[:180], epochs=2, batch_size=20, shuffle=False, verbose=0,
+                   metrics=["auc", "f1"], validation_data=(X_val, y[180:]))
+    class Loader:  # restarts at each epoch, as a DataLoader
+        def __iter__(self):
+            return ((X[s:s + 20], y[s:s + 20]) for s in range(0, 180, 20))
+
+    hb = batches.fit(Loader(), epochs=2, verbose=0, metrics=["auc", "f1"],
+                     validation_data=(X[180:], y[180:]))
+    for key in ("auc", "f1", "val_auc", "val_f1"):
+        np.testing.assert_allclose(hb[key], h[key], rtol=1e-12, err_msg=key)
+    p = arrays.predict(X[180:])
+    assert h["val_auc"][-1] == pytest.approx(skm.roc_auc_score(y[180:], p, multi_class="ovr"),
+                                             rel=1e-9)
