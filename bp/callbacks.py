@@ -81,8 +81,9 @@ class History:
         return self.history[key]
 
     def plot(self, path=None):
-        """The training curves: loss, accuracy (classification) with their validation values,
-        and the learning rate, per epoch (needs matplotlib: ``pip install "bp[plot]"``).
+        """The training curves: loss, accuracy (classification) and the other metrics with
+        their validation values, and the learning rate, per epoch (needs matplotlib:
+        ``pip install "bp[plot]"``).
 
         Parameters
         ----------
@@ -236,7 +237,9 @@ def _plot_history(history, path=None):
                          "with no epochs")
     h = history.history
     epochs = [e + 1 for e in history.epoch]
-    panels = [name for name in ("loss", "accuracy", "learning_rate")
+    # loss, accuracy, then the other metrics and what callbacks logged, the learning rate last
+    names = [k[4:] if k.startswith("val_") else k for k in h]
+    panels = [name for name in dict.fromkeys(["loss", "accuracy", *names, "learning_rate"])
               if name in h or "val_" + name in h]
     fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
     FigureCanvasAgg(fig)  # a canvas of its own: no pyplot, no global figure state

@@ -391,3 +391,15 @@ def test_metrics_with_batches_and_a_memory_mapped_validation_set(rng, tmp_path):
     p = arrays.predict(X[180:])
     assert h["val_auc"][-1] == pytest.approx(skm.roc_auc_score(y[180:], p, multi_class="ovr"),
                                              rel=1e-9)
+
+
+def test_history_plot_draws_a_panel_per_metric(rng):
+    pytest.importorskip("matplotlib")
+    X, y = digits_like(rng)
+    h = net(3, "softmax").fit(X, y, epochs=2, verbose=0, validation_split=0.25,
+                              metrics=["auc", "f1"])
+    fig = h.plot()
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "auc", "f1",
+                                                   "learning rate"]
+    auc = fig.axes[2]
+    assert [list(line.get_ydata()) for line in auc.get_lines()] == [h["auc"], h["val_auc"]]
