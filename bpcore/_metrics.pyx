@@ -26,7 +26,8 @@
 # follows (the engine's epilogues are serial for the reason given in _network.pyx's header).
 # The cores are `noexcept nogil` so that the compiled epoch can call them after each micro-batch's
 # forward pass, on the f_out it caches, without returning to Python; the def wrappers serve
-# bp/metrics.py today and the tests (bp/_reference.py has the NumPy twins).
+# bp/metrics.py today and the tests (bp/_reference.py has the NumPy twins); _metrics.pxd declares
+# the cores for the engine.
 # The states are float64 whatever the model's dtype: they are sums over a whole epoch.
 
 from cython cimport floating

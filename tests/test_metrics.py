@@ -34,6 +34,17 @@ def labels_of(rng, n, m, dtype):
 
 # ---- the compiled updates equal their twins ---------------------------------------------------------
 
+UPDATES = ["confusion_update", "top_k_update", "error_update", "auc_update"]
+
+
+@pytest.mark.parametrize("name", UPDATES)
+def test_the_twins_have_the_compiled_signatures(name):
+    import inspect
+
+    assert [(p.name, p.kind) for p in inspect.signature(getattr(K, name)).parameters.values()] \
+        == [(p.name, p.kind) for p in inspect.signature(getattr(ref, name)).parameters.values()]
+
+
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_compiled_updates_equal_the_numpy_twins(dtype, rng, weighted):
