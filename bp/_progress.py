@@ -146,7 +146,7 @@ def _per_step(seconds):
 
 def _duration(seconds):
     """An ETA: 42s, 3:07, 1:02:05."""
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)

@@ -34,8 +34,8 @@ from . import _evaluate, _interrupt, _mpi, _passes, _streaming, _threads
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
-from ._validation import check_number, check_positive_int
 from ._progress import Progress
+from ._validation import check_number, check_positive_int
 from .callbacks import Callback, CSVLogger, History, TerminateOnNaN, wants_every_batch
 
 DONE = _network.STATUS["done"]
@@ -148,7 +148,6 @@ class CompiledSteps(_Steps):
                 self._observe_last(net.last_start, net.last_rows)
         return Report(net.steps_done, net.total, net.seen, net.correct, net.last_loss,
                       net.last_start, net.last_rows, status)
-
 
     def _observe_last(self, start, rows):
         # The engine caches the last micro-batch's f_out (its workspace's z_out); fit runs it a
@@ -287,7 +286,7 @@ def exclusive(model):
 def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                 shuffle=True, accumulate=1, verbose=0, comm=None):
     """Sequential.partial_fit: one epoch that goes on from the optimizer's last epoch (as
-    every fit does: see _fit's schedule_epoch)."""
+    every fit does: see _fit's schedule_base)."""
     return fit(model, X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
                shuffle=shuffle, sample_weight=sample_weight, accumulate=accumulate,
                verbose=verbose, comm=comm)

@@ -238,7 +238,7 @@ def _plot_history(history, path=None):
     h = history.history
     epochs = [e + 1 for e in history.epoch]
     # loss, accuracy, then the other metrics and what callbacks logged, the learning rate last
-    names = [k[4:] if k.startswith("val_") else k for k in h]
+    names = [k.removeprefix("val_") for k in h]
     panels = [name for name in dict.fromkeys(["loss", "accuracy", *names, "learning_rate"])
               if name in h or "val_" + name in h]
     fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")

@@ -119,7 +119,7 @@ class Metric:
         return f"{type(self).__name__}({args})"
 
 
-# ---- classes: ratios of a confusion matrix --------------------------------------------------------
+# ---- classes: ratios of a confusion matrix -------------------------------------------------------
 
 
 class _Confusion(Metric):
@@ -275,7 +275,7 @@ class TopKCategoricalAccuracy(Metric):
         return {"k": self.k, "name": self.name}
 
 
-# ---- AUC: histograms of the scores ----------------------------------------------------------------
+# ---- AUC: histograms of the scores ---------------------------------------------------------------
 
 
 class AUC(Metric):
@@ -372,7 +372,7 @@ class AUC(Metric):
         return {"n_bins": self.n_bins, "name": self.name}
 
 
-# ---- errors: sums per output ----------------------------------------------------------------------
+# ---- errors: sums per output ---------------------------------------------------------------------
 
 
 class _Errors(Metric):
@@ -447,7 +447,7 @@ def _r2(sse, sst):
     return float(np.mean(r2))
 
 
-# ---- names ----------------------------------------------------------------------------------------
+# ---- names ---------------------------------------------------------------------------------------
 
 NAMES = {
     "accuracy": Accuracy, "binary_accuracy": BinaryAccuracy,
@@ -559,7 +559,7 @@ class Tracker:
 def mode_of(key):
     """A logged key's direction for mode="auto" when fit did not say: "max" for the names of
     bp's maximised metrics (accuracies, AUC, R2, precision, recall, F1), else "min"."""
-    base = key[4:] if key.startswith("val_") else key
+    base = key.removeprefix("val_")
     base = ALIASES.get(base, base)
     if base in NAMES and base not in ("mae", "mse", "rmse"):
         return "max"

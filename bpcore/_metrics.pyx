@@ -3,24 +3,24 @@
 # A metric's running value over an epoch (what Keras reports for the training set) needs only a
 # small state that each batch adds to; the value is read from the state at the end (bp/metrics.py):
 #
-#     confusion_update   C[t, p] += w_i          argmax classes (a softmax output: t = argmax y_i,
-#                                                p = argmax f_out_i), or every output of a sigmoid
-#                                                layer as a two-class problem (t = y >= 0.5,
-#                                                p = f_out >= threshold): accuracy, precision,
-#                                                recall and F1 (binary, macro, micro) are ratios of C
-#     top_k_update       hits += w_i             when fewer than k classes score above the true one
-#     error_update       S[0, j] += w_i |e_ij|    e = f_out - y, per output j: MAE, MSE, RMSE and R2
-#                        S[1, j] += w_i e_ij^2    (R2_j = 1 - S[1, j] / (S[3, j] - S[2, j]^2 / S[4, j]),
-#                        S[2, j] += w_i y_ij      averaged over the outputs as scikit-learn's
-#                        S[3, j] += w_i y_ij^2    "uniform_average")
-#                        S[4, j] += w_i
-#     auc_update         H[c, t, b] += w_i       a histogram of the scores of class c in n_bins equal
-#                                                bins of [0, 1], for the rows with label t (0 or 1;
-#                                                one-vs-rest for a softmax output): the ROC area is
-#                                                then the trapezoids between the ROC points at the
-#                                                bin edges, i.e. scores in one bin count as ties
-#                                                (Keras 3's AUC does the same with num_thresholds
-#                                                thresholds; validation's AUC is exact, bp/metrics.py)
+#   confusion_update  C[t, p] += w_i        argmax classes (a softmax output: t = argmax y_i,
+#                                           p = argmax f_out_i), or every output of a sigmoid
+#                                           layer as a two-class problem (t = y >= 0.5,
+#                                           p = f_out >= threshold): accuracy, precision,
+#                                           recall and F1 (binary, macro, micro) are ratios of C
+#   top_k_update      hits += w_i           when fewer than k classes score above the true one
+#   error_update      S[0, j] += w_i |e_ij|  e = f_out - y, per output j: MAE, MSE, RMSE and R2
+#                     S[1, j] += w_i e_ij^2  (R2_j = 1 - S[1, j] / (S[3, j] - S[2, j]^2 / S[4, j]),
+#                     S[2, j] += w_i y_ij    averaged over the outputs as scikit-learn's
+#                     S[3, j] += w_i y_ij^2  "uniform_average")
+#                     S[4, j] += w_i
+#   auc_update        H[c, t, b] += w_i     a histogram of the scores of class c in n_bins equal
+#                                           bins of [0, 1], for the rows with label t (0 or 1;
+#                                           one-vs-rest for a softmax output): the ROC area is
+#                                           then the trapezoids between the ROC points at the
+#                                           bin edges, i.e. scores in one bin count as ties
+#                                           (Keras 3's AUC does the same with num_thresholds
+#                                           thresholds; validation's AUC is exact, bp/metrics.py)
 #
 # Each update is O(rows x outputs) and runs serial: it is a few percent of the forward pass it
 # follows (the engine's epilogues are serial for the reason given in _network.pyx's header).

@@ -45,7 +45,7 @@ def test_initial_epoch_numbers_the_epochs_as_keras(capsys):
     assert h.epoch == [3, 4]
     assert h["learning_rate"] == [step(3), step(4)]
     out = capsys.readouterr().out
-    assert re.findall(r"^Epoch (\d)/5", out, re.M) == ["4", "5"]
+    assert re.findall(r"^Epoch (\d)/5", out, re.MULTILINE) == ["4", "5"]
 
 
 @pytest.mark.parametrize("bad", [-1, 5, 7, 1.0, "2", True])
