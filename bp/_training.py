@@ -16,10 +16,9 @@ The loop never knows which one runs. A chunk is the whole epoch, a fiftieth of i
 progress bar is drawn, or one step when a callback wants every batch, a running metric reads
 each batch's f_out (``observe``) or a per-step schedule sets each step's rate (bench/README.md,
 "Training metrics and per-step schedules", has what the engine should take instead). Both
-runners stop before
-the update at the first non-finite loss or gradient, undo an update that made a parameter or the
-optimizer's state non-finite, and stop after a completed step on Ctrl-C; they give the same
-bits (tests/test_network_engine.py).
+runners stop before the update at the first non-finite loss or gradient, undo an update that
+made a parameter or the optimizer's state non-finite, and stop after a completed step on Ctrl-C;
+they give the same bits (tests/test_network_engine.py).
 
 The model comes in as an argument: this module never imports ``bp.sequential``.
 """
