@@ -281,6 +281,8 @@ class TopKCategoricalAccuracy(Metric):
 class AUC(Metric):
     """The area under the ROC curve: one sigmoid output, or the mean over classes one-vs-rest (a
     softmax output; scikit-learn's multi_class="ovr", average="macro"), or over sigmoid outputs.
+    (Keras' AUC on one-hot targets pools the scores of every class into one curve, a micro
+    average; bp follows scikit-learn.)
 
     Parameters
     ----------
