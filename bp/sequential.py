@@ -423,7 +423,7 @@ class Sequential:
     def __setstate__(self, state):
         layer_cfgs = state.pop("layers")
         params, grads = state.pop("_params"), state.pop("_grads")
-        self.__dict__.update(state)
+        self.__dict__.update({"_metrics": [], **state})  # (a pickle from before metrics)
         self._fit_lock = threading.Lock()
         self.layers = []
         self._params = self._grads = self._passes = None
