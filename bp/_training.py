@@ -127,7 +127,7 @@ class CompiledSteps(_Steps):
     def run(self, first_step, count):
         net, opt, reducer = self.net, self.opt, self.reducer
         net.bind(self.ws)
-        opt._checkpoint(self.passes.params)  # allocates the buffers the engine saves state in
+        opt._checkpoint(self.passes.params, copy=False)  # the buffers the engine saves state in
         status = DONE
         _threads.hold_blas(self.step_nt)  # one BLAS thread for small steps; given back below
         try:

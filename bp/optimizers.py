@@ -114,15 +114,18 @@ class Optimizer:
         self._state = {}
 
     # -- undoing a step (fit's divergence guard) ---------------------------------------------
-    def _checkpoint(self, params):
+    def _checkpoint(self, params, copy=True):
         """Remember what one ``apply`` changes (the step count and the state buffers), in buffers
-        reused from step to step, so that a step whose update goes non-finite can be undone."""
+        reused from step to step, so that a step whose update goes non-finite can be undone.
+        copy=False only allocates them: the compiled engine copies the state itself, before the
+        updates that need it (a run of one step, as metrics ask, would copy it every step)."""
         self._ensure_state(params)
         saved = self._saved
         for name, buf in self._state.items():
             if saved.get(name) is None or saved[name].shape != buf.shape or saved[name].dtype != buf.dtype:
                 saved[name] = np.empty_like(buf)
-            np.copyto(saved[name], buf)
+            if copy:
+                np.copyto(saved[name], buf)
         self._saved_iterations = self.iterations
 
     def _rollback(self):
