@@ -82,6 +82,7 @@ class Progress:
             self._shown = 0
 
     def epoch_end(self, epoch, logs, seconds, steps=1):
+        """The epoch's line; steps: its batches (a step in Keras' sense, as the bar counts)."""
         if not self.verbose:
             return
         parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "learning_rate")

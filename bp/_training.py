@@ -514,7 +514,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             history._record(epoch, logs, seconds)  # with what the callbacks added
-            progress.epoch_end(epoch, logs, seconds, max(1, done))
+            progress.epoch_end(epoch, logs, seconds, min(done * accumulate, n_batches) or 1)
             if sigint.requested and comm is None:
                 raise KeyboardInterrupt
             if model.stop_training:
