@@ -415,3 +415,18 @@ def test_history_plot_draws_a_panel_per_metric(rng):
                                                    "learning rate"]
     auc = fig.axes[2]
     assert [list(line.get_ydata()) for line in auc.get_lines()] == [h["auc"], h["val_auc"]]
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+@pytest.mark.parametrize("make_opt", [lambda: bp.SGD(0.1, momentum=0.9), lambda: bp.Adam(0.01)])
+def test_metrics_leave_the_training_bit_for_bit(rng, accumulate, make_opt):
+    # asking for metrics changes how the epoch is run (a step at a time, or the Python steps),
+    # never what it computes
+    X, y = digits_like(rng)
+    quiet, measured = net(3, "softmax", "float32"), net(3, "softmax", "float32")
+    hq = quiet.fit(X, y, epochs=2, batch_size=16, accumulate=accumulate, optimizer=make_opt(),
+                   verbose=0)
+    hm = measured.fit(X, y, epochs=2, batch_size=16, accumulate=accumulate, optimizer=make_opt(),
+                      verbose=0, metrics=["auc", "mae"])
+    assert measured.get_flat_params().tobytes() == quiet.get_flat_params().tobytes()
+    assert hm["loss"] == hq["loss"] and hm["accuracy"] == hq["accuracy"]

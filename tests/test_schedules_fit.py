@@ -157,3 +157,14 @@ def test_history_best_without_epochs_and_with_an_unknown_key():
     assert h.best("accuracy")[1] == max(h["accuracy"])
     with pytest.raises(ValueError, match=r"History has no 'val_auc'\. Available: loss"):
         h.best("val_auc")
+
+
+@pytest.mark.parametrize("make", [lambda lr: bp.SGD(lr, momentum=0.9), lambda lr: bp.Adam(lr)])
+def test_a_constant_per_step_schedule_trains_as_the_constant(make):
+    # the step-at-a-time runs a per-step schedule takes give the same bits as one run an epoch
+    X, y = blobs()
+    const, stepped = mlp(), mlp()
+    const.fit(X, y, epochs=2, batch_size=8, optimizer=make(0.05), verbose=0)
+    stepped.fit(X, y, epochs=2, batch_size=8, verbose=0,
+                optimizer=make(schedules.PerStep(lambda step: 0.05)))
+    assert stepped.get_flat_params().tobytes() == const.get_flat_params().tobytes()
