@@ -46,7 +46,8 @@ _PLACEHOLDER = {"f": np.ones(1, np.float32), "d": np.ones(1, np.float64)}  # w w
 
 
 class Metric:
-    """Base class: a state that ``update_state(f_out, Y, w)`` adds a batch to, ``result()``.
+    """Base class: a state that ``update_state(y_true, y_pred, sample_weight)`` adds a batch to
+    (Keras' and scikit-learn's order), ``result()`` reads; ``bind(loss, n_outputs)`` first.
 
     Subclasses set ``name``, ``mode`` ("max" or "min": what the monitors of EarlyStopping,
     ReduceLROnPlateau and ModelCheckpoint take under mode="auto") and ``needs_classes``, and
@@ -76,27 +77,33 @@ class Metric:
     def reset_state(self):
         self._reset(self.m)
 
-    def update_state(self, f_out, Y, w=None):
-        """Add a batch: f_out and Y (n, m) float arrays (m the bound model's outputs), w (n,)
-        or None. Checked here, so that the compiled update cannot read out of bounds."""
-        f_out = np.ascontiguousarray(f_out)
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add a batch: the targets y_true and the outputs y_pred (f_out), (n, m) float arrays
+        (m the bound model's outputs), sample_weight (n,) or None. Checked here, so that the
+        compiled update cannot read out of bounds."""
+        if not hasattr(self, "m"):
+            raise ValueError(f"bind the metric to a model's loss and width first: "
+                             f"{type(self).__name__}(...).bind(loss, n_outputs). Received: an "
+                             f"unbound {self!r}")
+        Y, f_out, w = y_true, np.ascontiguousarray(y_pred), sample_weight
         if f_out.dtype.char not in _PLACEHOLDER:
             f_out = f_out.astype(np.float64)
         Y = np.ascontiguousarray(Y, f_out.dtype)
         if f_out.ndim != 2 or f_out.shape[1] != self.m or Y.shape != f_out.shape or (
                 w is not None and np.shape(w) != (f_out.shape[0],)) or not f_out.shape[0]:
-            raise ValueError(f"update_state needs f_out and Y of shape (n >= 1, {self.m}) and w "
-                             f"(n,) or None. Received: f_out {f_out.shape}, Y {Y.shape}, w "
+            raise ValueError(f"update_state needs y_true and y_pred of shape (n >= 1, {self.m}) "
+                             f"and sample_weight (n,) or None. Received: y_true {Y.shape}, "
+                             f"y_pred {f_out.shape}, sample_weight "
                              f"{None if w is None else np.shape(w)}")
         weighted = w is not None
         w = np.ascontiguousarray(w, f_out.dtype) if weighted else _PLACEHOLDER[f_out.dtype.char]
         self._update(f_out, Y, w, weighted)
 
-    def exact(self, f_out, Y, w=None):
-        """The metric over all of (f_out, Y, w) at once (validation, evaluate)."""
+    def exact(self, y_true, y_pred, sample_weight=None):
+        """The metric over all the rows at once (validation, evaluate)."""
         fresh = copy.copy(self)
         fresh.reset_state()
-        fresh.update_state(f_out, Y, w)
+        fresh.update_state(y_true, y_pred, sample_weight)
         return fresh.result()
 
     def check_targets(self, Y, what):
@@ -237,7 +244,7 @@ class F1Score(_Averaged):
     >>> f1 = F1Score("macro").bind("cross_entropy", 3)
     >>> f_out = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
     >>> y = np.eye(3)[[0, 1, 2, 2]]
-    >>> round(f1.exact(f_out, y), 6)        # sklearn.metrics.f1_score(..., average="macro")
+    >>> round(f1.exact(y, f_out), 6)        # sklearn.metrics.f1_score(..., average="macro")
     0.777778
     """
 
@@ -300,9 +307,9 @@ class AUC(Metric):
     >>> import numpy as np
     >>> auc = AUC().bind("binary_cross_entropy", 1)
     >>> f_out, y = np.array([[0.1], [0.4], [0.35], [0.8]]), np.array([[0.], [0.], [1.], [1.]])
-    >>> auc.exact(f_out, y)
+    >>> auc.exact(y, f_out)
     0.75
-    >>> auc.update_state(f_out, y); auc.result()   # the running value, from the histogram
+    >>> auc.update_state(y, f_out); auc.result()   # the running value, from the histogram
     0.75
     """
 
@@ -338,12 +345,12 @@ class AUC(Metric):
             return np.argmax(Y, axis=1)[:, None] == np.arange(Y.shape[1])
         return Y >= 0.5
 
-    def exact(self, f_out, Y, w=None):
+    def exact(self, y_true, y_pred, sample_weight=None):
         """Exact over all the rows: for each class, the pairs (positive, negative) ordered right,
         tied scores counting one half (the area under the exact ROC curve, scikit-learn's
         roc_auc_score), averaged over the classes."""
-        labels = self._labels(Y)
-        w = np.ones(len(Y)) if w is None else np.asarray(w, dtype=np.float64)
+        f_out, labels, w = np.asarray(y_pred), self._labels(np.asarray(y_true)), sample_weight
+        w = np.ones(len(labels)) if w is None else np.asarray(w, dtype=np.float64)
         values = []
         for c in self._columns():
             score = f_out[:, c].astype(np.float64)
@@ -434,10 +441,11 @@ class R2Score(_Errors):
         S, W = self.S, self._weight()
         return _r2(S[1], S[3] - S[2] ** 2 / W)
 
-    def exact(self, f_out, Y, w=None):
+    def exact(self, y_true, y_pred, sample_weight=None):
         # the two-pass SST (a single pass loses digits when |mean y| >> its spread)
-        f, y = f_out.astype(np.float64), Y.astype(np.float64)
-        w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+        f, y = np.asarray(y_pred, np.float64), np.asarray(y_true, np.float64)
+        w = (np.ones(len(y)) if sample_weight is None
+             else np.asarray(sample_weight, dtype=np.float64))
         mean = (w[:, None] * y).sum(axis=0) / w.sum()
         return _r2((w[:, None] * (f - y) ** 2).sum(axis=0),
                    (w[:, None] * (y - mean) ** 2).sum(axis=0))
@@ -555,7 +563,7 @@ class Tracker:
         return {m.name: m.result() for m in self.running}
 
     def exact(self, f_out, Y, w):
-        return {m.name: m.exact(f_out, Y, w) for m in self.metrics}
+        return {m.name: m.exact(Y, f_out, w) for m in self.metrics}
 
 
 def mode_of(key):

@@ -102,9 +102,9 @@ def test_classification_metrics_equal_sklearn(rng, weighted):
                                                                  labels=range(m)),
           "auc": skm.roc_auc_score(y, p, multi_class="ovr", sample_weight=w)}
     for name, expected in sk.items():
-        got = bound(name, "cross_entropy", m).exact(p, Y, w)
+        got = bound(name, "cross_entropy", m).exact(Y, p, w)
         assert got == pytest.approx(expected, rel=1e-12, abs=1e-12), name
-    top2 = M.TopKCategoricalAccuracy(2).bind("cross_entropy", m).exact(p, Y, w)
+    top2 = M.TopKCategoricalAccuracy(2).bind("cross_entropy", m).exact(Y, p, w)
     assert top2 == pytest.approx(skm.top_k_accuracy_score(y, p, k=2, sample_weight=w), abs=1e-12)
 
 
@@ -115,7 +115,7 @@ def test_a_class_never_true_nor_predicted_is_left_out_of_the_macro_mean(rng):
     Y = labels_of(rng, 40, 3, np.float64)
     Y = np.hstack([Y, np.zeros((40, 1))])
     expected = skm.f1_score(Y.argmax(1), p.argmax(1), average="macro")
-    assert bound("f1", "cross_entropy", 4).exact(p, Y) == pytest.approx(expected, abs=1e-12)
+    assert bound("f1", "cross_entropy", 4).exact(Y, p) == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
@@ -134,7 +134,7 @@ def test_binary_metrics_equal_sklearn(rng, weighted):
           "f1_micro": skm.f1_score(y, pred, average="micro", sample_weight=w),
           "auc": skm.roc_auc_score(y, p[:, 0], sample_weight=w)}
     for name, expected in sk.items():
-        got = bound(name, "binary_cross_entropy", 1).exact(p, Y, w)
+        got = bound(name, "binary_cross_entropy", 1).exact(Y, p, w)
         # AUC to 1e-9 in float64 (the bound); the others are ratios of the same sums
         assert got == pytest.approx(expected, rel=1e-9 if name == "auc" else 1e-12), name
 
@@ -143,7 +143,7 @@ def test_a_two_class_softmax_is_one_binary_auc(rng):
     p = scores(rng, 200, 2, np.float64, softmax=True)
     Y = labels_of(rng, 200, 2, np.float64)
     expected = skm.roc_auc_score(Y.argmax(1), p[:, 1])
-    assert bound("auc", "cross_entropy", 2).exact(p, Y) == pytest.approx(expected, rel=1e-9)
+    assert bound("auc", "cross_entropy", 2).exact(Y, p) == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("m", [1, 3])
@@ -159,10 +159,10 @@ def test_regression_metrics_equal_sklearn(rng, m, weighted):
           "r2": skm.r2_score(Y, f, sample_weight=w)}
     for name, expected in sk.items():
         metric = bound(name, "mse", m)
-        assert metric.exact(f, Y, w) == pytest.approx(expected, rel=1e-12), name
+        assert metric.exact(Y, f, w) == pytest.approx(expected, rel=1e-12), name
         # the running state over batches of 32 gives the same values (to rounding)
         for start in range(0, n, 32):
-            metric.update_state(f[start:start + 32], Y[start:start + 32],
+            metric.update_state(Y[start:start + 32], f[start:start + 32],
                                 None if w is None else w[start:start + 32])
         assert metric.result() == pytest.approx(expected, rel=1e-9), name
 
@@ -170,7 +170,7 @@ def test_regression_metrics_equal_sklearn(rng, m, weighted):
 def test_r2_of_a_constant_target_follows_sklearn():
     Y = np.full((5, 1), 2.0)
     for f in (Y.copy(), Y + 1):
-        assert bound("r2", "mse", 1).exact(f, Y) == skm.r2_score(Y, f)
+        assert bound("r2", "mse", 1).exact(Y, f) == skm.r2_score(Y, f)
 
 
 def test_the_running_auc_is_the_histogram_area(rng):
@@ -180,11 +180,11 @@ def test_the_running_auc_is_the_histogram_area(rng):
     centres = (rng.integers(0, 20, (n, 1)) + 0.5) / 20
     Y = (rng.random((n, 1)) < centres).astype(np.float64)
     metric = M.AUC(n_bins=20).bind("binary_cross_entropy", 1)
-    metric.update_state(centres, Y)
+    metric.update_state(Y, centres)
     assert metric.result() == pytest.approx(skm.roc_auc_score(Y[:, 0], centres[:, 0]), rel=1e-12)
     p = scores(rng, n, 1, np.float64, softmax=False)
     metric = M.AUC().bind("binary_cross_entropy", 1)
-    metric.update_state(p, Y)
+    metric.update_state(Y, p)
     assert abs(metric.result() - skm.roc_auc_score(Y[:, 0], p[:, 0])) < 5e-3
 
 
@@ -238,7 +238,7 @@ def test_training_metrics_are_running_values_before_each_update(rng, accumulate,
             idx = step[k:k + 8]
             f = replay.predict(X[idx])
             for s in states:
-                s.update_state(f, y[idx].reshape(-1, 1).astype(np.float64))
+                s.update_state(y[idx].reshape(-1, 1).astype(np.float64), f)
             replay.backward(X[idx], y[idx], total_samples=len(step))
         replay.step(opt)
     for s in states:
@@ -378,8 +378,12 @@ def test_bad_metric_arguments():
     with pytest.raises(ValueError, match=r"must be unique.*Received: metrics=\['mae', 'mae'\]"):
         bp.metrics.check(["mae", "mean_absolute_error"])
     metric = bp.metrics.get("mae").bind("mse", 2)
-    with pytest.raises(ValueError, match=r"Received: f_out \(4, 3\), Y \(4, 3\), w None"):
+    with pytest.raises(ValueError, match=r"Received: y_true \(4, 3\), y_pred \(4, 3\), "
+                                         r"sample_weight None"):
         metric.update_state(np.zeros((4, 3)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"bind the metric .* Received: an unbound "
+                                         r"AUC\(n_bins=200, name='auc'\)"):
+        bp.metrics.AUC().update_state(np.zeros((4, 1)), np.zeros((4, 1)))
 
 
 def test_metrics_with_batches_and_a_memory_mapped_validation_set(rng, tmp_path):
