@@ -137,7 +137,7 @@ def digits(args):
 
 
 def xor(args):
-    """The seed's XOR network: 2 inputs, 2 sigmoid hidden units, 1 sigmoid output."""
+    """The XOR network: 2 inputs, 2 sigmoid hidden units, 1 sigmoid output."""
     import bp
 
     X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
@@ -177,8 +177,9 @@ def _explain_options(p):
                    help="cross_entropy (softmax output, default), binary_cross_entropy "
                         "(sigmoid), mse (identity)")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="samples N (default 16)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="the network's dtype (default float32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the weights (default 0)")
     p.add_argument("--diagnose", action="store_true",
                    help="also print the per-layer diagnosis and per-sample gradient norms")
 
@@ -217,6 +218,7 @@ def explain(args):
 
 
 def config(args):
+    """python -m bp config: bp.show_config()."""
     import bp
 
     bp.show_config()
@@ -233,10 +235,12 @@ def build_parser():
     p = sub.add_parser("digits", help="train on scikit-learn's digits (the default)")
     _digits_options(p)
     p = sub.add_parser("xor", help="train the XOR network and print its error signals")
-    p.add_argument("--epochs", type=_positive_int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int, default=300,
+                   help="full-batch SGD steps (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     p.add_argument("--explain", action="store_true",
-                   help="show the final step in the seed's notation: z_in, z_out, delta, gradients")
+                   help="show the final step in the notation of the mathematics: z_in, z_out, delta, "
+                        "gradients")
     sub.add_parser("config", help="show how bp was built")
     _explain_options(sub.add_parser(
         "explain", help="every gradient three ways (naive, forward caching, backpropagation): "
@@ -248,14 +252,21 @@ def build_parser():
 def _digits_options(p):
     p.add_argument("--layers", type=_widths, default=[128, 64],
                    help="hidden layer widths, comma-separated (default 128,64)")
-    p.add_argument("--epochs", type=_positive_int, default=50)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    p.add_argument("--learning-rate", type=_positive_float, default=None)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="bp_digits_model.npz", help="where to save the model")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1)
+    p.add_argument("--epochs", type=_positive_int, default=50, help="epochs (default 50)")
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="rows per step (default 32; per rank with --distributed)")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                   help="the optimizer (default adam; sgd has momentum 0.9)")
+    p.add_argument("--learning-rate", type=_positive_float, default=None,
+                   help="the learning rate (default 1e-3 for adam and adamw, 0.1 for sgd)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="the network's dtype (default float32)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the train/test split, the weights and the shuffles (default 0)")
+    p.add_argument("--output", default="bp_digits_model.npz",
+                   help="where to save the model (default bp_digits_model.npz)")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="0 silent, 1 a progress bar, 2 a line per epoch (default 1)")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="draw the training curves (History.plot) into this file (needs "
                         "matplotlib: pip install 'bp[plot]')")

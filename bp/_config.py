@@ -42,7 +42,22 @@ def build_info():
 
 
 def show_config(file=None):
-    """Print how bp was built and how it will run (OpenMP, BLAS, threads)."""
+    """Print how bp was built and how it will run (OpenMP, BLAS, threads).
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print; default ``sys.stdout``.
+
+    Examples
+    --------
+    >>> import bp
+    >>> import io
+    >>> text = io.StringIO()
+    >>> bp.show_config(file=text)
+    >>> "OpenMP" in text.getvalue()
+    True
+    """
     info = build_info()
     out = file or sys.stdout
     print(f"bp {info['bp']}  (python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']})", file=out)

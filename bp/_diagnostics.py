@@ -178,7 +178,7 @@ def diagnose(model, X, y, loss=None):
 
 
 class DiagnosticsLogger(Callback):
-    """Record model.diagnose(X, y) after every epoch of fit, in History.
+    """Record ``model.diagnose(X, y)`` after every epoch of fit, in History.
 
     After fit, ``history.history["diagnostics"]`` holds one Diagnosis per epoch and
     ``history.history["mean_abs_delta_<i>"]``, ``"dead_fraction_<i>"``, ``"saturated_fraction_<i>"``
@@ -187,8 +187,33 @@ class DiagnosticsLogger(Callback):
 
     Parameters
     ----------
-    X, y : a fixed batch to diagnose on (a few hundred rows of the training data suffice)
-    loss : str, optional    default: the loss fit is using
+    X : array-like of shape (n_samples, n_features)
+        A fixed batch to diagnose on (a few hundred rows of the training data suffice).
+    y : array-like
+        Its targets, as for fit.
+    loss : str, optional
+        Default: the loss fit is using.
+
+    Attributes
+    ----------
+    diagnoses : list of Diagnosis
+        One per epoch of the last fit.
+
+    See Also
+    --------
+    Sequential.diagnose : One diagnosis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 3
+    >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
+    ...                       seed=0)
+    >>> history = model.fit(X, y, epochs=3, verbose=0, callbacks=[bp.DiagnosticsLogger(X, y)])
+    >>> len(history.history["diagnostics"]), len(history.history["mean_abs_delta_0"])
+    (3, 3)
     """
 
     def __init__(self, X, y, loss=None):
@@ -196,9 +221,25 @@ class DiagnosticsLogger(Callback):
         self.diagnoses = []
 
     def on_train_begin(self, logs=None):
+        """Forget the diagnoses of a previous fit.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged (unused).
+        """
         self.diagnoses = []
 
     def on_epoch_end(self, epoch, logs=None):
+        """Diagnose the batch and record the numbers in the model's History.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged (unused).
+        """
         d = diagnose(self.model, self.X, self.y, loss=self.loss or self.model.loss)
         self.diagnoses.append(d)
         history = getattr(self.model, "history", None)

@@ -50,23 +50,36 @@ def mpi():
 
 
 def shard(n_rows, comm):
-    """This rank's contiguous range of rows: rank r of p gets rows [start, stop) with
-    start = r q + min(r, s), q, s = divmod(n_rows, p) (the first s ranks get one extra row, as
-    numpy.array_split splits).
+    """Return this rank's contiguous range of rows.
+
+    Rank r of p gets rows [start, stop) with ``start = r q + min(r, s)``,
+    ``q, s = divmod(n_rows, p)``: the first s ranks get one extra row, as numpy.array_split splits.
 
     Parameters
     ----------
-    n_rows : int >= 0
-    comm : an mpi4py communicator (anything with Get_rank() and Get_size())
+    n_rows : int
+        The number of rows to split (>= 0).
+    comm : mpi4py communicator
+        The ranks that train together (``MPI.COMM_WORLD``, or anything with ``Get_rank()`` and
+        ``Get_size()`` where only those are used).
 
     Returns
     -------
-    slice(start, stop): ``X[shard(len(X), comm)]`` is this rank's block (a view).
+    slice
+        ``slice(start, stop)``: ``X[shard(len(X), comm)]`` is this rank's block (a view).
+
+    See Also
+    --------
+    shard_rows : The block itself.
 
     Examples
     --------
-    >>> [shard(10, FakeComm(rank=r, size=4)) for r in range(4)]
-    [slice(0, 3), slice(3, 6), slice(6, 8), slice(8, 10)]
+    >>> from bp import distributed
+    >>> class Rank:                                  # stands in for a communicator here
+    ...     def __init__(self, rank, size):
+    ...         self.Get_rank, self.Get_size = (lambda: rank), (lambda: size)
+    >>> [distributed.shard(10, Rank(r, 4)) for r in range(4)]
+    [slice(0, 3, None), slice(3, 6, None), slice(6, 8, None), slice(8, 10, None)]
     """
     if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 0:
         raise ValueError(f"n_rows must be a non-negative int. Received: n_rows={n_rows!r}")
@@ -77,13 +90,33 @@ def shard(n_rows, comm):
 
 
 def shard_rows(X, comm):
-    """This rank's block of rows of X (``X[shard(len(X), comm)]``): a view, never a copy, so an
-    array from ``np.load(path, mmap_mode="r")`` reads from disk only the rows of this rank's shard.
+    """Return this rank's block of rows of X, ``X[shard(len(X), comm)]``.
+
+    A view, never a copy: for an array from ``np.load(path, mmap_mode="r")`` only this rank's rows
+    are ever read from disk.
+
+    Parameters
+    ----------
+    X : numpy.ndarray or numpy.memmap
+        The whole data set (every rank passes the same one).
+    comm : mpi4py communicator
+        The ranks that train together (``MPI.COMM_WORLD``, or anything with ``Get_rank()`` and
+        ``Get_size()`` where only those are used).
+
+    Returns
+    -------
+    numpy.ndarray
+        A view of this rank's rows.
 
     Examples
     --------
-    >>> X = np.load("X.npy", mmap_mode="r")
-    >>> X_mine = shard_rows(X, comm)      # a memmap of this rank's rows; nothing read yet
+    >>> import numpy as np
+    >>> from bp import distributed
+    >>> from mpi4py import MPI
+    >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
+    >>> X = np.arange(20.0).reshape(10, 2)
+    >>> distributed.shard_rows(X, comm).shape            # all 10 rows on a world of one
+    (10, 2)
     """
     if not hasattr(X, "shape") or len(X.shape) < 1:
         raise TypeError(f"X must be an array with rows. Received: {type(X).__name__}")
@@ -100,7 +133,25 @@ def check_world(comm=None):
 
     Parameters
     ----------
-    comm : mpi4py communicator, optional; only used to reach mpi4py's COMM_WORLD
+    comm : mpi4py communicator, optional
+        Only used to reach mpi4py's ``COMM_WORLD``.
+
+    Returns
+    -------
+    int
+        The size of MPI's world.
+
+    Raises
+    ------
+    RuntimeError
+        When the launcher's count and the world's size differ.
+
+    Examples
+    --------
+    >>> from bp import distributed
+    >>> from mpi4py import MPI
+    >>> distributed.check_world(MPI.COMM_WORLD)          # no launcher: a world of one
+    1
     """
     MPI = mpi()
     world = MPI.COMM_WORLD.Get_size()
@@ -125,8 +176,32 @@ def _signature(model):
 
 
 def check_same_model(model, comm):
-    """Raise, on every rank, if the ranks' models differ in architecture or dtype (or are not
-    all built); the error names the ranks that differ from rank 0 and what each holds."""
+    """Raise, on every rank, if the ranks' models differ in architecture or dtype (or are not all built).
+
+    The error names the ranks that differ from rank 0 and what each holds.
+
+    Parameters
+    ----------
+    model : Sequential
+        This rank's model.
+    comm : mpi4py communicator
+        The ranks that train together (``MPI.COMM_WORLD``, or anything with ``Get_rank()`` and
+        ``Get_size()`` where only those are used).
+
+    Raises
+    ------
+    ValueError
+        When the ranks' models differ.
+
+    Examples
+    --------
+    >>> import bp
+    >>> from bp import distributed
+    >>> from mpi4py import MPI
+    >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
+    >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
+    >>> distributed.check_same_model(model, comm)
+    """
     mine = _signature(model) if model.built else "not built"
     everyone = comm.allgather(mine)
     bad = [r for r, s in enumerate(everyone) if s != everyone[0]]
@@ -147,8 +222,7 @@ def _gradient_buffer(model):
 
 
 def broadcast_parameters(model, comm, root=0):
-    """Give every rank rank `root`'s parameters and optimizer state (copied in place), so that all
-    ranks start bit for bit the same.
+    """Give every rank rank `root`'s parameters and optimizer state, so that all ranks start bit for bit the same.
 
     Call it once after building the model on every rank (``model.build(n_features)``), before the
     first step. It first checks the launch (``check_world``) and that the ranks hold the same
@@ -158,9 +232,22 @@ def broadcast_parameters(model, comm, root=0):
 
     Parameters
     ----------
-    model : bp.Sequential, built, the same architecture and dtype on every rank
+    model : Sequential
+        Built, the same architecture and dtype on every rank; updated in place.
     comm : mpi4py communicator
-    root : int, the rank whose model the others receive
+        The ranks that train together (``MPI.COMM_WORLD``, or anything with ``Get_rank()`` and
+        ``Get_size()`` where only those are used).
+    root : int, default=0
+        The rank whose model the others receive.
+
+    Examples
+    --------
+    >>> import bp
+    >>> from bp import distributed
+    >>> from mpi4py import MPI
+    >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
+    >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
+    >>> distributed.broadcast_parameters(model, comm)
     """
     check_world(comm)
     check_same_model(model, comm)
@@ -192,23 +279,43 @@ def broadcast_parameters(model, comm, root=0):
 
 
 def allreduce_gradients(model, comm):
-    """Replace the model's gradient buffer by its sum over the ranks (``MPI_Allreduce`` with
-    ``MPI_SUM``, in place, one flat buffer): g <- sum_r g_r.
+    """Replace the model's gradient buffer by its sum over the ranks (``MPI_Allreduce``, in place).
 
-    Scaling: the sum is the global batch's mean gradient when each rank's ``backward`` was told
-    the global count, ``model.backward(X_part, y_part, total_samples=N_global)`` (the default,
-    the rank's own row count, would give p times the mean over equal shards). With it, the step
-    that follows is the step one process makes on the union of the ranks' rows, and gradient
-    clipping (``clip_norm``) clips by the global norm.
+    ``g <- sum_r g_r`` over one flat buffer. The sum is the global batch's mean gradient when each
+    rank's ``backward`` was told the global count,
+    ``model.backward(X_part, y_part, total_samples=N_global)`` (the default, the rank's own row
+    count, would give p times the mean over equal shards). With it, the step that follows is the
+    step one process makes on the union of the ranks' rows, and gradient clipping (``clip_norm``)
+    clips by the global norm.
 
     Parameters
     ----------
-    model : bp.Sequential, built, the same on every rank
+    model : Sequential
+        Built, the same on every rank.
     comm : mpi4py communicator
+        The ranks that train together (``MPI.COMM_WORLD``, or anything with ``Get_rank()`` and
+        ``Get_size()`` where only those are used).
 
     Returns
     -------
-    The model's gradient buffer as a read-only view (``model.get_flat_grads()``).
+    numpy.ndarray
+        The model's gradient buffer as a read-only view (``model.get_flat_grads()``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> from bp import distributed
+    >>> from mpi4py import MPI
+    >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((8, 3)), rng.standard_normal(8)
+    >>> model = bp.Sequential([bp.Dense(1)], seed=0).build(3)
+    >>> distributed.broadcast_parameters(model, comm)
+    >>> model.zero_grad()
+    >>> _ = model.backward(X, y, total_samples=8 * comm.Get_size())
+    >>> grads = distributed.allreduce_gradients(model, comm)
+    >>> model.step(bp.SGD(learning_rate=0.1))
     """
     MPI = mpi()
     comm.Allreduce(MPI.IN_PLACE, _gradient_buffer(model), op=MPI.SUM)
@@ -216,10 +323,29 @@ def allreduce_gradients(model, comm):
 
 
 def local_threads(comm):
-    """This rank's share of its node's cores: cores // (ranks on the node), at least 1.
+    """Return this rank's share of its node's cores: cores // (ranks on the node), at least 1.
 
     Ranks on one node that each run one thread per core would oversubscribe it p-fold; this is
     the default a data-parallel run should give ``bp.set_num_threads``.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator
+        The ranks that train together (``MPI.COMM_WORLD``, or anything with ``Get_rank()`` and
+        ``Get_size()`` where only those are used).
+
+    Returns
+    -------
+    int
+        The thread count for this rank.
+
+    Examples
+    --------
+    >>> from bp import distributed
+    >>> from mpi4py import MPI
+    >>> comm = MPI.COMM_WORLD                        # one rank when not under mpiexec
+    >>> distributed.local_threads(comm) >= 1
+    True
     """
     MPI = mpi()
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)

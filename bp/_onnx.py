@@ -46,28 +46,48 @@ def _import_onnx():
 
 
 def to_onnx(model, path=None, *, opset=None):
-    """The ONNX graph of a trained network: f_out = tau(... sigma(X @ W_1 + b_1) ... @ W_L + b_L).
+    """Convert a trained network to an ONNX graph.
+
+    The graph computes ``f_out = tau(sigma(X @ W_1 + b_1) @ ... @ W_L + b_L)``.
+    Every activation (gelu is the exact erf form), float32 and float64, a dynamic batch axis. For a
+    fitted scikit-learn MLP the outputs are those skl2onnx gives. Needs ``pip install "bp[onnx]"``.
 
     Parameters
     ----------
-    model : a built bp.Sequential of Dense layers, or a fitted scikit-learn MLPClassifier /
-        MLPRegressor (or any estimator with its attributes, such as bp.sklearn's)
-    path : str or os.PathLike, optional
+    model : Sequential or MLPClassifier or MLPRegressor
+        A built ``bp.Sequential`` of Dense layers, or a fitted scikit-learn MLPClassifier /
+        MLPRegressor (or any estimator with their attributes, such as bp.sklearn's).
+    path : str or path-like, optional
         Also write the model there (its directory must exist).
     opset : int, optional
         The ONNX opset, from 14 to the installed onnx's newest; default 17.
 
     Returns
     -------
-    onnx.ModelProto: input "X" (batch, n_in) of the model's dtype; output "f_out" (batch,
-    n_outputs) for a Sequential, "label" and "probabilities" for a classifier, "variable" for a
-    regressor.
+    onnx.ModelProto
+        Input "X" ``(batch, n_in)`` of the model's dtype; output "f_out" ``(batch, n_outputs)``
+        for a Sequential, "label" and "probabilities" for a classifier, "variable" for a
+        regressor.
+
+    See Also
+    --------
+    to_torch : The hand-over to PyTorch.
 
     Examples
     --------
-    >>> proto = bp.to_onnx(model, "model.onnx")
-    >>> session = onnxruntime.InferenceSession("model.onnx")
-    >>> session.run(None, {"X": X.astype(np.float32)})[0]      # == model.predict(X)
+    >>> import numpy as np
+    >>> import bp
+    >>> import os, tempfile
+    >>> import onnxruntime
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(3, activation="softmax")],
+    ...                       seed=0).build(4)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+    >>> proto = bp.to_onnx(model, path)
+    >>> X = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    >>> session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    >>> f_out = session.run(None, {"X": X})[0]
+    >>> bool(np.allclose(f_out, model.predict(X), atol=1e-6))
+    True
     """
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):

@@ -66,18 +66,31 @@ def _count_physical_cores(cpus):
 
 
 def effective_n_threads(n_threads=None, only_physical_cores=True):
-    """The number of threads bp's kernels will use for ``n_threads``.
-
-    Parameters
-    ----------
-    n_threads : int or None
-        None: physical cores, unless ``OMP_NUM_THREADS`` is set; -1: all available; -k: all but
-        k - 1; a positive int: exactly that many.
-    only_physical_cores : bool
-        With ``n_threads=None`` and no ``OMP_NUM_THREADS``, count physical cores, not logical CPUs.
+    """Return the number of threads bp's kernels will use for `n_threads`.
 
     A serial build (no OpenMP) runs its own kernels on one thread whatever this says; the count
     still holds the BLAS pool.
+
+    Parameters
+    ----------
+    n_threads : int or None, default=None
+        None: physical cores, unless ``OMP_NUM_THREADS`` is set; -1: all available; -k: all but
+        k - 1; a positive int: exactly that many (0 is an error).
+    only_physical_cores : bool, default=True
+        With ``n_threads=None`` and no ``OMP_NUM_THREADS``, count physical cores, not logical CPUs.
+
+    Returns
+    -------
+    int
+        The thread count (>= 1).
+
+    Examples
+    --------
+    >>> import bp
+    >>> bp.effective_n_threads(3)
+    3
+    >>> bp.effective_n_threads(-1) >= 1
+    True
     """
     if isinstance(n_threads, bool) or not (n_threads is None or isinstance(n_threads, int)):
         raise TypeError(
@@ -111,7 +124,24 @@ def _omp_num_threads_env():
 
 
 def get_num_threads():
-    """The thread count bp uses now (for its kernels and, while it runs, the BLAS pools)."""
+    """Return the thread count bp uses now (for its kernels and, while it runs, the BLAS pools).
+
+    Returns
+    -------
+    int
+        The thread count.
+
+    See Also
+    --------
+    set_num_threads, num_threads
+
+    Examples
+    --------
+    >>> import bp
+    >>> with bp.num_threads(1):
+    ...     bp.get_num_threads()
+    1
+    """
     global _settled, _settled_env
     n, env = _settled, os.environ.get("OMP_NUM_THREADS")
     if n is None or env != _settled_env:
@@ -126,8 +156,12 @@ def set_num_threads(n_threads):
     Parameters
     ----------
     n_threads : int or None
-        As in :func:`effective_n_threads`; None restores the default (physical cores, or
+        As in ``effective_n_threads``; None restores the default (physical cores, or
         ``OMP_NUM_THREADS``).
+
+    See Also
+    --------
+    num_threads : The same for a ``with`` block.
 
     Examples
     --------
@@ -135,6 +169,7 @@ def set_num_threads(n_threads):
     >>> bp.set_num_threads(1)
     >>> bp.get_num_threads()
     1
+    >>> bp.set_num_threads(None)                        # back to the default
     """
     global _n_threads, _settled
     effective_n_threads(n_threads)  # validate before changing anything
@@ -145,7 +180,25 @@ def set_num_threads(n_threads):
 
 @contextmanager
 def num_threads(n_threads):
-    """Context manager form of :func:`set_num_threads`: ``with bp.num_threads(1): ...``."""
+    """Set bp's thread count for the duration of a ``with`` block.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        As in ``set_num_threads``.
+
+    Yields
+    ------
+    None
+        Inside the block, bp runs on `n_threads`; after it, on the count before it.
+
+    Examples
+    --------
+    >>> import bp
+    >>> with bp.num_threads(1):
+    ...     bp.get_num_threads()
+    1
+    """
     global _n_threads, _settled
     previous = _n_threads
     set_num_threads(n_threads)

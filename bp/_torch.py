@@ -34,22 +34,36 @@ def _activation_modules(nn):
 
 
 def to_torch(model):
-    """A torch.nn.Sequential computing the same f_out as ``model.predict``.
+    """Convert a built model to a ``torch.nn.Sequential`` computing the same ``f_out`` as ``predict``.
+
+    Each Dense becomes an ``nn.Linear`` (``weight = W.T``, ``bias = b``, the model's dtype) followed
+    by its activation module; the weights are copies. Needs ``pip install "bp[torch]"``.
 
     Parameters
     ----------
-    model : a built bp.Sequential
+    model : Sequential
+        A built model.
 
     Returns
     -------
-    torch.nn.Sequential of nn.Linear (weight = W.T, bias = b, the model's dtype) each followed by
-    its activation module; weights are copies, in evaluation mode, requires_grad on as torch makes
-    them.
+    torch.nn.Sequential
+        The module.
+
+    See Also
+    --------
+    from_torch : And back.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
+    >>> import torch
+    >>> model = bp.Sequential([bp.Dense(4, activation="tanh"), bp.Dense(2)], seed=0).build(3)
     >>> module = bp.to_torch(model)
-    >>> module(torch.from_numpy(X)).detach().numpy()          # == model.predict(X)
+    >>> X = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    >>> f_out = module(torch.from_numpy(X)).detach().numpy()
+    >>> bool(np.allclose(f_out, model.predict(X), atol=1e-6))
+    True
     """
     layers = getattr(model, "layers", None)
     if not hasattr(model, "built") or not isinstance(layers, list):

@@ -47,9 +47,43 @@ INTERRUPTED = _network.STATUS["interrupted"]
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss or a gradient became non-finite during fit; the model keeps the last finite
-    weights and optimizer state. Attributes: epoch, batch, layer, sample (in the batch), row (of
-    X), where ("forward (z_out)", "loss", "error signal (delta)", "gradients" or "update")."""
+    """The loss, a gradient or an update became non-finite during fit.
+
+    The step is undone: the model keeps the last finite weights and optimizer state.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, where.
+    epoch : int, optional
+        The epoch of the step.
+    batch : int, optional
+        The batch within the epoch.
+    layer : int, optional
+        The layer where the first non-finite value appeared.
+    sample : int, optional
+        The sample, within the batch.
+    where : str, optional
+        "forward (z_out)", "loss", "error signal (delta)", "gradients" or "update".
+    row : int, optional
+        The sample's row in the X given to fit.
+
+    See Also
+    --------
+    TerminateOnNaN : End quietly instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> X, y = np.ones((4, 2)), np.full(4, 1e30)
+    >>> model = bp.Sequential([bp.Dense(1)], dtype="float32", seed=0)
+    >>> try:
+    ...     model.fit(X, y, optimizer=bp.SGD(1e10), epochs=3, verbose=0)
+    ... except bp.TrainingDivergedError as err:
+    ...     print(err.where is not None, err.epoch)
+    True 0
+    """
 
     def __init__(self, message, epoch=None, batch=None, layer=None, sample=None, where=None,
                  row=None):

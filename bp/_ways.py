@@ -36,8 +36,8 @@ where T_k, the tangent propagation of one parameter of layer k, is N for the out
 later layer: times sigma', times W; finally contracted with delta[O]). Both per-parameter ways
 grow as P times a pass; backpropagation stays a constant times one forward pass.
 
-Layers are numbered from 0 here, as in ``model.layers``; the seed's notation (``python -m bp xor
---explain``) numbers the hidden layer 1 and calls the output layer O.
+Layers are numbered from 0 here, as in ``model.layers``; the mathematics' notation
+(``python -m bp xor --explain``) numbers the hidden layer 1 and calls the output layer O.
 """
 
 import numpy as np

@@ -11,17 +11,20 @@ from ._validation import check_number
 class History:
     """What ``fit`` did: per-epoch metrics and how training ended.
 
+    ``fit`` returns it, and ``model.history`` keeps the last one.
+
     Attributes
     ----------
-    history : dict of lists
+    history : dict of list
         ``loss`` (and ``accuracy`` for classification), ``val_loss``, ``val_accuracy`` when there
         is validation data, ``learning_rate``; one entry per completed epoch (Keras' layout).
     epoch : list of int
         The completed epochs.
     stopped : str or None
-        None if every epoch ran; "early_stopping", "interrupted", "callback" otherwise.
+        None if every epoch ran; "early_stopping", "interrupted", "diverged" or "callback"
+        otherwise.
     stopped_at : dict or None
-        Where training stopped: {"epoch": e, "batch": b} (the last completed batch), for
+        Where training stopped: ``{"epoch": e, "batch": b}`` (the last completed batch), for
         interruptions.
     diverged : dict or None
         When the loss, a gradient or an update went non-finite: epoch, batch, layer, sample (in
@@ -31,6 +34,18 @@ class History:
     best_epoch, best_value : int or None, float or None
         The epoch with the best ``val_loss`` (``loss`` without validation data) and its value;
         ``best(monitor)`` for another quantity.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> history = model.fit(X, y, epochs=3, verbose=0)
+    >>> history.epoch, len(history.history["loss"]), history.stopped
+    ([0, 1, 2], 3, None)
     """
 
     def __init__(self):
@@ -81,9 +96,9 @@ class History:
         return self.history[key]
 
     def plot(self, path=None):
-        """The training curves: loss, accuracy (classification) and the other metrics with
-        their validation values, and the learning rate, per epoch (needs matplotlib:
-        ``pip install "bp[plot]"``).
+        """Draw the training curves: loss, accuracy and the other metrics with their validation values, and the learning rate, per epoch.
+
+        Needs matplotlib (``pip install "bp[plot]"``).
 
         Parameters
         ----------
@@ -93,10 +108,22 @@ class History:
         Returns
         -------
         matplotlib.figure.Figure
+            The figure.
 
         Examples
         --------
-        >>> model.fit(X, y, validation_split=0.2, epochs=20).plot("curves.png")
+        >>> import numpy as np
+        >>> import bp
+        >>> import os, tempfile
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+        >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+        ...                       seed=0)
+        >>> history = model.fit(X, y, validation_split=0.2, epochs=3, verbose=0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
+        >>> figure = history.plot(path)
+        >>> os.path.exists(path)
+        True
         """
         return _plot_history(self, path)
 
@@ -106,49 +133,158 @@ class History:
 
 
 class Callback:
-    """Base class: override the hooks you need. ``self.model`` is the model being fitted.
+    """Base class of fit's callbacks: override the hooks you need.
 
-    Set ``self.model.stop_training = True`` in a hook to end training after this epoch.
-    A callback that overrides ``on_batch_end`` makes fit return to Python after every batch.
+    ``self.model`` is the model being fitted. Set ``self.model.stop_training = True`` in a hook to end
+    training after this epoch. The epoch hooks keep the whole epoch in one compiled call; a callback
+    that overrides ``on_batch_end`` makes fit return to Python after every batch.
+
+    Attributes
+    ----------
+    model : Sequential or None
+        The model being fitted (set by ``set_model`` when fit starts).
+
+    See Also
+    --------
+    LambdaCallback : A callback from functions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> class PrintLoss(bp.Callback):
+    ...     def on_epoch_end(self, epoch, logs=None):
+    ...         print(f"epoch {epoch}: loss {logs['loss']:.2f}")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> _ = model.fit(X, y, epochs=2, verbose=0, callbacks=[PrintLoss()])
+    epoch 0: loss ...
+    epoch 1: loss ...
     """
 
     model = None
 
     def set_model(self, model):
+        """Set the model being fitted (fit calls it before ``on_train_begin``).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model being fitted.
+        """
         self.model = model
 
     def on_train_begin(self, logs=None):
+        """Run at the start of fit, before the first epoch.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Run at the start of every epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_epoch_end(self, epoch, logs=None):
+        """Run at the end of every epoch, after validation.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_batch_end(self, batch, logs=None):
+        """Run after every batch (only if overridden: fit then returns to Python every batch).
+
+        Parameters
+        ----------
+        batch : int
+            The batch within the epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
     def on_train_end(self, logs=None):
+        """Run at the end of fit, however it ended.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         pass
 
 
 class EarlyStopping(Callback):
-    """Stop when the monitored quantity has not improved for `patience` epochs.
+    """Stop training when the monitored value has not improved for `patience` epochs.
+
+    A non-finite value (NaN, inf) counts as no improvement.
 
     Parameters
     ----------
-    monitor : str, default "val_loss"   (falls back to "loss" when there is no validation data)
-    patience : int, default 5
-    min_delta : float, default 0        an improvement must exceed it
-    mode : "auto", "min" or "max", default "auto" (the metric's own: "max" for accuracies, AUC,
-        R2, precision, recall and F1, "min" for losses and errors)
-        A non-finite value (NaN, inf) counts as no improvement.
-    restore_best_weights : bool, default True
-        At the end, put back the weights of the best epoch (Keras' default is False; bp's is True
-        because that is what one wants almost always).
-    verbose : 0 or 1, default 0
+    monitor : str, default="val_loss"
+        The logged value to watch; falls back to "loss" when there is no validation data.
+    patience : int, default=5
+        Epochs without improvement before training stops.
+    min_delta : float, default=0.0
+        An improvement must exceed it.
+    mode : {"auto", "min", "max"}, default="auto"
+        Whether smaller or larger is better; "auto" takes the metric's own: "max" for
+        accuracies, AUC, R2, precision, recall and F1, "min" for losses and errors.
+    restore_best_weights : bool, default=True
+        At the end, put back the weights of the best epoch (Keras' default is False; bp's is
+        True because that is what one wants almost always).
+    verbose : {0, 1}, default=0
         1 prints the epoch it stopped at and the epoch whose weights it restored.
+
+    Attributes
+    ----------
+    best : float or None
+        The best value seen.
+    best_epoch : int or None
+        Its epoch.
+    stopped_epoch : int or None
+        The epoch after which it stopped training (None if it did not).
+
+    See Also
+    --------
+    ReduceLROnPlateau : Lower the learning rate instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> stop = bp.EarlyStopping(patience=2)
+    >>> history = model.fit(X, y, validation_split=0.2, epochs=200, verbose=0, callbacks=[stop])
+    >>> history.stopped, len(history.epoch) < 200
+    ('early_stopping', True)
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
@@ -172,6 +308,14 @@ class EarlyStopping(Callback):
         self.wait = 0
 
     def on_train_begin(self, logs=None):
+        """Forget the best value and the patience count of a previous fit.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self.best = None
         self.best_epoch = None
         self.best_params = None
@@ -183,6 +327,16 @@ class EarlyStopping(Callback):
                          getattr(self.model, "_monitor_modes", None))
 
     def on_epoch_end(self, epoch, logs=None):
+        """Compare the monitored value with the best; stop after `patience` epochs without improvement.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         self._key = self.monitor if self.monitor in logs else (
             "loss" if self.monitor == "val_loss" else self.monitor)
@@ -204,6 +358,14 @@ class EarlyStopping(Callback):
                 self.stopped_epoch = epoch
 
     def on_train_end(self, logs=None):
+        """Put back the best epoch's weights (with ``restore_best_weights``).
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         restore = self.restore_best_weights and self.best_params is not None
         if self.verbose and self.stopped_epoch is not None:
             # epochs counted from 1, as the progress line shows them
@@ -218,8 +380,28 @@ class EarlyStopping(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Marker for ``fit(on_nan=...)``: kept for Keras users. bp checks every step anyway; this
-    callback makes a non-finite loss stop training quietly instead of raising."""
+    """Stop training quietly when a step goes non-finite (kept for Keras users).
+
+    bp checks every step anyway: without this callback ``fit`` raises ``TrainingDivergedError``;
+    with it, ``fit`` returns a History with ``stopped == "diverged"`` (as ``on_nan="stop"`` does).
+    Either way the model keeps the last finite weights.
+
+    See Also
+    --------
+    TrainingDivergedError : What fit raises otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> history = model.fit(X, y, epochs=2, verbose=0, callbacks=[bp.TerminateOnNaN()])
+    >>> history.stopped is None
+    True
+    """
 
 
 # ---- History.plot -------------------------------------------------------------------------------
@@ -307,14 +489,33 @@ class ModelCheckpoint(Callback):
     Parameters
     ----------
     filepath : str or path-like
-    monitor : str, default "val_loss"  (falls back to "loss" when there is no validation data)
-    save_best_only : bool, default False
-    mode : "auto", "min" or "max" ("max" for names containing "acc" under "auto")
+        Where to save; formatted with ``epoch`` and the logged values.
+    monitor : str, default="val_loss"
+        The value ``save_best_only`` watches; falls back to "loss" without validation data.
+    save_best_only : bool, default=False
+        Save only when the monitored value improves.
+    mode : {"auto", "min", "max"}, default="auto"
+        Whether smaller or larger is better; "auto" maximises names containing "acc".
+
+    Attributes
+    ----------
+    saved : list of str
+        The paths written, in order.
 
     Examples
     --------
-    >>> model.fit(X, y, validation_split=0.1, callbacks=[bp.ModelCheckpoint("best.npz",
-    ...           save_best_only=True)])
+    >>> import numpy as np
+    >>> import bp
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "best.npz")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> checkpoint = bp.ModelCheckpoint(path, save_best_only=True)
+    >>> _ = model.fit(X, y, validation_split=0.2, epochs=3, verbose=0, callbacks=[checkpoint])
+    >>> bp.load(path).n_params == model.n_params
+    True
     """
 
     def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto"):
@@ -328,9 +529,27 @@ class ModelCheckpoint(Callback):
         self.saved = []  # the paths written, in order
 
     def on_train_begin(self, logs=None):
+        """Forget the best value of a previous fit.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self.best = None
 
     def on_epoch_end(self, epoch, logs=None):
+        """Save the model (if the monitored value improved, with ``save_best_only``).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         if self.save_best_only:
             key = _monitored("ModelCheckpoint", self.monitor, logs)
@@ -350,28 +569,42 @@ class ModelCheckpoint(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiply the learning rate by `factor` when the monitored value has not improved for
-    `patience` epochs (Keras' and torch.optim.lr_scheduler.ReduceLROnPlateau's rule):
+    """Lower the learning rate when the monitored value has stopped improving.
 
-        lr <- max(lr * factor, min_lr),  then `cooldown` epochs without counting.
-
-    The new rate is the optimizer's ``learning_rate`` from the next epoch on (and is saved with
-    the model); an optimizer with a schedule is refused (the schedule owns the rate).
+    After `patience` epochs without improvement, ``lr <- max(lr * factor, min_lr)``, then `cooldown`
+    epochs without counting (Keras' and torch.optim.lr_scheduler.ReduceLROnPlateau's rule). The new
+    rate is the optimizer's ``learning_rate`` from the next epoch on (and is saved with the model);
+    an optimizer with a schedule is refused (the schedule owns the rate).
 
     Parameters
     ----------
-    monitor : str, default "val_loss"  (falls back to "loss" when there is no validation data)
-    factor : float in (0, 1), default 0.1
-    patience : int >= 0, default 10
-    min_lr : float >= 0, default 0
-    min_delta : float >= 0, default 1e-4   an improvement must exceed it
-    cooldown : int >= 0, default 0
-    mode : "auto", "min" or "max"
+    monitor : str, default="val_loss"
+        The logged value to watch; falls back to "loss" when there is no validation data.
+    factor : float, default=0.1
+        The factor in (0, 1) the rate is multiplied by.
+    patience : int, default=10
+        Epochs without improvement before the rate is lowered.
+    min_lr : float, default=0.0
+        The rate never goes below it.
+    min_delta : float, default=1e-4
+        An improvement must exceed it.
+    cooldown : int, default=0
+        Epochs to wait after a reduction before counting again.
+    mode : {"auto", "min", "max"}, default="auto"
+        Whether smaller or larger is better; "auto" maximises names containing "acc".
 
     Examples
     --------
-    >>> model.fit(X, y, validation_split=0.1, epochs=100,
-    ...           callbacks=[bp.ReduceLROnPlateau(factor=0.5, patience=3)])
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> reduce = bp.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, min_delta=10.0)
+    >>> history = model.fit(X, y, optimizer=bp.SGD(0.1), epochs=3, verbose=0, callbacks=[reduce])
+    >>> history.history["learning_rate"]
+    [0.1, 0.1, 0.05]
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_lr=0.0, min_delta=1e-4,
@@ -390,12 +623,30 @@ class ReduceLROnPlateau(Callback):
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def on_train_begin(self, logs=None):
+        """Check that the optimizer's rate is a constant; forget a previous fit's counts.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         if callable(self.model.optimizer.learning_rate):
             raise TypeError("ReduceLROnPlateau needs an optimizer with a constant learning_rate; "
                             f"this one has the schedule {self.model.optimizer.learning_rate!r}")
         self.best, self.wait, self.cooldown_counter = None, 0, 0
 
     def on_epoch_end(self, epoch, logs=None):
+        """Count an epoch without improvement; lower the rate after `patience` of them.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         key = _monitored("ReduceLROnPlateau", self.monitor, logs)
         value = logs[key]
@@ -422,13 +673,25 @@ class CSVLogger(Callback):
     Parameters
     ----------
     filename : str or path-like
-    separator : str, default ","
-    append : bool, default False   append to an existing file (no second header) instead of
-        replacing it
+        The CSV file.
+    separator : str, default=","
+        The field separator.
+    append : bool, default=False
+        Append to an existing file (no second header) instead of replacing it.
 
     Examples
     --------
-    >>> model.fit(X, y, epochs=10, callbacks=[bp.CSVLogger("training.csv")])
+    >>> import numpy as np
+    >>> import bp
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "training.csv")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
+    >>> _ = model.fit(X, y, epochs=2, verbose=0, callbacks=[bp.CSVLogger(path)])
+    >>> open(path).readline().strip()
+    'epoch,loss,accuracy,learning_rate'
     """
 
     def __init__(self, filename, separator=",", append=False):
@@ -438,6 +701,14 @@ class CSVLogger(Callback):
         self._file = self._writer = self._keys = None
 
     def on_train_begin(self, logs=None):
+        """Open the file (and decide whether it needs a header).
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         has_rows = (self.append and os.path.exists(self.filename)
                     and os.path.getsize(self.filename) > 0)
         self._file = open(self.filename, "a" if self.append else "w", newline="")
@@ -445,6 +716,16 @@ class CSVLogger(Callback):
         self._keys = None if not has_rows else ()  # () : the file has a header already
 
     def on_epoch_end(self, epoch, logs=None):
+        """Write the epoch's row and flush it.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         logs = logs or {}
         if not self._keys:
             if self._keys is None:
@@ -454,21 +735,50 @@ class CSVLogger(Callback):
         self._file.flush()
 
     def on_train_end(self, logs=None):
+        """Close the file.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         if self._file is not None:
             self._file.close()
             self._file = None
 
 
 class LambdaCallback(Callback):
-    """A callback from functions: ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)``,
-    ``on_train_begin(logs)``, ``on_train_end(logs)``, ``on_batch_end(batch, logs)``.
+    """Make a callback from functions.
 
-    Only a given on_batch_end makes fit return to Python after every batch.
+    Only a given ``on_batch_end`` makes fit return to Python after every batch.
+
+    Parameters
+    ----------
+    on_epoch_begin : callable, optional
+        Called as ``on_epoch_begin(epoch, logs)``.
+    on_epoch_end : callable, optional
+        Called as ``on_epoch_end(epoch, logs)``.
+    on_train_begin : callable, optional
+        Called as ``on_train_begin(logs)``.
+    on_train_end : callable, optional
+        Called as ``on_train_end(logs)``.
+    on_batch_end : callable, optional
+        Called as ``on_batch_end(batch, logs)``.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+    >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(2, activation="softmax")],
+    ...                       seed=0)
     >>> losses = []
-    >>> cb = bp.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    >>> keep = bp.LambdaCallback(on_epoch_end=lambda epoch, logs: losses.append(logs["loss"]))
+    >>> _ = model.fit(X, y, epochs=3, verbose=0, callbacks=[keep])
+    >>> len(losses)
+    3
     """
 
     def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
@@ -489,13 +799,49 @@ class LambdaCallback(Callback):
             fn(*args)
 
     def on_train_begin(self, logs=None):
+        """Call the given ``on_train_begin(logs)``, if any.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_train_begin", logs or {})
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Call the given ``on_epoch_begin(epoch, logs)``, if any.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_epoch_begin", epoch, logs or {})
 
     def on_epoch_end(self, epoch, logs=None):
+        """Call the given ``on_epoch_end(epoch, logs)``, if any.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_epoch_end", epoch, logs or {})
 
     def on_train_end(self, logs=None):
+        """Call the given ``on_train_end(logs)``, if any.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            The values fit logged: ``loss`` (and ``accuracy``), ``val_loss`` and ``val_accuracy`` with
+            validation data, ``learning_rate``; at the end of training, the last epoch's.
+        """
         self._call("on_train_end", logs or {})

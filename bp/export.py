@@ -19,6 +19,38 @@ __all__ = ["to_onnx", "to_torch", "from_torch"]
 
 
 def from_torch(module, dtype=None):
-    """``bp.Sequential.from_torch(module, dtype)``: a built model with the module's layers and
-    weights (see bp._torch.from_torch for what it reads and what it refuses)."""
+    """Build a bp model from a ``torch.nn.Sequential``, its weights exactly.
+
+    ``bp.Sequential.from_torch(module, dtype)``: reads ``Linear`` layers each followed by at most one
+    of ``Sigmoid``, ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU()`` and ``Softmax(dim=-1)``, and refuses
+    anything else by name.
+
+    Parameters
+    ----------
+    module : torch.nn.Sequential
+        The module to read.
+    dtype : {"float32", "float64"}, optional
+        Default: the module's parameter dtype.
+
+    Returns
+    -------
+    Sequential
+        A built model.
+
+    See Also
+    --------
+    to_torch : The other way.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> import torch
+    >>> module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> model = bp.from_torch(module)
+    >>> [layer.activation for layer in model]
+    ['relu', 'identity']
+    >>> bool(np.array_equal(model.layers[0].W, module[0].weight.detach().numpy().T))
+    True
+    """
     return Sequential.from_torch(module, dtype=dtype)

@@ -2,13 +2,13 @@
 
 ``bp.explain`` gets every gradient of a network three ways (the naive chain rule, forward caching,
 backpropagation: bp/_ways.py, with their exact multiply-add counts) and times them beside bp's
-compiled kernels; ``explain_xor`` walks through one backward pass of the seed's XOR network in
-the README's notation; per-sample gradient norms and the per-layer diagnosis of the error
-signals are in bp/_diagnostics.py and exported here. All of it takes a model object and works
-through bp._passes and the model's public methods.
+compiled kernels; ``explain_xor`` walks through one backward pass of the XOR network in the
+notation of the user guide's mathematics page; per-sample gradient norms and the per-layer
+diagnosis of the error signals are in bp/_diagnostics.py and exported here. All of it takes a
+model object and works through bp._passes and the model's public methods.
 
-Layers are numbered from 0 here, as in ``model.layers``; the seed's notation (``python -m bp xor
---explain``) numbers the hidden layer 1 and calls the output layer O.
+Layers are numbered from 0 here, as in ``model.layers``; the mathematics' notation
+(``python -m bp xor --explain``) numbers the hidden layer 1 and calls the output layer O.
 """
 
 import math
@@ -191,34 +191,57 @@ def _fmt_time(seconds):
 def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
     """Count and time the three ways to get every gradient of `model` on the batch (X, y).
 
-    (1) the naive chain rule, (2) forward caching, (3) backpropagation (see bp.insight): exact
-    multiply-add counts from the architecture, measured times (NumPy in float64 for all three,
-    and bp's compiled kernels for backpropagation and the forward pass), and the gradients of
-    all three checked against each other and against bp's kernels. Inference mode (a Dropout
-    is the identity) and the data loss (no regulariser penalty): the three ways of the seed's
-    mathematics.
+    (1) the naive chain rule, (2) forward caching, (3) backpropagation: exact multiply-add counts
+    from the architecture, measured times (NumPy in float64 for all three, and bp's compiled
+    kernels for backpropagation and the forward pass), and the gradients of all three checked
+    against each other and against bp's kernels. Inference mode (a Dropout is the identity) and
+    the data loss (no regulariser penalty).
+
+    The naive way costs about N P^2 multiply-adds, so explain refuses a network and batch whose
+    naive count exceeds ``bp.insight.MAX_NAIVE_MULTIPLY_ADDS`` (1e9, a few seconds; e.g. P = 5,000
+    parameters at N = 32 is accepted), and hidden activations must act elementwise (no hidden
+    softmax).
 
     Parameters
     ----------
-    model : bp.Sequential (built from X if it is not yet)
-    X : array (N, n_features);  y : targets, as for fit
-    loss : str, optional        default: the model's loss, else the output activation's natural one
-    budget : float              seconds of timing per measured way (a slow way runs once)
-    n_threads : int, optional   threads of bp's kernels (default bp's setting)
-
-    Limits: the naive way costs about N P^2 multiply-adds, so explain refuses a network and
-    batch whose naive count exceeds ``bp.insight.MAX_NAIVE_MULTIPLY_ADDS`` (1e9, a few seconds;
-    e.g. P = 5,000 parameters at N = 32 is accepted), and hidden activations must act
-    elementwise (no hidden softmax).
+    model : Sequential
+        The network (built from X if it is not yet).
+    X : array-like of shape (N, n_features)
+        The batch.
+    y : array-like
+        Its targets, as for fit.
+    loss : str, optional
+        Default: the model's loss, else the output activation's natural one.
+    budget : float, default=0.1
+        Seconds of timing per measured way (a slow way runs once).
+    n_threads : int, optional
+        Threads of bp's kernels; default bp's setting.
 
     Returns
     -------
-    Explanation (print it for the table; the numbers are attributes)
+    bp.insight.Explanation
+        Print it for the table; the counts, times, gradients and ``agree`` are attributes.
+
+    See Also
+    --------
+    Sequential.diagnose : The error signals of each layer.
 
     Examples
     --------
-    >>> model = bp.Sequential([bp.Dense(16, activation="tanh"), bp.Dense(3, activation="softmax")])
-    >>> print(bp.explain(model, X[:16], y[:16]))
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((16, 5)), np.arange(16) % 3
+    >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
+    ...                       seed=0)
+    >>> result = bp.explain(model, X, y, budget=0.01)
+    >>> result.agree, result.n_params
+    (True, 75)
+    >>> result.counts["naive"] > result.counts["forward"] > result.counts["backprop"]
+    True
+    >>> print(result)                                   # doctest: +ELLIPSIS
+    bp.explain: network 5-8-3 (tanh, softmax), loss cross_entropy, batch N = 16
+    ...
     """
     X, Y, loss = _inputs(model, X, y, loss)
     net = _Net(model, loss)
@@ -279,9 +302,9 @@ def _matrix(name, A, indent):
 
 
 def explain_xor(model, X, y, file=None):
-    """The seed's XOR network (2-2-1, sigmoid, mse), one backward pass step by step in the seed's
-    notation: the forward values, delta[O], the hidden deltas from the recursion, and every
-    gradient as a delta times the input it multiplies; checked against bp's kernels."""
+    """The XOR network (2-2-1, sigmoid, mse), one backward pass step by step in the notation of
+    the mathematics: the forward values, delta[O], the hidden deltas from the recursion, and
+    every gradient as a delta times the input it multiplies; checked against bp's kernels."""
     out = file or sys.stdout
 
     def say(text=""):
@@ -290,7 +313,7 @@ def explain_xor(model, X, y, file=None):
     hidden, output = model.layers[0], model.layers[-1]
     if (len(model) != 2 or output.units != 1 or hidden.activation != "sigmoid"
             or output.activation != "sigmoid" or not hidden.use_bias or not output.use_bias):
-        raise ValueError(f"explain_xor explains the seed's XOR network (Dense(k, sigmoid), "
+        raise ValueError(f"explain_xor explains the XOR network (Dense(k, sigmoid), "
                          f"Dense(1, sigmoid), with biases). Received: {model!r}")
     X = np.asarray(X, np.float64)
     y = np.asarray(y, np.float64).reshape(-1, 1)
@@ -320,7 +343,7 @@ def explain_xor(model, X, y, file=None):
                and history.epoch else "at its current weights")
     k = hidden.units
     say(f"The XOR network 2-{k}-1 (sigmoid hidden, sigmoid output, mse), {trained}:")
-    say("one more backpropagation, step by step, in the seed's notation. Layer 1 is hidden, O is")
+    say("one more backpropagation, step by step, in bp's notation. Layer 1 is hidden, O is")
     say("the output layer, x = z_out[0] is the input, rows s = 0..3 are the four samples.")
     say("  z_in[1] = x @ W[1] + b[1]      z_out[1] = sigma(z_in[1])      sigma = sigmoid")
     say("  f_in = z_out[1] @ W[O] + b[O]  f_out = tau(f_in)              tau = sigmoid")

@@ -57,7 +57,29 @@ def _activation_code(name, alpha):
 
 
 def check_loss_pair(loss, tau):
-    """ValueError unless the loss and the output activation tau make a valid pair."""
+    """Raise a ValueError unless the loss and the output activation tau make a valid pair.
+
+    Parameters
+    ----------
+    loss : str
+        One of ``LOSSES``.
+    tau : str
+        The output activation, one of ``LOSS_OUTPUTS[loss]``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or a pair the loss does not accept.
+
+    Examples
+    --------
+    >>> import bp
+    >>> bp.kernels.check_loss_pair("cross_entropy", "softmax")
+    >>> bp.kernels.check_loss_pair("cross_entropy", "sigmoid")
+    Traceback (most recent call last):
+    ...
+    ValueError: loss 'cross_entropy' needs an output activation in ('softmax'). Received: output activation 'sigmoid'
+    """
     check_choice("loss", loss, LOSSES)
     check_choice("output activation", tau, ACTIVATIONS)
     if tau not in LOSS_OUTPUTS[loss]:
@@ -85,20 +107,43 @@ def _scale(scale, loss, n, m):
 
 def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=None,
                   n_threads=None):
-    """One layer's forward pass: ``z_in = z_out_prev @ W + b``, ``z_out = sigma(z_in)``.
+    """Run one layer's forward pass: ``z_in = z_out_prev @ W + b``, ``z_out = sigma(z_in)``.
 
     Parameters
     ----------
-    z_out_prev : array (n_samples, n_in)   the layer's input (x for the first layer)
-    W : array (n_in, n_out)
-    b : array (n_out,) or None
-    activation : str                       one of ``bp.kernels.ACTIVATIONS``
-    alpha : float                          leaky_relu's negative slope (>= 0)
-    z_in, z_out : arrays (n_samples, n_out), optional, written in place (may be the same array)
+    z_out_prev : numpy.ndarray of shape (n_samples, n_in)
+        The layer's input (x for the first layer).
+    W : numpy.ndarray of shape (n_in, n_out)
+        The weights; their dtype (float32 or float64) is the computation's.
+    b : numpy.ndarray of shape (n_out,) or None
+        The bias.
+    activation : str
+        sigma, one of ``ACTIVATIONS``.
+    alpha : float, default=0.01
+        leaky_relu's negative slope (>= 0).
+    z_in : numpy.ndarray of shape (n_samples, n_out), optional
+        Written in place when given.
+    z_out : numpy.ndarray of shape (n_samples, n_out), optional
+        Written in place when given (may be the same array as z_in).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
 
     Returns
     -------
-    (z_in, z_out)
+    z_in : numpy.ndarray of shape (n_samples, n_out)
+        The pre-activation.
+    z_out : numpy.ndarray of shape (n_samples, n_out)
+        The output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> x = np.array([[1.0, -1.0]])
+    >>> W = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> z_in, z_out = bp.kernels.dense_forward(x, W, np.zeros(2), "relu")
+    >>> z_in, z_out
+    (array([[-2., -2.]]), array([[0., 0.]]))
     """
     code, alpha = _activation_code(activation, alpha)
     W = check_kernel_input("W", W)
@@ -120,18 +165,49 @@ def dense_forward(z_out_prev, W, b, activation, alpha=0.01, *, z_in=None, z_out=
 
 def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scale=None, *,
                  out=None, n_threads=None):
-    """The output layer's error signal ``delta[O] = dL/df_in``.
+    """Compute the output layer's error signal ``delta[O] = dL/df_in``.
 
     Fused to ``w_i * scale * (f_out - y)`` for softmax + cross_entropy and sigmoid +
     binary_cross_entropy; ``(2 w_i scale (f_out - y)) * tau'(f_in)`` for mse.
 
     Parameters
     ----------
-    f_in, f_out, y : arrays (n_samples, n_outputs)   (y one-hot or soft targets for cross_entropy)
-    loss : str, tau : str                            a valid pair (see ``check_loss_pair``)
-    sample_weight : array (n_samples,), optional
-    scale : float, optional                          the reduction; default PyTorch's mean
-    out : array (n_samples, n_outputs), optional
+    f_in : numpy.ndarray of shape (n_samples, n_outputs)
+        The output layer's pre-activation.
+    f_out : numpy.ndarray of shape (n_samples, n_outputs)
+        The prediction ``tau(f_in)``.
+    y : numpy.ndarray of shape (n_samples, n_outputs)
+        The targets (one-hot or soft targets for cross_entropy).
+    loss : str
+        One of ``LOSSES``.
+    tau : str
+        The output activation (a valid pair with the loss: see ``check_loss_pair``).
+    alpha : float, default=0.01
+        leaky_relu's negative slope (>= 0).
+    sample_weight : numpy.ndarray of shape (n_samples,), optional
+        Non-negative weights w_i of the rows; default 1.
+    scale : float, optional
+        The reduction; default PyTorch's mean (1/N for cross_entropy, 1/(N m) otherwise).
+    out : numpy.ndarray of shape (n_samples, n_outputs), optional
+        Written in place when given.
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_samples, n_outputs)
+        delta[O].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> f_in = np.zeros((2, 2))
+    >>> f_out = np.full((2, 2), 0.5)                    # softmax(f_in)
+    >>> y = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> bp.kernels.output_delta(f_in, f_out, y, "cross_entropy", "softmax")    # (f_out - y) / N
+    array([[-0.25,  0.25],
+           [ 0.25, -0.25]])
     """
     check_loss_pair(loss, tau)
     code, alpha = _activation_code(tau, alpha)
@@ -151,13 +227,41 @@ def output_delta(f_in, f_out, y, loss, tau, alpha=0.01, sample_weight=None, scal
 
 def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out=None,
                  n_threads=None):
-    """A hidden layer's error signal ``delta = (delta_next @ W_next.T) * sigma'(z_in)``.
+    """Compute a hidden layer's error signal ``delta = (delta_next @ W_next.T) * sigma'(z_in)``.
 
     Parameters
     ----------
-    delta_next : array (n_samples, n_next)     the next layer's cached delta
-    W_next : array (n_units, n_next)           the next layer's weights
-    z_in, z_out : arrays (n_samples, n_units)  this layer's cached forward values
+    delta_next : numpy.ndarray of shape (n_samples, n_next)
+        The next layer's error signal.
+    W_next : numpy.ndarray of shape (n_units, n_next)
+        The next layer's weights.
+    z_in : numpy.ndarray of shape (n_samples, n_units)
+        This layer's cached pre-activation.
+    z_out : numpy.ndarray of shape (n_samples, n_units)
+        This layer's cached output (sigmoid and tanh take sigma' from it).
+    activation : str
+        This layer's sigma, one of ``ACTIVATIONS`` (not softmax).
+    alpha : float, default=0.01
+        leaky_relu's negative slope (>= 0).
+    out : numpy.ndarray of shape (n_samples, n_units), optional
+        Written in place when given.
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_samples, n_units)
+        delta.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> delta_next = np.array([[1.0]])
+    >>> W_next = np.array([[2.0], [3.0]])
+    >>> z_in = np.array([[1.0, -1.0]])
+    >>> bp.kernels.hidden_delta(delta_next, W_next, z_in, np.maximum(z_in, 0), "relu")
+    array([[2., 0.]])
     """
     code, alpha = _activation_code(activation, alpha)
     W_next = check_kernel_input("W_next", W_next)
@@ -176,10 +280,43 @@ def hidden_delta(delta_next, W_next, z_in, z_out, activation, alpha=0.01, *, out
 
 def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=True, *,
               n_threads=None):
-    """``grad_W = beta grad_W + z_out_prev.T @ delta`` and ``grad_b = beta grad_b + sum_i delta_i``.
+    """Compute ``grad_W = beta grad_W + z_out_prev.T @ delta`` and ``grad_b = beta grad_b + sum_i delta_i``.
 
-    beta = 0 overwrites; beta = 1 accumulates micro-batches into the given buffers.
-    Returns (grad_W, grad_b) (grad_b is None when use_bias is False).
+    ``beta = 0`` overwrites; ``beta = 1`` accumulates micro-batches into the given buffers.
+
+    Parameters
+    ----------
+    z_out_prev : numpy.ndarray of shape (n_samples, n_in)
+        The layer's input.
+    delta : numpy.ndarray of shape (n_samples, n_out)
+        The layer's error signal.
+    beta : float, default=0.0
+        The factor of the buffers' previous contents (needs the buffers when nonzero).
+    grad_W : numpy.ndarray of shape (n_in, n_out), optional
+        Written in place when given.
+    grad_b : numpy.ndarray of shape (n_out,), optional
+        Written in place when given.
+    use_bias : bool, default=True
+        Whether to compute grad_b.
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    grad_W : numpy.ndarray of shape (n_in, n_out)
+        dL/dW.
+    grad_b : numpy.ndarray of shape (n_out,) or None
+        dL/db (None when ``use_bias`` is False).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> delta = np.array([[1.0], [-1.0]])
+    >>> grad_W, grad_b = bp.kernels.gradients(x, delta)
+    >>> grad_W.ravel(), grad_b
+    (array([-2., -2.]), array([0.]))
     """
     delta = check_kernel_input("delta", delta)
     dtype = delta.dtype
@@ -217,11 +354,43 @@ def gradients(z_out_prev, delta, beta=0.0, grad_W=None, grad_b=None, use_bias=Tr
 
 def loss_value(f_in, f_out, y, loss, sample_weight=None, scale=None, *, per_sample=None,
                n_threads=None):
-    """``L = scale * sum_i w_i l_i`` (see :mod:`bp.losses` for each l_i); returns a float.
+    """Compute the loss ``L = scale * sum_i w_i l_i`` (``bp.losses`` has each l_i).
 
-    l_i is summed over the outputs; the default scale (1/N for cross_entropy, 1/(N m) else)
-    makes L PyTorch's mean. f_in is read by the cross-entropies (computed from the logits),
-    f_out by mse. per_sample, if given, receives the l_i.
+    l_i is summed over the outputs; the default scale (1/N for cross_entropy, 1/(N m) otherwise)
+    makes L PyTorch's mean. f_in is read by the cross-entropies (computed from the logits), f_out
+    by mse.
+
+    Parameters
+    ----------
+    f_in : numpy.ndarray of shape (n_samples, n_outputs)
+        The output layer's pre-activation.
+    f_out : numpy.ndarray of shape (n_samples, n_outputs)
+        The prediction.
+    y : numpy.ndarray of shape (n_samples, n_outputs)
+        The targets.
+    loss : str
+        One of ``LOSSES``.
+    sample_weight : numpy.ndarray of shape (n_samples,), optional
+        Non-negative weights w_i of the rows; default 1.
+    scale : float, optional
+        The reduction; default PyTorch's mean (1/N for cross_entropy, 1/(N m) otherwise).
+    per_sample : numpy.ndarray of shape (n_samples,), optional
+        Receives the l_i when given.
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    float
+        L.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> f = np.array([[0.5], [1.5]])
+    >>> bp.kernels.loss_value(f, f, np.ones((2, 1)), "mse")             # mean of 0.25 and 0.25
+    0.25
     """
     check_choice("loss", loss, LOSSES)
     f_out = check_kernel_input("f_out", f_out)
@@ -257,9 +426,45 @@ def _flat_state(name, arr, dtype, n):
 
 def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nesterov=False,
                weight_decay=0.0, grad_scale=1.0, *, n_threads=None):
-    """One SGD step in place (torch.optim.SGD's rule, see bpcore/_param_update.pyx); returns param.
+    """Apply one SGD step in place (torch.optim.SGD's rule) and return param.
 
-    param, grad and velocity have one shape; velocity is needed when momentum != 0.
+    ``g = grad_scale * grad + weight_decay * param``; with momentum ``v = momentum v + g`` and
+    ``param -= learning_rate v`` (Nesterov: ``param -= learning_rate (g + momentum v)``), else
+    ``param -= learning_rate g``.
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    velocity : numpy.ndarray, optional
+        The momentum buffer, of param's shape (needed when momentum != 0), updated in place.
+    learning_rate : float, default=0.01
+        The step size (> 0).
+    momentum : float, default=0.0
+        The momentum (>= 0).
+    nesterov : bool, default=False
+        Nesterov momentum (needs momentum > 0).
+    weight_decay : float, default=0.0
+        An L2 term added to the gradient.
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray
+        param.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, velocity = np.ones(2), np.zeros(2)
+    >>> bp.kernels.sgd_update(param, np.array([1.0, 2.0]), velocity, learning_rate=0.1, momentum=0.9)
+    array([0.9, 0.8])
     """
     p = _param_buffer(param)
     g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
@@ -281,7 +486,50 @@ def sgd_update(param, grad, velocity=None, learning_rate=0.01, momentum=0.0, nes
 
 def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                 weight_decay=0.0, decoupled=False, grad_scale=1.0, *, n_threads=None):
-    """One Adam (decoupled=False) or AdamW (decoupled=True) step in place; step counts from 1."""
+    """Apply one Adam (``decoupled=False``) or AdamW (``decoupled=True``) step in place.
+
+    Parameters
+    ----------
+    param : numpy.ndarray
+        The parameters, updated in place (float32 or float64, writeable, C-contiguous).
+    grad : numpy.ndarray
+        Their gradient, of param's shape and dtype.
+    m : numpy.ndarray
+        The first-moment buffer, updated in place.
+    v : numpy.ndarray
+        The second-moment buffer, updated in place.
+    step : int
+        The step number, counted from 1 (for the bias corrections).
+    learning_rate : float, default=1e-3
+        The step size (> 0).
+    beta1 : float, default=0.9
+        The decay of m, in [0, 1).
+    beta2 : float, default=0.999
+        The decay of v, in [0, 1).
+    eps : float, default=1e-8
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term in the gradient (Adam) or the decoupled decay (AdamW).
+    decoupled : bool, default=False
+        AdamW's decoupled weight decay.
+    grad_scale : float, default=1.0
+        A factor on the gradient (global-norm clipping).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    numpy.ndarray
+        param.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> param, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    >>> bp.kernels.adam_update(param, np.array([1.0, -1.0]), m, v, step=1, learning_rate=0.1)
+    array([-0.1,  0.1])
+    """
     p = _param_buffer(param)
     g = check_kernel_input("grad", grad, dtype=param.dtype, ndim=param.ndim, shape=param.shape).reshape(-1)
     mm = _flat_state("m", m, param.dtype, param.size)
@@ -302,7 +550,27 @@ def adam_update(param, grad, m, v, step, learning_rate=1e-3, beta1=0.9, beta2=0.
 
 
 def sum_of_squares(x, *, n_threads=None):
-    """sum(x**2) in double precision, the same bits for any thread count."""
+    """Compute ``sum(x**2)`` in double precision, the same bits for any thread count.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Any float array (read flat).
+    n_threads : int, optional
+        Threads, as in ``bp.effective_n_threads``; default bp's current setting.
+
+    Returns
+    -------
+    float
+        The sum.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> bp.kernels.sum_of_squares(np.array([3.0, 4.0]))
+    25.0
+    """
     x = check_kernel_input("x", np.ravel(x), ndim=1)
     return _param_update.sum_of_squares(x, _n_threads(n_threads))
 

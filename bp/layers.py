@@ -53,34 +53,50 @@ def initialize(name, shape, rng, dtype):
 class Dense:
     """A fully connected layer: ``z_out = sigma(z_out_prev @ W + b)``.
 
+    Shape: input ``(n_samples, n_in)`` -> output ``(n_samples, units)``; ``W`` is
+    ``(n_in, units)`` (the transpose of PyTorch's ``Linear.weight``) and ``b`` is ``(units,)``.
+
     Parameters
     ----------
     units : int
-        Output width n_out (> 0).
-    activation : str, default "identity"
-        sigma: one of identity, sigmoid, tanh, relu, leaky_relu, gelu (exact), softmax.
-    use_bias : bool, default True
+        The output width n_out (> 0).
+    activation : str, default="identity"
+        sigma: one of "identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu" (the exact erf
+        form), "softmax" (output layer only).
+    use_bias : bool, default=True
+        Whether the layer adds a bias b.
     kernel_initializer : str or callable, optional
         "glorot_uniform" (default for sigmoid, tanh, softmax, identity), "he_normal" (default
         for relu, leaky_relu, gelu), "glorot_normal", "he_uniform", "zeros", or a callable
         ``f((n_in, n_out), rng) -> array``. Biases start at zero.
-    alpha : float, default 0.01
+    alpha : float, default=0.01
         leaky_relu's negative slope (>= 0).
-    kernel_regularizer, bias_regularizer : bp.l1(c), bp.l2(c), bp.l1_l2(l1, l2) or None
-        A penalty R(W) (R(b)) added to the training loss and its gradient (bp.regularizers).
+    kernel_regularizer : L1L2, optional
+        A penalty on W (``bp.l1``, ``bp.l2``, ``bp.l1_l2``) added to the training loss and its
+        gradient.
+    bias_regularizer : L1L2, optional
+        The same for b.
     input_dim : int, optional
         n_in. If omitted, it is taken from the data at first use (lazy build).
     name : str, optional
+        A name for ``summary``.
 
-    Shape
-    -----
-    input (n_samples, n_in) -> output (n_samples, units); W (n_in, units), b (units,).
+    See Also
+    --------
+    Dropout : Inverted dropout on this layer's output.
+    Sequential : The stack of layers.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> layer = bp.Dense(64, activation="relu")
     >>> layer
     Dense(64, activation='relu')
+    >>> layer.build(3, seed=0).W.shape
+    (3, 64)
+    >>> layer(np.ones((5, 3))).shape
+    (5, 64)
     """
 
     def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
@@ -111,10 +127,26 @@ class Dense:
     # -- building --------------------------------------------------------------------------------
     @property
     def built(self):
+        """Whether W and b are allocated.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(2).built
+        False
+        """
         return self._W is not None
 
     @property
     def n_params(self):
+        """The number of parameters (weights and bias), None while the input width is unknown.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(2, input_dim=3).n_params
+        8
+        """
         if self.input_dim is None:
             return None
         return self.input_dim * self.units + (self.units if self.use_bias else 0)
@@ -137,7 +169,28 @@ class Dense:
         self._b = b_view
 
     def build(self, input_dim, dtype="float32", seed=None):
-        """Allocate and initialise W and b for a layer used on its own (a model does this itself)."""
+        """Allocate and initialise W and b of a layer used on its own (not in a model).
+
+        Parameters
+        ----------
+        input_dim : int
+            The input width n_in.
+        dtype : {"float32", "float64"}, default="float32"
+            The dtype of W and b.
+        seed : int, optional
+            Seeds the initialisation.
+
+        Returns
+        -------
+        Dense
+            The layer itself.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(4).build(3, dtype="float64", seed=0).W.dtype
+        dtype('float64')
+        """
         if self._owner is not None:
             raise ValueError("this layer belongs to a Sequential; build the model instead")
         dtype = as_dtype(dtype)
@@ -155,7 +208,19 @@ class Dense:
 
     @property
     def W(self):
-        """The weights, shape (n_in, units): a view into the model's parameters (writes go in)."""
+        """The weights, shape ``(n_in, units)``: a view into the model's parameters.
+
+        Assigning writes into them (shape checked).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> layer = bp.Dense(2).build(3, seed=0)
+        >>> layer.W = np.zeros((3, 2))
+        >>> float(layer.W.sum())
+        0.0
+        """
         self._require_built()
         return self._W
 
@@ -166,7 +231,14 @@ class Dense:
 
     @property
     def b(self):
-        """The bias, shape (units,), or None when use_bias=False."""
+        """The bias, shape ``(units,)``, or None when ``use_bias=False`` (assignable).
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dense(2).build(3).b
+        array([0., 0.], dtype=float32)
+        """
         self._require_built()
         return self._b
 
@@ -206,6 +278,20 @@ class Dense:
 
     # -- description -----------------------------------------------------------------------------
     def get_config(self):
+        """Describe the layer as plain data (a callable initializer is left out: it is code).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer (and its dropout, if any).
+
+        Examples
+        --------
+        >>> import bp
+        >>> config = bp.Dense(8, activation="tanh").get_config()
+        >>> config["units"], config["activation"]
+        (8, 'tanh')
+        """
         init = self.kernel_initializer
         return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
                 "kernel_initializer": init if isinstance(init, str) else None,
@@ -239,25 +325,33 @@ class Dropout:
     In training each unit of that output is kept with probability 1 - rate and scaled by
     1 / (1 - rate); in ``predict`` and ``evaluate`` the layer is the identity. The error signal
     goes back through the same mask:
+    ``delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])``.
 
-        delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])
-
-    The masks are drawn inside the compiled step by a counter-based generator keyed by
-    (seed, training batch, row, unit) (bpcore/_dropout.pyx): the same seed gives the same masks
-    for any thread count. A Sequential folds a Dropout into the Dense before it (``model.layers``
-    holds the Dense layers; ``layer.dropout`` is this object).
+    The masks are drawn inside the compiled step by a counter-based generator keyed by (seed,
+    training batch, row, unit): the same seed gives the same masks for any thread count. A
+    Sequential folds a Dropout into the Dense before it (``model.layers`` holds the Dense layers;
+    ``layer.dropout`` is this object).
 
     Parameters
     ----------
-    rate : float in [0, 1)
-        The probability of dropping a unit (rate 0: no dropout, the same bits as no layer).
-    seed : int >= 0 or None
-        None: drawn from the model's seeded generator when the model is built.
+    rate : float
+        The probability of dropping a unit, in [0, 1) (rate 0: no dropout, the same bits as no
+        layer).
+    seed : int, optional
+        An integer in [0, 2**64); None draws it from the model's seeded generator when the model is
+        built.
+
+    See Also
+    --------
+    Dense
 
     Examples
     --------
+    >>> import bp
     >>> model = bp.Sequential([bp.Dense(256, activation="relu"), bp.Dropout(0.5),
     ...                        bp.Dense(10, activation="softmax")], seed=0)
+    >>> len(model), model.layers[0].dropout
+    (2, Dropout(0.5))
     """
 
     def __init__(self, rate, seed=None):
@@ -274,6 +368,19 @@ class Dropout:
         self._key = self.seed  # the seed in use (drawn at build when seed is None)
 
     def get_config(self):
+        """Describe the layer as plain data: its rate and the seed in use.
+
+        Returns
+        -------
+        dict
+            ``{"rate": float, "seed": int or None}``.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Dropout(0.25, seed=3).get_config()
+        {'rate': 0.25, 'seed': 3}
+        """
         return {"rate": self.rate, "seed": self._key}
 
     def __repr__(self):

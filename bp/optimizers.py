@@ -44,18 +44,41 @@ def _check_learning_rate(learning_rate):
 
 
 class Optimizer:
-    """Base class. Subclasses define ``_update(params, grads, lr, grad_scale, n_threads)``.
+    """Base class of the optimizers: hyperparameters and state, and one fused update.
+
+    An optimizer owns only its hyperparameters and its state (flat buffers laid out like the model's
+    flat parameter vector); ``apply(params, grads)`` takes two flat buffers. Subclasses define
+    ``_update(params, grads, lr, grad_scale, n_threads)``.
 
     Parameters
     ----------
-    learning_rate : float or callable
-        A positive number, or a schedule ``f(epoch) -> float`` (see :mod:`bp.schedules`),
+    learning_rate : float or callable, default=required
+        A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
         evaluated at the start of each epoch, or a per-step schedule (``per_step = True``:
-        bp.schedules.WarmupCosine, OneCycle, PerStep) evaluated at the step count before each
-        update.
-    clip_norm : float or None
-        If set, gradients are scaled so that their global L2 norm (over all parameters) is at
-        most clip_norm (torch.nn.utils.clip_grad_norm_), fused into the update.
+        ``bp.schedules.WarmupCosine``, ``OneCycle``, ``PerStep``) evaluated at the step count
+        before each update.
+    clip_norm : float or None, default=None
+        If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
+
+    Attributes
+    ----------
+    iterations : int
+        The number of updates applied.
+
+    See Also
+    --------
+    SGD, Adam, AdamW
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> opt = bp.SGD(learning_rate=0.5)
+    >>> params, grads = np.ones(3), np.full(3, 0.2)
+    >>> opt.apply(params, grads)
+    >>> params
+    array([0.9, 0.9, 0.9])
     """
 
     _state_names = ()
@@ -73,7 +96,24 @@ class Optimizer:
 
     # -- learning rate -------------------------------------------------------------------------
     def current_learning_rate(self, epoch=0):
-        """The learning rate for `epoch` (the constant, or the schedule's value)."""
+        """Compute the learning rate for `epoch` (the constant, or the schedule's value).
+
+        Parameters
+        ----------
+        epoch : int, default=0
+            The epoch, counted from 0 (a per-step schedule reads the step count instead).
+
+        Returns
+        -------
+        float
+            The learning rate.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.SGD(learning_rate=bp.StepDecay(0.1, step_size=2)).current_learning_rate(2)
+        0.01
+        """
         if per_step(self):
             return self.step_rate()
         if callable(self.learning_rate):
@@ -82,6 +122,13 @@ class Optimizer:
         return self.learning_rate
 
     def set_epoch(self, epoch):
+        """Fix the learning rate in force for the updates of `epoch` (fit calls it every epoch).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        """
         self._lr = self.current_learning_rate(epoch)
         self._epoch = epoch
 
@@ -99,11 +146,44 @@ class Optimizer:
                 self._state[name] = np.zeros_like(params)
 
     def state_dict(self):
-        """Hyperparameters and state buffers (copies), for saving."""
+        """Return the step count and copies of the state buffers, for saving.
+
+        Returns
+        -------
+        dict
+            ``{"iterations": int}`` and one array per state buffer (momenta).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> opt = bp.Adam()
+        >>> opt.apply(np.ones(2), np.ones(2))
+        >>> sorted(opt.state_dict())
+        ['iterations', 'm', 'v']
+        """
         return {"iterations": self.iterations,
                 **{name: buf.copy() for name, buf in self._state.items()}}
 
     def load_state_dict(self, state):
+        """Restore the step count and state buffers from ``state_dict``'s output.
+
+        Parameters
+        ----------
+        state : dict
+            What ``state_dict`` returned.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> opt = bp.SGD(learning_rate=0.1, momentum=0.9)
+        >>> opt.apply(np.ones(2), np.ones(2))
+        >>> fresh = bp.SGD(learning_rate=0.1, momentum=0.9)
+        >>> fresh.load_state_dict(opt.state_dict())
+        >>> fresh.iterations
+        1
+        """
         self.iterations = int(state["iterations"])
         self._state = {name: np.array(state[name]) for name in self._state_names if name in state}
 
@@ -143,7 +223,27 @@ class Optimizer:
 
     # -- the step ------------------------------------------------------------------------------
     def grad_scale(self, grads, n_threads):
-        """The clipping factor for global-norm clipping (1 when not clipping or under the bound)."""
+        """Compute the clipping factor for global-norm clipping (1 when not clipping or under the bound).
+
+        Parameters
+        ----------
+        grads : numpy.ndarray
+            The flat gradient.
+        n_threads : int
+            Threads for the sum of squares.
+
+        Returns
+        -------
+        float
+            ``min(1, clip_norm / (||grads|| + 1e-6))``, or 1.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> bp.SGD(learning_rate=0.1, clip_norm=1.0).grad_scale(np.array([3.0, 4.0]), 1)
+        0.19999996
+        """
         if self.clip_norm is None:
             return 1.0
         norm = math.sqrt(_param_update.sum_of_squares(grads, n_threads))
@@ -152,9 +252,27 @@ class Optimizer:
         return min(1.0, self.clip_norm / (norm + 1e-6))
 
     def apply(self, params, grads, n_threads=None):
-        """One update of the flat parameter vector `params` (in place) from the flat gradient
-        `grads`: params a writeable, C-contiguous 1-D float32 or float64 array, grads of the same
-        shape and dtype."""
+        """Apply one update to the flat parameter vector `params`, in place, from the flat gradient.
+
+        Parameters
+        ----------
+        params : numpy.ndarray
+            The flat parameter vector (updated in place): writeable, C-contiguous, 1-D, float32 or
+            float64.
+        grads : numpy.ndarray
+            The flat gradient, of the same shape and dtype.
+        n_threads : int, optional
+            Threads for the update; default bp's setting.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> params = np.zeros(2)
+        >>> bp.SGD(learning_rate=0.1).apply(params, np.array([1.0, -1.0]))
+        >>> params
+        array([-0.1,  0.1])
+        """
         grads = _check_buffers(params, grads)
         nt = _threads.get_num_threads() if n_threads is None else n_threads
         if self._lr is None:
@@ -181,6 +299,19 @@ class Optimizer:
         return state
 
     def get_config(self):
+        """Return the hyperparameters as plain data (the constructor's arguments).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild this optimizer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.SGD(learning_rate=0.1, momentum=0.9).get_config()["momentum"]
+        0.9
+        """
         raise NotImplementedError
 
     def __repr__(self):
@@ -189,19 +320,40 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent: ``p -= lr * g`` (with momentum: ``v = mu v + g; p -= lr v``).
+    """Stochastic gradient descent, with momentum and Nesterov's variant (torch.optim.SGD's rule).
+
+    ``p -= lr * g``; with momentum ``v = mu v + g; p -= lr v`` (Nesterov: ``p -= lr (g + mu v)``).
 
     Parameters
     ----------
-    learning_rate : float or schedule, default 0.01
-    momentum : float in [0, 1), default 0
-    nesterov : bool, default False
-    weight_decay : float >= 0, default 0 (L2 penalty added to the gradient, as torch.optim.SGD)
-    clip_norm : float or None
+    learning_rate : float or callable, default=0.01
+        A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
+        evaluated at the start of each epoch.
+    momentum : float, default=0.0
+        The momentum mu, in [0, 1).
+    nesterov : bool, default=False
+        Nesterov momentum (needs a momentum > 0).
+    weight_decay : float, default=0.0
+        An L2 term ``weight_decay * p`` added to the gradient (as torch.optim.SGD).
+    clip_norm : float or None, default=None
+        If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
+
+    See Also
+    --------
+    Adam, AdamW
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> opt = bp.SGD(learning_rate=0.1, momentum=0.9, nesterov=True)
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((50, 3)), rng.standard_normal(50)
+    >>> model = bp.Sequential([bp.Dense(1)], seed=0)
+    >>> _ = model.fit(X, y, optimizer=opt, epochs=2, verbose=0)
+    >>> opt.iterations
+    4
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=0.0,
@@ -224,21 +376,61 @@ class SGD(Optimizer):
                                  grad_scale, params, self._state.get("velocity"), n_threads)
 
     def get_config(self):
+        """Return the hyperparameters as plain data (the constructor's arguments).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild this optimizer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.SGD(learning_rate=0.1, momentum=0.9).get_config()["momentum"]
+        0.9
+        """
         return {"learning_rate": self.learning_rate, "momentum": self.momentum,
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay,
                 "clip_norm": self.clip_norm}
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba), torch.optim.Adam's rule; weight_decay is an L2 term in the gradient.
+    """Adam (Kingma and Ba), torch.optim.Adam's rule.
+
+    ``m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr m_hat / (sqrt(v_hat) + eps)`` with
+    the bias corrections ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``; ``weight_decay`` is
+    an L2 term in the gradient.
 
     Parameters
     ----------
-    learning_rate : float or schedule, default 1e-3
-    beta1, beta2 : floats in [0, 1), default 0.9, 0.999
-    eps : float > 0, default 1e-8
-    weight_decay : float >= 0, default 0
-    clip_norm : float or None
+    learning_rate : float or callable, default=1e-3
+        A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
+        evaluated at the start of each epoch.
+    beta1 : float, default=0.9
+        The decay of the first moment, in [0, 1).
+    beta2 : float, default=0.999
+        The decay of the second moment, in [0, 1).
+    eps : float, default=1e-8
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.0
+        An L2 term ``weight_decay * p`` added to the gradient.
+    clip_norm : float or None, default=None
+        If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
+
+    See Also
+    --------
+    AdamW : Decoupled weight decay.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> opt = bp.Adam(learning_rate=1e-2, clip_norm=1.0)
+    >>> params = np.zeros(2)
+    >>> opt.apply(params, np.array([1.0, -1.0]))
+    >>> params.round(6)
+    array([-0.01,  0.01])
     """
 
     _decoupled = False
@@ -265,13 +457,60 @@ class Adam(Optimizer):
                                   self._state["m"], self._state["v"], n_threads)
 
     def get_config(self):
+        """Return the hyperparameters as plain data (the constructor's arguments).
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild this optimizer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.SGD(learning_rate=0.1, momentum=0.9).get_config()["momentum"]
+        0.9
+        """
         return {"learning_rate": self.learning_rate, "beta1": self.beta1, "beta2": self.beta2,
                 "eps": self.eps, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
 
 
 class AdamW(Adam):
-    """AdamW (Loshchilov & Hutter): Adam with decoupled weight decay, ``p *= 1 - lr wd`` first
-    (torch.optim.AdamW's rule; default weight_decay 0.01 as there)."""
+    """AdamW (Loshchilov and Hutter): Adam with decoupled weight decay, torch.optim.AdamW's rule.
+
+    Each update first multiplies the parameters by ``1 - lr * weight_decay``, then applies Adam's
+    update without an L2 term in the gradient.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default=1e-3
+        A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
+        evaluated at the start of each epoch.
+    beta1 : float, default=0.9
+        The decay of the first moment, in [0, 1).
+    beta2 : float, default=0.999
+        The decay of the second moment, in [0, 1).
+    eps : float, default=1e-8
+        Added to the denominator (> 0).
+    weight_decay : float, default=0.01
+        The decoupled decay rate (0.01, as in torch.optim.AdamW).
+    clip_norm : float or None, default=None
+        If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
+        most ``clip_norm`` (``torch.nn.utils.clip_grad_norm_``), fused into the update.
+
+    See Also
+    --------
+    Adam
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> opt = bp.AdamW(learning_rate=0.1, weight_decay=0.5)
+    >>> params = np.ones(2)
+    >>> opt.apply(params, np.zeros(2))           # no gradient: only the decay
+    >>> params
+    array([0.95, 0.95])
+    """
 
     _decoupled = True
 

@@ -16,14 +16,19 @@ from ._validation import FLOAT_DTYPES, check_number
 
 
 class L1L2:
-    """R(W) = l1 sum|W| + l2 sum W^2.
+    """A weight penalty ``R(W) = l1 sum|W| + l2 sum W^2``.
 
     Parameters
     ----------
-    l1, l2 : float >= 0
+    l1 : float, default=0.0
+        The L1 coefficient (>= 0).
+    l2 : float, default=0.0
+        The L2 coefficient (>= 0).
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> reg = bp.l1_l2(l1=1e-5, l2=1e-4)
     >>> reg(np.ones((2, 3)))  # 6e-5 + 6e-4
     0.00066
@@ -52,6 +57,13 @@ class L1L2:
         return grad.reshape(np.shape(W))
 
     def get_config(self):
+        """Return the coefficients as plain data.
+
+        Returns
+        -------
+        dict
+            ``{"l1": float, "l2": float}``.
+        """
         return {"l1": self.l1, "l2": self.l2}
 
     def __eq__(self, other):
@@ -66,17 +78,75 @@ class L1L2:
 
 
 def l1(l1=0.01):
-    """R(W) = l1 sum |W| (Keras' default coefficient 0.01)."""
+    """An L1 penalty ``R(W) = l1 sum |W|`` (Keras' default coefficient 0.01).
+
+    Parameters
+    ----------
+    l1 : float, default=0.01
+        The coefficient (>= 0).
+
+    Returns
+    -------
+    bp.regularizers.L1L2
+        The penalty, for a Dense layer's ``kernel_regularizer`` or ``bias_regularizer``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> layer = bp.Dense(64, activation="relu", kernel_regularizer=bp.l1(1e-4))
+    >>> bp.l1(0.5)(np.array([1.0, -2.0]))
+    1.5
+    """
     return L1L2(l1=l1)
 
 
 def l2(l2=0.01):
-    """R(W) = l2 sum W^2 (Keras' default coefficient 0.01)."""
+    """An L2 penalty ``R(W) = l2 sum W^2`` (Keras' default coefficient 0.01).
+
+    Parameters
+    ----------
+    l2 : float, default=0.01
+        The coefficient (>= 0).
+
+    Returns
+    -------
+    bp.regularizers.L1L2
+        The penalty, for a Dense layer's ``kernel_regularizer`` or ``bias_regularizer``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> layer = bp.Dense(64, activation="relu", kernel_regularizer=bp.l2(1e-4))
+    >>> bp.l2(0.5)(np.array([1.0, -2.0]))
+    2.5
+    """
     return L1L2(l2=l2)
 
 
 def l1_l2(l1=0.01, l2=0.01):
-    """R(W) = l1 sum |W| + l2 sum W^2."""
+    """Both penalties: ``R(W) = l1 sum |W| + l2 sum W^2``.
+
+    Parameters
+    ----------
+    l1 : float, default=0.01
+        The L1 coefficient (>= 0).
+    l2 : float, default=0.01
+        The L2 coefficient (>= 0).
+
+    Returns
+    -------
+    bp.regularizers.L1L2
+        The penalty, for a Dense layer's ``kernel_regularizer`` or ``bias_regularizer``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bp
+    >>> bp.l1_l2(l1=0.5, l2=0.5)(np.array([1.0, -2.0]))
+    4.0
+    """
     return L1L2(l1=l1, l2=l2)
 
 

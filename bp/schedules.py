@@ -16,12 +16,30 @@ from ._validation import check_number, check_positive_int
 
 
 class StepDecay:
-    """lr(epoch) = initial * gamma ** (epoch // step_size)   (torch.optim.lr_scheduler.StepLR).
+    """Step decay of the learning rate: ``lr(epoch) = initial * gamma ** (epoch // step_size)``.
+
+    torch.optim.lr_scheduler.StepLR's rule, as a plain callable of the epoch (from 0).
+
+    Parameters
+    ----------
+    initial : float
+        The learning rate of the first `step_size` epochs (> 0).
+    step_size : int
+        Epochs between decays.
+    gamma : float, default=0.1
+        The factor of each decay (> 0).
+
+    See Also
+    --------
+    CosineDecay
 
     Examples
     --------
-    >>> StepDecay(0.1, step_size=10, gamma=0.5)(25)
+    >>> import bp
+    >>> schedule = bp.StepDecay(0.1, step_size=10, gamma=0.5)
+    >>> schedule(25)
     0.025
+    >>> opt = bp.SGD(learning_rate=schedule)
     """
 
     def __init__(self, initial, step_size, gamma=0.1):
@@ -37,8 +55,31 @@ class StepDecay:
 
 
 class CosineDecay:
-    """lr(epoch) = final + (initial - final) (1 + cos(pi min(epoch, T) / T)) / 2
-    (torch.optim.lr_scheduler.CosineAnnealingLR without restarts, T = total_epochs)."""
+    """Cosine decay of the learning rate from `initial` to `final` over `total_epochs`.
+
+    ``lr(epoch) = final + (initial - final) (1 + cos(pi min(epoch, T) / T)) / 2`` with
+    ``T = total_epochs`` (torch.optim.lr_scheduler.CosineAnnealingLR without restarts).
+
+    Parameters
+    ----------
+    initial : float
+        The learning rate at epoch 0 (> 0).
+    total_epochs : int
+        T: the epoch from which the rate stays at `final`.
+    final : float, default=0.0
+        The last learning rate (>= 0).
+
+    See Also
+    --------
+    StepDecay
+
+    Examples
+    --------
+    >>> import bp
+    >>> schedule = bp.CosineDecay(0.1, total_epochs=10)
+    >>> schedule(0), schedule(5), schedule(10)
+    (0.1, 0.05, 0.0)
+    """
 
     def __init__(self, initial, total_epochs, final=0.0):
         self.initial = check_number("initial", initial, low=0.0, low_open=True)

@@ -37,25 +37,54 @@ _BUILD_LOCK = threading.Lock()
 class Sequential:
     """A multilayer perceptron: Dense layers applied in order, trained by backpropagation.
 
+    ``z_out[i] = sigma(z_out[i-1] @ W[i] + b[i])`` layer by layer; the last layer's activation is
+    the output activation tau, and ``f_out = tau(f_in)`` is the prediction. ``Sequential`` behaves
+    like a list of its layers (``len``, iteration, indexing; a slice gives a new model).
+
     Parameters
     ----------
-    layers : list of Dense, optional
-        The last layer's activation is the output activation tau.
-    dtype : "float32" or "float64", default "float32"
+    layers : list of Dense or Dropout, optional
+        The layers in order; a Dropout acts on the output of the Dense before it. The last layer's
+        activation is the output activation tau.
+    dtype : {"float32", "float64"}, default="float32"
         The dtype of the weights and of every computation; inputs are cast to it.
-    seed : int or None
-        Seeds weight initialisation, shuffling and the validation split: the same seed gives
-        bit-identical training (see README for what threads change).
+    seed : int or None, default=None
+        Seeds weight initialisation, shuffling, dropout masks and the validation split: the same
+        seed gives bit-identical training.
     input_dim : int, optional
-        The input width; if omitted, taken from the first layer's input_dim or from the data.
+        The input width; if omitted, taken from the first layer's ``input_dim`` or from the data
+        at first use.
+
+    Attributes
+    ----------
+    layers : list of Dense
+        The Dense layers (a Dropout is attached to the layer before it).
+    loss : str or None
+        The loss of the last ``fit`` or ``compile``.
+    optimizer : Optimizer or None
+        The optimizer of the last ``fit``, ``step`` or ``compile``, with its state.
+    history : History
+        The record of the last ``fit``.
+
+    See Also
+    --------
+    Dense : The fully connected layer.
+    Sequential.fit : Train by mini-batch backpropagation.
+    load : Read a model written by ``save``.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
     >>> model = bp.Sequential([bp.Dense(16, activation="relu"), bp.Dense(3, activation="softmax")],
     ...                       seed=0)
     >>> history = model.fit(X, y, loss="cross_entropy", epochs=5, verbose=0)
     >>> model.predict(X).shape
-    (n_samples, 3)
+    (60, 3)
+    >>> len(model), model.n_params
+    (2, 131)
     """
 
     def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None):
@@ -79,14 +108,30 @@ class Sequential:
 
     # ---- a list of layers ----------------------------------------------------------------------
     def add(self, layer):
-        """Append a Dense layer, or a Dropout of the last one's output (before building)."""
+        """Append a layer (before the model is built).
+
+        Parameters
+        ----------
+        layer : Dense or Dropout
+            A new, unbuilt Dense, or a Dropout on the output of the last Dense.
+
+        Examples
+        --------
+        >>> import bp
+        >>> model = bp.Sequential()
+        >>> model.add(bp.Dense(8, activation="tanh"))
+        >>> model.add(bp.Dense(1))
+        >>> len(model)
+        2
+        """
         if not isinstance(layer, (Dense, Dropout)):
             raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: {type(layer).__name__}")
         if self.built:
             raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
                              "build a new Sequential")
         if isinstance(layer, Dropout):
-            return _passes.attach_dropout(self.layers, layer)
+            _passes.attach_dropout(self.layers, layer)
+            return
         if layer._owner is not None:
             raise ValueError(f"{layer!r} already belongs to another model; use a new Dense")
         if layer.built:
@@ -123,10 +168,39 @@ class Sequential:
     # ---- building ------------------------------------------------------------------------------
     @property
     def built(self):
+        """Whether the parameters are allocated (after ``build``, ``fit`` or ``predict``).
+
+        Examples
+        --------
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(2)])
+        >>> model.built
+        False
+        >>> model.build(3).built
+        True
+        """
         return self._params is not None
 
     def build(self, input_dim=None):
-        """Allocate the flat parameter buffer and initialise every layer (seeded)."""
+        """Allocate the flat parameter buffer and initialise every layer (seeded).
+
+        Parameters
+        ----------
+        input_dim : int, optional
+            The input width; default the model's ``input_dim`` or the first layer's.
+
+        Returns
+        -------
+        Sequential
+            The model itself.
+
+        Examples
+        --------
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)], seed=0).build(3)
+        >>> model.layers[0].W.shape
+        (3, 4)
+        """
         # One build at a time: two threads calling predict on an unbuilt model must not both
         # draw weights and bind the layers to two different buffers.
         with _BUILD_LOCK:
@@ -172,15 +246,51 @@ class Sequential:
     # ---- parameters ----------------------------------------------------------------------------
     @property
     def n_params(self):
+        """The number of parameters (weights and biases), 0 before the model is built.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Sequential([bp.Dense(4), bp.Dense(2)]).build(3).n_params
+        26
+        """
         return 0 if not self.built else int(self._params.size)
 
     def get_flat_params(self):
-        """A copy of all parameters, layer by layer (W row-major, then b)."""
+        """A copy of all parameters, layer by layer (W row-major, then b).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(n_params,)``, the model's dtype.
+
+        Examples
+        --------
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
+        >>> model.get_flat_params().shape
+        (8,)
+        """
         self._require_built()
         return self._params.copy()
 
     def set_flat_params(self, flat):
-        """Set all parameters from a flat vector laid out as get_flat_params (checked first)."""
+        """Set all parameters from a flat vector laid out as ``get_flat_params`` (checked first).
+
+        Parameters
+        ----------
+        flat : array-like of shape (n_params,)
+            The new parameters; finite values, cast to the model's dtype.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
+        >>> model.set_flat_params(np.zeros(model.n_params))
+        >>> float(np.abs(model.layers[0].W).sum())
+        0.0
+        """
         self._require_built()
         arr = as_float_array("params", flat, self.dtype, ndim=1)
         if arr.shape != self._params.shape:
@@ -189,7 +299,22 @@ class Sequential:
         self._params[...] = arr
 
     def get_flat_grads(self):
-        """The gradient buffer (a read-only view), laid out as get_flat_params."""
+        """The gradient buffer (a read-only view), laid out as ``get_flat_params``.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(n_params,)``: what the last ``backward`` calls accumulated.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(1)], seed=0)
+        >>> loss = model.backward(np.ones((4, 3)), np.zeros(4))
+        >>> model.get_flat_grads().shape
+        (4,)
+        """
         self._require_built()
         return _passes.readonly(self._grads)
 
@@ -199,29 +324,114 @@ class Sequential:
 
     # ---- prediction and evaluation -------------------------------------------------------------
     def predict(self, X, batch_size=None, out=None):
-        """f_out = tau(f_in) for every row of X, shape (n_samples, n_outputs), written into `out`
-        when given (C-contiguous, writeable, the model's dtype and that shape, not overlapping X).
-        batch_size is accepted for Keras compatibility (rows go in cache-sized blocks anyway).
-        Safe to call from several threads at once (each call uses its own buffers)."""
+        """Predict ``f_out = tau(f_in)`` for every row of X.
+
+        Runs the whole network in one compiled call over cache-sized blocks of rows. Safe to call from
+        several threads at once (each call uses its own buffers).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The inputs.
+        batch_size : int, optional
+            Accepted for Keras compatibility; rows go in cache-sized blocks anyway.
+        out : numpy.ndarray, optional
+            Where to write the result: C-contiguous, writeable, the model's dtype and shape
+            ``(n_samples, n_outputs)``, not overlapping X.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples, n_outputs)
+            The predictions (``out`` when given).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+        >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
+        >>> proba = model.predict(X)
+        >>> proba.shape, bool(np.allclose(proba.sum(axis=1), 1, atol=1e-6))
+        ((60, 3), True)
+        """
         check_positive_int("batch_size", batch_size, allow_none=True)
         if self._passes is None:
             self._build_from(_passes.check_X(self, X))
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
     def evaluate(self, X, y, loss=None, sample_weight=None, batch_size=None, metrics=None):
-        """A dict with the loss (with the regularisers, as fit's), the accuracy (a classifier)
-        and the metrics (compile's, or these: bp.metrics) on (X, y), each exact over the rows.
-        (batch_size is accepted for Keras compatibility; the whole of X is one pass.)"""
+        """Compute the loss (with the regularisers, as fit's), the accuracy and the metrics on (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The inputs.
+        y : array-like
+            The targets, as for ``fit``.
+        loss : str, optional
+            Default: the model's loss, else the output activation's natural one.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the rows.
+        batch_size : int, optional
+            Accepted for Keras compatibility; the whole of X is one pass.
+        metrics : list of str or bp.metrics.Metric, optional
+            Default: the model's (``compile(metrics=...)``). Each is exact over the rows, as
+            ``sklearn.metrics`` on the same predictions.
+
+        Returns
+        -------
+        dict
+            ``{"loss": float}``, ``"accuracy"`` for classification losses, and one entry per
+            metric.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+        >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
+        >>> sorted(model.evaluate(X, y))
+        ['accuracy', 'loss']
+        """
         check_positive_int("batch_size", batch_size, allow_none=True)
         return _evaluate.evaluate_model(self, X, y, loss, sample_weight,
                                         self._metrics if metrics is None else metrics)
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X, y, loss=None, sample_weight=None):
-        """dL/dW and dL/db of each layer on (X, y), no update (inference mode, with regularisers).
+        """Compute dL/dW and dL/db of each layer on (X, y), without an update.
 
-        Returns a list of (grad_W, grad_b) per Dense layer (grad_b None without bias). The error
-        signals of this pass are then in ``model.error_signals``.
+        Inference mode (no dropout mask), with the regularisers. The error signals of this pass are
+        then in ``error_signals``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The inputs.
+        y : array-like
+            The targets, as for ``fit``.
+        loss : str, optional
+            Default: the model's loss, else the output activation's natural one.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        list of tuple
+            ``(grad_W, grad_b)`` per Dense layer (``grad_b`` None without a bias).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+        >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
+        ...                       seed=0)
+        >>> [gW.shape for gW, gb in model.gradients(X, y)]
+        [(4, 8), (8, 3)]
         """
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         self._build_from(X)
@@ -234,34 +444,117 @@ class Sequential:
 
     @property
     def error_signals(self):
-        """The deltas dL/dz_in of the last backward pass (fit's: training mode, through the masks),
-        one read-only array per layer (None before any). Each access returns a snapshot: later
-        passes, which reuse the buffers, do not change arrays already handed out."""
+        """The error signals ``delta = dL/dz_in`` of the last backward pass, one per layer.
+
+        Read-only arrays of shape ``(n_samples, units)`` (fit's: training mode, through the dropout
+        masks), or None before any pass. Each access returns a snapshot: later passes, which reuse the
+        buffers, do not change arrays already handed out.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+        >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
+        ...                       seed=0)
+        >>> _ = model.gradients(X, y)
+        >>> [d.shape for d in model.error_signals]
+        [(60, 8), (60, 3)]
+        """
         return None if self._passes is None else self._passes.cached("delta")
 
     @property
     def z_in(self):
-        """The cached z_in of the last backward pass, per layer (read-only; f_in is the last)."""
+        """The cached ``z_in`` of the last backward pass, per layer (read-only; ``f_in`` is the last).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(2), bp.Dense(1)], seed=0)
+        >>> _ = model.gradients(np.ones((5, 3)), np.zeros(5))
+        >>> [z.shape for z in model.z_in]
+        [(5, 2), (5, 1)]
+        """
         return None if self._passes is None else self._passes.cached("z_in")
 
     @property
     def z_out(self):
-        """The cached z_out of the last backward pass, per layer (read-only; f_out is the last)."""
+        """The cached ``z_out`` of the last backward pass, per layer (read-only; ``f_out`` is the last).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(2), bp.Dense(1)], seed=0)
+        >>> _ = model.gradients(np.ones((5, 3)), np.zeros(5))
+        >>> [z.shape for z in model.z_out]
+        [(5, 2), (5, 1)]
+        """
         return None if self._passes is None else self._passes.cached("z_out")
 
     # ---- explicit steps: zero_grad / backward / step -------------------------------------------
     def zero_grad(self):
-        """Set the gradient buffer to zero (start accumulating). On an unbuilt model there is
-        nothing to zero: the buffer starts at zero when the first backward builds it."""
+        """Set the gradient buffer to zero (start accumulating).
+
+        On an unbuilt model there is nothing to zero: the buffer starts at zero when the first
+        ``backward`` builds it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(1)], seed=0)
+        >>> _ = model.backward(np.ones((4, 3)), np.ones(4))
+        >>> model.zero_grad()
+        >>> float(np.abs(model.get_flat_grads()).sum())
+        0.0
+        """
         if self.built:
             self._grads[...] = 0
 
     def backward(self, X, y, loss=None, sample_weight=None, total_samples=None):
-        """Add this batch's gradient (inference mode, data loss) to the gradient buffer; returns L.
+        """Add this batch's gradient to the gradient buffer and return its loss.
 
-        total_samples : the size of the whole batch this one is part of (default: len(X)).
-            With it, micro-batches accumulated by repeated calls give exactly the gradient of
-            the whole batch (the mean is taken over total_samples, not over each micro-batch).
+        Inference mode (no dropout mask), data loss (no regulariser penalty: ``step`` adds none
+        either). Together with ``zero_grad`` and ``step`` it makes PyTorch's explicit loop.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The inputs of this (micro-)batch.
+        y : array-like
+            Its targets, as for ``fit``.
+        loss : str, optional
+            Default: the model's loss, else the output activation's natural one.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the rows.
+        total_samples : int, optional
+            The size of the whole batch this one is part of (default ``len(X)``). With it,
+            micro-batches accumulated by repeated calls give exactly the gradient of the whole batch
+            (the mean is taken over ``total_samples``, not over each micro-batch).
+
+        Returns
+        -------
+        float
+            The batch's loss.
+
+        See Also
+        --------
+        Sequential.zero_grad, Sequential.step
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((64, 4)), np.arange(64) % 3
+        >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
+        >>> model.zero_grad()
+        >>> for start in (0, 32):              # two micro-batches: the gradient of all 64 rows
+        ...     _ = model.backward(X[start:start + 32], y[start:start + 32], total_samples=64)
+        >>> model.step(bp.SGD(learning_rate=0.1))
         """
         loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
         n_total = X.shape[0] if total_samples is None else check_positive_int("total_samples", total_samples)
@@ -273,7 +566,24 @@ class Sequential:
                                            self._grads, nt))
 
     def step(self, optimizer=None):
-        """Apply one optimizer update from the gradient buffer."""
+        """Apply one optimizer update from the gradient buffer.
+
+        Parameters
+        ----------
+        optimizer : Optimizer or str, optional
+            Default: the model's optimizer, else ``Adam()``. The optimizer keeps its state (momenta,
+            step count) from call to call.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(1)], seed=0)
+        >>> _ = model.backward(np.ones((4, 3)), np.ones(4))
+        >>> model.step(bp.SGD(learning_rate=0.1))
+        >>> model.optimizer.iterations
+        1
+        """
         self._require_built()
         if optimizer is not None:
             self.optimizer = _optimizers.get(optimizer)
@@ -283,8 +593,31 @@ class Sequential:
         self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
     def compile(self, loss=None, optimizer=None, metrics=None):
-        """Set the default loss, optimizer and metrics (names or bp.metrics objects) for
-        fit/partial_fit/evaluate (Keras style)."""
+        """Set the default loss, optimizer and metrics for fit, partial_fit and evaluate (Keras style).
+
+        Parameters
+        ----------
+        loss : str, optional
+            "mse", "binary_cross_entropy" or "cross_entropy"; None keeps the current one.
+        optimizer : Optimizer or str, optional
+            An optimizer or its name ("sgd", "adam", "adamw"); None keeps the current one.
+        metrics : list of str or bp.metrics.Metric, optional
+            Names ("auc", "f1", "mae", "r2"...) or ``bp.metrics`` objects; None keeps the
+            current ones.
+
+        Returns
+        -------
+        Sequential
+            The model itself.
+
+        Examples
+        --------
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(3, activation="softmax")]).compile(
+        ...     loss="cross_entropy", optimizer=bp.SGD(learning_rate=0.05))
+        >>> model.loss
+        'cross_entropy'
+        """
         new_loss = _passes.check_loss(self, loss) if loss is not None else self.loss
         new_opt = _optimizers.get(optimizer) if optimizer is not None else self.optimizer
         new_metrics = _metrics.check(metrics) if metrics is not None else self._metrics
@@ -299,42 +632,147 @@ class Sequential:
             initial_epoch=None):
         """Train by mini-batch backpropagation.
 
+        Each epoch shuffles the rows (seeded), and each batch is one step: forward pass, loss, error
+        signals, gradients and the optimizer's update, all in one compiled loop. A step whose loss,
+        gradient or update is not finite is undone before training stops.
+
         Parameters
         ----------
-        X : array (n_samples, n_features) or np.memmap (streamed in blocks);  y : targets; or X
-            an iterable of (X_batch, y_batch[, w_batch]), y None: a step a batch, steps_per_epoch
-        loss : "mse", "binary_cross_entropy" or "cross_entropy"; default from the output
-            activation (softmax -> cross_entropy, sigmoid -> binary_cross_entropy, else mse)
-        optimizer : bp.Optimizer or name; default the model's, else Adam()
-        epochs : int >= 1;  batch_size : int >= 1 (a batch larger than the data is the data)
-        validation_split : held-out fraction (seeded);  validation_data : (X_val, y_val[, w_val])
-            (X_val may be an np.memmap, read in blocks) or an iterable of such batches,
-            validation_steps of them per evaluation (needed for a generator when epochs > 1)
-        shuffle : reshuffle every epoch (seeded);  sample_weight : (n_samples,) weights >= 0
-        class_weight : {label: weight} or "balanced" (n / (k n_c)), times sample_weight
-        callbacks : list of bp.Callback (e.g. bp.EarlyStopping)
-        metrics : names or bp.metrics ("auc", "f1", "mae", "r2"...; compile's if None)
-        initial_epoch : run epochs initial_epoch .. epochs - 1 (Keras; schedules read them)
-        accumulate : int >= 1; each update uses `accumulate` micro-batches of batch_size rows,
-            exactly the update of one batch of accumulate * batch_size rows
-        verbose : 0 silent, 1 progress bar (a line per epoch when not a terminal), 2 line/epoch
-        on_nan : "raise" (TrainingDivergedError) or "stop" (end quietly, History.stopped set);
-            either way the model keeps the last finite weights
-        comm : an mpi4py communicator for data-parallel training (README "Training on many
-            processes"): each rank its own rows and batch_size, updates as on the union of them
+        X : array-like of shape (n_samples, n_features), numpy.memmap, or iterable
+            The inputs. A memory-mapped array is streamed in blocks of about 32 MB. An iterable of
+            ``(X_batch, y_batch)`` or ``(X_batch, y_batch, w_batch)`` (y then None) makes each batch
+            one step, in the order given.
+        y : array-like, optional
+            The targets: class labels ``(n_samples,)`` or one-hot rows for cross-entropy, values in
+            [0, 1] for binary cross-entropy, any finite values for mse. None when X is an iterable.
+        loss : {"mse", "binary_cross_entropy", "cross_entropy"}, optional
+            Default: the model's loss, else the output activation's natural one (softmax ->
+            cross_entropy, sigmoid -> binary_cross_entropy, anything else -> mse).
+        optimizer : Optimizer or str, optional
+            Default: the model's optimizer, else ``Adam()``.
+        epochs : int, default=1
+            The number of passes over the data.
+        batch_size : int, default=32
+            Rows per step (a batch larger than the data is the data). Per rank with ``comm``.
+        validation_split : float, default=0.0
+            The fraction of the rows held out for validation, after a seeded shuffle.
+        validation_data : tuple or iterable, optional
+            ``(X_val, y_val)`` or ``(X_val, y_val, w_val)`` evaluated after every epoch (X_val may be
+            memory-mapped), or an iterable of such batches.
+        shuffle : bool, default=True
+            Reshuffle the rows every epoch (seeded).
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the rows.
+        class_weight : dict or "balanced", optional
+            ``{label: weight}``, or "balanced" (``n / (k n_c)``); multiplies ``sample_weight``.
+        callbacks : list of Callback, optional
+            For example ``EarlyStopping``, ``ModelCheckpoint``, ``ReduceLROnPlateau``.
+        metrics : list of str or bp.metrics.Metric, optional
+            Default: the model's (``compile(metrics=...)``). Names ("accuracy", "auc", "f1",
+            "precision", "recall", "mae", "mse", "rmse", "r2"...) or ``bp.metrics`` objects:
+            running values over each epoch's batches in training, exact on validation rows.
+        initial_epoch : int, optional
+            Run epochs ``initial_epoch .. epochs - 1`` (Keras' meaning; a schedule reads these
+            numbers). By default a schedule goes on from the optimizer's last epoch.
+        accumulate : int, default=1
+            Micro-batches of ``batch_size`` rows per update: each update is exactly that of one batch
+            of ``accumulate * batch_size`` rows.
+        verbose : {0, 1, 2}, default=1
+            0 silent, 1 a progress bar (a line per epoch when not a terminal), 2 a line per epoch.
+        on_nan : {"raise", "stop"}, default="raise"
+            When a step goes non-finite: raise ``TrainingDivergedError``, or end quietly with
+            ``History.stopped == "diverged"``. Either way the model keeps the last finite weights.
+        steps_per_epoch : int, optional
+            For an iterable X: batches per epoch (needed for a generator that runs once when
+            ``epochs > 1``).
+        validation_steps : int, optional
+            For an iterable ``validation_data``: batches per evaluation.
+        comm : mpi4py communicator, optional
+            Data-parallel training: each rank passes its own rows, and each update is the one a
+            single process makes on the union of the ranks' micro-batches.
 
         Returns
         -------
-        History (on Ctrl-C: after the current step, ``stopped == "interrupted"``, model usable).
+        History
+            The per-epoch metrics. On Ctrl-C, training stops after the current step with
+            ``History.stopped == "interrupted"`` and the model usable.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When a step goes non-finite and ``on_nan="raise"``.
+
+        See Also
+        --------
+        Sequential.partial_fit : One more pass, keeping the optimizer's state.
+        EarlyStopping : Stop when a monitored value stops improving.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.standard_normal((200, 4))
+        >>> y = (X[:, 0] + X[:, 1] > 0).astype(int)
+        >>> model = bp.Sequential([bp.Dense(16, activation="relu"), bp.Dense(2, activation="softmax")],
+        ...                       seed=0)
+        >>> history = model.fit(X, y, optimizer=bp.Adam(1e-2), epochs=20, batch_size=32,
+        ...                     validation_split=0.2, verbose=0)
+        >>> sorted(history.history)
+        ['accuracy', 'learning_rate', 'loss', 'val_accuracy', 'val_loss']
+        >>> history.history["accuracy"][-1] > 0.9
+        True
         """
         arguments = {k: v for k, v in locals().items() if k not in ("self", "X", "y")}
         return _training.fit(self, X, y, **arguments)  # every keyword, as given
 
     def partial_fit(self, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                     shuffle=True, accumulate=1, verbose=0, comm=None):
-        """One pass over (X, y), keeping the optimizer's state across calls: its moments, its
-        step count and a learning-rate schedule's epoch (each pass is the epoch after the last
-        one the optimizer ran), so k calls train as fit(epochs=k) does."""
+        """Train one pass over (X, y), keeping the optimizer's state across calls.
+
+        The optimizer's moments, step count and a learning-rate schedule's epoch carry over (each pass
+        is the epoch after the last one the optimizer ran), so k calls train as ``fit(epochs=k)`` does.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The inputs.
+        y : array-like
+            The targets, as for ``fit``.
+        loss : str, optional
+            Default: the model's loss, else the output activation's natural one.
+        optimizer : Optimizer or str, optional
+            Default: the model's optimizer, else ``Adam()``.
+        batch_size : int, default=32
+            Rows per step.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the rows.
+        shuffle : bool, default=True
+            Shuffle the rows (seeded).
+        accumulate : int, default=1
+            Micro-batches per update, as for ``fit``.
+        verbose : {0, 1, 2}, default=0
+            As for ``fit``.
+        comm : mpi4py communicator, optional
+            Data-parallel training, as for ``fit``.
+
+        Returns
+        -------
+        History
+            The record of this pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+        >>> model = bp.Sequential([bp.Dense(3, activation="softmax")], seed=0)
+        >>> for chunk in range(3):
+        ...     _ = model.partial_fit(X[chunk * 20:(chunk + 1) * 20], y[chunk * 20:(chunk + 1) * 20])
+        >>> model.optimizer.iterations
+        3
+        """
         return _online.partial_fit(self, X, y, loss=loss, optimizer=optimizer,
                                    batch_size=batch_size, sample_weight=sample_weight,
                                    shuffle=shuffle, accumulate=accumulate, verbose=verbose,
@@ -342,38 +780,184 @@ class Sequential:
 
     # ---- insight: what the cached deltas tell (bp/insight.py) ----------------------------------
     def per_sample_gradient_norms(self, X, y, loss=None, *, reduction="none", bias=True):
-        """||dl_s/d(W[i], b[i])|| per sample s and layer i, shape (n_samples, n_layers), from one
-        batched pass: ||delta_s[i]|| * ||z_out_s[i-1]|| (see bp.insight.per_sample_gradient_norms;
-        reduction "none" is each sample's own loss, "mean" its share; inference mode, data loss)."""
+        """Compute each sample's gradient norm per layer, from one batched pass.
+
+        ``||dl_s/d(W[i], b[i])|| = ||delta_s[i]|| * ||z_out_s[i-1]||`` per sample s and layer i
+        (inference mode, data loss).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The inputs.
+        y : array-like
+            The targets, as for ``fit``.
+        loss : str, optional
+            Default: the model's loss, else the output activation's natural one.
+        reduction : {"none", "mean"}, default="none"
+            "none": each sample's own loss; "mean": its share of the batch mean.
+        bias : bool, default=True
+            Include the bias in each layer's norm.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_samples, n_layers)
+            The norms.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((10, 4)), np.arange(10) % 3
+        >>> model = bp.Sequential([bp.Dense(8, activation="tanh"), bp.Dense(3, activation="softmax")],
+        ...                       seed=0)
+        >>> model.per_sample_gradient_norms(X, y).shape
+        (10, 2)
+        """
         return _insight.per_sample_gradient_norms(self, X, y, loss, reduction=reduction, bias=bias)
 
     def diagnose(self, X, y, loss=None):
-        """Per-layer mean |delta|, dead relu and saturated sigmoid/tanh fractions on (X, y);
-        returns a bp.insight.Diagnosis (print it for a table). No update is made."""
+        """Diagnose the error signals of each layer on (X, y), without an update.
+
+        Per layer: the mean absolute error signal delta (and its ratio to the output layer's), the
+        fraction of dead relu units and of saturated sigmoid/tanh units, with plain-language warnings.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A batch of inputs (a few hundred rows suffice).
+        y : array-like
+            Its targets, as for ``fit``.
+        loss : str, optional
+            Default: the model's loss, else the output activation's natural one.
+
+        Returns
+        -------
+        bp.insight.Diagnosis
+            Print it for a table; ``layers`` holds the numbers.
+
+        See Also
+        --------
+        DiagnosticsLogger : The same after every epoch of fit.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((50, 4)), np.arange(50) % 3
+        >>> model = bp.Sequential([bp.Dense(8, activation="relu"), bp.Dense(3, activation="softmax")],
+        ...                       seed=0)
+        >>> diagnosis = model.diagnose(X, y)
+        >>> len(diagnosis), sorted(diagnosis[0])[:3]
+        (2, ['activation', 'dead_fraction', 'delta_ratio'])
+        """
         return _insight.diagnose(self, X, y, loss)
 
     # ---- description ---------------------------------------------------------------------------
     def get_config(self):
-        """The architecture as plain data: dtype, seed, input_dim, the layers' configs, loss."""
+        """Describe the architecture as plain data: dtype, seed, input_dim, the layers' configs, loss.
+
+        Returns
+        -------
+        dict
+            What ``from_config`` rebuilds the (unbuilt) model from.
+
+        Examples
+        --------
+        >>> import bp
+        >>> config = bp.Sequential([bp.Dense(4, activation="relu")], seed=1).get_config()
+        >>> config["seed"], config["layers"][0]["units"]
+        (1, 4)
+        """
         return {"dtype": self.dtype.name, "seed": self.seed, "input_dim": self.input_dim,
                 "layers": [layer.get_config() for layer in self.layers], "loss": self.loss}
 
     @classmethod
     def from_config(cls, config):
-        """A new, unbuilt model with the architecture ``get_config`` described (slicing,
-        unpickling and bp.load all rebuild through here)."""
+        """Build a new, unbuilt model with the architecture ``get_config`` described.
+
+        Slicing, unpickling and ``bp.load`` all rebuild through here.
+
+        Parameters
+        ----------
+        config : dict
+            A dict from ``get_config``.
+
+        Returns
+        -------
+        Sequential
+            The new model (weights not drawn yet).
+
+        Examples
+        --------
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(1)], seed=1)
+        >>> copy = bp.Sequential.from_config(model.get_config())
+        >>> [layer.units for layer in copy]
+        [4, 1]
+        """
         model = cls(_dense_layers(config["layers"]), dtype=config["dtype"],
                     seed=config["seed"], input_dim=config["input_dim"])
         model.loss = config.get("loss")
         return model
 
     def to_torch(self):
-        """The model as a torch.nn.Sequential of Linear and activation modules (bp/_torch.py)."""
+        """Convert the model to a ``torch.nn.Sequential`` of Linear and activation modules.
+
+        ``Linear.weight`` is ``W.T`` (bp stores W as ``(n_in, n_out)``). Needs
+        ``pip install "bp[torch]"``.
+
+        Returns
+        -------
+        torch.nn.Sequential
+            A module with the same weights.
+
+        See Also
+        --------
+        Sequential.from_torch : And back.
+
+        Examples
+        --------
+        >>> import bp
+        >>> model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)], seed=0).build(3)
+        >>> model.to_torch()
+        Sequential(
+          (0): Linear(in_features=3, out_features=4, bias=True)
+          (1): ReLU()
+          (2): Linear(in_features=4, out_features=2, bias=True)
+        )
+        """
         return _torch.to_torch(self)
 
     @classmethod
     def from_torch(cls, module, dtype=None):
-        """A built model from such a torch module, weights exact (bp/_torch.py)."""
+        """Build a model from a torch module, with its weights exactly.
+
+        Reads an ``nn.Sequential`` of ``Linear`` layers, each followed by at most one of ``Sigmoid``,
+        ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU()`` and ``Softmax(dim=-1)``, and refuses anything else
+        by name.
+
+        Parameters
+        ----------
+        module : torch.nn.Sequential
+            The module to read.
+        dtype : {"float32", "float64"}, optional
+            Default: the module's parameter dtype.
+
+        Returns
+        -------
+        Sequential
+            A built model.
+
+        Examples
+        --------
+        >>> import bp
+        >>> import torch
+        >>> module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh())
+        >>> bp.Sequential.from_torch(module).layers[0].W.shape
+        (3, 4)
+        """
         return _torch.from_torch(cls, module, dtype)
 
     def __repr__(self):
@@ -385,8 +969,36 @@ class Sequential:
         return "\n".join(lines)
 
     def summary(self, print_fn=None, file=None, to_string=False):
-        """Print a table of the layers, output shapes and parameter counts; return None (Keras),
-        or with to_string=True the text, not printed; print_fn(text) prints it instead."""
+        """Print a table of the layers, their output shapes and parameter counts.
+
+        Returns None, as Keras' does (a notebook shows the table once); ``to_string=True``
+        returns the text instead of printing it.
+
+        Parameters
+        ----------
+        print_fn : callable, optional
+            Called with the table's text instead of ``print``.
+        file : file-like, optional
+            Where to print; default ``sys.stdout``.
+        to_string : bool, default=False
+            Return the text, print nothing.
+
+        Returns
+        -------
+        str or None
+            The table with ``to_string=True``, else None.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)]).build(3).summary()
+        Layer    Output shape  Activation  Params
+        -----------------------------------------
+        dense_0  (None, 4)     relu        16
+        dense_1  (None, 2)     identity    10
+        -----------------------------------------
+        Total params: 26  (float32)
+        """
         out = _summary_table(self.layers, self.input_dim, self.dtype)
         if to_string:
             return out
@@ -394,9 +1006,32 @@ class Sequential:
 
     # ---- files and pickling --------------------------------------------------------------------
     def save(self, path):
-        """Write the model (architecture, weights, loss, optimizer and its state) to an .npz file,
-        atomically, with a format version and a checksum. Load with bp.load(path).
-        After a data-parallel fit only rank 0 writes; on the other ranks save does nothing."""
+        """Write the model to an .npz file, atomically.
+
+        The architecture, the weights, the loss, the optimizer and its state, with a format version and
+        a checksum. After a data-parallel fit only rank 0 writes; on the other ranks ``save`` does
+        nothing.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (replaced atomically: a crash leaves the old file whole).
+
+        See Also
+        --------
+        load : Read it back.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+        >>> model = bp.Sequential([bp.Dense(2)], seed=0).build(3)
+        >>> model.save(path)
+        >>> bool(np.array_equal(bp.load(path).get_flat_params(), model.get_flat_params()))
+        True
+        """
         self._require_built()
         if not _mpi.writes_files(self):
             return
@@ -436,8 +1071,36 @@ class Sequential:
 def load(path):
     """Read a model written by ``Sequential.save``.
 
-    Raises ValueError for a file that is not a bp model, is truncated or corrupted (checksum), or
-    has another format version; never unpickles anything.
+    Never unpickles anything (zip archives only, ``allow_pickle=False``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The .npz file.
+
+    Returns
+    -------
+    Sequential
+        The built model, with its optimizer's state.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not a bp model, is truncated or corrupted (checksum), or has another
+        format version.
+
+    See Also
+    --------
+    Sequential.save
+
+    Examples
+    --------
+    >>> import bp
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> bp.Sequential([bp.Dense(2)], seed=0).build(3).save(path)
+    >>> bp.load(path).n_params
+    8
     """
     config, arrays = _io.read(path)
     path = os.fspath(path)

@@ -10,7 +10,7 @@ route (scipy.optimize.minimize, method="L-BFGS-B"). What bp replaces is the arit
 of SGD or Adam runs in bp's compiled epoch loop (forward, error signals, gradients and
 scikit-learn's update, fused, over a flat parameter buffer: bp._sklearn_net), and L-BFGS gets
 the loss and gradient from bp's compiled full-batch pass. In float64 with the same random_state
-the fitted coefs_ equal scikit-learn's to rounding (tests/test_sklearn_equivalence.py says how
+the fitted ``coefs_`` equal scikit-learn's to rounding (tests/test_sklearn_equivalence.py says how
 close); how much faster is in bench/README.md.
 
 Extras beyond scikit-learn's parameters: ``n_threads`` (bp's thread count for the kernels and
@@ -262,33 +262,101 @@ class _BpMLP:
 
 
 class MLPClassifier(_BpMLP, _MLPClassifier):
-    """scikit-learn's MLPClassifier (log loss; softmax, or logistic for binary and multilabel
-    targets), trained by bp: ``min_W  -sum_i w_i log p(y_i | x_i) / sum(w) + alpha ||W||^2 /
-    (2 sum(w))``.
+    """scikit-learn's MLPClassifier, trained by bp's compiled passes.
+
+    Log loss with a softmax output (logistic for binary and multilabel targets):
+    ``min_W  -sum_i w_i log p(y_i | x_i) / sum(w) + alpha ||W||^2 / (2 sum(w))``. The parameters,
+    defaults, attributes, label handling and errors are scikit-learn's
+    (sklearn.neural_network.MLPClassifier); ``n_threads`` and ``dtype`` are bp's extras. With the
+    same ``random_state`` the fitted ``coefs_`` equal scikit-learn's to rounding.
 
     Parameters
     ----------
-    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
-    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
-    momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-    n_iter_no_change, max_fun
-        scikit-learn's, with its defaults and meanings (sklearn.neural_network.MLPClassifier).
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The width of each hidden layer.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        The hidden layers' activation.
+    solver : {"lbfgs", "sgd", "adam"}, default="adam"
+        The optimizer: scikit-learn's L-BFGS route, or its SGD and Adam updates in bp's compiled
+        epoch loop.
+    alpha : float, default=0.0001
+        The L2 penalty's strength.
+    batch_size : int or "auto", default="auto"
+        Rows per step for sgd and adam ("auto": min(200, n_samples)).
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        sgd's learning-rate schedule.
+    learning_rate_init : float, default=0.001
+        The initial learning rate (sgd, adam).
+    power_t : float, default=0.5
+        The exponent of the "invscaling" schedule.
+    max_iter : int, default=200
+        Epochs for sgd and adam; iterations for lbfgs.
+    shuffle : bool, default=True
+        Shuffle the rows every epoch (sgd, adam).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the shuffles and the early-stopping split.
+    tol : float, default=1e-4
+        The tolerance of the stopping rule.
+    verbose : bool, default=False
+        Print the loss after every iteration.
+    warm_start : bool, default=False
+        Start from the previous fit's weights.
+    momentum : float, default=0.9
+        sgd's momentum.
+    nesterovs_momentum : bool, default=True
+        sgd's Nesterov momentum.
+    early_stopping : bool, default=False
+        Stop when the score on a held-out split stops improving (sgd, adam).
+    validation_fraction : float, default=0.1
+        The held-out fraction for early stopping.
+    beta_1 : float, default=0.9
+        adam's first-moment decay.
+    beta_2 : float, default=0.999
+        adam's second-moment decay.
+    epsilon : float, default=1e-8
+        adam's denominator term.
+    n_iter_no_change : int, default=10
+        Epochs without improvement of more than ``tol`` before stopping (sgd, adam).
+    max_fun : int, default=15000
+        lbfgs's limit on loss evaluations.
     n_threads : int, optional
-        bp's threads for the kernels and BLAS (None: bp's default, OMP_NUM_THREADS if set).
+        bp's threads for the kernels and BLAS (None: bp's default, OMP_NUM_THREADS if set;
+        joblib's workers set it).
     dtype : {"float32", "float64"}, optional
         The parameters' dtype (None: X's, float32 or float64, as scikit-learn).
 
     Attributes
     ----------
-    scikit-learn's: classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_,
-    validation_scores_, best_validation_score_, t_, n_iter_, n_layers_, n_outputs_,
-    out_activation_, n_features_in_, feature_names_in_.
+    coefs_ : list of numpy.ndarray
+        The weight matrix of each layer, ``(n_in, n_out)``.
+    intercepts_ : list of numpy.ndarray
+        The bias of each layer.
+    loss_ : float
+        The loss at the end of training.
+    loss_curve_ : list of float
+        The loss after every iteration (sgd, adam).
+    n_iter_ : int
+        The iterations run.
+    n_features_in_ : int
+        The input width.
+    classes_ : numpy.ndarray
+        The class labels.
+
+    See Also
+    --------
+    MLPRegressor : The regressor.
 
     Examples
     --------
+    >>> import bp
+    >>> from sklearn.datasets import load_iris
     >>> from bp.sklearn import MLPClassifier
-    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=0).fit(X, y)
-    >>> clf.predict_proba(X[:2])
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(16,), solver="lbfgs", random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    >>> clf.score(X, y) > 0.9
+    True
     """
 
     _parameter_constraints = {**_MLPClassifier._parameter_constraints, **_EXTRA_CONSTRAINTS}
@@ -314,28 +382,101 @@ class MLPClassifier(_BpMLP, _MLPClassifier):
 
 
 class MLPRegressor(_BpMLP, _MLPRegressor):
-    """scikit-learn's MLPRegressor (squared error with an identity output, or Poisson with an
-    exponential one), trained by bp: ``min_W  sum_i w_i ||f(x_i) - y_i||^2 / (2 m sum(w)) +
-    alpha ||W||^2 / (2 sum(w))`` for the squared error.
+    """scikit-learn's MLPRegressor, trained by bp's compiled passes.
+
+    Squared error with an identity output, or Poisson with an exponential one:
+    ``min_W  sum_i w_i ||f(x_i) - y_i||^2 / (2 m sum(w)) + alpha ||W||^2 / (2 sum(w))`` for the
+    squared error. The parameters, defaults, attributes and errors are scikit-learn's
+    (sklearn.neural_network.MLPRegressor); ``n_threads`` and ``dtype`` are bp's extras. With the same
+    ``random_state`` the fitted ``coefs_`` equal scikit-learn's to rounding.
 
     Parameters
     ----------
-    loss : {"squared_error", "poisson"}, default "squared_error"
-    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
-    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
-    momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-    n_iter_no_change, max_fun
-        scikit-learn's, with its defaults and meanings (sklearn.neural_network.MLPRegressor).
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        The loss (and the output activation: identity, or exp for poisson).
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The width of each hidden layer.
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        The hidden layers' activation.
+    solver : {"lbfgs", "sgd", "adam"}, default="adam"
+        The optimizer: scikit-learn's L-BFGS route, or its SGD and Adam updates in bp's compiled
+        epoch loop.
+    alpha : float, default=0.0001
+        The L2 penalty's strength.
+    batch_size : int or "auto", default="auto"
+        Rows per step for sgd and adam ("auto": min(200, n_samples)).
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        sgd's learning-rate schedule.
+    learning_rate_init : float, default=0.001
+        The initial learning rate (sgd, adam).
+    power_t : float, default=0.5
+        The exponent of the "invscaling" schedule.
+    max_iter : int, default=200
+        Epochs for sgd and adam; iterations for lbfgs.
+    shuffle : bool, default=True
+        Shuffle the rows every epoch (sgd, adam).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the shuffles and the early-stopping split.
+    tol : float, default=1e-4
+        The tolerance of the stopping rule.
+    verbose : bool, default=False
+        Print the loss after every iteration.
+    warm_start : bool, default=False
+        Start from the previous fit's weights.
+    momentum : float, default=0.9
+        sgd's momentum.
+    nesterovs_momentum : bool, default=True
+        sgd's Nesterov momentum.
+    early_stopping : bool, default=False
+        Stop when the score on a held-out split stops improving (sgd, adam).
+    validation_fraction : float, default=0.1
+        The held-out fraction for early stopping.
+    beta_1 : float, default=0.9
+        adam's first-moment decay.
+    beta_2 : float, default=0.999
+        adam's second-moment decay.
+    epsilon : float, default=1e-8
+        adam's denominator term.
+    n_iter_no_change : int, default=10
+        Epochs without improvement of more than ``tol`` before stopping (sgd, adam).
+    max_fun : int, default=15000
+        lbfgs's limit on loss evaluations.
     n_threads : int, optional
-        bp's threads for the kernels and BLAS (None: bp's default, OMP_NUM_THREADS if set).
+        bp's threads for the kernels and BLAS (None: bp's default, OMP_NUM_THREADS if set;
+        joblib's workers set it).
     dtype : {"float32", "float64"}, optional
         The parameters' dtype (None: X's, float32 or float64, as scikit-learn).
 
+    Attributes
+    ----------
+    coefs_ : list of numpy.ndarray
+        The weight matrix of each layer, ``(n_in, n_out)``.
+    intercepts_ : list of numpy.ndarray
+        The bias of each layer.
+    loss_ : float
+        The loss at the end of training.
+    loss_curve_ : list of float
+        The loss after every iteration (sgd, adam).
+    n_iter_ : int
+        The iterations run.
+    n_features_in_ : int
+        The input width.
+
+    See Also
+    --------
+    MLPClassifier : The classifier.
+
     Examples
     --------
+    >>> import numpy as np
+    >>> import bp
     >>> from bp.sklearn import MLPRegressor
-    >>> reg = MLPRegressor(hidden_layer_sizes=(64,), random_state=0).fit(X, y)
-    >>> reg.score(X, y)
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(-1, 1, (200, 2))
+    >>> y = X[:, 0] ** 2 + X[:, 1]
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), solver="lbfgs", random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.9
+    True
     """
 
     _parameter_constraints = {**_MLPRegressor._parameter_constraints, **_EXTRA_CONSTRAINTS}

