@@ -58,13 +58,32 @@ class History:
         self._modes = {}  # fit's {key: "max" or "min"} for its metrics
 
     def best(self, monitor=None, mode="auto"):
-        """(epoch, value) of the best finite value of `monitor` (default "val_loss", else
-        "loss"); mode "auto" maximises accuracies, AUC, R2, precision, recall and F1 and
-        minimises the rest. (None, None) before any epoch.
+        """Find the epoch with the best finite value of a logged quantity.
+
+        Parameters
+        ----------
+        monitor : str, optional
+            The logged name; default "val_loss", or "loss" without validation data.
+        mode : {"auto", "min", "max"}, default="auto"
+            "auto" maximises accuracies, AUC, R2, precision, recall and F1 and minimises the
+            rest (losses, errors).
+
+        Returns
+        -------
+        tuple
+            (epoch, value); (None, None) before any epoch.
 
         Examples
         --------
-        >>> epoch, value = model.fit(X, y, validation_split=0.2, epochs=20).best("val_accuracy")
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+        >>> model = bp.Sequential([bp.Dense(2, activation="softmax")], seed=0)
+        >>> history = model.fit(X, y, validation_split=0.2, epochs=3, verbose=0)
+        >>> epoch, value = history.best("val_accuracy")
+        >>> value == max(history["val_accuracy"])
+        True
         """
         mode = _check_mode(mode)
         key = monitor or ("val_loss" if "val_loss" in self.history else "loss")
@@ -80,10 +99,12 @@ class History:
 
     @property
     def best_epoch(self):
+        """The epoch with the best ``val_loss`` (``loss`` without validation data), or None."""
         return self.best()[0]
 
     @property
     def best_value(self):
+        """The best ``val_loss`` (``loss`` without validation data), or None."""
         return self.best()[1]
 
     def _record(self, epoch, logs, seconds):

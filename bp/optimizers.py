@@ -133,8 +133,24 @@ class Optimizer:
         self._epoch = epoch
 
     def step_rate(self):
-        """The rate of the next update under a per-step schedule (bp.schedules): its value at
-        the optimizer's step count, which goes on across fits."""
+        """Compute the rate of the next update under a per-step schedule.
+
+        A per-step schedule (``bp.schedules.WarmupCosine``, ``OneCycle``, ``PerStep``) is read at
+        the optimizer's step count, which goes on across fits.
+
+        Returns
+        -------
+        float
+            The learning rate.
+
+        Examples
+        --------
+        >>> import bp
+        >>> opt = bp.SGD(bp.schedules.PerStep(lambda step: 0.1 / (1 + step)))
+        >>> opt.iterations = 4
+        >>> opt.step_rate()
+        0.02
+        """
         lr = self.learning_rate(self.iterations)
         return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
 

@@ -667,13 +667,6 @@ class Sequential:
             ``{label: weight}``, or "balanced" (``n / (k n_c)``); multiplies ``sample_weight``.
         callbacks : list of Callback, optional
             For example ``EarlyStopping``, ``ModelCheckpoint``, ``ReduceLROnPlateau``.
-        metrics : list of str or bp.metrics.Metric, optional
-            Default: the model's (``compile(metrics=...)``). Names ("accuracy", "auc", "f1",
-            "precision", "recall", "mae", "mse", "rmse", "r2"...) or ``bp.metrics`` objects:
-            running values over each epoch's batches in training, exact on validation rows.
-        initial_epoch : int, optional
-            Run epochs ``initial_epoch .. epochs - 1`` (Keras' meaning; a schedule reads these
-            numbers). By default a schedule goes on from the optimizer's last epoch.
         accumulate : int, default=1
             Micro-batches of ``batch_size`` rows per update: each update is exactly that of one batch
             of ``accumulate * batch_size`` rows.
@@ -690,6 +683,13 @@ class Sequential:
         comm : mpi4py communicator, optional
             Data-parallel training: each rank passes its own rows, and each update is the one a
             single process makes on the union of the ranks' micro-batches.
+        metrics : list of str or bp.metrics.Metric, optional
+            Default: the model's (``compile(metrics=...)``). Names ("accuracy", "auc", "f1",
+            "precision", "recall", "mae", "mse", "rmse", "r2"...) or ``bp.metrics`` objects:
+            running values over each epoch's batches in training, exact on validation rows.
+        initial_epoch : int, optional
+            Run epochs ``initial_epoch .. epochs - 1`` (Keras' meaning; a schedule reads these
+            numbers). By default a schedule goes on from the optimizer's last epoch.
 
         Returns
         -------
