@@ -21,7 +21,8 @@ from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
 from .callbacks import (Callback, CSVLogger, EarlyStopping, History, LambdaCallback,
                         ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN)
-from .layers import Dense, Dropout
+from .layers import (Activation, BatchNormalization, Dense, Dropout, Input, LayerNormalization,
+                     Residual)
 from .regularizers import l1, l1_l2, l2
 from .optimizers import SGD, Adam, AdamW, Optimizer
 from .schedules import CosineDecay, StepDecay
@@ -30,7 +31,8 @@ from .insight import DiagnosticsLogger, explain
 from .export import from_torch, to_onnx, to_torch
 
 __all__ = [
-    "Sequential", "Dense", "Dropout", "load", "l1", "l2", "l1_l2",
+    "Sequential", "Dense", "Dropout", "Activation", "LayerNormalization", "BatchNormalization",
+    "Residual", "Input", "load", "l1", "l2", "l1_l2",
     "SGD", "Adam", "AdamW", "Optimizer", "StepDecay", "CosineDecay",
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",

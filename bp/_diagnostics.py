@@ -8,9 +8,10 @@ Built on the model's public passes (``model.gradients`` and the cached ``error_s
 
 import numpy as np
 
-from . import _passes
+from . import _ops, _passes
 from . import losses as _losses
 from ._validation import check_choice
+from ._ops import refuse_beyond_dense
 from .callbacks import Callback
 
 
@@ -18,11 +19,13 @@ def _inputs(model, X, y, loss):
     """X in the model's dtype (built from it if needed), the targets as (N, m) float64 and the
     canonical loss."""
     _passes.check_layers(model.layers)
+    refuse_beyond_dense(model.layers, "diagnose and per_sample_gradient_norms")
     loss = _passes.check_loss(model, loss)
     X = _passes.check_X(model, X)
     if not model.built:
         model.build(X.shape[1])
-    Y = _losses.prepare_targets(loss, y, X.shape[0], model.layers[-1].units, np.float64)
+    Y = _losses.prepare_targets(loss, y, X.shape[0], _ops.output_width(model.layers, X.shape[1]),
+                                np.float64)
     return X, Y, loss
 
 

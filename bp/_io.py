@@ -25,7 +25,11 @@ import tempfile
 
 import numpy as np
 
-FORMAT_VERSION = 1
+# 2: layers beyond Dense (a {"class_name", "config"} entry each) and a BatchNormalization's
+# running statistics (arrays running_<k>); a file of format 1 (Dense layers with their folded
+# Dropout) reads the same way
+FORMAT_VERSION = 2
+READS = (1, 2)
 
 
 def _checksum(arrays):
@@ -38,12 +42,12 @@ def _checksum(arrays):
     return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
-def write(path, config, arrays):
+def write(path, config, arrays, version=FORMAT_VERSION):
     """Write `config` (JSON-able) and `arrays` (name -> array: params, opt_<name>) to `path`,
     with the format version and the checksum, atomically."""
     path = os.fspath(path)
     arrays = {
-        "bp_format": np.array([FORMAT_VERSION], dtype=np.int64),
+        "bp_format": np.array([version], dtype=np.int64),
         "config": np.frombuffer(json.dumps(config).encode("utf-8"), dtype=np.uint8),
         **arrays,
     }
@@ -135,9 +139,10 @@ def read(path):
         raise ValueError(f"{path!r} is not a bp model file: 'bp_format' must be one integer. "
                          f"Received: dtype {fmt.dtype}, shape {fmt.shape}")
     version = int(fmt[0])
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has bp file format version {version}; this bp reads version "
-                         f"{FORMAT_VERSION}")
+    if version not in READS:
+        raise ValueError(f"{path!r} has bp file format version {version}; this bp reads versions "
+                         f"{READS[0]} to {READS[-1]}"
+                         + (" (a newer bp wrote it: upgrade bp)" if version > READS[-1] else ""))
     for key in ("config", "params", "checksum"):
         if key not in arrays:
             raise ValueError(f"{path!r} is not a complete bp model file: no {key!r} entry")

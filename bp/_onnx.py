@@ -28,6 +28,7 @@ import os
 import numpy as np
 
 from ._config import __version__
+from ._ops import refuse_beyond_dense
 
 DEFAULT_OPSET = 17  # ONNX Runtime runs it from 1.14 on
 MIN_OPSET = 14  # Relu on float64 (14); Softmax over the last axis alone (13)
@@ -126,6 +127,7 @@ def _sequential_spec(model):
     if not model.built:
         raise ValueError("the model is not built yet: call fit, predict or build(input_dim) "
                          "before to_onnx")
+    refuse_beyond_dense(layers, "to_onnx")
     return {"dtype": model.dtype, "n_in": layers[0].W.shape[0], "kind": "sequential",
             "doc": repr(model),
             "layers": [(layer.name or f"dense_{i}", layer.W, layer.b, layer.activation,

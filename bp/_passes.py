@@ -25,10 +25,10 @@ import threading
 import numpy as np
 
 import bpcore
-from bpcore import (_dense_forward, _dropout, _error_signal, _gradients, _infer, _loss,
-                    _network, _param_update, _regularize)
+from bpcore import _infer, _loss, _network, _param_update, _regularize
 
-from . import _threads
+from . import _ops, _threads
+from ._ops import flat_layout, parametric, split, walk
 from . import losses as _losses
 from . import regularizers as _regularizers
 from ._validation import as_float_array, check_finite
@@ -38,47 +38,32 @@ from ._validation import as_float_array, check_finite
 
 
 def check_layers(layers):
-    """ValueError for a model with no layer: the one place this rule is written."""
+    """ValueError for a model with no layer, or one whose output is not a Dense or an
+    Activation (the loss meets an output activation): the one place these rules are written."""
     if not layers:
         raise ValueError("a Sequential needs at least one layer. Received: no layers")
     if layers[-1].dropout is not None:
         raise ValueError(f"a Dropout must be followed by a Dense layer; the output layer "
                          f"{layers[-1]!r} has one after it")
+    if layers[-1]._kind not in ("dense", "activation"):
+        raise ValueError(f"the output layer must be a Dense or an Activation (the loss meets its "
+                         f"activation). Received: {layers[-1]!r}")
+    if not any(layer._kind == "dense" for layer in walk(layers)):
+        raise ValueError("a Sequential needs a Dense layer. Received: "
+                         + ", ".join(map(repr, layers)))
 
 
-def layer_widths(layers, n_in):
-    """[n_in, units of each layer], after checking that each layer's own input_dim (if it
-    has one) is the width it receives."""
-    widths = [n_in] + [layer.units for layer in layers]
-    for i, layer in enumerate(layers):
-        if layer.input_dim is not None and layer.input_dim != widths[i]:
-            raise ValueError(f"layer {i} ({layer!r}) expects input_dim={layer.input_dim} but "
-                             f"receives {widths[i]} features")
-    return widths
-
-
-def attach_dropout(layers, dropout):
-    """Fold a Dropout into the Dense layer before it (its output is what gets dropped); rate 0
-    attaches nothing, so the model is the one without the layer, bit for bit."""
-    if not layers:
-        raise ValueError("a Dropout needs a Dense layer before it. Received: Dropout first")
-    layer = layers[-1]
-    if layer.dropout is not None:
-        raise ValueError(f"{layer!r} has a Dropout already; two in a row are one of rate "
-                         f"1 - (1 - a)(1 - b)")
-    if layer.activation == "softmax":
-        raise ValueError("a Dropout after a softmax layer is refused: softmax's derivative is "
-                         "not elementwise, so the mask cannot be applied to its error signal")
-    if dropout.rate > 0:
-        layer.dropout = dropout
-
-
-def draw_dropout_seeds(layers, rng):
-    """Give each Dropout without a seed one from the model's generator (at build, after the
-    weights: a model without dropout draws what it always drew)."""
-    for layer in layers:
-        if layer.dropout is not None and layer.dropout._key is None:
-            layer.dropout._key = int(rng.integers(2**63))
+def check_training_rows(passes, n, batch_size, accumulate=1):
+    """ValueError if a model with a BatchNormalization would meet a training batch of one row
+    (its variance is 0 over one row: PyTorch refuses it too)."""
+    if not any(op["kind"] == "batch_norm" for op in passes.ops):
+        return
+    rest = n % (batch_size * accumulate)
+    if batch_size == 1 or n == 1 or (rest and rest % batch_size == 1):
+        raise ValueError(f"BatchNormalization needs at least 2 rows in every training batch. "
+                         f"Received: {n} rows in batches of batch_size={batch_size}"
+                         + (f" (accumulate={accumulate})" if accumulate > 1 else "")
+                         + ", which leaves a batch of 1 row; change batch_size or drop a row")
 
 
 def check_X(model, X, name="X"):
@@ -152,7 +137,8 @@ def prepare(model, X, y, loss, sample_weight=None):
     check_layers(model.layers)
     loss = check_loss(model, loss)
     X = check_X(model, X)
-    Y = _losses.prepare_targets(loss, y, X.shape[0], model.layers[-1].units, model.dtype)
+    Y = _losses.prepare_targets(loss, y, X.shape[0], _ops.output_width(model.layers, X.shape[1]),
+                                model.dtype)
     w = check_sample_weight(sample_weight, X.shape[0], model.dtype)
     return loss, X, Y, w
 
@@ -166,7 +152,7 @@ def _prepare_quickly(model, X, y, loss, sample_weight):
     if (sample_weight is not None or type(X) is not np.ndarray or type(y) is not np.ndarray
             or X.dtype != model.dtype or X.ndim != 2 or not X.flags.c_contiguous
             or y.dtype != np.int64 or y.ndim != 1 or not y.flags.c_contiguous or not layers
-            or layers[-1].dropout is not None):
+            or layers[-1].dropout is not None or layers[-1].units is None):
         return None
     n, width = X.shape
     expected = model.input_dim if model.input_dim is not None else layers[0].input_dim
@@ -184,37 +170,6 @@ def _prepare_quickly(model, X, y, loss, sample_weight):
 # ---- the flat layout -----------------------------------------------------------------------------
 
 
-def flat_layout(layers, input_dims):
-    """Where each layer's W (n_in x n_out, row-major) and b live in the flat buffers: a list of
-    (n_in, n_out, offset of W, offset of b or -1), and the total size."""
-    layout, offset = [], 0
-    for layer, n_in in zip(layers, input_dims):
-        w_off, offset = offset, offset + n_in * layer.units
-        b_off = -1
-        if layer.use_bias:
-            b_off, offset = offset, offset + layer.units
-        layout.append((n_in, layer.units, w_off, b_off))
-    return layout, offset
-
-
-def split(flat, layout):
-    """(W, b) views into a flat buffer, one pair per layer of the layout (b None without bias)."""
-    return [(flat[w_off:w_off + n_in * n_out].reshape(n_in, n_out),
-             None if b_off < 0 else flat[b_off:b_off + n_out])
-            for n_in, n_out, w_off, b_off in layout]
-
-
-def initial_params(layers, input_dims, initial_W, dtype):
-    """A new flat parameter buffer: each layer's W from initial_W, every bias zero."""
-    layout, size = flat_layout(layers, input_dims)
-    params = np.empty(size, dtype)
-    for (W, b), W0 in zip(split(params, layout), initial_W):
-        W[...] = W0
-        if b is not None:
-            b[...] = 0
-    return params
-
-
 def readonly(a):
     v = a.view()
     v.flags.writeable = False
@@ -224,31 +179,6 @@ def readonly(a):
 def all_finite(flat, n_threads):
     """True if every entry of flat is finite (its sum of squares is; overflow counts as not)."""
     return math.isfinite(_param_update.sum_of_squares(flat, n_threads))
-
-
-class Workspace:
-    """Per-batch-size buffers of one model: the cached z_in, z_out and delta of every layer,
-    and room to gather a shuffled batch (X, Y, w) into.
-
-    Allocated once for each batch size a model meets and reused for every batch of that size,
-    so a steady-state training step allocates nothing.
-    """
-
-    def __init__(self, layers, dtype, n_in, n_rows):
-        self.n_rows = n_rows
-        self.z_in = [np.empty((n_rows, layer.units), dtype) for layer in layers]
-        self.z_out = [np.empty((n_rows, layer.units), dtype) for layer in layers]
-        self.delta = [np.empty((n_rows, layer.units), dtype) for layer in layers]
-        # a Dropout's mask (bytes) and the dropped output z_out * mask / (1 - rate) the next
-        # layer reads in training; None for the layers without one
-        self.mask = [None if layer.dropout is None else np.empty((n_rows, layer.units), np.uint8)
-                     for layer in layers]
-        self.z_drop = [None if layer.dropout is None else np.empty((n_rows, layer.units), dtype)
-                       for layer in layers]
-        self.per_sample = np.empty(n_rows, dtype)
-        self.X = np.empty((n_rows, n_in), dtype)
-        self.Y = np.empty((n_rows, layers[-1].units), dtype)
-        self.w = np.empty(n_rows, dtype)
 
 
 # The update and the scans around it run on one thread outside the engine too, as inside it
@@ -299,16 +229,23 @@ class Passes:
         self.n_in = layers[0].input_dim
         self.params = params
         self.grads = np.zeros_like(params) if grads is None else grads
-        self.layout = flat_layout(layers, [layer.input_dim for layer in layers])[0]
+        self.layout = flat_layout(layers)[0]
+        self.ops = _ops.operations(layers, self.layout)  # the engine's table (bp/_ops.py)
+        # per layer with parameters: its operation's index
+        self.param_ops = [i for i, op in enumerate(self.ops) if "param_index" in op]
+        # predict and evaluate run in bpcore/_infer.pyx when there are only Dense layers (and
+        # Dropouts, the identity there); otherwise the operations' forward pass
+        self.n_out = self.ops[-1]["n_out"]
+        self.dense_only = all(op["kind"] in ("dense", "dropout") for op in self.ops)
         self.param_views = split(params, self.layout)
         self.grad_views = split(self.grads, self.layout)
         self.compiled = compiled
         # per layer (kernel l1, l2, bias l1, l2): the weight penalties of bp.regularizers
         self.penalties = [(*_regularizers.coefficients(getattr(layer, "kernel_regularizer", None)),
                            *_regularizers.coefficients(getattr(layer, "bias_regularizer", None)))
-                          for layer in layers]
+                          for layer in parametric(layers)]
         self.penalized = any(any(p) for p in self.penalties)
-        self.last = None  # (workspace, rows) of the last backward pass
+        self.last = None  # (workspace, rows, training) of the last backward pass
         self._workspaces = {}
         self._engine = None
         self._backup = None
@@ -328,7 +265,7 @@ class Passes:
         return split(flat, self.layout)
 
     def new_workspace(self, n_rows):
-        return Workspace(self.layers, self.dtype, self.n_in, n_rows)
+        return _ops.Workspace(self.ops, self.dtype, self.n_in, n_rows)
 
     def workspace(self, n_rows):
         """The model's shared workspace for batches of n_rows rows (made on first use)."""
@@ -349,13 +286,7 @@ class Passes:
         calls that must not disturb another's binding."""
         if shared and self._engine is not None:
             return self._engine
-        net = _network.Network(self.params, self.grads, self._table())
-        if self.penalized:
-            net.set_penalties(self.penalties)
-        if any(layer.dropout is not None for layer in self.layers):
-            net.set_dropout([None if layer.dropout is None else
-                             (layer.dropout._key, _dropout.threshold(layer.dropout.rate),
-                              1.0 / (1.0 - layer.dropout.rate)) for layer in self.layers])
+        net = _network.Network(self.params, self.grads, self.ops)
         if shared:
             self._engine = net
         return net
@@ -367,40 +298,49 @@ class Passes:
         return n_threads if rows * self._step_flops_per_row >= MIN_PARALLEL_STEP_FLOPS else 1
 
     # ---- the passes ------------------------------------------------------------------------
-    def forward(self, X, z_in, z_out, n_threads, dropout=None):
-        """The forward pass of every layer into the given buffers; returns f_out. Inference
-        unless dropout = (workspace, draw): then the Dropouts draw training batch `draw`'s masks
-        into the workspace and the next layer reads the dropped output."""
-        z = X
-        layers = zip(self.layers, self.param_views, z_in, z_out)
-        for i, (layer, (W, b), zi, zo) in enumerate(layers):
-            _dense_forward.dense_forward(z, W, b, zi, zo, bpcore.ACTIVATIONS[layer.activation],
-                                         layer.alpha, n_threads)
-            z = zo
-            if dropout is not None and layer.dropout is not None:
-                ws, draw = dropout
-                rows = zo.shape[0]
-                z = ws.z_drop[i][:rows]
-                _dropout.dropout_forward(zo, layer.dropout._key, draw, layer.dropout.rate,
-                                         ws.mask[i][:rows], z, n_threads)
-        return z
+    def forward(self, X, ws, n_threads, draw=None):
+        """The forward pass of every operation into workspace ws (bp/_ops.py's twin of the
+        engine's); returns f_out. Inference unless draw (training batch `draw`: dropout masks
+        and batch statistics)."""
+        return _ops.forward(self.ops, self.param_views, X, ws, n_threads, draw)[-1]
 
     def predict(self, model, X, n_threads, out=None):
         """f_out of X through bpcore/_infer.pyx: the whole network in one call, over blocks of
         rows, its buffers per call (so several threads may call it at once). X is checked here:
         in C when it is already a finite C-contiguous array of the dtype and width, else by
         check_X, which converts it or names what is wrong."""
+        if not self.dense_only:
+            return self._predict_by_operations(model, X, n_threads, out)
         inference = self._get_inference()
         if not inference.ready(X):
             X = check_X(model, X)
         n_threads = self._predict_threads(X.shape[0], n_threads)
         if out is not None:
-            check_out(out, X, self.layers[-1].units, self.dtype)
+            check_out(out, X, self.n_out, self.dtype)
         f_out = inference.run(X, out, self._block_rows(), n_threads, None,
                               _helpers(n_threads))
         if f_out is None:
             check_X(model, X)  # X holds a NaN or an infinity: say where (nothing was written)
         return f_out
+
+    def _predict_by_operations(self, model, X, n_threads, out=None, f_in=None):
+        """predict for a model with operations bpcore/_infer.pyx does not run (normalisations,
+        activation layers, residual blocks): the operations' forward pass in inference mode
+        (bp/_ops.py), into a workspace of its own."""
+        if model is not None:  # (evaluate's X is checked already)
+            X = check_X(model, X)
+        if out is not None:
+            check_out(out, X, self.n_out, self.dtype)
+        ws = self.new_workspace(X.shape[0])
+        cur = _ops.forward(self.ops, self.param_views, X, ws, 1)
+        last = self.ops[-1]
+        if f_in is not None:
+            f_in[...] = ws.z_in[-1] if last["kind"] == "dense" else (
+                X if last["src"] < 0 else cur[last["src"]])
+        if out is None:
+            return cur[-1]
+        out[...] = cur[-1]
+        return out
 
     def _get_inference(self):
         inference = self._inference
@@ -426,18 +366,22 @@ class Passes:
         f_in, then the loss on one thread (an OpenMP team right after BLAS's products fights
         BLAS's spinning threads: evaluate on 2 threads was ~2x slower than on 1). penalty=False
         leaves the layers' regularisers out (fit's validation in parts adds them once)."""
-        rows, n_out = X.shape[0], self.layers[-1].units
+        rows, n_out = X.shape[0], self.n_out
         n_threads = self._predict_threads(rows, n_threads)
         f_in, f_out = np.empty((rows, n_out), self.dtype), np.empty((rows, n_out), self.dtype)
-        self._get_inference().run(X, f_out, self._block_rows(), n_threads, f_in,
-                                  _helpers(n_threads))
+        if not self.dense_only:
+            self._predict_by_operations(None, X, n_threads, f_out, f_in)
+        else:
+            self._get_inference().run(X, f_out, self._block_rows(), n_threads, f_in,
+                                      _helpers(n_threads))
         value = self.loss_value(f_in, f_out, Y, w, loss, np.empty(rows, self.dtype), 1, penalty)
         return value, f_out
 
     def _table(self):
-        """Per layer: (n_in, n_out, activation code, alpha, offset of W, offset of b or -1)."""
-        return [(n_in, n_out, bpcore.ACTIVATIONS[layer.activation], layer.alpha, w_off, b_off)
-                for layer, (n_in, n_out, w_off, b_off) in zip(self.layers, self.layout)]
+        """Per Dense: (n_in, n_out, activation code, alpha, offset of W, offset of b or -1), for
+        bpcore/_infer.pyx (a model of Dense and Dropout layers: dense_only)."""
+        return [(op["n_in"], op["n_out"], op["act"], op["alpha"], op["w_off"], op["b_off"])
+                for op in self.ops if op["kind"] == "dense"]
 
     def loss_value(self, f_in, f_out, Y, w, loss, per_sample, n_threads, penalty=True):
         """L = scale * sum_i w_i l_i of one batch with bp.losses' mean reduction (the per-sample
@@ -455,6 +399,8 @@ class Passes:
         private_gradients. draw=None is inference mode (Dropout the identity); an int >= 0 is
         training batch `draw` (fit's: optimizer step x accumulate + micro-batch), whose dropout
         masks it uses."""
+        if draw is not None:
+            check_training_rows(self, X.shape[0], X.shape[0])
         if self.compiled:
             net = self.engine()
             net.bind(ws)
@@ -463,7 +409,7 @@ class Passes:
         else:
             views = self.grad_views if grads is self.grads else self.views(grads)
             value = self.backward_layers(X, Y, w, ws, loss, scale, beta, views, n_threads, draw)
-        self.last = (ws, X.shape[0])
+        self.last = (ws, X.shape[0], draw is not None)
         return value
 
     def private_gradients(self, X, Y, w, loss, scale, n_threads):
@@ -498,40 +444,16 @@ class Passes:
         self.penalty(grads, n_threads)
         with self._lock:
             held, self._held = self._held, (net, ws)
-            self.last = (ws, rows)
+            self.last = (ws, rows, False)
             if held is not None:
                 self._free.setdefault(held[1].n_rows, []).append(held)
         return grads, value
 
     def backward_layers(self, X, Y, w, ws, loss, scale, beta, grad_views, n_threads, draw=None):
-        """The backward pass as a Python loop of one kernel call per layer and pass: the
-        readable version, and the twin the engine is tested against."""
-        layers = self.layers
-        rows = X.shape[0]
-        f_out = self.forward(X, ws.z_in, ws.z_out, n_threads,
-                             None if draw is None else (ws, draw))
-        out = layers[-1]
-        loss_value = _loss.loss_value(ws.z_in[-1], f_out, Y, w, bpcore.LOSSES[loss], scale,
-                                      ws.per_sample, n_threads)
-        # delta[O], then the recursion from the output backwards; each delta is computed once and
-        # used twice: for this layer's gradient and for the previous layer's delta.
-        _error_signal.output_delta(ws.z_in[-1], f_out, Y, w, bpcore.LOSSES[loss],
-                                   bpcore.ACTIVATIONS[out.activation], out.alpha, scale,
-                                   ws.delta[-1], n_threads)
-        for i in range(len(layers) - 1, -1, -1):
-            dropped = i > 0 and draw is not None and layers[i - 1].dropout is not None
-            z_prev = X if i == 0 else (ws.z_drop if dropped else ws.z_out)[i - 1][:rows]
-            grad_W, grad_b = grad_views[i]
-            _gradients.gradients(z_prev, ws.delta[i], beta, grad_W, grad_b, n_threads)
-            if i > 0:
-                prev = layers[i - 1]
-                _error_signal.hidden_delta(ws.delta[i], self.param_views[i][0], ws.z_in[i - 1],
-                                           ws.z_out[i - 1], bpcore.ACTIVATIONS[prev.activation],
-                                           prev.alpha, ws.delta[i - 1], n_threads)
-                if dropped:  # the error signal through the forward pass's mask
-                    _dropout.dropout_backward(ws.mask[i - 1][:rows], prev.dropout.rate,
-                                              ws.delta[i - 1], n_threads)
-        return loss_value
+        """The backward pass as a Python loop of one kernel call per operation and pass
+        (bp/_ops.py): the readable version, and the twin the engine is tested against."""
+        return _ops.backward(self.ops, self.param_views, grad_views, X, Y, w, ws, loss, scale,
+                             beta, n_threads, draw)
 
     def penalty(self, grads, n_threads):
         """The layers' weight penalties R(W) + R(b), with dR/dW, dR/db added to the flat
@@ -551,42 +473,60 @@ class Passes:
 
     # ---- what the last backward pass left --------------------------------------------------
     def cached(self, name):
-        """Snapshots of the last backward pass's z_in, z_out or delta, per layer (read-only
+        """Snapshots of the last backward pass's z_in, z_out or delta, per operation (read-only
         copies, not views of the reused workspace: a view would change under the user's feet
-        at the next step, and its writeable flag could be turned back on)."""
+        at the next step, and its writeable flag could be turned back on). An operation without
+        the buffer gives None (z_in of all but dense and the norms); the z_out of one that
+        passed its input on (a fork, a dropout in inference) is its input's."""
         if self.last is None:
             return None
-        ws, rows = self.last
-        snapshots = tuple(a[:rows].copy() for a in getattr(ws, name))
-        for a in snapshots:
-            a.flags.writeable = False
-        return snapshots
+        ws, rows, training = self.last
+        snapshots = []
+        for i, op in enumerate(self.ops):
+            a = self._output(ws, i, None, training) if name == "z_out" else getattr(ws, name)[i]
+            a = None if a is None else a[:rows].copy()
+            if a is not None:
+                a.flags.writeable = False
+            snapshots.append(a)
+        return tuple(snapshots)
+
+    def _output(self, ws, i, X, training):
+        """What operation i left for the next ones in the last pass (X for the batch)."""
+        while i >= 0 and (self.ops[i]["kind"] == "fork"
+                          or (self.ops[i]["kind"] == "dropout" and not training)):
+            i = self.ops[i]["src"]
+        return X if i < 0 else ws.z_out[i]
+
+    def _layer_of(self, i):
+        """The index in model.layers of the layer operation i belongs to."""
+        return self.ops[i]["top"]
 
     def first_non_finite(self, X_batch):
         """(layer, sample, where) of the first non-finite value of the last backward pass, in
         the order the step computes them: the forward pass, the loss, the error signals from
         the output back, the gradients. X_batch is that pass's input."""
-        ws, rows = self.last
+        ws, rows, training = self.last
         for i, z in enumerate(ws.z_out):
-            bad = ~np.isfinite(z[:rows])
-            if bad.any():
-                return i, int(np.argwhere(bad)[0, 0]), "forward (z_out)"
+            bad = ~np.isfinite(z[:rows]) if z is not None else None
+            if bad is not None and bad.any():
+                return self._layer_of(i), int(np.argwhere(bad)[0, 0]), "forward (z_out)"
         bad = ~np.isfinite(ws.per_sample[:rows])
         if bad.any():  # e.g. (f_out - y)^2 overflows while f_out - y does not
             return None, int(np.argwhere(bad)[0, 0]), "loss"
         for i in range(len(ws.delta) - 1, -1, -1):
             bad = ~np.isfinite(ws.delta[i][:rows])
             if bad.any():
-                return i, int(np.argwhere(bad)[0, 0]), "error signal (delta)"
-        for i in range(len(self.grad_views) - 1, -1, -1):
-            grad_W, grad_b = self.grad_views[i]
+                return self._layer_of(i), int(np.argwhere(bad)[0, 0]), "error signal (delta)"
+        for k in range(len(self.grad_views) - 1, -1, -1):
+            grad_W, grad_b = self.grad_views[k]
             if np.isfinite(grad_W).all() and (grad_b is None or np.isfinite(grad_b).all()):
                 continue
             # Every delta and input is finite, so a product overflowed: sample r's own term of
             # grad_W is outer(z_out_prev[r], delta[r]), non-finite iff max|z| * max|delta| is.
-            z_prev = X_batch if i == 0 else ws.z_out[i - 1][:rows]
+            i = self.param_ops[k]
+            z_prev = self._output(ws, self.ops[i]["src"], X_batch, training)[:rows]
             with np.errstate(over="ignore"):
                 term = np.abs(z_prev).max(axis=1) * np.abs(ws.delta[i][:rows]).max(axis=1)
             bad = np.argwhere(~np.isfinite(term))
-            return i, (int(bad[0, 0]) if bad.size else None), "gradients"
+            return self._layer_of(i), (int(bad[0, 0]) if bad.size else None), "gradients"
         return None, None, "gradients"

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from . import _passes
+from . import _ops, _passes
 from . import losses as _losses
 from ._validation import check_finite, check_positive_int
 
@@ -90,7 +90,8 @@ def prepare(model, X, y, loss, sample_weight):
     _passes.check_layers(model.layers)
     loss = _passes.check_loss(model, loss)
     _passes.check_X(model, X[:1])  # dtype, width (the first row stands for the shape)
-    Y = _losses.prepare_targets(loss, y, X.shape[0], model.layers[-1].units, model.dtype)
+    Y = _losses.prepare_targets(loss, y, X.shape[0], _ops.output_width(model.layers, X.shape[1]),
+                                model.dtype)
     w = _passes.check_sample_weight(sample_weight, X.shape[0], model.dtype)
     return loss, X, Y, w
 
@@ -308,7 +309,8 @@ def _targets(model, X_val, data, loss, width):
     if X_val.shape[1] != width:
         raise ValueError(f"X_val must have {width} features, as X has. Received: X_val "
                          f"with shape {X_val.shape}")
-    Y = _losses.prepare_targets(loss, data[1], X_val.shape[0], model.layers[-1].units,
+    Y = _losses.prepare_targets(loss, data[1], X_val.shape[0],
+                                _ops.output_width(model.layers, X_val.shape[1]),
                                 model.dtype, name="y_val")
     w = (_passes.check_sample_weight(data[2], X_val.shape[0], model.dtype)
          if len(data) == 3 else None)

@@ -16,6 +16,7 @@ torch is imported only when a hand-over runs: it is the optional extra ``bp[torc
 import numpy as np
 
 from ._validation import as_dtype
+from ._ops import refuse_beyond_dense
 from .layers import Dense
 
 
@@ -65,6 +66,7 @@ def to_torch(model):
     >>> bool(np.allclose(f_out, model.predict(X), atol=1e-6))
     True
     """
+    refuse_beyond_dense(getattr(model, "layers", []), "to_torch")
     layers = getattr(model, "layers", None)
     if not hasattr(model, "built") or not isinstance(layers, list):
         raise TypeError(f"to_torch takes a bp.Sequential. Received: {type(model).__name__}")

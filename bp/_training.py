@@ -118,6 +118,7 @@ class _Steps:
         self.loss, self.opt, self.nt, self.sigint = loss, opt, n_threads, sigint
         self.order = None
         self.n_steps = -(-X.shape[0] // (batch_size * accumulate))
+        _passes.check_training_rows(passes, X.shape[0], batch_size, accumulate)
         self.step_nt = passes.step_threads(batch_size, n_threads)
         self.reducer = self.global_rows = None  # data-parallel: see distribute
         # observe(f_out, Y, w): each training micro-batch's f_out (before its update) and its
@@ -179,7 +180,7 @@ class CompiledSteps(_Steps):
         if reducer is not None and reducer.error is not None:
             raise reducer.error
         if net.last_rows:
-            self.passes.last = (self.ws, net.last_rows)
+            self.passes.last = (self.ws, net.last_rows, True)
             if self.observe is not None and net.steps_done:
                 self._observe_last(net.last_start, net.last_rows)
         return Report(net.steps_done, net.total, net.seen, net.correct, net.last_loss,

@@ -20,6 +20,7 @@ import numpy as np
 from . import _passes, _threads
 from . import _reference as R
 from . import losses as _losses
+from ._ops import refuse_beyond_dense
 from ._diagnostics import (EXPLODING, SATURATION, VANISHING, Diagnosis,  # noqa: F401
                            DiagnosticsLogger, _inputs, diagnose, per_sample_gradient_norms)
 from ._ways import (MAX_NAIVE_MULTIPLY_ADDS, _Net, backprop_gradients,  # noqa: F401
@@ -51,7 +52,7 @@ class _Compiled:
         self.ws = self.passes.new_workspace(self.X.shape[0])
 
     def forward(self):
-        return self.passes.forward(self.X, self.ws.z_in, self.ws.z_out, self.nt)
+        return self.passes.forward(self.X, self.ws, self.nt)
 
     def backprop(self):
         self.passes.backward_layers(self.X, self.Y, None, self.ws, self.loss, self.scale, 0.0,
@@ -243,6 +244,7 @@ def explain(model, X, y, loss=None, *, budget=0.1, n_threads=None):
     bp.explain: network 5-8-3 (tanh, softmax), loss cross_entropy, batch N = 16
     ...
     """
+    refuse_beyond_dense(getattr(model, "layers", []), "explain")
     X, Y, loss = _inputs(model, X, y, loss)
     net = _Net(model, loss)
     N = X.shape[0]

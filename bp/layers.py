@@ -60,9 +60,9 @@ class Dense:
     ----------
     units : int
         The output width n_out (> 0).
-    activation : str, default="identity"
+    activation : str or None, default="identity"
         sigma: one of "identity", "sigmoid", "tanh", "relu", "leaky_relu", "gelu" (the exact erf
-        form), "softmax" (output layer only).
+        form), "softmax" (output layer only); None and "linear" (Keras' names) mean identity.
     use_bias : bool, default=True
         Whether the layer adds a bias b.
     kernel_initializer : str or callable, optional
@@ -99,11 +99,15 @@ class Dense:
     (5, 64)
     """
 
+    _kind = "dense"
+
     def __init__(self, units, activation="identity", *, use_bias=True, kernel_initializer=None,
                  alpha=0.01, kernel_regularizer=None, bias_regularizer=None, input_dim=None,
                  name=None):
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer. Received: units={units!r}")
+        if activation is None or activation == "linear":  # Keras' names for the identity
+            activation = "identity"
         if not isinstance(activation, str):
             raise TypeError(f"activation must be a string. Received: {activation!r}")
         check_choice("activation", activation, ACTIVATIONS)
@@ -320,17 +324,18 @@ class Dense:
 
 
 class Dropout:
-    """Inverted dropout on the output of the Dense layer before it.
+    """Inverted dropout: on the output of the Dense layer before it, or as a layer of its own.
 
-    In training each unit of that output is kept with probability 1 - rate and scaled by
+    In training each unit of its input is kept with probability 1 - rate and scaled by
     1 / (1 - rate); in ``predict`` and ``evaluate`` the layer is the identity. The error signal
     goes back through the same mask:
     ``delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])``.
 
     The masks are drawn inside the compiled step by a counter-based generator keyed by (seed,
     training batch, row, unit): the same seed gives the same masks for any thread count. A
-    Sequential folds a Dropout into the Dense before it (``model.layers`` holds the Dense layers;
-    ``layer.dropout`` is this object).
+    Sequential folds a Dropout that follows a Dense into it (``layer.dropout`` is this object,
+    the form of files of format 1); first in the model (input dropout) or after another kind of
+    layer it is a layer of its own, with the error signal ``g_prev = g * mask / (1 - rate)``.
 
     Parameters
     ----------
@@ -353,6 +358,20 @@ class Dropout:
     >>> len(model), model.layers[0].dropout
     (2, Dropout(0.5))
     """
+
+    _kind = "dropout"
+    dropout = None      # as a layer of its own (first, or after another kind of layer)
+    input_dim = None    # its width, set when the model is built
+    use_bias = False
+    name = None
+    activation = "identity"
+    n_params = 0
+    _owner = None
+
+    @property
+    def units(self):
+        """int or None: the width, as a layer of its own (its input's, once built)."""
+        return self.input_dim
 
     def __init__(self, rate, seed=None):
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
@@ -385,3 +404,351 @@ class Dropout:
 
     def __repr__(self):
         return f"Dropout({self.rate}" + ("" if self.seed is None else f", seed={self.seed}") + ")"
+
+
+class _WidthPreserving:
+    """The layers that keep their input's width (taken at build)."""
+
+    dropout = None      # a Dropout after such a layer is a layer of its own
+    use_bias = False
+    input_dim = None
+    n_params = 0
+    _owner = None
+
+    @property
+    def units(self):
+        return self.input_dim
+
+    @property
+    def built(self):
+        return self.input_dim is not None and self._owner is not None and self._owner.built
+
+
+class Activation(_WidthPreserving):
+    """An activation as a layer of its own: ``z_out = sigma(z_in)``, the width unchanged.
+
+    Its error signal is ``g_prev = g * sigma'(z_in)`` (softmax: its Jacobian-vector product),
+    the same rows of code as a Dense's activation (bpcore/_activations.pxd).
+
+    Parameters
+    ----------
+    activation : str
+        sigma: one of "identity" (also "linear"), "sigmoid", "tanh", "relu", "leaky_relu",
+        "gelu", "softmax".
+    alpha : float, default=0.01
+        leaky_relu's negative slope (>= 0).
+    name : str, optional
+        A name for summary().
+
+    Examples
+    --------
+    >>> import bp
+    >>> model = bp.Sequential([bp.Dense(16), bp.Activation("relu"), bp.Dense(3)])
+    >>> model[1]
+    Activation('relu')
+    """
+
+    _kind = "activation"
+
+    def __init__(self, activation, *, alpha=0.01, name=None):
+        if not isinstance(activation, str):
+            raise TypeError(f"activation must be a string. Received: activation={activation!r}")
+        activation = "identity" if activation == "linear" else activation
+        check_choice("activation", activation, ACTIVATIONS)
+        self.activation = activation
+        self.alpha = check_number("alpha", alpha, low=0.0)
+        self.name = name
+
+    def get_config(self):
+        """Describe the layer as plain data.
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Activation("tanh").get_config()["activation"]
+        'tanh'
+        """
+        return {"activation": self.activation, "alpha": self.alpha, "name": self.name}
+
+    def __repr__(self):
+        extra = f", alpha={self.alpha}" if self.activation == "leaky_relu" else ""
+        return f"Activation({self.activation!r}{extra})"
+
+
+class _Normalization(_WidthPreserving):
+    """gamma and beta, views into the model's flat parameters (gamma starts at 1, beta at 0)."""
+
+    activation = "identity"
+    _gamma = None
+    _beta = None
+
+    def _check(self, epsilon, center, scale):
+        self.epsilon = check_number("epsilon", epsilon, low=0.0)
+        if self.epsilon <= 0:
+            raise ValueError(f"epsilon must be positive. Received: epsilon={epsilon!r}")
+        for key, value in (("center", center), ("scale", scale)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{key} must be True or False. Received: {key}={value!r}")
+        self.center, self.scale = center, scale
+
+    @property
+    def n_params(self):
+        if self.input_dim is None:
+            return None
+        return self.input_dim * (int(self.scale) + int(self.center))
+
+    def _bind(self, gamma, beta):
+        self._gamma, self._beta = gamma, beta
+
+    @property
+    def gamma(self):
+        """The scale, shape (width,) (None with scale=False): a view into the model's
+        parameters."""
+        return self._gamma
+
+    @property
+    def beta(self):
+        """The offset, shape (width,) (None with center=False)."""
+        return self._beta
+
+
+class LayerNormalization(_Normalization):
+    """Normalise each row (sample) over its features, then scale and shift.
+
+    ``z_out = gamma (z_in - mu) / sqrt(var + epsilon) + beta``, mu and var over the row's features.
+
+    The biased variance, the same in training and inference (no running statistics). Keras'
+    name and default epsilon (1e-3; PyTorch's nn.LayerNorm uses 1e-5: pass epsilon=1e-5 for its
+    numbers). The error signal through it (bpcore/_layer_norm.pyx), with gg = g gamma and
+    xhat = (z_in - mu) / sqrt(var + eps):
+
+        g_prev = (gg - mean_row(gg) - xhat mean_row(gg xhat)) / sqrt(var + eps)
+
+    Parameters
+    ----------
+    epsilon : float, default=1e-3
+        Added to the variance (> 0).
+    center : bool, default=True
+        Learn beta (False: beta = 0).
+    scale : bool, default=True
+        Learn gamma (False: gamma = 1).
+    name : str, optional
+        A name for summary().
+
+    Examples
+    --------
+    >>> import bp
+    >>> model = bp.Sequential([bp.Dense(16), bp.LayerNormalization(), bp.Dense(3)])
+    >>> model[1]
+    LayerNormalization(epsilon=0.001)
+    """
+
+    _kind = "layer_norm"
+
+    def __init__(self, epsilon=1e-3, *, center=True, scale=True, name=None):
+        self._check(epsilon, center, scale)
+        self.name = name
+
+    def get_config(self):
+        """Describe the layer as plain data.
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.LayerNormalization().get_config()["epsilon"]
+        0.001
+        """
+        return {"epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                "name": self.name}
+
+    def __repr__(self):
+        return f"LayerNormalization(epsilon={self.epsilon})"
+
+
+class BatchNormalization(_Normalization):
+    """Normalise each feature by batch statistics in training, running ones in inference.
+
+    Then scale and shift::
+
+        training   z_out = gamma (z_in - mu_B) / sqrt(var_B + epsilon) + beta
+                   running_mean = momentum running_mean + (1 - momentum) mu_B
+                   running_var  = momentum running_var + (1 - momentum) var_B n / (n - 1)
+        inference  z_out = gamma (z_in - running_mean) / sqrt(running_var + epsilon) + beta
+
+    Keras' names and defaults (momentum 0.99: the share of the running value kept; PyTorch's
+    nn.BatchNorm1d(momentum=m) is momentum = 1 - m here, its eps=1e-5 is epsilon=1e-5), with
+    PyTorch's unbiased running variance. fit, train_on_batch and backward run it in training
+    mode; predict, evaluate and gradients in inference mode. A training batch of one row has no
+    variance: fit refuses it, as PyTorch does. With data-parallel fit each rank normalises by its
+    own batch's statistics (PyTorch DDP without SyncBatchNorm). The error signal in training
+    (bpcore/_batch_norm.pyx), gg = g gamma, per feature over the batch:
+
+        g_prev = (gg - mean_batch(gg) - xhat mean_batch(gg xhat)) / sqrt(var_B + eps)
+
+    Parameters
+    ----------
+    momentum : float, default=0.99
+        The share of the running statistics kept at each training batch, in [0, 1).
+    epsilon : float, default=1e-3
+        Added to the variance (> 0).
+    center : bool, default=True
+        Learn beta (False: beta = 0).
+    scale : bool, default=True
+        Learn gamma (False: gamma = 1).
+    name : str, optional
+        A name for summary().
+
+    Examples
+    --------
+    >>> import bp
+    >>> model = bp.Sequential([bp.Dense(16), bp.BatchNormalization(), bp.Dense(3)])
+    >>> model[1]
+    BatchNormalization(momentum=0.99, epsilon=0.001)
+    """
+
+    _kind = "batch_norm"
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, *, center=True, scale=True, name=None):
+        self.momentum = check_number("momentum", momentum, low=0.0)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1). Received: momentum={momentum!r}")
+        self._check(epsilon, center, scale)
+        self.name = name
+        self.running = None  # [mean, var] (2 width,): a view into the model's state, once built
+
+    @property
+    def moving_mean(self):
+        """ndarray or None: the running mean, a view (None until the model is built)."""
+        return None if self.running is None else self.running[:self.input_dim]
+
+    @property
+    def moving_variance(self):
+        """ndarray or None: the running (unbiased) variance, a view."""
+        return None if self.running is None else self.running[self.input_dim:]
+
+    def get_config(self):
+        """Describe the layer as plain data.
+
+        Returns
+        -------
+        dict
+            The keyword arguments that rebuild the layer.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.BatchNormalization().get_config()["epsilon"]
+        0.001
+        """
+        return {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
+                "scale": self.scale, "name": self.name}
+
+    def __repr__(self):
+        return f"BatchNormalization(momentum={self.momentum}, epsilon={self.epsilon})"
+
+
+class Residual(_WidthPreserving):
+    """A residual block: ``z_out = block(z_in) + z_in``, the block keeping the width.
+
+    The skip carries the error signal back unchanged and the block's own error signal is added
+    to it where the block begins: ``g_prev = g_block + g``.
+
+    Parameters
+    ----------
+    layers : list of layers
+        Dense, Activation, Dropout, LayerNormalization, BatchNormalization or Residual layers;
+        the block's output must be as wide as its input.
+    name : str, optional
+        A name for summary().
+
+    Examples
+    --------
+    >>> import bp
+    >>> block = bp.Residual([bp.LayerNormalization(), bp.Dense(64, activation="relu"),
+    ...                      bp.Dense(16)])
+    >>> model = bp.Sequential([bp.Dense(16), block, bp.Dense(3)])
+    """
+
+    _kind = "residual"
+
+    def __init__(self, layers, *, name=None):
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"Residual takes a list of layers. Received: {layers!r}")
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a Residual block needs at least one layer. Received: []")
+        for layer in layers:
+            if not isinstance(layer, LAYER_TYPES):
+                raise TypeError(f"a Residual block holds bp layers. Received: {layer!r}")
+        self.layers = layers
+        self.name = name
+
+    def get_config(self):
+        """Describe the block as plain data.
+
+        Returns
+        -------
+        dict
+            ``{"layers": [{"class_name", "config"} per layer], "name"}``.
+
+        Examples
+        --------
+        >>> import bp
+        >>> bp.Residual([bp.Dense(4)]).get_config()["layers"][0]["class_name"]
+        'Dense'
+        """
+        return {"layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                           for layer in self.layers], "name": self.name}
+
+    @property
+    def n_params(self):
+        """int or None: the block's parameter count (None until the width is known)."""
+        return sum(layer.n_params or 0 for layer in self.layers) if self.input_dim else None
+
+    def __repr__(self):
+        return f"Residual([{', '.join(map(repr, self.layers))}])"
+
+
+class Input:
+    """The model's input width, as Keras' ``Input(shape=(n,))``.
+
+    ``bp.Input(n)`` first in a Sequential is ``Sequential(..., input_dim=n)``.
+
+    Parameters
+    ----------
+    n : int, optional
+        The number of input features (> 0).
+    shape : tuple of one int, optional
+        Keras' spelling: ``shape=(n,)`` instead of n.
+
+    Examples
+    --------
+    >>> import bp
+    >>> model = bp.Sequential([bp.Input(4), bp.Dense(3)])
+    >>> model.input_dim
+    4
+    """
+
+    def __init__(self, n=None, *, shape=None):
+        if shape is not None:
+            if n is not None or not isinstance(shape, tuple) or len(shape) != 1:
+                raise ValueError(f"Input shape must be a 1-tuple (n_features,), without n. "
+                                 f"Received: n={n!r}, shape={shape!r}")
+            n = shape[0]
+        self.n = check_positive_int("n", n)
+
+    def __repr__(self):
+        return f"Input({self.n})"
+
+
+LAYER_TYPES = (Dense, Dropout, Activation, LayerNormalization, BatchNormalization, Residual)

@@ -22,20 +22,20 @@ import threading
 
 import numpy as np
 
-from . import _evaluate, _io, _mpi, _online, _passes, _threads, _torch, _training
+from . import _evaluate, _io, _mpi, _online, _ops, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
 from ._validation import as_dtype, as_float_array, check_finite, check_positive_int
-from .layers import Dense, Dropout
+from ._ops import layer_config, layers_from_config, refuse_beyond_dense
 
 _BUILD_LOCK = threading.Lock()
 
 
 class Sequential:
-    """A multilayer perceptron: Dense layers applied in order, trained by backpropagation.
+    """A multilayer perceptron: layers applied in order, trained by backpropagation.
 
     ``z_out[i] = sigma(z_out[i-1] @ W[i] + b[i])`` layer by layer; the last layer's activation is
     the output activation tau, and ``f_out = tau(f_in)`` is the prediction. ``Sequential`` behaves
@@ -43,9 +43,10 @@ class Sequential:
 
     Parameters
     ----------
-    layers : list of Dense or Dropout, optional
-        The layers in order; a Dropout acts on the output of the Dense before it. The last layer's
-        activation is the output activation tau.
+    layers : list of layers, optional
+        Dense, Activation, Dropout, LayerNormalization, BatchNormalization, Residual or Input, in
+        order; a Dropout right after a Dense acts on its output. The last layer is a Dense or an
+        Activation: its activation is the output activation tau.
     dtype : {"float32", "float64"}, default="float32"
         The dtype of the weights and of every computation; inputs are cast to it.
     seed : int or None, default=None
@@ -54,11 +55,13 @@ class Sequential:
     input_dim : int, optional
         The input width; if omitted, taken from the first layer's ``input_dim`` or from the data
         at first use.
+    input_shape : tuple of one int, optional
+        Keras' spelling of ``input_dim``: ``input_shape=(n,)``.
 
     Attributes
     ----------
-    layers : list of Dense
-        The Dense layers (a Dropout is attached to the layer before it).
+    layers : list of layers
+        The layers (a Dropout right after a Dense is attached to it).
     loss : str or None
         The loss of the last ``fit`` or ``compile``.
     optimizer : Optimizer or None
@@ -87,7 +90,9 @@ class Sequential:
     (2, 131)
     """
 
-    def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None):
+    def __init__(self, layers=None, *, dtype="float32", seed=None, input_dim=None,
+                 input_shape=None):
+        input_dim = _ops.input_dim_of(input_shape, input_dim)
         self.dtype = as_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None. Received: seed={seed!r}")
@@ -110,10 +115,14 @@ class Sequential:
     def add(self, layer):
         """Append a layer (before the model is built).
 
+        A Dropout right after a Dense is folded into it (``layer.dropout``); ``bp.Input(n)``,
+        first, sets the input width.
+
         Parameters
         ----------
-        layer : Dense or Dropout
-            A new, unbuilt Dense, or a Dropout on the output of the last Dense.
+        layer : layer
+            A new, unbuilt Dense, Activation, Dropout, LayerNormalization, BatchNormalization,
+            Residual, or an Input first.
 
         Examples
         --------
@@ -124,20 +133,7 @@ class Sequential:
         >>> len(model)
         2
         """
-        if not isinstance(layer, (Dense, Dropout)):
-            raise TypeError(f"Sequential holds bp.Dense and bp.Dropout layers. Received: {type(layer).__name__}")
-        if self.built:
-            raise ValueError("cannot add a layer to a built model (its parameters are allocated); "
-                             "build a new Sequential")
-        if isinstance(layer, Dropout):
-            _passes.attach_dropout(self.layers, layer)
-            return
-        if layer._owner is not None:
-            raise ValueError(f"{layer!r} already belongs to another model; use a new Dense")
-        if layer.built:
-            raise ValueError(f"{layer!r} was built on its own; add an unbuilt layer")
-        self.layers.append(layer)
-        layer._owner = self
+        self.input_dim = _ops.append_layer(self.layers, layer, self, self.input_dim, self.built)
 
     def __len__(self):
         return len(self.layers)
@@ -146,13 +142,13 @@ class Sequential:
         return iter(self.layers)
 
     def __getitem__(self, index):
-        """An int gives the layer; a slice gives a new Sequential of copies of those layers
-        (with their weights, when built): each model owns its own parameter buffer."""
+        """An int gives the layer; a slice a new Sequential of copies of those (built: weights too)."""
         if not isinstance(index, slice):
             return self.layers[index]
         picked = self.layers[index]
         if not picked:
             raise IndexError("a slice of a Sequential must keep at least one layer")
+        refuse_beyond_dense(picked, "a slice of a Sequential")  # (copies W and b below)
         # a slice that starts at the input keeps the model's input width; it has no loss yet
         new = Sequential.from_config({
             **self.get_config(), "loss": None, "layers": [_layer_config(layer) for layer in picked],
@@ -214,21 +210,21 @@ class Sequential:
         if n_in is None:
             raise ValueError("the input width is unknown: give input_dim or call fit/predict")
         n_in = check_positive_int("input_dim", n_in)
-        widths = _passes.layer_widths(self.layers, n_in)
+        dense_inputs = _ops.dense_inputs(self.layers, n_in)  # checks every width first
         # Draw every layer's weights before binding any: a kernel_initializer that fails on a later
         # layer then leaves no layer half-built, and the seeded generator as it was.
         rng = self._rng
         rng_state = rng.bit_generator.state
         try:
-            initial = [layer._initial_weights(widths[i], rng, self.dtype)
-                       for i, layer in enumerate(self.layers)]
+            initial = [layer._initial_weights(n, rng, self.dtype) for layer, n in dense_inputs]
         except BaseException:
             rng.bit_generator.state = rng_state
             raise
-        params = _passes.initial_params(self.layers, widths[:-1], initial, self.dtype)
-        _passes.draw_dropout_seeds(self.layers, rng)  # after the weights
-        for layer, n in zip(self.layers, widths):
-            layer.input_dim = n
+        _ops.set_widths(self.layers, n_in)
+        params = _ops.initial_params(self.layers, [n for _, n in dense_inputs], initial,
+                                        self.dtype)
+        _ops.draw_dropout_seeds(self.layers, rng)  # after the weights
+        _ops.new_running_statistics(self.layers, self.dtype)
         self.input_dim = n_in
         self._rebind(params)
 
@@ -240,7 +236,7 @@ class Sequential:
         """Adopt a flat parameter vector (and gradient buffer) and point the layers into it."""
         self._passes = _passes.Passes(self.layers, params, grads)
         self._params, self._grads = params, self._passes.grads
-        for layer, (W, b) in zip(self.layers, self._passes.param_views):
+        for layer, (W, b) in zip(_ops.parametric(self.layers), self._passes.param_views):
             layer._bind(W, b)
 
     # ---- parameters ----------------------------------------------------------------------------
@@ -871,7 +867,7 @@ class Sequential:
         (1, 4)
         """
         return {"dtype": self.dtype.name, "seed": self.seed, "input_dim": self.input_dim,
-                "layers": [layer.get_config() for layer in self.layers], "loss": self.loss}
+                "layers": [layer_config(layer) for layer in self.layers], "loss": self.loss}
 
     @classmethod
     def from_config(cls, config):
@@ -897,7 +893,7 @@ class Sequential:
         >>> [layer.units for layer in copy]
         [4, 1]
         """
-        model = cls(_dense_layers(config["layers"]), dtype=config["dtype"],
+        model = cls(layers_from_config(config["layers"]), dtype=config["dtype"],
                     seed=config["seed"], input_dim=config["input_dim"])
         model.loss = config.get("loss")
         return model
@@ -1041,6 +1037,8 @@ class Sequential:
         # seed, and its shuffles differ from those the interrupted run would have drawn next
         config["rng_state"] = self._rng.bit_generator.state
         arrays = {"params": self._params}
+        for k, layer in enumerate(_ops.running_layers(self.layers)):
+            arrays[f"running_{k}"] = layer.running
         if self.optimizer is not None:
             arrays.update({"opt_" + name: buf for name, buf in self.optimizer._state.items()})
         _io.write(path, config, arrays)
@@ -1050,7 +1048,8 @@ class Sequential:
         state["_fit_lock"] = None
         state["_comm"] = None  # a communicator belongs to its process
         state["_passes"] = None
-        state["layers"] = [layer.get_config() for layer in self.layers]
+        state["layers"] = [layer_config(layer) for layer in self.layers]
+        state["_running"] = [layer.running.copy() for layer in _ops.running_layers(self.layers)]
         state["_params"] = None if self._params is None else self._params.copy()
         state["_grads"] = None if self._grads is None else self._grads.copy()
         return state
@@ -1058,13 +1057,17 @@ class Sequential:
     def __setstate__(self, state):
         layer_cfgs = state.pop("layers")
         params, grads = state.pop("_params"), state.pop("_grads")
+        running = state.pop("_running", [])
         self.__dict__.update({"_metrics": [], **state})  # (a pickle from before metrics)
         self._fit_lock = threading.Lock()
         self.layers = []
         self._params = self._grads = self._passes = None
-        for layer in _dense_layers(layer_cfgs):
+        for layer in layers_from_config(layer_cfgs):
             self.add(layer)
+        for layer, values in zip(_ops.running_layers(self.layers), running):
+            layer.running = values
         if params is not None:
+            _ops.set_widths(self.layers, self.input_dim)
             self._rebind(params, grads)
 
 
@@ -1112,6 +1115,12 @@ def load(path):
             raise ValueError(f"params have shape {params.shape} and dtype {params.dtype}; the "
                              f"architecture needs {model._params.shape} {model.dtype}")
         model._params[...] = params
+        for k, layer in enumerate(_ops.running_layers(model.layers)):
+            running = arrays[f"running_{k}"]
+            if running.shape != layer.running.shape or running.dtype != model.dtype:
+                raise ValueError(f"running_{k} has shape {running.shape} and dtype "
+                                 f"{running.dtype}; expected {layer.running.shape} {model.dtype}")
+            layer.running[...] = running
         if config.get("rng_state") is not None:
             model._rng.bit_generator.state = config["rng_state"]
         if config.get("optimizer") is not None:
@@ -1123,16 +1132,36 @@ def load(path):
 
 
 def _summary_table(layers, input_dim, dtype):
-    """Sequential.summary's table: a row per layer, the total (unknown until the input width is)."""
+    """Sequential.summary's table: a row per layer (a Residual's block indented under it, a
+    folded Dropout on a row of its own), the total (unknown until the input width is)."""
     rows = [("Layer", "Output shape", "Activation", "Params")]
-    n_in = input_dim or (layers[0].input_dim if layers else None)
-    total = 0
-    for i, layer in enumerate(layers):
-        count = None if n_in is None else n_in * layer.units + (layer.units if layer.use_bias else 0)
-        total = None if (total is None or count is None) else total + count
-        rows.append((f"dense_{i}" if not layer.name else layer.name, f"(None, {layer.units})",
-                     layer.activation, "?" if count is None else f"{count:,}"))
-        n_in = layer.units
+    total = [0]
+
+    def add(layers, n_in, indent):
+        for i, layer in enumerate(layers):
+            kind = layer._kind
+            n_out = layer.units if kind == "dense" else n_in
+            if kind == "dense":
+                count = None if n_in is None else n_in * n_out + (n_out if layer.use_bias else 0)
+            elif kind in ("layer_norm", "batch_norm"):
+                count = None if n_in is None else n_in * (int(layer.scale) + int(layer.center))
+            else:
+                count = 0
+            default = "dense" if kind == "dense" else type(layer).__name__.lower()
+            rows.append((indent + (layer.name or f"{default}_{i}"),
+                         f"(None, {'?' if n_out is None else n_out})",
+                         layer.activation if kind in ("dense", "activation") else "",
+                         "?" if count is None else f"{count:,}"))
+            if kind == "residual":
+                add(layer.layers, n_in, indent + "  ")
+            else:
+                total[0] = None if (total[0] is None or count is None) else total[0] + count
+            if kind == "dense" and layer.dropout is not None:
+                rows.append((indent + f"dropout_{i}", f"(None, {n_out})", "", "0"))
+            n_in = n_out
+
+    add(layers, input_dim or (layers[0].input_dim if layers else None), "")
+    total = total[0]
     return _text_table(rows, f"Total params: {'? (not built)' if total is None else f'{total:,}'}"
                              f"  ({dtype.name})")
 
@@ -1154,15 +1183,3 @@ def _layer_config(layer):
         cfg["input_dim"] = layer.W.shape[0]
     cfg["kernel_initializer"] = layer.kernel_initializer
     return cfg
-
-
-def _dense_layers(configs):
-    """The layers a config list describes: each Dense, then its Dropout if it has one."""
-    layers = []
-    for cfg in configs:
-        cfg = dict(cfg)
-        dropout = cfg.pop("dropout", None)
-        layers.append(Dense(**cfg))
-        if dropout is not None:
-            layers.append(Dropout(**dropout))
-    return layers

@@ -1,9 +1,11 @@
 # Inverted dropout on a layer's output, and its pass in the error signal.
 #
 #     forward    mask[r, j] = keep(seed, draw, r, j);  z_drop = z_out * mask / (1 - rate)
-#     backward   delta[i] = ((delta[i+1] @ W[i+1].T) * mask[i] / (1 - rate)) * sigma'(z_in[i])
-#                (sigma' is elementwise, so the engine multiplies the mask into delta[i] after
-#                hidden_delta wrote it: dropout_backward, delta *= mask / (1 - rate))
+#     backward   g_prev = g * mask / (1 - rate)      g = dL/dz_drop, g_prev = dL/dz_out
+#                (as an operation of the engine: dropout_backward_into_core, from the Dropout's
+#                own error-signal buffer into the previous operation's; the Dense before it then
+#                multiplies its sigma' in: delta[i] = ((delta[i+1] @ W[i+1].T) * mask / (1 - rate))
+#                * sigma'(z_in[i]). dropout_backward_core is the same product in place.)
 #
 # The masks come from a counter-based generator: keep(r, j) is a pure function of (seed, draw,
 # row, unit), draw counting the training batches (bp: optimizer step x accumulate + micro-batch).
@@ -77,6 +79,20 @@ cdef void dropout_backward_core(const unsigned char* mask, Py_ssize_t count, flo
             delta[i] = delta[i] * (scale * mask[i])
 
 
+cdef void dropout_backward_into_core(const unsigned char* mask, const floating* g,
+                                     Py_ssize_t count, floating scale, floating* g_prev,
+                                     int n_threads) noexcept nogil:
+    """g_prev = g * mask * scale (count elements)."""
+    cdef Py_ssize_t i
+    cdef int nt = work_threads(count * COST_STREAM, count, n_threads)
+    if nt == 1:
+        for i in range(count):
+            g_prev[i] = g[i] * (scale * mask[i])
+    else:
+        for i in prange(count, num_threads=nt, schedule="static"):
+            g_prev[i] = g[i] * (scale * mask[i])
+
+
 def threshold(double rate):
     """The integer a unit's 32 hash bits must reach to be kept: floor(rate * 2^32)."""
     return int(rate * 4294967296.0)
@@ -108,3 +124,17 @@ def dropout_backward(const unsigned char[:, ::1] mask,  # IN
     with nogil:
         dropout_backward_core(&mask[0, 0], delta.shape[0] * delta.shape[1], scale, &delta[0, 0],
                               n_threads)
+
+
+def dropout_backward_into(const unsigned char[:, ::1] mask,  # IN
+                          const floating[:, ::1] g,  # IN
+                          double rate,
+                          floating[:, ::1] g_prev,  # OUT
+                          int n_threads):
+    """g_prev = g * mask / (1 - rate): the Dropout operation's backward pass."""
+    if g.shape[0] == 0 or g.shape[1] == 0:
+        return
+    cdef floating scale = <floating>(1.0 / (1.0 - rate))
+    with nogil:
+        dropout_backward_into_core(&mask[0, 0], &g[0, 0], g.shape[0] * g.shape[1], scale,
+                                   &g_prev[0, 0], n_threads)

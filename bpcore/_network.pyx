@@ -1,31 +1,46 @@
 # The training engine: a whole network's step, or a whole epoch of steps, in one nogil call.
 #
-# The per-layer kernels (_dense_forward, _loss, _error_signal, _gradients, _param_update) stay the
-# only place where arithmetic is written; this file only strings their nogil cores together:
+# A model is a table of operations, built once per model (Network(params, grads, ops)) and bound
+# to a workspace once per batch size (bind). Each operation reads the output of one before it
+# (`src`, -1 for the batch X) and is one file of bpcore with a forward and a backward nogil core
+# under a header stating its mathematics:
 #
-#     forward      for each layer  dense_forward_core
-#     loss         loss_core
-#     error signal output_delta_core, then hidden_delta_core from the output backwards
-#     gradients    gradients_core (grad = beta grad + this batch's: beta 1 accumulates micro-batches)
-#     dropout      in training, dropout_forward_core after a layer with a Dropout (the next layer
-#                  reads z_drop), dropout_backward_core on its delta (Network.set_dropout)
-#     penalties    penalty_core once a step, for the layers with a regulariser (R(W) into the loss,
-#                  dR/dW into the gradient; Network.set_penalties)
-#     update       sgd_core / adam_core on the flat parameter vector (scikit-learn's rules for
-#                  bp.sklearn: sklearn_update_core, optimizer kinds sklearn_sgd / sklearn_adam)
+#     dense        _dense_forward / _dense    z_in = z_out_prev @ W + b;  z_out = sigma(z_in)
+#     activation   _activation                z_out = sigma(z_in)
+#     dropout      _dropout                   z_out = z_in * mask / (1 - rate)   (training only)
+#     layer_norm   _layer_norm                per row:    (z_in - mu) / sqrt(var + eps) * gamma + beta
+#     batch_norm   _batch_norm                per column, batch statistics (training) or running
+#     fork, add    _residual                  a residual block's start (identity) and end (+ skip)
 #
-# Why: a Python loop over layers costs ~1-2 us per kernel call (argument parsing, memoryview
-# acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us against well
-# under 1 us of arithmetic; for any network the cost grows with the depth. Here a step is one C
-# loop over a table of raw pointers, set up once per batch size.
+# A step walks the table forwards (each op's forward core, its output left in `cur`), computes the
+# loss and the output error signal (_loss, _error_signal.output_delta_core), walks it backwards
+# (each op's backward core: from g = dL/d its output, held in its `delta` buffer, the gradients of
+# its parameters and g for its src, written into src's delta buffer), adds the penalties
+# (_regularize) and updates the flat parameter vector (_param_update).
+#
+# Adding an operation: write bpcore/_<op>.pyx (+ .pxd) with <op>_forward_core and
+# <op>_backward_core (inputs first, outputs last, `acc` for gradient accumulation, nothing
+# allocated, no GIL), give it an OP_ code below and a case in _forward_op and _backward_op, and
+# have bp/_ops.py describe it (its parameters' offsets in the flat buffer, its workspace buffers)
+# and run its Python twin. An activation is not an operation: a new code in _activations.pxd
+# (sigma beside sigma') is at once a Dense's activation and an Activation layer's. A new optimizer
+# is an OPT_ kind with a case in _update (and in _update_is_safe if its growth can be bounded).
+# Every matrix product goes through _blas.gemm, the one place to route a product elsewhere.
+#
+# Why one call: a Python loop over layers costs ~1-2 us per kernel call (argument parsing,
+# memoryview acquisition, releasing and re-taking the GIL). For the XOR network that is 10 us
+# against well under 1 us of arithmetic; for any network the cost grows with the depth. Here a
+# step is one C loop over a table of raw pointers, set up once per batch size.
 #
 # Ownership: the engine owns nothing but that table. The parameters and gradients are the model's
-# flat buffers, the cached z_in, z_out and delta of every layer are the model's workspace arrays
-# (so model.z_out, model.error_signals and the divergence report read the same memory), and the
-# optimizer's hyperparameters and state buffers belong to the bp.optimizers object and are passed
-# in per call as plain values (Optimizer._engine_spec()): like scikit-learn's _sgd_fast.pyx, which
-# never imports its estimator, the engine imports nothing from bp. Gradients, optimizer state and the loop therefore stay separable (a data-parallel
-# step would sum the flat gradient between `backward` and `update`).
+# flat buffers, the cached z_in, z_out and delta of every operation are the model's workspace
+# arrays (so model.z_out, model.error_signals and the divergence report read the same memory), a
+# BatchNormalization's running statistics are the model's state array, and the optimizer's
+# hyperparameters and state buffers belong to the bp.optimizers object and are passed in per call
+# as plain values (Optimizer._engine_spec()): like scikit-learn's _sgd_fast.pyx, which never
+# imports its estimator, the engine imports nothing from bp. Gradients, optimizer state and the
+# loop therefore stay separable (a data-parallel step sums the flat gradient between `backward`
+# and `update`).
 #
 # Threads: BLAS threads the products (its pool is held to bp's thread count by bp._threads); the
 # elementwise passes of a step run serial by default. Measured on 2 cores (bench/README.md): an
@@ -39,20 +54,21 @@
 from cython cimport floating
 from libc.math cimport fabs, isfinite, pow, sqrt
 from libc.string cimport memcpy, memset
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-from bpcore._activations cimport SOFTMAX, SIGMOID
+from bpcore._activation cimport activation_forward_core, activation_backward_core
+from bpcore._batch_norm cimport batch_norm_forward_core, batch_norm_backward_core
+from bpcore._dense cimport dense_backward_core
 from bpcore._dense_forward cimport dense_forward_core
-from bpcore._error_signal cimport output_delta_core, hidden_delta_core
-from bpcore._gradients cimport gradients_core
-from bpcore._loss cimport (loss_core, clipped_log_loss_core, MSE, CROSS_ENTROPY,
-                           BINARY_CROSS_ENTROPY)
+from bpcore._dropout cimport u64, dropout_forward_core, dropout_backward_into_core
+from bpcore._error_signal cimport output_delta_core
+from bpcore._layer_norm cimport layer_norm_forward_core, layer_norm_backward_core
+from bpcore._loss cimport loss_core, clipped_log_loss_core, MSE, CROSS_ENTROPY
 from bpcore._param_update cimport (sgd_core, adam_core, sum_of_squares_core, sums_of_squares_core,
-                                  sklearn_update_core,
-                                   SKLEARN_SGD, SKLEARN_ADAM)
+                                   sklearn_update_core, SKLEARN_SGD, SKLEARN_ADAM)
 from bpcore._regularize cimport penalty_core
-from bpcore._dropout cimport u64, dropout_forward_core, dropout_backward_core
+from bpcore._residual cimport add_core
 
 import numpy as np
 cimport numpy as cnp
@@ -88,19 +104,37 @@ STATUS = {"done": DONE, "diverged": DIVERGED, "diverged_in_update": DIVERGED_IN_
           "interrupted": INTERRUPTED}
 
 
-cdef struct Layer:
-    Py_ssize_t n_in, n_out, w_off, b_off   # b_off < 0: no bias
-    int act
+# Operation kinds (bp/_ops.py names them: OP_KINDS)
+cdef enum:
+    OP_DENSE = 1
+    OP_ACTIVATION = 2
+    OP_DROPOUT = 3
+    OP_LAYER_NORM = 4
+    OP_BATCH_NORM = 5
+    OP_FORK = 6        # where a residual block begins: the identity, and the skip's delta added
+    OP_ADD = 7         # where it ends: the block's output + the fork's
+
+
+cdef struct Op:
+    int kind
+    Py_ssize_t src                # the operation whose output this one reads (-1: the batch X)
+    Py_ssize_t link               # fork <-> add: the other end of the residual block
+    Py_ssize_t n_in, n_out
+    Py_ssize_t w_off, b_off       # W and b (dense), gamma and beta (norms); < 0: none
+    bint send_back                # backward writes g for src (something before has parameters)
+    int act                       # dense, activation: sigma's code (_activations.pxd)
     double alpha
-    double kernel_l1, kernel_l2, bias_l1, bias_l2   # the layer's penalties (0: none)
-    bint dropout                  # a Dropout on z_out: in training, mask and z_drop
+    double kernel_l1, kernel_l2, bias_l1, bias_l2   # dense: the penalties (0: none)
     u64 drop_seed, drop_threshold
-    double drop_scale             # 1 / (1 - rate)
-    void* mask                    # (rows, n_out) bytes
-    void* z_drop                  # (rows, n_out): z_out * mask * drop_scale
-    void* z_in
+    double drop_scale             # dropout: 1 / (1 - rate)
+    double eps, momentum          # norms
+    void* running                 # batch_norm: running mean and var (2 n_out, model dtype)
+    void* z_in                    # dense: z_in; norms: xhat
     void* z_out
-    void* delta
+    void* delta                   # g = dL/dz_out (dense: dL/dz_in once its backward ran)
+    void* mask                    # dropout: (rows, n_out) bytes
+    void* stats                   # norms: the statistics (double)
+    void* cur                     # set by the forward pass: the output the next ones read
 
 
 cdef struct Opt:
@@ -116,8 +150,8 @@ cdef struct Opt:
     # conventions (a batch's loss is a mean over the sum of its weights, sw)
     double alpha, loss_scale, loss_factor   # scale = loss_scale / sw; reported = factor * L
     double sw, wsumsq                       # this step's sum(w); ||W||^2 before its update
-    const Layer* layers                     # the weight segments the penalty applies to
-    Py_ssize_t n_layers
+    const Op* ops                           # the dense weight segments the penalty applies to
+    Py_ssize_t n_ops
 
 
 cdef inline long long _now_ns() noexcept nogil:
@@ -126,60 +160,129 @@ cdef inline long long _now_ns() noexcept nogil:
     return <long long>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef double _backward(const Layer* layers, Py_ssize_t n_layers, const floating* params,
+cdef inline const floating* _input(const Op* ops, const Op* O, const floating* X) noexcept nogil:
+    return X if O.src < 0 else <const floating*>ops[O.src].cur
+
+
+cdef void _forward_op(Op* ops, Op* O, const floating* params, const floating* X, Py_ssize_t n,
+                      long long draw, int nt) noexcept nogil:
+    """One operation's forward pass (draw < 0: inference mode)."""
+    cdef const floating* x = _input(ops, O, X)
+    cdef const floating* w = (params + O.w_off) if O.w_off >= 0 else NULL
+    cdef const floating* b = (params + O.b_off) if O.b_off >= 0 else NULL
+    O.cur = O.z_out
+    if O.kind == OP_DENSE:
+        dense_forward_core(x, n, O.n_in, O.n_in, w, b, O.n_out, O.act, <floating>O.alpha,
+                           <floating*>O.z_in, <floating*>O.z_out, nt)
+    elif O.kind == OP_ACTIVATION:
+        activation_forward_core(x, n, O.n_out, O.act, <floating>O.alpha, <floating*>O.z_out, nt)
+    elif O.kind == OP_DROPOUT:
+        if draw >= 0:
+            dropout_forward_core(x, n, O.n_out, O.drop_seed, <u64>draw, O.drop_threshold,
+                                 <floating>O.drop_scale, <unsigned char*>O.mask,
+                                 <floating*>O.z_out, nt)
+        else:
+            O.cur = <void*>x
+    elif O.kind == OP_LAYER_NORM:
+        layer_norm_forward_core(x, n, O.n_out, w, b, O.eps, <floating*>O.z_in,
+                                <double*>O.stats, <floating*>O.z_out, nt)
+    elif O.kind == OP_BATCH_NORM:
+        batch_norm_forward_core(x, n, O.n_out, w, b, O.eps, draw >= 0, O.momentum,
+                                <floating*>O.running, <floating*>O.z_in, <double*>O.stats,
+                                <floating*>O.z_out)
+    elif O.kind == OP_FORK:
+        O.cur = <void*>x
+    elif O.kind == OP_ADD:
+        add_core(x, <const floating*>ops[O.link].cur, n * O.n_out, <floating*>O.z_out)
+
+
+cdef void _backward_op(Op* ops, Op* O, bint last, const floating* params, floating* grads,
+                       const floating* X, Py_ssize_t n, floating acc, long long draw,
+                       int nt) noexcept nogil:
+    """One operation's backward pass: from g in O.delta, its parameters' gradients
+    (grad = acc grad + this batch's) and, with send_back, g for its src in src's delta."""
+    cdef const floating* x = _input(ops, O, X)
+    cdef floating* gp = <floating*>ops[O.src].delta if O.send_back else NULL
+    cdef const floating* w = (params + O.w_off) if O.w_off >= 0 else NULL
+    cdef floating* gw = (grads + O.w_off) if O.w_off >= 0 else NULL
+    cdef floating* gb = (grads + O.b_off) if O.b_off >= 0 else NULL
+    cdef Py_ssize_t count = n * O.n_out
+    if O.kind == OP_DENSE:
+        dense_backward_core(x, n, O.n_in, w, <floating*>O.z_in, <floating*>O.z_out, O.n_out,
+                            O.act, <floating>O.alpha, last, acc, <floating*>O.delta, gw, gb, gp,
+                            nt)
+    elif gp == NULL or (last and O.kind == OP_ACTIVATION):
+        # nothing to send back (an output Activation's g for src came from the loss)
+        if O.kind == OP_LAYER_NORM:
+            layer_norm_backward_core(<floating*>O.z_in, <double*>O.stats, <floating*>O.delta, n,
+                                     O.n_out, w, acc, gw, gb, NULL, nt)
+        elif O.kind == OP_BATCH_NORM:
+            batch_norm_backward_core(<floating*>O.z_in, <double*>O.stats, <floating*>O.delta,
+                                     n, O.n_out, w, draw >= 0, acc, gw, gb, NULL)
+    elif O.kind == OP_ACTIVATION:
+        activation_backward_core(x, <floating*>O.z_out, <floating*>O.delta, n, O.n_out, O.act,
+                                 <floating>O.alpha, gp, nt)
+    elif O.kind == OP_DROPOUT:
+        if draw >= 0:
+            dropout_backward_into_core(<unsigned char*>O.mask, <floating*>O.delta, count,
+                                       <floating>O.drop_scale, gp, nt)
+        else:
+            memcpy(gp, O.delta, count * sizeof(floating))
+    elif O.kind == OP_LAYER_NORM:
+        layer_norm_backward_core(<floating*>O.z_in, <double*>O.stats, <floating*>O.delta, n,
+                                 O.n_out, w, acc, gw, gb, gp, nt)
+    elif O.kind == OP_BATCH_NORM:
+        batch_norm_backward_core(<floating*>O.z_in, <double*>O.stats, <floating*>O.delta, n,
+                                 O.n_out, w, draw >= 0, acc, gw, gb, gp)
+    elif O.kind == OP_FORK:   # the block's g plus the skip's (the add's g, unchanged)
+        add_core(<floating*>O.delta, <floating*>ops[O.link].delta, count, gp)
+    elif O.kind == OP_ADD:    # the block's last operation receives g unchanged
+        memcpy(gp, O.delta, count * sizeof(floating))
+
+
+cdef double _backward(Op* ops, Py_ssize_t n_ops, const floating* params,
                       floating* grads, const floating* X, const floating* Y,
-                      const floating* w, Py_ssize_t n, int loss, double scale, floating beta,
+                      const floating* w, Py_ssize_t n, int loss, double scale, floating acc,
                       floating* per_sample, long long draw, int nt) noexcept nogil:
     """Forward, loss, error signals and gradients of one batch; returns the batch loss.
-    draw < 0: inference mode (no dropout); else training batch `draw`'s dropout masks."""
+    draw < 0: inference mode (no dropout, running statistics); else training batch `draw`
+    (its dropout masks). The output operation is a dense or an activation: its (f_in, f_out,
+    tau) meet the loss, and output_delta_core writes dL/df_in (the dense's delta, or the
+    activation's src's g)."""
     cdef Py_ssize_t i
-    cdef const Layer* L
-    cdef const Layer* P
-    cdef const floating* z_prev = X
+    cdef Op* O
+    cdef const floating* f_in
+    cdef floating* target
     cdef double value
-    cdef bint training = draw >= 0
-    for i in range(n_layers):
-        L = &layers[i]
-        dense_forward_core(z_prev, n, L.n_in, L.n_in, params + L.w_off,
-                           (params + L.b_off) if L.b_off >= 0 else NULL, L.n_out, L.act,
-                           <floating>L.alpha, <floating*>L.z_in, <floating*>L.z_out, nt)
-        if training and L.dropout:
-            dropout_forward_core(<floating*>L.z_out, n, L.n_out, L.drop_seed, <u64>draw,
-                                 L.drop_threshold, <floating>L.drop_scale,
-                                 <unsigned char*>L.mask, <floating*>L.z_drop, nt)
-        # the next layer reads z_out, or in training after a Dropout z_drop
-        z_prev = <floating*>(L.z_drop if training and L.dropout else L.z_out)
-    L = &layers[n_layers - 1]
-    value = loss_core(<floating*>L.z_in, <floating*>L.z_out, Y, w, n, L.n_out, loss, scale,
-                      per_sample, nt)
-    output_delta_core(<floating*>L.z_in, <floating*>L.z_out, Y, w, n, L.n_out, loss, L.act,
-                      <floating>L.alpha, <floating>scale, <floating*>L.delta, nt)
-    # Each delta is computed once and used twice: this layer's gradient, the previous delta.
-    for i in range(n_layers - 1, -1, -1):
-        L = &layers[i]
-        P = &layers[i - 1] if i > 0 else NULL
-        z_prev = X if i == 0 else <floating*>(P.z_drop if training and P.dropout else P.z_out)
-        gradients_core(z_prev, n, L.n_in, L.n_in, <floating*>L.delta, L.n_out, beta,
-                       grads + L.w_off, (grads + L.b_off) if L.b_off >= 0 else NULL, nt)
-        if i > 0:
-            P = &layers[i - 1]
-            hidden_delta_core(<floating*>L.delta, n, L.n_out, params + L.w_off,
-                              <floating*>P.z_in, <floating*>P.z_out, P.n_out, P.act,
-                              <floating>P.alpha, <floating*>P.delta, nt)
-            if training and P.dropout:  # the error signal through the same mask
-                dropout_backward_core(<unsigned char*>P.mask, n * P.n_out,
-                                      <floating>P.drop_scale, <floating*>P.delta, nt)
+    for i in range(n_ops):
+        _forward_op(ops, &ops[i], params, X, n, draw, nt)
+    O = &ops[n_ops - 1]
+    if O.kind == OP_DENSE:
+        f_in, target = <floating*>O.z_in, <floating*>O.delta
+    else:
+        f_in = _input(ops, O, X)
+        target = <floating*>ops[O.src].delta if O.send_back else NULL
+    value = loss_core(f_in, <floating*>O.z_out, Y, w, n, O.n_out, loss, scale, per_sample, nt)
+    if target != NULL:
+        output_delta_core(f_in, <floating*>O.z_out, Y, w, n, O.n_out, loss, O.act,
+                          <floating>O.alpha, <floating>scale, target, nt)
+    # Each g is computed once and used twice: this operation's gradients, the previous g.
+    for i in range(n_ops - 1, -1, -1):
+        _backward_op(ops, &ops[i], i == n_ops - 1, params, grads, X, n, acc, draw, nt)
     return value
 
 
-cdef double _penalties(const Layer* layers, Py_ssize_t n_layers, const floating* params,
+cdef double _penalties(const Op* ops, Py_ssize_t n_ops, const floating* params,
                        floating* grads, int nt) noexcept nogil:
-    """sum of the layers' R(W) + R(b), with their gradients added to grads (once per step)."""
+    """sum of the dense operations' R(W) + R(b), with their gradients added to grads (once per
+    step)."""
     cdef Py_ssize_t i
-    cdef const Layer* L
+    cdef const Op* L
     cdef double value = 0
-    for i in range(n_layers):
-        L = &layers[i]
+    for i in range(n_ops):
+        L = &ops[i]
+        if L.kind != OP_DENSE:
+            continue
         if L.kernel_l1 != 0 or L.kernel_l2 != 0:
             value += penalty_core(params + L.w_off, L.n_in * L.n_out, L.kernel_l1, L.kernel_l2,
                                   grads + L.w_off, nt)
@@ -219,7 +322,7 @@ cdef void _update_sklearn(Opt* o, floating* params, const floating* grads, int n
     each layer's weights, not its biases; leaves ||W||^2 before the step in o.wsumsq."""
     cdef Py_ssize_t i
     cdef Py_ssize_t bounds[3]
-    cdef const Layer* L
+    cdef const Op* L
     cdef double lr = o.lr
     cdef int rule = SKLEARN_ADAM if o.kind == OPT_SKLEARN_ADAM else SKLEARN_SGD
     o.iterations += 1
@@ -227,8 +330,10 @@ cdef void _update_sklearn(Opt* o, floating* params, const floating* grads, int n
         lr = (o.lr * sqrt(1 - pow(o.beta2, <double>o.iterations))
               / (1 - pow(o.beta1, <double>o.iterations)))
     o.wsumsq = 0
-    for i in range(o.n_layers):
-        L = &o.layers[i]
+    for i in range(o.n_ops):
+        L = &o.ops[i]
+        if L.kind != OP_DENSE:
+            continue
         bounds[0], bounds[1], bounds[2] = L.w_off, L.b_off, L.b_off + L.n_out
         o.wsumsq += sklearn_update_core(rule, grads, bounds, 3, <floating>(o.alpha / o.sw),
                                         <floating>lr, <floating>o.momentum, o.nesterov,
@@ -418,7 +523,7 @@ cdef inline bint _hand_to_reduce(Epoch* e, double* step_loss, bint* stop) noexce
     return failed == 0
 
 
-cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floating* params,
+cdef void _run_epoch(Epoch* e, Op* ops, Py_ssize_t n_ops, floating* params,
                      floating* grads, Py_ssize_t n_params, Opt* o, int nt) noexcept nogil:
     """Optimizer steps first_step .. first_step + n_steps - 1 of an epoch, each over `accumulate`
     micro-batches of batch_size rows (fewer at the end), with fit's semantics: stop BEFORE the
@@ -481,19 +586,19 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
                     _gather(w, e.order + mb, rows, 1, <floating*>e.wb)
                     wb = <floating*>e.wb
             # training batch o.iterations * accumulate + k (bp's PythonSteps counts alike)
-            Lb = _backward(layers, n_layers, params, grads, Xb, Yb, wb, rows, e.loss, scale,
+            Lb = _backward(ops, n_ops, params, grads, Xb, Yb, wb, rows, e.loss, scale,
                            beta, <floating*>e.per_sample,
                            o.iterations * e.accumulate + (mb - step_start) // e.batch_size, nt)
             e.last_rows = rows
             beta = 1
             if (o.kind == OPT_SKLEARN_SGD or o.kind == OPT_SKLEARN_ADAM) and e.loss != MSE:
-                Lb = clipped_log_loss_core(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
+                Lb = clipped_log_loss_core(<floating*>ops[n_ops - 1].z_out, Yb, wb, rows,
                                             e.m, e.loss, o.sw, Lb)
             step_loss += Lb
             if not isfinite(Lb):
                 break
             if e.count_hits:
-                e.correct += _batch_hits(<floating*>layers[n_layers - 1].z_out, Yb, wb, rows,
+                e.correct += _batch_hits(<floating*>ops[n_ops - 1].z_out, Yb, wb, rows,
                                          e.m, e.loss)
             mb += rows
         if e.reduce != NULL:
@@ -503,7 +608,7 @@ cdef void _run_epoch(Epoch* e, const Layer* layers, Py_ssize_t n_layers, floatin
             step_rows = e.global_rows[s]
         # after the sum over ranks: the penalty belongs to the step once, not once per rank
         if e.penalized and isfinite(step_loss):
-            step_loss += _penalties(layers, n_layers, params, grads, nt)
+            step_loss += _penalties(ops, n_ops, params, grads, nt)
         e.last_loss = step_loss
         sumsq = -1
         if e.guard:
@@ -594,27 +699,38 @@ cdef void* _array(object a, int typenum, int ndim, Py_ssize_t rows, Py_ssize_t c
     return cnp.PyArray_DATA(arr)
 
 
-LOSS_CODES = {"mse": MSE, "binary_cross_entropy": BINARY_CROSS_ENTROPY,
-              "cross_entropy": CROSS_ENTROPY}
 OPTIMIZER_KINDS = {"sgd": OPT_SGD, "adam": OPT_ADAM, "sklearn_sgd": OPT_SKLEARN_SGD,
                    "sklearn_adam": OPT_SKLEARN_ADAM}
+
+
+OP_KINDS = {"dense": OP_DENSE, "activation": OP_ACTIVATION, "dropout": OP_DROPOUT,
+            "layer_norm": OP_LAYER_NORM, "batch_norm": OP_BATCH_NORM, "fork": OP_FORK,
+            "add": OP_ADD}
+_HAS_Z_IN = (OP_DENSE, OP_LAYER_NORM, OP_BATCH_NORM)
 
 
 cdef class Network:
     """The compiled training step of one model (see the file header).
 
-    Network(params, grads, layers) with the model's flat parameter and gradient buffers and, per
-    Dense layer, (n_in, n_out, activation code, alpha, w_offset, b_offset or -1). The per-layer
-    caches come from `bind(workspace)`; the optimizer comes in per call.
+    Network(params, grads, ops) with the model's flat parameter and gradient buffers and its
+    table of operations: one dict per operation, in the order of the forward pass, with
+    ``kind`` (a key of OP_KINDS), ``src`` (the operation it reads, -1 for X), ``n_in``,
+    ``n_out``, ``send_back`` and, by kind: dense ``act``, ``alpha``, ``w_off``, ``b_off``
+    (-1: no bias), ``penalties`` (kernel l1, l2, bias l1, l2); activation ``act``, ``alpha``;
+    dropout ``seed``, ``threshold``, ``scale``; layer_norm / batch_norm ``w_off`` (gamma),
+    ``b_off`` (beta), ``eps`` and for batch_norm ``momentum`` and ``running`` (an array of
+    2 n_out: the running mean then var); fork / add ``link`` (the other end of the block).
+    The per-operation caches come from `bind(workspace)`; the optimizer comes in per call.
     """
 
-    cdef Layer* layers
-    cdef Py_ssize_t n_layers, n_params, capacity, n_in, n_out
+    cdef Op* ops
+    cdef Py_ssize_t n_ops, n_params, capacity, n_in, n_out
     cdef int typenum
     cdef bint is_double, parallel_elementwise, penalized
     cdef long long draw   # _compute's training batch (-1: inference)
     cdef readonly object params, grads, workspace
     cdef object _keep     # the workspace arrays the raw pointers point into
+    cdef object _running  # the batch_norm operations' running statistics (kept alive)
     cdef void* p          # the model's flat parameters and gradients (kept alive by params, grads)
     cdef void* g
     cdef void* per_sample
@@ -629,11 +745,12 @@ cdef class Network:
     cdef readonly int status
     cdef readonly long iterations   # the optimizer's step count after the last call
 
-    def __cinit__(self, params, grads, layers, parallel_elementwise=False):
-        self.layers = NULL
+    def __cinit__(self, params, grads, ops, parallel_elementwise=False):
+        self.ops = NULL
 
-    def __init__(self, params, grads, layers, bint parallel_elementwise=False):
+    def __init__(self, params, grads, ops, bint parallel_elementwise=False):
         cdef Py_ssize_t i, need = 0
+        cdef Op* O
         self.parallel_elementwise = parallel_elementwise
         if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
             raise TypeError("params must be a float32 or float64 numpy array")
@@ -643,85 +760,95 @@ cdef class Network:
         self.p = _array(params, self.typenum, 1, -1, 0, True, "params")
         self.g = _array(grads, self.typenum, 1, self.n_params, 0, True, "grads")
         self.params, self.grads = params, grads
-        self.n_layers = len(layers)
-        if self.n_layers == 0:
-            raise ValueError("a Network needs at least one layer")
-        self.layers = <Layer*>malloc(self.n_layers * sizeof(Layer))
-        if self.layers == NULL:
+        self.n_ops = len(ops)
+        if self.n_ops == 0:
+            raise ValueError("a Network needs at least one operation")
+        last = ops[self.n_ops - 1]["kind"]
+        if last not in ("dense", "activation"):
+            raise ValueError(f"the output operation must be a dense or an activation. "
+                             f"Received: {last!r}")
+        self.ops = <Op*>calloc(self.n_ops, sizeof(Op))
+        if self.ops == NULL:
             raise MemoryError()
-        for i, (n_in, n_out, act, alpha, w_off, b_off) in enumerate(layers):
-            self.layers[i].n_in, self.layers[i].n_out = n_in, n_out
-            self.layers[i].act, self.layers[i].alpha = act, alpha
-            self.layers[i].w_off, self.layers[i].b_off = w_off, b_off
-            self.layers[i].z_in = self.layers[i].z_out = self.layers[i].delta = NULL
-            self.layers[i].kernel_l1 = self.layers[i].kernel_l2 = 0
-            self.layers[i].bias_l1 = self.layers[i].bias_l2 = 0
-            self.layers[i].dropout = False
-            self.layers[i].mask = self.layers[i].z_drop = NULL
-            if i > 0 and n_in != self.layers[i - 1].n_out:
-                raise ValueError(f"layer {i} has n_in={n_in}, the previous layer n_out="
-                                 f"{self.layers[i - 1].n_out}")
-            need = max(need, w_off + n_in * n_out, b_off + n_out)
+        self._running = []
+        self.penalized = False
+        for i, spec in enumerate(ops):
+            O = &self.ops[i]
+            kind = spec["kind"]
+            if kind not in OP_KINDS:
+                raise ValueError(f"unknown operation kind. Received: {kind!r}")
+            O.kind = OP_KINDS[kind]
+            O.src, O.link = spec["src"], spec.get("link", -1)
+            O.n_in, O.n_out = spec["n_in"], spec["n_out"]
+            O.send_back = spec.get("send_back", O.src >= 0)
+            O.w_off, O.b_off = spec.get("w_off", -1), spec.get("b_off", -1)
+            O.act, O.alpha = spec.get("act", 0), spec.get("alpha", 0.0)
+            O.kernel_l1, O.kernel_l2, O.bias_l1, O.bias_l2 = spec.get("penalties",
+                                                                      (0., 0., 0., 0.))
+            if min(O.kernel_l1, O.kernel_l2, O.bias_l1, O.bias_l2) < 0:
+                raise ValueError(f"operation {i}: penalties must be >= 0")
+            self.penalized |= O.kind == OP_DENSE and (O.kernel_l1 != 0 or O.kernel_l2 != 0
+                                                      or O.bias_l1 != 0 or O.bias_l2 != 0)
+            O.drop_seed, O.drop_threshold = spec.get("seed", 0), spec.get("threshold", 0)
+            O.drop_scale = spec.get("scale", 1.0)
+            O.eps, O.momentum = spec.get("eps", 0.0), spec.get("momentum", 0.0)
+            if O.src >= i or O.src < -1 or (O.send_back and O.src < 0):
+                raise ValueError(f"operation {i} reads operation {O.src}")
+            width = self.ops[O.src].n_out if O.src >= 0 else O.n_in
+            if O.n_in != width or (O.kind != OP_DENSE and O.n_out != O.n_in):
+                raise ValueError(f"operation {i} ({kind}) has n_in={O.n_in}, n_out={O.n_out}; "
+                                 f"its input is {width} wide")
+            if O.kind in (OP_FORK, OP_ADD):
+                if not (0 <= O.link < self.n_ops) or (O.kind == OP_ADD) == (O.link > i):
+                    raise ValueError(f"operation {i} ({kind}) has link {O.link}")
+            if O.kind == OP_DENSE:
+                need = max(need, O.w_off + O.n_in * O.n_out, O.b_off + O.n_out)
+            elif O.kind in (OP_LAYER_NORM, OP_BATCH_NORM):
+                need = max(need, O.w_off + O.n_out, O.b_off + O.n_out)
+            if O.kind == OP_BATCH_NORM:
+                running = spec["running"]
+                O.running = _array(running, self.typenum, 1, 2 * O.n_out, 0, True, "running")
+                self._running.append(running)
         if need > self.n_params:
             raise ValueError(f"the layout needs {need} parameters; the buffer has {self.n_params}")
-        self.n_in, self.n_out = self.layers[0].n_in, self.layers[self.n_layers - 1].n_out
+        self.n_in, self.n_out = self.ops[0].n_in, self.ops[self.n_ops - 1].n_out
         self.capacity = 0
         self.workspace = None
-        self.penalized = False
         self.draw = -1
 
-    def set_penalties(self, penalties):
-        """Per layer (kernel_l1, kernel_l2, bias_l1, bias_l2), all >= 0: train_epoch adds
-        R = l1 sum|x| + l2 sum x^2 of each W and b to every step's loss and dR/dx to its
-        gradient (bpcore/_regularize.pyx), after the micro-batches and before the update."""
-        cdef Py_ssize_t i
-        penalties = [tuple(map(float, p)) for p in penalties]
-        if len(penalties) != self.n_layers or any(len(p) != 4 or min(p) < 0 for p in penalties):
-            raise ValueError(f"penalties must be {self.n_layers} tuples of 4 numbers >= 0")
-        for i, (kl1, kl2, bl1, bl2) in enumerate(penalties):
-            self.layers[i].kernel_l1, self.layers[i].kernel_l2 = kl1, kl2
-            self.layers[i].bias_l1, self.layers[i].bias_l2 = bl1, bl2
-        self.penalized = any(any(p) for p in penalties)
-
-    def set_dropout(self, dropouts):
-        """Per layer None or (seed, threshold, scale) of a Dropout on its output
-        (bpcore._dropout.threshold(rate), 1 / (1 - rate)); bind() then needs the workspace's
-        mask and z_drop for those layers."""
-        cdef Py_ssize_t i
-        if len(dropouts) != self.n_layers or dropouts[self.n_layers - 1] is not None:
-            raise ValueError(f"dropouts must be {self.n_layers} entries, the last None")
-        for i, d in enumerate(dropouts):
-            self.layers[i].dropout = d is not None
-            if d is not None:
-                self.layers[i].drop_seed, self.layers[i].drop_threshold = d[0], d[1]
-                self.layers[i].drop_scale = d[2]
-        self.workspace = None  # bind again, with the masks
-
     def __dealloc__(self):
-        free(self.layers)
+        free(self.ops)
 
     def bind(self, ws):
-        """Point the engine at a workspace (bp._passes.Workspace): its z_in, z_out and delta
-        of every layer, per_sample, and the X, Y, w batch buffers, all of ws.n_rows rows."""
+        """Point the engine at a workspace (bp._ops.Workspace): per operation its z_out, delta
+        and by kind z_in, mask, stats (lists indexed like the operations), per_sample, and the
+        X, Y, w batch buffers, all of ws.n_rows rows."""
         cdef Py_ssize_t i, rows = ws.n_rows
+        cdef Op* O
         if ws is self.workspace:
             return
         tn = self.typenum
-        for i in range(self.n_layers):
-            n_out = self.layers[i].n_out
-            self.layers[i].z_in = _array(ws.z_in[i], tn, 2, rows, n_out, True, "z_in")
-            self.layers[i].z_out = _array(ws.z_out[i], tn, 2, rows, n_out, True, "z_out")
-            self.layers[i].delta = _array(ws.delta[i], tn, 2, rows, n_out, True, "delta")
-            if self.layers[i].dropout:
-                self.layers[i].mask = _array(ws.mask[i], cnp.NPY_UINT8, 2, rows, n_out, True,
-                                             "mask")
-                self.layers[i].z_drop = _array(ws.z_drop[i], tn, 2, rows, n_out, True, "z_drop")
+        for i in range(self.n_ops):
+            O = &self.ops[i]
+            n_out = O.n_out
+            O.z_in = O.z_out = O.mask = O.stats = NULL
+            if O.kind != OP_FORK:
+                O.z_out = _array(ws.z_out[i], tn, 2, rows, n_out, True, "z_out")
+            O.delta = _array(ws.delta[i], tn, 2, rows, n_out, True, "delta")
+            if O.kind in _HAS_Z_IN:
+                O.z_in = _array(ws.z_in[i], tn, 2, rows, n_out, True, "z_in")
+            if O.kind == OP_DROPOUT:
+                O.mask = _array(ws.mask[i], cnp.NPY_UINT8, 2, rows, n_out, True, "mask")
+            if O.kind == OP_LAYER_NORM:
+                O.stats = _array(ws.stats[i], cnp.NPY_FLOAT64, 1, rows, 0, True, "stats")
+            if O.kind == OP_BATCH_NORM:
+                O.stats = _array(ws.stats[i], cnp.NPY_FLOAT64, 1, 4 * n_out, 0, True, "stats")
         self.per_sample = _array(ws.per_sample, tn, 1, rows, 0, True, "per_sample")
         self.Xb = _array(ws.X, tn, 2, rows, self.n_in, True, "X buffer")
         self.Yb = _array(ws.Y, tn, 2, rows, self.n_out, True, "Y buffer")
         self.wb = _array(ws.w, tn, 1, rows, 0, True, "w buffer")
-        self._keep = (ws.z_in, ws.z_out, ws.delta, ws.per_sample, ws.X, ws.Y, ws.w,
-                      getattr(ws, "mask", None), getattr(ws, "z_drop", None))
+        self._keep = (ws.z_in, ws.z_out, ws.delta, ws.mask, ws.stats, ws.per_sample, ws.X, ws.Y,
+                      ws.w)
         self.capacity = rows
         self.workspace = ws
 
@@ -742,20 +869,20 @@ cdef class Network:
                          bint update) noexcept nogil:
         cdef double value
         if self.is_double:
-            value = _backward(self.layers, self.n_layers, <double*>self.p, <double*>grads,
+            value = _backward(self.ops, self.n_ops, <double*>self.p, <double*>grads,
                               <double*>X, <double*>Y, <double*>w, n, loss, scale, beta,
                               <double*>self.per_sample, self.draw, nt)
             if update and self.penalized:  # a training step: the layers' penalties
-                value += _penalties(self.layers, self.n_layers, <double*>self.p,
+                value += _penalties(self.ops, self.n_ops, <double*>self.p,
                                     <double*>grads, nt)
             if update:
                 _update(&self.opt, <double*>self.p, <double*>grads, self.n_params, -1.0, nt)
         else:
-            value = _backward(self.layers, self.n_layers, <float*>self.p, <float*>grads,
+            value = _backward(self.ops, self.n_ops, <float*>self.p, <float*>grads,
                               <float*>X, <float*>Y, <float*>w, n, loss, scale, <float>beta,
                               <float*>self.per_sample, self.draw, nt)
             if update and self.penalized:
-                value += _penalties(self.layers, self.n_layers, <float*>self.p,
+                value += _penalties(self.ops, self.n_ops, <float*>self.p,
                                     <float*>grads, nt)
             if update:
                 _update(&self.opt, <float*>self.p, <float*>grads, self.n_params, -1.0, nt)
@@ -844,7 +971,7 @@ cdef class Network:
                                                     spec["loss_factor"])
             o.momentum, o.nesterov = spec["momentum"], spec["nesterov"]
             o.beta1, o.beta2, o.eps = spec["beta1"], spec["beta2"], spec["eps"]
-            o.layers, o.n_layers, o.sw = self.layers, self.n_layers, 1
+            o.ops, o.n_ops, o.sw = self.ops, self.n_ops, 1
             if o.state1 == NULL or (o.kind == OPT_SKLEARN_ADAM and o.state2 == NULL):
                 raise ValueError("scikit-learn's SGD needs its velocity, its Adam m and v")
         elif o.kind == OPT_ADAM:
@@ -940,10 +1067,10 @@ cdef class Network:
         nt = self._omp(n_threads)
         with nogil:
             if self.is_double:
-                _run_epoch(e, self.layers, self.n_layers, <double*>self.p, <double*>self.g,
+                _run_epoch(e, self.ops, self.n_ops, <double*>self.p, <double*>self.g,
                            self.n_params, &self.opt, nt)
             else:
-                _run_epoch(e, self.layers, self.n_layers, <float*>self.p, <float*>self.g,
+                _run_epoch(e, self.ops, self.n_ops, <float*>self.p, <float*>self.g,
                            self.n_params, &self.opt, nt)
         self.iterations = self.opt.iterations
         self.steps_done, self.last_rows, self.last_start = e.steps_done, e.last_rows, e.last_start

@@ -83,16 +83,25 @@ def test_bad_rates_are_refused(rate, err):
 def test_bad_places_and_seeds_are_refused():
     with pytest.raises(ValueError, match="seed"):
         bp.Dropout(0.5, seed=-1)
-    with pytest.raises(ValueError, match="needs a Dense layer before it"):
-        bp.Sequential([bp.Dropout(0.5), bp.Dense(2)])
     with pytest.raises(ValueError, match="softmax"):
         bp.Sequential([bp.Dense(3, activation="softmax"), bp.Dropout(0.5), bp.Dense(2)])
-    with pytest.raises(ValueError, match="has a Dropout already"):
-        bp.Sequential([bp.Dense(3), bp.Dropout(0.5), bp.Dropout(0.5), bp.Dense(2)])
     model = bp.Sequential([bp.Dense(3), bp.Dense(2), bp.Dropout(0.5)])
     with pytest.raises(ValueError, match="must be followed by a Dense"):
         model.predict(np.ones((2, 4)))
     assert not model.built
+
+
+def test_input_dropout_and_dropouts_in_a_row_are_layers_of_their_own():
+    # a Dropout first (input dropout) or after another is a layer; after a Dense it is folded
+    model = bp.Sequential([bp.Dropout(0.2), bp.Dense(3), bp.Dropout(0.5), bp.Dropout(0.5),
+                           bp.Dense(3, activation="softmax")], seed=0).build(4)
+    assert [type(layer).__name__ for layer in model.layers] == ["Dropout", "Dense", "Dropout",
+                                                                 "Dense"]
+    assert [op["kind"] for op in model._passes.ops] == ["dropout", "dense", "dropout",
+                                                        "dropout", "dense"]
+    X, y = data(20)
+    model.fit(X, y, epochs=2, batch_size=5, verbose=0)
+    assert np.isfinite(model.get_flat_params()).all()
 
 
 def _net(rate=0.5, dtype="float64", seed=0, second=0.25):
@@ -173,7 +182,7 @@ def test_training_gradients_match_central_differences_with_the_mask_fixed():
     ws = passes.new_workspace(12)
     grads = np.zeros_like(model._params)
     passes.backward(Xc, Y, w, ws, loss, scale, 0.0, grads, 1, draw=5)
-    assert ws.mask[0][:12].min() == 0  # some units are dropped
+    assert ws.mask[1][:12].min() == 0  # some units are dropped (operation 1: the Dropout)
 
     def loss_at(params):  # the same draw: the same masks
         saved = model._params.copy()
@@ -205,7 +214,12 @@ def test_predict_evaluate_and_gradients_are_inference_mode():
     for (gW, gb), (tW, tb) in zip(model.gradients(X, y), twin.gradients(X, y)):
         np.testing.assert_array_equal(gW, tW)
         np.testing.assert_array_equal(gb, tb)
-    for a, b in zip(model.error_signals, twin.error_signals):
+    # error_signals has an entry per operation: the Dense layers' are the twin's, and in
+    # inference the Dropout's g passes through unchanged
+    kinds = [op["kind"] for op in model._passes.ops]
+    assert kinds == ["dense", "dropout", "dense", "dropout", "dense"]
+    dense = [a for a, kind in zip(model.error_signals, kinds) if kind == "dense"]
+    for a, b in zip(dense, twin.error_signals, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(model.predict(X), model.predict(X))
 

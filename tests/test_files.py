@@ -270,10 +270,10 @@ def _config_edit(change):
 
 
 CRAFTED = [
-    ("newer-version", lambda a: a.update(bp_format=np.array([2])),
-     r"has bp file format version 2; this bp reads version 1"),
+    ("newer-version", lambda a: a.update(bp_format=np.array([3])),
+     r"has bp file format version 3; this bp reads versions 1 to 2 \(a newer bp wrote it"),
     ("older-version", lambda a: a.update(bp_format=np.array([0])),
-     r"has bp file format version 0; this bp reads version 1"),
+     r"has bp file format version 0; this bp reads versions 1 to 2$"),
     ("version-empty", lambda a: a.update(bp_format=np.array([], np.int64)),
      r"'bp_format' must be one integer\. Received: dtype int64, shape \(0,\)"),
     ("version-text", lambda a: a.update(bp_format=np.array(["1"])),
