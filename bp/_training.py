@@ -483,10 +483,14 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     if observe is not None and accumulate > 1:
         # the engine caches only a step's last micro-batch; the Python steps see each one
         runner_class = PythonSteps
-    runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
-    if comm is not None:
-        runner.distribute(_mpi.StepReducer(comm, passes.grads, sigint),
-                          _mpi.global_step_rows(n, batch_size * accumulate, comm))
+    try:  # a runner that cannot be made must not leave fit's Ctrl-C handler installed
+        runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
+        if comm is not None:
+            runner.distribute(_mpi.StepReducer(comm, passes.grads, sigint),
+                              _mpi.global_step_rows(n, batch_size * accumulate, comm))
+    except BaseException:
+        sigint.restore()
+        raise
     runner.observe = observe
     per_step = _optimizers.per_step(opt)
     # Back in Python after every step when a callback wants every batch, the running metrics
