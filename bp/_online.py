@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import _interrupt, _passes, _streaming, _threads, _training
+from . import _interrupt, _ops, _passes, _streaming, _threads, _training
 from . import optimizers as _optimizers
 from .callbacks import History
 
@@ -45,6 +45,7 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     try:  # one fit of a model at a time (_training.exclusive)
         # fit's checks, in fit's order; a schedule that fails at once is rejected here too
         loss, X, Y, w = _passes.prepare(model, X, y, loss, sample_weight)
+        _ops.check_training_rows(model.layers, X.shape[0], batch_size, accumulate)
         opt.current_learning_rate(0)
         # -- from here on the model changes --
         model.loss, model._comm = loss, None

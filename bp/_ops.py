@@ -91,6 +91,20 @@ def running_layers(layers):
     return [layer for layer in walk(layers) if layer._kind == "batch_norm"]
 
 
+def check_training_rows(layers, n, batch_size, accumulate=1):
+    """ValueError if a model with a BatchNormalization would meet a training batch of one row
+    (its variance is 0 over one row: PyTorch refuses it too). Called before anything changes."""
+    if not any(layer._kind == "batch_norm" for layer in walk(layers)):
+        return
+    batch_size = min(batch_size, n)
+    rest = n % (batch_size * accumulate)
+    if batch_size == 1 or (rest and rest % batch_size == 1):
+        raise ValueError(f"BatchNormalization needs at least 2 rows in every training batch. "
+                         f"Received: {n} rows in batches of batch_size={batch_size}"
+                         + (f" (accumulate={accumulate})" if accumulate > 1 else "")
+                         + ", which leaves a batch of 1 row; change batch_size or drop a row")
+
+
 def output_width(layers, n_in):
     """The width of the model's output for inputs n_in wide."""
     last = layers[-1]

@@ -53,19 +53,6 @@ def check_layers(layers):
                          + ", ".join(map(repr, layers)))
 
 
-def check_training_rows(passes, n, batch_size, accumulate=1):
-    """ValueError if a model with a BatchNormalization would meet a training batch of one row
-    (its variance is 0 over one row: PyTorch refuses it too)."""
-    if not any(op["kind"] == "batch_norm" for op in passes.ops):
-        return
-    rest = n % (batch_size * accumulate)
-    if batch_size == 1 or n == 1 or (rest and rest % batch_size == 1):
-        raise ValueError(f"BatchNormalization needs at least 2 rows in every training batch. "
-                         f"Received: {n} rows in batches of batch_size={batch_size}"
-                         + (f" (accumulate={accumulate})" if accumulate > 1 else "")
-                         + ", which leaves a batch of 1 row; change batch_size or drop a row")
-
-
 def check_X(model, X, name="X"):
     """X as a 2-D float array of the model's dtype, with the model's input width, all finite."""
     X = as_float_array(name, X, model.dtype, ndim=2)
@@ -400,7 +387,7 @@ class Passes:
         training batch `draw` (fit's: optimizer step x accumulate + micro-batch), whose dropout
         masks it uses."""
         if draw is not None:
-            check_training_rows(self, X.shape[0], X.shape[0])
+            _ops.check_training_rows(self.layers, X.shape[0], X.shape[0])
         if self.compiled:
             net = self.engine()
             net.bind(ws)

@@ -32,7 +32,7 @@ import numpy as np
 import bpcore
 from bpcore import _network
 
-from . import _evaluate, _interrupt, _mpi, _passes, _streaming, _threads
+from . import _evaluate, _interrupt, _mpi, _ops, _passes, _streaming, _threads
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
@@ -118,7 +118,6 @@ class _Steps:
         self.loss, self.opt, self.nt, self.sigint = loss, opt, n_threads, sigint
         self.order = None
         self.n_steps = -(-X.shape[0] // (batch_size * accumulate))
-        _passes.check_training_rows(passes, X.shape[0], batch_size, accumulate)
         self.step_nt = passes.step_threads(batch_size, n_threads)
         self.reducer = self.global_rows = None  # data-parallel: see distribute
         # observe(f_out, Y, w): each training micro-batch's f_out (before its update) and its
@@ -446,6 +445,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     except ValueError:
         rng.bit_generator.state = rng_state
         raise
+    if hasattr(X, "shape"):  # (an iterable of batches is checked batch by batch)
+        _ops.check_training_rows(model.layers, X.shape[0], batch_size, accumulate)
     # -- from here on the model changes --
     if not model.built:
         model.build(X.shape[1])

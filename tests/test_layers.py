@@ -396,3 +396,17 @@ def test_a_non_finite_value_inside_a_residual_block_names_its_layer():
     passes.backward(Xc, Y, w, passes.workspace(8), loss, 1.0, 0.0, passes.grads, 1)
     layer, sample, where = passes.first_non_finite(Xc)
     assert (layer, where) == (1, "forward (z_out)")  # the Residual, model.layers[1]
+
+
+def test_a_refused_fit_leaves_ctrl_c_as_it_was():
+    # the one-row check runs before fit defers Ctrl-C: a refused fit leaves no handler behind
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    model = _model([bp.Dense(4), bp.BatchNormalization(), bp.Dense(3, "softmax")])
+    X, y = _data(n=5)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        model.fit(X, y, batch_size=4, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        model.partial_fit(X, y, batch_size=4)
+    assert signal.getsignal(signal.SIGINT) is before
