@@ -16,7 +16,7 @@ Examples
 True
 """
 
-from . import kernels, losses, regularizers, schedules
+from . import kernels, losses, metrics, regularizers, schedules
 from ._config import __version__, show_config
 from ._threads import effective_n_threads, get_num_threads, num_threads, set_num_threads
 from .callbacks import (
@@ -53,6 +53,6 @@ __all__ = [
     "Callback", "EarlyStopping", "History", "TerminateOnNaN", "TrainingDivergedError",
     "ModelCheckpoint", "ReduceLROnPlateau", "CSVLogger", "LambdaCallback",
     "explain", "DiagnosticsLogger", "to_onnx", "to_torch", "from_torch",
-    "kernels", "losses", "regularizers", "schedules",
+    "kernels", "losses", "metrics", "regularizers", "schedules",
     "show_config", "effective_n_threads", "get_num_threads", "num_threads", "set_num_threads",
 ]

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from . import _interrupt, _ops, _passes, _streaming, _threads, _training
+from . import optimizers as _optimizers
 from ._validation import MAX_COUNT, check_some_weight
 from .callbacks import History
 
@@ -33,6 +34,7 @@ def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample
     lock = model._fit_lock
     if (comm is not None or verbose != 0 or opt is None or passes is None
             or _training.runner_for(passes, opt) is not _training.CompiledSteps
+            or model._metrics or _optimizers.per_step(opt)  # (a step at a time: fit's loop)
             or type(batch_size) is not int
             or type(accumulate) is not int or batch_size < 1 or not 1 <= accumulate <= MAX_COUNT
             or y is None or _streaming.streamable(X)  # (y None: an iterable of batches)

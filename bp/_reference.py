@@ -385,3 +385,53 @@ def network_loss(X, y, Ws, bs, activations, loss, alpha=0.01, sample_weight=None
     """L for the whole network (for finite differences)."""
     z_ins, z_outs = forward(X, Ws, bs, activations, alpha)
     return loss_value(z_ins[-1], z_outs[-1], y, loss, sample_weight, scale)
+
+
+# ---- metric states (twins of bpcore/_metrics.pyx's updates; same arguments, C added to) ---------
+
+
+def _row_weights(w, weighted, n):
+    return np.asarray(w, dtype=np.float64) if weighted else np.ones(n)
+
+
+def confusion_update(f_out, Y, w, weighted, binary, threshold, C):
+    """C[t, p] += w_i: argmax classes, or (binary) every output against 0.5 / threshold."""
+    wi = _row_weights(w, weighted, len(Y))
+    if binary:
+        t, p = (Y >= 0.5).astype(int), (f_out >= threshold).astype(int)
+        np.add.at(C, (t.ravel(), p.ravel()), np.repeat(wi, Y.shape[1]))
+    else:
+        np.add.at(C, (np.argmax(Y, axis=1), np.argmax(f_out, axis=1)), wi)
+    return C
+
+
+def top_k_update(f_out, Y, w, weighted, k, hits):
+    """hits += [w_i when fewer than k classes score above the true one, w_i]."""
+    wi = _row_weights(w, weighted, len(Y))
+    true_score = f_out[np.arange(len(Y)), np.argmax(Y, axis=1)]
+    above = (f_out > true_score[:, None]).sum(axis=1)
+    hits[0] += np.sum(wi * (above < k))
+    hits[1] += np.sum(wi)
+    return hits
+
+
+def error_update(f_out, Y, w, weighted, S):
+    """S += per output: sums of w|e|, w e^2, w y, w y^2, w (e = f_out - y)."""
+    wi = _row_weights(w, weighted, len(Y))[:, None]
+    e, y = f_out.astype(np.float64) - Y, Y.astype(np.float64)
+    for k, term in enumerate((np.abs(e), e**2, y, y**2, np.ones_like(y))):
+        S[k] += (wi * term).sum(axis=0)
+    return S
+
+
+def auc_update(f_out, Y, w, weighted, one_vs_rest, H):
+    """H[c, label, bin] += w_i: the scores of class c in H.shape[2] equal bins of [0, 1]."""
+    wi = _row_weights(w, weighted, len(Y))
+    n_bins = H.shape[2]
+    labels = (np.argmax(Y, axis=1)[:, None] == np.arange(Y.shape[1]) if one_vs_rest
+              else Y >= 0.5)
+    s = f_out.astype(np.float64) * n_bins
+    bins = np.where(s > 0, np.minimum(np.floor(np.where(s > 0, s, 0)), n_bins - 1), 0).astype(int)
+    for c in range(Y.shape[1]):
+        np.add.at(H[c], (labels[:, c].astype(int), bins[:, c]), wi)
+    return H

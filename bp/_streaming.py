@@ -183,12 +183,15 @@ class _ValidationParts:
     loss of the data over all the parts' rows and the weighted hits, so that the validation loss
     and accuracy are those ``evaluate`` gives on the rows at once (to rounding)."""
 
-    def sums(self, passes, loss, n_threads):
+    def sums(self, passes, loss, n_threads, seen=None):
         """(sum over the parts of their data loss x rows, rows, weighted hits, weight): the
-        data loss of all the rows is the first over the second (the layers' penalty not in)."""
+        data loss of all the rows is the first over the second (the layers' penalty not in).
+        seen: a list that each part's (f_out, Y, w) is appended to (for the metrics), or None."""
         total, rows, hits, weight = 0.0, 0, 0.0, 0.0
         for X, Y, w in self.parts():
             value, f_out = passes.evaluate(X, Y, w, loss, n_threads, penalty=False)
+            if seen is not None:
+                seen.append((f_out, Y, w))
             total += value * X.shape[0]  # the mean reduction: value is a mean over the rows
             rows += X.shape[0]
             hits += _losses.accuracy(loss, f_out, Y, w, count=True) or 0.0

@@ -13,10 +13,12 @@ runners do the same work behind one interface (Keras' ``steps_per_execution`` id
                     for optimizers the engine cannot run (a user's Optimizer subclass)
 
 The loop never knows which one runs. A chunk is the whole epoch, a fiftieth of it when a
-progress bar is drawn, or one step when a callback wants every batch. Both runners stop before
-the update at the first non-finite loss or gradient, undo an update that made a parameter or the
-optimizer's state non-finite, and stop after a completed step on Ctrl-C; they give the same
-bits (tests/test_network_engine.py).
+progress bar is drawn, or one step when a callback wants every batch, a running metric reads
+each batch's f_out (``observe``) or a per-step schedule sets each step's rate (bench/README.md,
+"Training metrics and per-step schedules", has what the engine should take instead). Both
+runners stop before the update at the first non-finite loss or gradient, undo an update that
+made a parameter or the optimizer's state non-finite, and stop after a completed step on Ctrl-C;
+they give the same bits (tests/test_network_engine.py).
 
 The model comes in as an argument: this module never imports ``bp.sequential``.
 """
@@ -30,9 +32,11 @@ import numpy as np
 import bpcore
 from bpcore import _network
 
-from . import _interrupt, _model_file, _mpi, _ops, _passes, _streaming, _threads
+from . import _evaluate, _interrupt, _model_file, _mpi, _ops, _passes, _streaming, _threads
 from . import losses as _losses
+from . import metrics as _metrics
 from . import optimizers as _optimizers
+from ._progress import Progress
 from ._validation import (
     MAX_COUNT,
     as_float_array,
@@ -42,7 +46,7 @@ from ._validation import (
     check_some_weight,
     column_names,
 )
-from .callbacks import Callback, History, TerminateOnNaN, _Progress, wants_every_batch
+from .callbacks import Callback, CSVLogger, History, TerminateOnNaN, wants_every_batch
 
 DONE = _network.STATUS["done"]
 DIVERGED = _network.STATUS["diverged"]
@@ -125,6 +129,9 @@ class _Steps:
         self.n_steps = -(-X.shape[0] // (batch_size * accumulate))
         self.step_nt = passes.step_threads(batch_size, n_threads)
         self.reducer = self.global_rows = None  # data-parallel: see distribute
+        # observe(f_out, Y, w): each training micro-batch's f_out (before its update) and its
+        # targets, for the running metrics (bp/metrics.py); None when no metric wants them
+        self.observe = None
 
     def distribute(self, reducer, global_rows):
         """Make every step one part of a data-parallel step (bp/_mpi.py): scaled by the step's
@@ -163,7 +170,7 @@ class CompiledSteps(_Steps):
     def run(self, first_step, count):
         net, opt, reducer = self.net, self.opt, self.reducer
         net.bind(self.ws)
-        opt._checkpoint(self.passes.params)  # allocates the buffers the engine saves state in
+        opt._checkpoint(self.passes.params, copy=False)  # the buffers the engine saves state in
         status = DONE
         _threads.hold_blas(self.step_nt)  # one BLAS thread for small steps; given back below
         try:
@@ -182,8 +189,22 @@ class CompiledSteps(_Steps):
             raise reducer.error
         if net.last_rows:
             self.passes.last = (self.ws, net.last_rows, True)
+            if self.observe is not None and net.steps_done:
+                self._observe_last(net.last_start, net.last_rows)
         return Report(net.steps_done, net.total, net.seen, net.correct, net.last_loss,
                       net.last_start, net.last_rows, status)
+
+    def _observe_last(self, start, rows):
+        # The engine caches the last micro-batch's f_out (its workspace's z_out); fit runs it a
+        # step at a time with accumulate=1 when metrics are asked (see fit), so that is every
+        # micro-batch. The new engine should call bpcore/_metrics.pyx's cores itself
+        # (bench/README.md, "Metrics").
+        if self.order is None:
+            Yb = self.Y[start:start + rows]
+            wb = None if self.w is None else self.w[start:start + rows]
+        else:
+            Yb, wb = self.ws.Y[:rows], None if self.w is None else self.ws.w[:rows]
+        self.observe(self.ws.z_out[-1][:rows], Yb, wb)
 
 
 class PythonSteps(_Steps):
@@ -231,6 +252,8 @@ class PythonSteps(_Steps):
                 hits = _losses.accuracy(self.loss, ws.z_out[-1][:rows], Yb, wb, count=True)
                 if hits is not None:
                     report.correct += hits
+                if self.observe is not None:
+                    self.observe(ws.z_out[-1][:rows], Yb, wb)
             if self.reducer is not None:  # the same numbers on every rank from here on
                 step_loss, stop = self.reducer.step(step_loss)
                 step_rows = int(self.global_rows[step])
@@ -312,25 +335,26 @@ def exclusive(model):
 
 def partial_fit(model, X, y, *, loss=None, optimizer=None, batch_size=32, sample_weight=None,
                 shuffle=True, accumulate=1, verbose=0, comm=None):
-    """Sequential.partial_fit: one epoch that goes on from the optimizer's last epoch."""
-    # fit starts a schedule at epoch 0; a pass goes on after the optimizer's last epoch
-    last = getattr(model.optimizer if optimizer is None else optimizer, "_epoch", None)
+    """Sequential.partial_fit: one epoch that goes on from the optimizer's last epoch (as
+    every fit does: see _fit's schedule_base)."""
     return fit(model, X, y, loss=loss, optimizer=optimizer, epochs=1, batch_size=batch_size,
                shuffle=shuffle, sample_weight=sample_weight, accumulate=accumulate,
-               verbose=verbose, first_epoch=0 if last is None else last + 1, comm=comm)
+               verbose=verbose, comm=comm)
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, validation_split=0.0,
         validation_data=None, shuffle=True, sample_weight=None, class_weight=None, callbacks=None,
-        accumulate=1, verbose=1, on_nan="raise", first_epoch=0, steps_per_epoch=None, comm=None,
-        validation_steps=None):
+        accumulate=1, verbose=1, on_nan="raise", steps_per_epoch=None, comm=None,
+        validation_steps=None, metrics=None, initial_epoch=None):
     """Sequential.fit (see its docstring for the parameters)."""
     args = (validation_split, validation_data, shuffle, sample_weight, class_weight, callbacks,
             accumulate)
+    more = {"validation_steps": validation_steps, "metrics": metrics,
+            "initial_epoch": initial_epoch}
     with exclusive(model):
         if comm is None:
             return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args, verbose, on_nan,
-                        first_epoch, steps_per_epoch, None, validation_steps)
+                        steps_per_epoch, None, **more)
         _mpi.check_comm(comm)
         _mpi.check_world(comm)  # a foreign mpiexec: an error before anything changes
         share = _mpi.rank_threads(comm)
@@ -338,19 +362,28 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=32, vali
         with (_threads.num_threads(share) if share else contextlib.nullcontext()):
             try:
                 return _fit(model, X, y, loss, optimizer, epochs, batch_size, *args,
-                            verbose if comm.Get_rank() == 0 else 0, on_nan, first_epoch,
-                            steps_per_epoch, comm, validation_steps, agreement)
+                            verbose if comm.Get_rank() == 0 else 0, on_nan, steps_per_epoch, comm,
+                            agreement=agreement, **more)
             except Exception as exc:
                 agreement.fail(exc)  # a rank's own refusal reaches the others' collective check
                 raise
 
 
 def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, validation_data,
-         shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan, first_epoch,
-         steps_per_epoch, comm, validation_steps=None, agreement=None):
+         shuffle, sample_weight, class_weight, callbacks, accumulate, verbose, on_nan,
+         steps_per_epoch, comm, validation_steps=None, metrics=None, initial_epoch=None,
+         agreement=None):
     # -- everything is checked before anything changes --
     names = column_names(X)  # a DataFrame's: later ones must have these columns in this order
     epochs = check_positive_int("epochs", epochs)
+    # Keras' meaning: this fit runs epochs initial_epoch .. epochs - 1 (a schedule reads them)
+    if initial_epoch is not None and (isinstance(initial_epoch, bool) or not isinstance(
+            initial_epoch, (int, np.integer)) or not 0 <= initial_epoch < epochs):
+        raise ValueError(f"initial_epoch must be an integer in [0, epochs): this fit runs epochs "
+                         f"initial_epoch .. epochs - 1. Received: initial_epoch={initial_epoch!r}, "
+                         f"epochs={epochs}")
+    metrics = _metrics.check(metrics) if metrics is not None else list(
+        getattr(model, "_metrics", None) or [])
     batches = None  # an iterable of batches: each is a step (bp/_streaming.py)
     if _streaming.is_batches(X, y):
         if sample_weight is not None or validation_split:
@@ -390,10 +423,14 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     opt = _optimizers.get(optimizer) if optimizer is not None else (  # a schedule: checked below
         model.optimizer or _optimizers.get(None))
     # a schedule is asked now for every epoch this fit will ask it for (a very long fit: its
-    # first 10000 and its last), so that one failing at epoch 5 is refused before any change
-    last = first_epoch + epochs - 1
+    # first 10000 and its last), so that one failing at epoch 5 is refused before any change:
+    # Keras' initial_epoch numbers them, else they go on from the optimizer's last epoch
+    first_epoch = (int(initial_epoch) if initial_epoch is not None
+                   else 0 if opt._epoch is None else opt._epoch + 1)
+    last = first_epoch + epochs - (0 if initial_epoch is None else int(initial_epoch)) - 1
     for e in [*range(first_epoch, min(last, first_epoch + 9999) + 1), last]:
         opt.current_learning_rate(e)
+    tracker = _metrics.Tracker(metrics, loss, Y.shape[1], comm)  # each fits this model
     val = None
     if validation_data is not None:
         if validation_split:
@@ -419,7 +456,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     check_some_weight(w if wc is None else wc,
                       "class_weight" if wc is not None else "sample_weight")
     # what the callbacks will read, checked now (paths, monitored names, the optimizer)
-    keys = ["loss"] + (["accuracy"] if loss != "mse" else [])
+    keys = ["loss"] + (["accuracy"] if _losses.is_classification(loss) else [])
+    keys += [m.name for m in tracker.metrics if m.name not in keys]
     if val is not None or validation_split > 0:
         keys += ["val_" + k for k in keys]
     opt._check_owner(model)
@@ -433,6 +471,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                                       shuffle, on_nan, callbacks, val, validation_split,
                                       first_epoch))
     rng = model._rng
+    rng_state = rng.bit_generator.state  # (the split below draws; a later refusal puts it back)
     train_rows = None  # row i of the training set is row train_rows[i] of X (None: row i)
     if val is None and validation_split > 0:
         n_val = int(math.floor(X.shape[0] * validation_split))
@@ -447,6 +486,16 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         wc = None if wc is None else wc[ti]
     if wc is not None:
         w = wc
+    try:  # AUC needs both labels of every class it averages, in the rows it is computed on
+        if batches is None and not streamed:
+            tracker.check_targets(Y, "training data")
+        if isinstance(val, tuple):
+            tracker.check_targets(val[1], "validation data")
+        elif val is not None and hasattr(val, "Y"):
+            tracker.check_targets(val.Y, "validation data")
+    except ValueError:
+        rng.bit_generator.state = rng_state
+        raise
     if hasattr(X, "shape"):  # (an iterable of batches is checked batch by batch)
         _ops.check_training_rows(model.layers, X.shape[0], batch_size, accumulate)
     # -- from here on the model changes --
@@ -469,27 +518,55 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
     n_batches = steps_per_epoch or -(-n // batch_size)
     history = model.history = History()
     model.stop_training, model._stop_reason = False, None
+    # mode="auto" of the monitors: the metrics say whether they are maximised
+    model._monitor_modes = tracker.modes()
+    history._modes = model._monitor_modes
     for cb in callbacks:
         cb.set_model(model)
         cb.on_train_begin()
-    progress = _Progress(verbose, epochs, n_batches)
+    first = 0 if initial_epoch is None else initial_epoch
+    progress = Progress(verbose, epochs, n_batches)
     per_batch_callbacks = [cb for cb in callbacks if wants_every_batch(cb)]
+    # the callbacks that write logs out run after the others, which may add to the logs
+    # (History and the progress line come last of all)
+    callbacks = ([cb for cb in callbacks if not isinstance(cb, CSVLogger)]
+                 + [cb for cb in callbacks if isinstance(cb, CSVLogger)])
     sigint = _interrupt.defer_sigint()  # Ctrl-C sets a flag, read between steps
     passes = model._passes
     runner_class = runner_for(passes, opt)
-    runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
-    if comm is not None:
-        runner.distribute(_mpi.StepReducer(comm, passes.grads, sigint),
-                          _mpi.global_step_rows(n, batch_size * accumulate, comm))
-    # Back in Python after every step when a callback wants every batch, about 50 times an
-    # epoch to draw a progress bar, otherwise once an epoch.
-    chunk = (1 if per_batch_callbacks else
+    observe = tracker.update if tracker.running else None
+    if observe is not None and accumulate > 1:
+        # the engine caches only a step's last micro-batch; the Python steps see each one
+        runner_class = PythonSteps
+    try:  # a runner that cannot be made must not leave fit's Ctrl-C handler installed
+        runner = runner_class(passes, X, Y, w, batch_size, accumulate, loss, opt, nt, sigint)
+        if comm is not None:
+            runner.distribute(_mpi.StepReducer(comm, passes.grads, sigint),
+                              _mpi.global_step_rows(n, batch_size * accumulate, comm))
+    except BaseException:
+        sigint.restore()
+        raise
+    runner.observe = observe
+    per_step = _optimizers.per_step(opt)
+    # Back in Python after every step when a callback wants every batch, the running metrics
+    # read each batch's f_out from the engine's cache, or a per-step schedule sets each step's
+    # rate (the engine takes one rate a run); about 50 times an epoch to draw a progress bar;
+    # otherwise once an epoch. (What the new engine should take instead: bench/README.md,
+    # "Metrics" and "Per-step schedules".)
+    chunk = (1 if per_batch_callbacks or observe is not None or per_step else
              max(1, runner.n_steps // 50) if progress.bar else runner.n_steps)
+    # A schedule goes on across fits (the optimizer counts its epochs, as Keras' counts its
+    # steps): epoch k of this fit is the optimizer's epoch after its last, unless initial_epoch
+    # numbers the epochs (Keras), which the schedule then reads.
+    schedule_base = (first if initial_epoch is not None
+                     else 0 if opt._epoch is None else opt._epoch + 1)
     try:
-        for epoch in range(epochs):
+        for epoch in range(first, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
-            opt.set_epoch(first_epoch + epoch)
+            opt.set_epoch(schedule_base + epoch - first)
+            tracker.reset()
+            progress.epoch_begin(epoch)
             t0 = time.perf_counter()
             total, correct, seen, done = 0.0, 0.0, 0, 0  # done: the epoch's steps so far
             weight = 0.0  # rows, or their weights: accuracy's denominator
@@ -501,6 +578,8 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                 runner.start_epoch(order)
                 step = 0
                 while step < runner.n_steps:
+                    if per_step:
+                        opt._lr = opt.step_rate()
                     report = runner.run(step, chunk)
                     total, correct, seen = (total + report.total, correct + report.correct,
                                             seen + report.seen)
@@ -510,8 +589,9 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                     if stop_if_diverged(model, runner, report, epoch, done + step, on_nan,
                                         progress, rows):
                         return history
-                    progress.batch(epoch, min((done + step) * accumulate, n_batches),
-                                   total / max(seen, 1))
+                    if progress.bar:
+                        progress.batch(epoch, min((done + step) * accumulate, n_batches),
+                                       total / max(seen, 1), tracker.results())
                     for cb in per_batch_callbacks:
                         cb.on_batch_end(done + step - 1, {"loss": report.last_loss})
                     # data-parallel, only the agreed stop (report.status) counts: a rank that
@@ -521,13 +601,14 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
                 done += step
             seconds = time.perf_counter() - t0
             logs = epoch_logs(loss, total, seen, correct, weight, comm)
+            logs.update(tracker.results())
             if val is not None:
-                logs.update(_validate(model, val, loss, comm))
+                logs.update(_evaluate.validate(model, val, loss, comm, tracker))
             logs["learning_rate"] = opt._lr
-            history._record(epoch, logs, seconds)
-            progress.epoch_end(epoch, logs, seconds)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
+            history._record(epoch, logs, seconds)  # with what the callbacks added
+            progress.epoch_end(epoch, logs, seconds, min(done * accumulate, n_batches) or 1)
             if sigint.requested and comm is None:
                 raise KeyboardInterrupt
             if model.stop_training:
@@ -537,7 +618,7 @@ def _fit(model, X, y, loss, optimizer, epochs, batch_size, validation_split, val
         # Raised between steps (see bp/_interrupt.py), so the step in flight finished: the
         # parameters and optimizer state are those of the last completed step.
         history.stopped = "interrupted"
-        progress.message(f"interrupted: stopped after {history.stopped_at}")
+        progress.interrupted(history.stopped_at, accumulate)
     finally:
         sigint.restore()
         for cb in callbacks:
@@ -579,30 +660,6 @@ def _ratio(comm, numerator, denominator):
     if comm is not None:
         numerator, denominator = _mpi.sum_over_ranks(comm, [numerator, denominator])
     return float(numerator / (denominator or 1.0))
-
-
-def _validate(model, val, loss, comm):
-    """val_loss (and val_accuracy) on the validation rows; data-parallel, over all ranks' rows:
-    the loss is a mean over rows and the accuracy one over rows (or weights), so each rank's
-    value is weighted by its count before the sum. Validation in parts (batches, blocks): the
-    same sums over the parts, with the layers' penalty added once."""
-    if not isinstance(val, tuple):
-        nt = _threads.get_num_threads()
-        total, rows, hits, weight = val.sums(model._passes, loss, nt)
-        ev = {"loss": float(total / rows + model._passes.penalty(None, nt))}
-        if _losses.is_classification(loss):
-            ev["accuracy"] = float(hits / weight) if weight else 0.0
-        return {"val_" + k: v for k, v in ev.items()}
-    ev = model.evaluate(val[0], val[1], loss=loss, sample_weight=val[2])
-    if comm is not None:
-        n = len(val[0])
-        weight = n if val[2] is None else float(np.sum(val[2]))
-        sums = _mpi.sum_over_ranks(comm, [ev["loss"] * n, n, ev.get("accuracy", 0.0) * weight,
-                                          weight])
-        ev["loss"] = float(sums[0] / sums[1])
-        if "accuracy" in ev:
-            ev["accuracy"] = float(sums[2] / (sums[3] or 1.0))
-    return {"val_" + k: v for k, v in ev.items()}
 
 
 def _diverged(model, passes, epoch, batch, on_nan, progress, X_batch=None, batch_rows=None,

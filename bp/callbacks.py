@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import math
 import os
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from . import _io
+from . import metrics as _metrics
 from ._validation import check_number
 
 
@@ -37,6 +36,9 @@ class History:
         the batch), row (of X) and where; the model kept the last finite step.
     epoch_times : list of float
         Seconds of training (without validation) per epoch.
+    best_epoch, best_value : int or None, float or None
+        The epoch with the best ``val_loss`` (``loss`` without validation data) and its value;
+        ``best(monitor)`` for another quantity.
 
     Examples
     --------
@@ -63,6 +65,57 @@ class History:
         self.stopped = None
         self.stopped_at = None
         self.diverged = None
+        self._modes: dict[str, str] = {}  # fit's {key: "max" or "min"} for its metrics
+
+    def best(self, monitor=None, mode="auto"):
+        """Find the epoch with the best finite value of a logged quantity.
+
+        Parameters
+        ----------
+        monitor : str, optional
+            The logged name; default "val_loss", or "loss" without validation data.
+        mode : {"auto", "min", "max"}, default="auto"
+            "auto" maximises accuracies, AUC, R2, precision, recall and F1 and minimises the
+            rest (losses, errors).
+
+        Returns
+        -------
+        tuple
+            (epoch, value); (None, None) before any epoch.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import bp
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((100, 4)), np.arange(100) % 2
+        >>> model = bp.Sequential([bp.Dense(2, activation="softmax")], seed=0)
+        >>> history = model.fit(X, y, validation_split=0.2, epochs=3, verbose=0)
+        >>> epoch, value = history.best("val_accuracy")
+        >>> value == max(history["val_accuracy"])
+        True
+        """
+        mode = _check_mode(mode)
+        key = monitor or ("val_loss" if "val_loss" in self.history else "loss")
+        if key not in self.history:
+            if not self.epoch:
+                return None, None
+            raise ValueError(f"History has no {key!r}. Available: {', '.join(self.history)}")
+        best_epoch = best = None
+        for epoch, value in zip(self.epoch, self.history[key]):
+            if math.isfinite(value) and _improves(value, best, mode, key, modes=self._modes):
+                best_epoch, best = epoch, value
+        return best_epoch, best
+
+    @property
+    def best_epoch(self):
+        """The epoch with the best ``val_loss`` (``loss`` without validation data), or None."""
+        return self.best()[0]
+
+    @property
+    def best_value(self):
+        """The best ``val_loss`` (``loss`` without validation data), or None."""
+        return self.best()[1]
 
     def _record(self, epoch, logs, seconds):
         self.epoch.append(epoch)
@@ -74,7 +127,7 @@ class History:
         return self.history[key]
 
     def plot(self, path: str | os.PathLike[str] | None = None) -> Any:
-        """Draw the training curves: loss, accuracy (classification) with their validation values, and the learning rate, per epoch.
+        """Draw the training curves: loss, accuracy and the other metrics with their validation values, and the learning rate, per epoch.
 
         Needs matplotlib (``pip install "bp[plot]"``).
 
@@ -265,13 +318,16 @@ class EarlyStopping(Callback):
     min_delta : float, default=0.0
         An improvement must exceed it.
     mode : {"auto", "min", "max"}, default="auto"
-        Whether smaller or larger is better; "auto" maximises names containing "acc".
+        Whether smaller or larger is better; "auto" takes the metric's own: "max" for
+        accuracies, AUC, R2, precision, recall and F1, "min" for losses and errors.
     restore_best_weights : bool, default=True
         At the end, put back the weights of the best epoch (Keras' default is False; bp's is
         True because that is what one wants almost always). The optimizer's state stays the
         last step's, as in Keras. When fit ends by divergence or Ctrl-C nothing is restored: the
         model is the last completed step, weights and optimizer state together (``best_params``
         holds the best epoch's weights for ``set_flat_params``).
+    verbose : {0, 1}, default=0
+        1 prints the epoch it stopped at and the epoch whose weights it restored.
 
     Attributes
     ----------
@@ -279,6 +335,8 @@ class EarlyStopping(Callback):
         The best value seen.
     best_epoch : int or None
         Its epoch.
+    stopped_epoch : int or None
+        The epoch after which it stopped training (None if it did not).
 
     See Also
     --------
@@ -299,7 +357,7 @@ class EarlyStopping(Callback):
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = True) -> None:
+                 mode: str = "auto", restore_best_weights: bool = True, verbose: int = 0) -> None:
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError("patience must be a non-negative integer. Received: "
                              f"patience={patience!r}")
@@ -310,9 +368,13 @@ class EarlyStopping(Callback):
         self.min_delta = abs(check_number("min_delta", min_delta))
         self.mode = mode
         self.restore_best_weights = restore_best_weights
+        if verbose not in (0, 1, False, True):
+            raise ValueError(f"verbose must be 0 or 1. Received: verbose={verbose!r}")
+        self.verbose = int(verbose)
         self.best = None
         self.best_epoch = None
         self.best_params = None
+        self.stopped_epoch = None
         self.wait = 0
 
     def check_before_fit(self, model, optimizer, keys):
@@ -347,15 +409,12 @@ class EarlyStopping(Callback):
         self.best = None
         self.best_epoch = None
         self.best_params = None
+        self.stopped_epoch = None
         self.wait = 0
 
     def _better(self, value):
-        if self.best is None:
-            return True
-        maximize = self.mode == "max" or (self.mode == "auto" and "acc" in self._key)
-        if maximize:
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+        return _improves(value, self.best, self.mode, self._key, self.min_delta,
+                         getattr(self.model, "_monitor_modes", None))
 
     def on_epoch_end(self, epoch, logs=None):
         """Compare the monitored value with the best; stop after `patience` epochs without improvement.
@@ -386,6 +445,7 @@ class EarlyStopping(Callback):
             if self.wait >= self.patience:
                 self.model.stop_training = True
                 self.model._stop_reason = "early_stopping"
+                self.stopped_epoch = epoch
 
     def on_train_end(self, logs=None):
         """Put back the best epoch's weights (with ``restore_best_weights``).
@@ -402,8 +462,17 @@ class EarlyStopping(Callback):
         history = getattr(self.model, "history", None)
         if getattr(history, "stopped", None) in ("diverged", "interrupted"):
             return
-        if self.restore_best_weights and self.best_params is not None:
+        restore = self.restore_best_weights and self.best_params is not None
+        if self.verbose and self.stopped_epoch is not None:
+            # epochs counted from 1, as the progress line shows them
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping: {self._key} did not improve "
+                  f"for {self.patience} epochs; the best was {self.best:.6g} at epoch "
+                  f"{self.best_epoch + 1}", flush=True)
+        if restore:
             self.model.set_flat_params(self.best_params)
+            if self.verbose:
+                print(f"Restored the model's weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1} ({self._key} {self.best:.6g})", flush=True)
 
 
 class TerminateOnNaN(Callback):
@@ -431,51 +500,6 @@ class TerminateOnNaN(Callback):
     """
 
 
-class _Progress:
-    """verbose=1: a bar on a terminal (one line per epoch otherwise); verbose=2: a line per
-    epoch."""
-
-    def __init__(self, verbose, epochs, n_batches, file=None):
-        self.verbose = verbose
-        self.epochs = epochs
-        self.n_batches = n_batches
-        self.file = file or sys.stdout
-        self.bar = verbose == 1 and hasattr(self.file, "isatty") and self.file.isatty()
-        self._last = 0.0
-
-    def batch(self, epoch, done, loss):
-        if not self.bar:
-            return
-        now = time.perf_counter()
-        if done < self.n_batches and now - self._last < 0.1:
-            return
-        self._last = now
-        width = 30
-        filled = int(width * done / max(1, self.n_batches))
-        bar = "=" * filled + (">" if filled < width else "") + "." * max(0, width - filled - 1)
-        self.file.write(f"\rEpoch {epoch + 1}/{self.epochs} [{bar}] {done}/{self.n_batches}"
-                        f" - loss: {loss:.4f}")
-        self.file.flush()
-
-    def epoch_end(self, epoch, logs, seconds):
-        if not self.verbose:
-            return
-        parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k != "learning_rate")
-        line = f"Epoch {epoch + 1}/{self.epochs} - {seconds:.2f}s - {parts}"
-        if self.bar:
-            self.file.write("\r" + line + " " * 10 + "\n")
-        else:
-            self.file.write(line + "\n")
-        self.file.flush()
-
-    def message(self, text):
-        if self.verbose:
-            if self.bar:
-                self.file.write("\n")
-            self.file.write(text + "\n")
-            self.file.flush()
-
-
 # ---- History.plot -------------------------------------------------------------------------------
 
 
@@ -491,7 +515,9 @@ def _plot_history(history, path=None):
                          "with no epochs")
     h = history.history
     epochs = [e + 1 for e in history.epoch]
-    panels = [name for name in ("loss", "accuracy", "learning_rate")
+    # loss, accuracy, then the other metrics and what callbacks logged, the learning rate last
+    names = [k.removeprefix("val_") for k in h]
+    panels = [name for name in dict.fromkeys(["loss", "accuracy", *names, "learning_rate"])
               if name in h or "val_" + name in h]
     fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
     FigureCanvasAgg(fig)  # a canvas of its own: no pyplot, no global figure state
@@ -531,11 +557,14 @@ def _monitored(who, monitor, logs):
     return key
 
 
-def _improves(value, best, mode, key, min_delta=0.0):
-    """True if `value` beats `best` by more than min_delta (max for accuracies under "auto")."""
+def _improves(value, best, mode, key, min_delta=0.0, modes=None):
+    """True if `value` beats `best` by more than min_delta. mode "auto": the metric's direction,
+    from fit's metrics (`modes`, {key: "max" or "min"}) or bp.metrics.mode_of(key)."""
     if best is None:
         return True
-    if mode == "max" or (mode == "auto" and "acc" in key):
+    if mode == "auto":
+        mode = (modes or {}).get(key) or _metrics.mode_of(key)
+    if mode == "max":
         return value > best + min_delta
     return value < best - min_delta
 
@@ -655,7 +684,9 @@ class ModelCheckpoint(Callback):
         if self.save_best_only:
             key = _monitored("ModelCheckpoint", self.monitor, logs)
             value = logs[key]
-            if not math.isfinite(value) or not _improves(value, self.best, self.mode, key):
+            if not math.isfinite(value) or not _improves(
+                    value, self.best, self.mode, key, modes=getattr(self.model, "_monitor_modes",
+                                                                     None)):
                 return
             self.best = value
         path = self._path(epoch, logs)
@@ -771,7 +802,8 @@ class ReduceLROnPlateau(Callback):
             self.wait = 0
         if not math.isfinite(value):
             return
-        if _improves(value, self.best, self.mode, key, self.min_delta):
+        if _improves(value, self.best, self.mode, key, self.min_delta,
+                     getattr(self.model, "_monitor_modes", None)):
             self.best, self.wait = value, 0
         elif self.cooldown_counter == 0:
             self.wait += 1

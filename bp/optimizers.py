@@ -80,7 +80,9 @@ class Optimizer:
     ----------
     learning_rate : float or callable, default=required
         A positive number, or a schedule ``f(epoch) -> float`` (see ``StepDecay``, ``CosineDecay``),
-        evaluated at the start of each epoch.
+        evaluated at the start of each epoch, or a per-step schedule (``per_step = True``:
+        ``bp.schedules.WarmupCosine``, ``OneCycle``, ``PerStep``) evaluated at the step count
+        before each update.
     global_clipnorm : float or None, default=None
         If set, the gradients are scaled so that their global L2 norm (over all parameters) is at
         most ``global_clipnorm`` (Keras' ``global_clipnorm``, ``torch.nn.utils.clip_grad_norm_``),
@@ -138,7 +140,7 @@ class Optimizer:
         Parameters
         ----------
         epoch : int, default=0
-            The epoch, counted from 0.
+            The epoch, counted from 0 (a per-step schedule reads the step count instead).
 
         Returns
         -------
@@ -151,6 +153,8 @@ class Optimizer:
         >>> bp.SGD(learning_rate=bp.StepDecay(0.1, step_size=2)).current_learning_rate(2)
         0.01
         """
+        if per_step(self):
+            return self.step_rate()
         if callable(self.learning_rate):
             lr = self.learning_rate(epoch)
             return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
@@ -166,6 +170,28 @@ class Optimizer:
         """
         self._lr = self.current_learning_rate(epoch)
         self._epoch = epoch
+
+    def step_rate(self):
+        """Compute the rate of the next update under a per-step schedule.
+
+        A per-step schedule (``bp.schedules.WarmupCosine``, ``OneCycle``, ``PerStep``) is read at
+        the optimizer's step count, which goes on across fits.
+
+        Returns
+        -------
+        float
+            The learning rate.
+
+        Examples
+        --------
+        >>> import bp
+        >>> opt = bp.SGD(bp.schedules.PerStep(lambda step: 0.1 / (1 + step)))
+        >>> opt.iterations = 4
+        >>> opt.step_rate()
+        0.02
+        """
+        lr = self.learning_rate(self.iterations)
+        return check_number("learning_rate (from the schedule)", lr, low=0.0, low_open=True)
 
     # -- state ---------------------------------------------------------------------------------
     def _ensure_state(self, params):
@@ -223,16 +249,19 @@ class Optimizer:
         self._state = {}
 
     # -- undoing a step (fit's divergence guard) ---------------------------------------------
-    def _checkpoint(self, params):
+    def _checkpoint(self, params, copy=True):
         """Remember what one ``apply`` changes (the step count and the state buffers), in buffers
-        reused from step to step, so that a step whose update goes non-finite can be undone."""
+        reused from step to step, so that a step whose update goes non-finite can be undone.
+        copy=False only allocates them: the compiled engine copies the state itself, before the
+        updates that need it (a run of one step, as metrics ask, would copy it every step)."""
         self._ensure_state(params)
         saved = self._saved
         for name, buf in self._state.items():
             if (saved.get(name) is None or saved[name].shape != buf.shape
                     or saved[name].dtype != buf.dtype):
                 saved[name] = np.empty_like(buf)
-            np.copyto(saved[name], buf)
+            if copy:
+                np.copyto(saved[name], buf)
         self._saved_iterations = self.iterations
 
     def _rollback(self):
@@ -305,6 +334,8 @@ class Optimizer:
         nt = _threads.get_num_threads() if n_threads is None else n_threads
         if self._lr is None:
             self.set_epoch(0)
+        if per_step(self):
+            self._lr = self.step_rate()
         self._ensure_state(params)
         self.iterations += 1
         self._update(params, grads, self._lr, self.grad_scale(grads, nt), nt)
@@ -845,6 +876,12 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "ada
 # fit runs them in its Python step, which calls the same kernels through ``apply``.
 _ENGINE_CLASSES = {SGD, Adam, AdamW}
 _BUILTIN = {cls.__name__: cls for cls in OPTIMIZERS.values()}  # the names files use
+
+
+def per_step(optimizer):
+    """True if the optimizer's learning rate is a per-step schedule (bp.schedules), which fit
+    evaluates before every update instead of once an epoch."""
+    return bool(getattr(optimizer.learning_rate, "per_step", False))
 
 
 def engine_runs(cls):

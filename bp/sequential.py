@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _io, _model_file, _mpi, _online, _ops, _passes, _threads, _torch, _training
+from . import _evaluate, _io, _model_file, _mpi, _online, _ops, _passes, _threads, _torch, _training
 from . import insight as _insight
 from . import losses as _losses
+from . import metrics as _metrics
 from . import optimizers as _optimizers
 from ._ops import layer_config, layers_from_config, refuse_beyond_dense
 from ._training import TrainingDivergedError  # noqa: F401  (bp.sequential.TrainingDivergedError)
@@ -121,6 +122,7 @@ class Sequential:
         self.input_dim = check_positive_int("input_dim", input_dim, allow_none=True)
         self.loss: str | None = None
         self.optimizer: Any = None
+        self._metrics: list[Any] = []
         self.stop_training = False
         self._stop_reason = None
         self._params: Any = None
@@ -384,9 +386,9 @@ class Sequential:
         return self._passes.predict(self, X, _threads.get_num_threads(), out)
 
     def evaluate(self, X: ArrayLike, y: ArrayLike, loss: str | None = None,
-                 sample_weight: ArrayLike | None = None,
-                 batch_size: int | None = None) -> dict[str, float]:
-        """Compute the loss (with the regularisers, as fit's) and the accuracy on (X, y).
+                 sample_weight: ArrayLike | None = None, batch_size: int | None = None,
+                 metrics: Any = None) -> dict[str, float]:
+        """Compute the loss (with the regularisers, as fit's), the accuracy and the metrics on (X, y).
 
         Parameters
         ----------
@@ -400,11 +402,15 @@ class Sequential:
             Non-negative weights of the rows.
         batch_size : int, optional
             Accepted for Keras compatibility; the whole of X is one pass.
+        metrics : list of str or bp.metrics.Metric, optional
+            Default: the model's (``compile(metrics=...)``). Each is exact over the rows, as
+            ``sklearn.metrics`` on the same predictions.
 
         Returns
         -------
         dict
-            ``{"loss": float}``, and ``"accuracy"`` for classification losses.
+            ``{"loss": float}``, ``"accuracy"`` for classification losses, and one entry per
+            metric.
 
         Examples
         --------
@@ -418,11 +424,8 @@ class Sequential:
         """
         check_positive_int("batch_size", batch_size, allow_none=True)
         self._fit_lock.check_reader()
-        loss, X, Y, w = _passes.prepare(self, X, y, loss, sample_weight)
-        self._build_from(X)
-        value, f_out = self._passes.evaluate(X, Y, w, loss, _threads.get_num_threads())
-        acc = _losses.accuracy(loss, f_out, Y, w)
-        return {"loss": float(value), **({} if acc is None else {"accuracy": acc})}
+        return _evaluate.evaluate_model(self, X, y, loss, sample_weight,
+                                        self._metrics if metrics is None else metrics)
 
     # ---- gradients without an update -----------------------------------------------------------
     def gradients(self, X: ArrayLike, y: ArrayLike, loss: str | None = None,
@@ -621,9 +624,9 @@ class Sequential:
         # no BLAS here, so no thread count to settle: the update runs serial (_passes)
         self.optimizer.apply(self._params, self._grads, _passes.ELEMENTWISE_THREADS)
 
-    def compile(self, loss: str | None = None,
-                optimizer: Optimizer | str | None = None) -> Sequential:
-        """Set the default loss and optimizer for fit, partial_fit and evaluate (Keras style).
+    def compile(self, loss: str | None = None, optimizer: Optimizer | str | None = None,
+                metrics: Any = None) -> Sequential:
+        """Set the default loss, optimizer and metrics for fit, partial_fit and evaluate (Keras style).
 
         Parameters
         ----------
@@ -631,6 +634,9 @@ class Sequential:
             "mse", "binary_cross_entropy" or "cross_entropy"; None keeps the current one.
         optimizer : Optimizer or str, optional
             An optimizer or its name ("sgd", "adam", "adamw"); None keeps the current one.
+        metrics : list of str or bp.metrics.Metric, optional
+            Names ("auc", "f1", "mae", "r2"...) or ``bp.metrics`` objects; None keeps the
+            current ones.
 
         Returns
         -------
@@ -647,8 +653,9 @@ class Sequential:
         """
         new_loss = _passes.check_loss(self, loss) if loss is not None else self.loss
         new_opt = _optimizers.get(optimizer) if optimizer is not None else self.optimizer
+        new_metrics = _metrics.check(metrics) if metrics is not None else self._metrics
         new_opt is None or new_opt._bind(self)
-        self.loss, self.optimizer = new_loss, new_opt
+        self.loss, self.optimizer, self._metrics = new_loss, new_opt, new_metrics
         return self
 
     # ---- training: bp/_training.py -------------------------------------------------------------
@@ -658,7 +665,8 @@ class Sequential:
             sample_weight: ArrayLike | None = None, class_weight: dict | str | None = None,
             callbacks: Sequence[Callback] | None = None, accumulate: int = 1, verbose: int = 1,
             on_nan: str = "raise", steps_per_epoch: int | None = None,
-            validation_steps: int | None = None, comm: Any = None) -> History:
+            validation_steps: int | None = None, comm: Any = None, metrics: Any = None,
+            initial_epoch: int | None = None) -> History:
         """Train by mini-batch backpropagation.
 
         Each epoch shuffles the rows (seeded), and each batch is one step: forward pass, loss, error
@@ -712,6 +720,13 @@ class Sequential:
         comm : mpi4py communicator, optional
             Data-parallel training: each rank passes its own rows, and each update is the one a
             single process makes on the union of the ranks' micro-batches.
+        metrics : list of str or bp.metrics.Metric, optional
+            Default: the model's (``compile(metrics=...)``). Names ("accuracy", "auc", "f1",
+            "precision", "recall", "mae", "mse", "rmse", "r2"...) or ``bp.metrics`` objects:
+            running values over each epoch's batches in training, exact on validation rows.
+        initial_epoch : int, optional
+            Run epochs ``initial_epoch .. epochs - 1`` (Keras' meaning; a schedule reads these
+            numbers). By default a schedule goes on from the optimizer's last epoch.
 
         Returns
         -------
@@ -745,12 +760,8 @@ class Sequential:
         >>> history.history["accuracy"][-1] > 0.9
         True
         """
-        return _training.fit(self, X, y, loss=loss, optimizer=optimizer, epochs=epochs,
-                             batch_size=batch_size, validation_split=validation_split,
-                             validation_data=validation_data, validation_steps=validation_steps,
-                             shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
-                             class_weight=class_weight, callbacks=callbacks, accumulate=accumulate,
-                             on_nan=on_nan, steps_per_epoch=steps_per_epoch, comm=comm)
+        arguments = {k: v for k, v in locals().items() if k not in ("self", "X", "y")}
+        return _training.fit(self, X, y, **arguments)  # every keyword, as given
 
     def partial_fit(self, X: ArrayLike, y: ArrayLike, *, loss: str | None = None,
                     optimizer: Optimizer | str | None = None, batch_size: int = 32,
@@ -997,23 +1008,31 @@ class Sequential:
         lines.append("]")
         return "\n".join(lines)
 
-    def summary(self, file: TextIO | None = None) -> str:
-        """Print (and return) a table of the layers, their output shapes and parameter counts.
+    def summary(self, print_fn: Any = None, file: TextIO | None = None,
+                to_string: bool = False) -> str | None:
+        """Print a table of the layers, their output shapes and parameter counts.
+
+        Returns None, as Keras' does (a notebook shows the table once); ``to_string=True``
+        returns the text instead of printing it.
 
         Parameters
         ----------
+        print_fn : callable, optional
+            Called with the table's text instead of ``print``.
         file : file-like, optional
             Where to print; default ``sys.stdout``.
+        to_string : bool, default=False
+            Return the text, print nothing.
 
         Returns
         -------
-        str
-            The table.
+        str or None
+            The table with ``to_string=True``, else None.
 
         Examples
         --------
         >>> import bp
-        >>> _ = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)]).build(3).summary()
+        >>> bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(2)]).build(3).summary()
         Layer    Output shape  Activation  Params
         -----------------------------------------
         dense_0  (None, 4)     relu        16
@@ -1022,8 +1041,13 @@ class Sequential:
         Total params: 26  (float32)
         """
         out = _summary_table(self.layers, self.input_dim, self.dtype)
-        print(out, file=file)
-        return out
+        if to_string:
+            return out
+        if print_fn is not None:
+            print_fn(out)
+        else:
+            print(out, file=file)
+        return None
 
     # ---- files and pickling --------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -1083,7 +1107,7 @@ class Sequential:
         layer_cfgs = state.pop("layers")
         params, grads = state.pop("_params"), state.pop("_grads")
         running = state.pop("_running", [])
-        self.__dict__.update(state)
+        self.__dict__.update({"_metrics": [], **state})  # (a pickle from before metrics)
         self._fit_lock = _threads.FitLock()
         self.layers = []
         self._params = self._grads = self._passes = None

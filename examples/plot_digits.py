@@ -31,7 +31,7 @@ model = bp.Sequential([
 ], seed=0)
 history = model.fit(X_train, y_train, loss="cross_entropy", optimizer=bp.Adam(1e-3),
                     epochs=40, batch_size=32, validation_split=0.1, verbose=0)
-print(model.summary())
+model.summary()
 print("test:", model.evaluate(X_test, y_test))
 
 # %%

@@ -325,7 +325,9 @@ def test_summary_counts_parameters(capsys):
     model = bp.Sequential([bp.Dense(128, activation="relu"), bp.Dense(64, activation="relu"),
                            bp.Dense(10, activation="softmax", use_bias=False, name="out")],
                           input_dim=64)
-    text = model.summary()
+    # printed, None returned (Keras: a notebook shows the table once); the text on request
+    assert model.summary() is None
+    text = model.summary(to_string=True)
     assert capsys.readouterr().out == text + "\n"
     rows, total, dtype = _summary_rows(text)
     assert rows == {"dense_0": (128, "relu", "8,320"), "dense_1": (64, "relu", "8,256"),
@@ -333,13 +335,13 @@ def test_summary_counts_parameters(capsys):
     assert (total, dtype) == ("17,216", "float32")
     model.build()
     assert model.n_params == 17216 == sum(L.n_params for L in model)
-    assert _summary_rows(model.summary())[0] == rows
+    assert _summary_rows(model.summary(to_string=True))[0] == rows
 
 
 def test_summary_of_a_model_without_input_width(capsys):
     model = bp.Sequential([bp.Dense(4, activation="relu"), bp.Dense(3, activation="softmax")],
                           dtype="float64")
-    rows, total, dtype = _summary_rows(model.summary())
+    rows, total, dtype = _summary_rows(model.summary(to_string=True))
     assert rows == {"dense_0": (4, "relu", "?"), "dense_1": (3, "softmax", "15")}
     assert (total, dtype) == ("? (not built)", "float64")
 
@@ -347,9 +349,16 @@ def test_summary_of_a_model_without_input_width(capsys):
 def test_summary_to_a_file(tmp_path, capsys):
     path = tmp_path / "summary.txt"
     with open(path, "w") as f:
-        text = classifier(input_dim=4).summary(file=f)
+        assert classifier(input_dim=4).summary(file=f) is None
     assert capsys.readouterr().out == ""
-    assert path.read_text() == text + "\n"
+    assert path.read_text() == classifier(input_dim=4).summary(to_string=True) + "\n"
+
+
+def test_summary_through_print_fn(capsys):
+    lines = []
+    assert classifier(input_dim=4).summary(print_fn=lines.append) is None
+    assert capsys.readouterr().out == ""
+    assert lines == [classifier(input_dim=4).summary(to_string=True)]
 
 
 # ---- parameters -----------------------------------------------------------------------------------

@@ -300,7 +300,8 @@ def test_verbose_prints_one_line_per_epoch(verbose, capsys):
     lines = out.splitlines()
     assert len(lines) == 3
     for epoch, line in enumerate(lines):
-        m = re.fullmatch(rf"Epoch {epoch + 1}/3 - \d+\.\d\ds - loss: (\d+\.\d{{4}}) - accuracy: "
+        m = re.fullmatch(rf"Epoch {epoch + 1}/3 - \d+\.\d\ds - \d+(?:us|ms|\.\d\ds)/step - "
+                         r"loss: (\d+\.\d{4}) - accuracy: "
                          r"(\d\.\d{4}) - val_loss: (\d+\.\d{4}) - val_accuracy: (\d\.\d{4})", line)
         assert m, line
         for key, text in zip(["loss", "accuracy", "val_loss", "val_accuracy"], m.groups()):

@@ -65,3 +65,12 @@ def test_bench_vocab_quick_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "nadam / relu" in out.stdout and "adam / mish" in out.stdout
     assert (tmp_path / "vocab.json").exists()
+
+
+def test_bench_metrics_quick_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "metrics.py"), "--quick",
+                          "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "accuracy, auc" in out.stdout and "vs none" in out.stdout
+    assert (tmp_path / "metrics.json").exists()

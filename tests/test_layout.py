@@ -68,7 +68,7 @@ def test_the_cli_and_the_package_root_are_imported_by_nothing():
 
 
 def test_the_leaf_utilities_import_no_other_part_of_bp():
-    for leaf in ("_validation", "_interrupt", "_io", "_reference", "_threads"):
+    for leaf in ("_validation", "_interrupt", "_io", "_reference", "_threads", "_progress"):
         assert not GRAPH[leaf], f"bp/{leaf}.py imports {sorted(GRAPH[leaf])}"
 
 
