@@ -1168,17 +1168,10 @@ def load(path: str | os.PathLike[str]) -> Sequential:
         _model_file.check_arrays(shapes, arrays)
         model = Sequential.from_config(config)
         model.build()
-        params = arrays["params"]
-        if params.shape != model._params.shape or params.dtype != model.dtype:
-            raise ValueError(f"params have shape {params.shape} and dtype {params.dtype}; the "
-                             f"architecture needs {model._params.shape} {model.dtype}")
-        model._params[...] = params
+        # shapes, dtypes and finiteness were checked by check_arrays, from the same config
+        model._params[...] = arrays["params"]
         for k, layer in enumerate(_ops.running_layers(model.layers)):
-            running = arrays[f"running_{k}"]
-            if running.shape != layer.running.shape or running.dtype != model.dtype:
-                raise ValueError(f"running_{k} has shape {running.shape} and dtype "
-                                 f"{running.dtype}; expected {layer.running.shape} {model.dtype}")
-            layer.running[...] = running
+            layer.running[...] = arrays[f"running_{k}"]
         if config.get("rng_state") is not None:
             model._rng.bit_generator.state = config["rng_state"]
         if config.get("optimizer") is not None:
