@@ -974,9 +974,9 @@ class Sequential:
     def from_torch(cls, module: Any, dtype: DTypeLike | None = None) -> Sequential:
         """Build a model from a torch module, with its weights exactly.
 
-        Reads an ``nn.Sequential`` of ``Linear`` layers, each followed by at most one of ``Sigmoid``,
-        ``Tanh``, ``ReLU``, ``LeakyReLU``, ``GELU()`` and ``Softmax(dim=-1)``, and refuses anything else
-        by name.
+        Reads an ``nn.Sequential`` of what ``bp.from_torch`` reads: ``Linear`` layers with their
+        activation modules, ``Dropout``, ``LayerNorm``, ``BatchNorm1d`` and ``bp._torch.Residual``
+        blocks; it refuses anything else by name.
 
         Parameters
         ----------
